@@ -1,0 +1,271 @@
+"""One validated description of a run.
+
+A run config is a TOML document (a preset, a user's file, plus `--set` overrides) checked
+against these pydantic models. Every model forbids unknown keys; `check_keys` runs first so an
+unknown key is reported with the nearest valid one ("tune.lr_rate: unknown key, did you mean
+tune.lr?").
+"""
+from __future__ import annotations
+
+import difflib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.errors import PostError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelsConfig(Section):
+    large: str = Field(description="Large model: hub id, local folder, offline asset name, or tiny:gpt2 / tiny:llama")
+    small: str = Field("", description="An existing student (folder or hub id); empty: distil one from the large model")
+    trust_remote_code: bool = False
+
+
+class TaskConfig(Section):
+    source: str = Field(description="smoke, an offline asset (mr, tweets, bbc, ...), a hub data set, or a local CSV/JSONL/parquet file or folder")
+    subset: str = Field("", description="Hub data set configuration (e.g. sst2 for glue)")
+    text_fields: list[str] = Field(default_factory=lambda: ["text"])
+    label_field: str = "label"
+    template: str = Field("{text} It was", description="Input template; {text} (or each text field by name) is filled in")
+    label_words: list[list[str]] = Field(default_factory=list, description="Per class, in label order: its label words")
+    prompt_init: str = Field("Predict if sentiment of this text is positive or negative.", description="Sentence whose token embeddings initialise the prompt")
+    train_split: str = "train"
+    validation_split: str = "validation"
+    test_split: str = "test"
+    max_train: int = Field(0, ge=0, description="Use at most this many training examples (0: all)")
+    max_eval: int = Field(0, ge=0, description="Use at most this many validation / test examples (0: all)")
+    max_length: int = Field(64, ge=4, description="Token budget for the filled template")
+
+    @field_validator("text_fields")
+    @classmethod
+    def _some_text(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("needs at least one text field")
+        return v
+
+
+class PublicConfig(Section):
+    source: str = Field(description="Public data for transfer (labels are never read)")
+    subset: str = ""
+    text_fields: list[str] = Field(default_factory=lambda: ["text"])
+    template: str = "{text} It was"
+    split: str = "train"
+    size: int = Field(128, ge=1, description="Number of public examples used for transfer")
+    max_length: int = Field(64, ge=4)
+
+
+class DistillConfig(Section):
+    enabled: bool = True
+    blocks: list[int] = Field(default_factory=lambda: [0, -1], description="Teacher blocks the student keeps (negative counts from the end)")
+    corpus: str = Field("", description="Knowledge-distillation text: a data source like task.source; empty: the public set's source")
+    corpus_subset: str = ""
+    corpus_field: str = "text"
+    corpus_split: str = "train"
+    max_texts: int = Field(0, ge=0)
+    steps: int = Field(200, ge=0)
+    batch_size: int = Field(8, ge=1)
+    seq_len: int = Field(64, ge=4)
+    lr: float = Field(2.5e-4, gt=0)
+    warmup: float = Field(0.05, ge=0, lt=1)
+    grad_clip: float = Field(5.0, gt=0)
+    temperature: float = Field(2.0, gt=0)
+    weight_kd: float = Field(5.0, ge=0)
+    weight_lm: float = Field(2.0, ge=0)
+    weight_cos: float = Field(1.0, ge=0)
+    freeze_embeddings: bool = True
+    freeze_head: bool = True
+    eval_every: int = Field(0, ge=0)
+
+
+class TuneConfig(Section):
+    prompt_length: int = Field(20, ge=0)
+    steps: int = Field(0, ge=0, description="Optimizer steps (0: use epochs)")
+    epochs: float = Field(1.0, gt=0)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    eval_every: int = Field(50, ge=0, description="Validation accuracy every N steps (0: only at the end)")
+    eval_size: int = Field(200, ge=0, description="Validation examples used while training (0: all)")
+
+
+class TransferConfig(Section):
+    methods: list[Literal["post", "output", "shift", "direct", "inference"]] = Field(default_factory=lambda: ["post", "direct"])
+    alpha: Union[float, Literal["auto"]] = 0.5
+    temperature: float = Field(2.0, gt=0)
+    steps: int = Field(300, ge=0)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+
+    @field_validator("alpha")
+    @classmethod
+    def _alpha_range(cls, v):
+        if isinstance(v, float) and not 0.0 <= v <= 1.0:
+            raise ValueError("alpha must be in [0, 1] or \"auto\"")
+        return v
+
+
+class EvalConfig(Section):
+    full_zs: bool = True
+    full_pt: bool = Field(True, description="Prompt-tune the large model on the private data (the expensive reference)")
+    full_pt_steps: int = Field(0, ge=0, description="Steps for full PT (0: same as tune)")
+    batch_size: int = Field(32, ge=1)
+
+
+class PrivacyConfig(Section):
+    """Differentially private prompt tuning (PromptDPSGD). Off unless epsilon or noise_multiplier is set."""
+    epsilon: float | None = Field(None, description="Target epsilon; sigma is planned to reach it")
+    delta: float | None = Field(None, description="Default 1/N; must be < 1/N")
+    noise_multiplier: float | None = Field(None, description="Sigma (instead of epsilon)")
+    clip: float = Field(1.0, description="Per-example gradient norm bound C")
+    accountant: Literal["rdp", "prv"] = "rdp"
+    sample_rate: float | None = Field(None, description="Poisson sampling rate q (default batch_size / N)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon is not None or self.noise_multiplier is not None
+
+
+class RuntimeConfig(Section):
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Compute dtype (bfloat16 autocast; prompts stay float32)")
+    seed: int = 0
+    out_dir: str = "runs"
+    threads: int = Field(0, ge=0, description="torch CPU threads (0: library default)")
+    memory_every: float = Field(2.0, gt=0, description="Seconds between memory samples")
+
+
+class RunConfig(Section):
+    name: str = "custom"
+    description: str = ""
+    models: ModelsConfig
+    task: TaskConfig
+    public: PublicConfig
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if not self.distill.enabled and not self.models.small:
+            raise ValueError("distill.enabled is false but models.small is empty: name a student or enable distillation")
+        return self
+
+
+# ---------------------------------------------------------------- key checking
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation) if get_origin(annotation) else ():
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def all_keys(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[str]:
+    """Every dotted key a config may hold (for suggestions and for editors)."""
+    keys = []
+    for name, info in model.model_fields.items():
+        sub = _section_model(info.annotation)
+        if sub is not None:
+            keys += all_keys(sub, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def check_keys(data: dict[str, Any], model: type[BaseModel] = RunConfig, prefix: str = "") -> None:
+    """Raise PostError for the first unknown key, naming the nearest valid one."""
+    fields = model.model_fields
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            valid = [f"{prefix}{k}" for k in fields]
+            near = difflib.get_close_matches(dotted, valid + all_keys(RunConfig), n=1, cutoff=0.5)
+            hint = f"; did you mean {near[0]}?" if near else f"; valid keys here: {', '.join(valid)}"
+            raise PostError(f"config: unknown key {dotted}{hint}")
+        sub = _section_model(fields[key].annotation)
+        if sub is not None:
+            if not isinstance(value, dict):
+                raise PostError(f"config: {dotted} must be a table of settings, got {value!r}")
+            check_keys(value, sub, f"{dotted}.")
+
+
+def _validation_message(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "config"
+    got = first.get("input")
+    got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"config: {where}: {first['msg']}{got_text}"
+
+
+def validate(data: dict[str, Any]) -> RunConfig:
+    check_keys(data)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise PostError(_validation_message(err)) from None
+
+
+# ---------------------------------------------------------------- TOML in and out
+
+def read_toml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise PostError(f"config file {path} not found: give the path of a TOML file")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise PostError(f"config file {path} is not valid TOML: {err}") from None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b=value` → (["a", "b"], value); the value is read as TOML, else kept as a string."""
+    if "=" not in text:
+        raise PostError(f"--set {text!r}: expected KEY=VALUE, e.g. --set tune.lr=0.01")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise PostError(f"--set {text!r}: the key must be dotted names, e.g. tune.lr")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise PostError(f"--set {text!r}: {part} is a value, not a table")
+        node[path[-1]] = value
+    return data
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def to_toml(config: RunConfig) -> str:
+    """The fully resolved config (defaults filled in); unset optional values are left out."""
+    return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))

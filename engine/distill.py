@@ -1,0 +1,155 @@
+"""Distillation: the model owner's one-time stage (shared/POST.md §1).
+
+The student is the teacher with most blocks dropped; it is trained to match the teacher's
+output distribution (KD), the data (LM) and the teacher's last hidden states (cosine).
+A student is cached by everything that determines it, so a second run reuses it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from engine import loading
+from engine.data.tasks import load_corpus
+from engine.events import Metric, Progress, StageFinished, StageStarted
+from engine.losses import distillation_loss
+from engine.models import make_student, resolve_blocks, tokenizer_fingerprint
+from engine.prompt import autocast
+
+
+def pack(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
+    """Concatenate texts (EOS between them) and cut into full rows: no padding to compute on."""
+    sep = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream: list[int] = []
+    for ids in tokenizer(texts, add_special_tokens=False).input_ids:
+        stream += ids + sep
+    rows = len(stream) // seq_len
+    if rows == 0:
+        from engine.errors import PostError
+        raise PostError(f"the distillation corpus has {len(stream)} tokens, fewer than one row of "
+                        f"distill.seq_len={seq_len}: use a bigger corpus or a shorter seq_len")
+    return torch.tensor(stream[:rows * seq_len], dtype=torch.long).view(rows, seq_len)
+
+
+def student_key(ctx, teacher_tokenizer) -> str:
+    """Everything that determines the distilled student."""
+    cfg = ctx.config
+    d = cfg.distill.model_dump(exclude={"enabled", "eval_every"})
+    d["corpus"] = corpus_source(cfg)
+    blob = json.dumps({"teacher": cfg.models.large, "tokenizer": tokenizer_fingerprint(teacher_tokenizer),
+                       "distill": d, "seed": cfg.runtime.seed, "dtype": cfg.runtime.dtype, "v": 1}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def corpus_source(cfg) -> str:
+    return cfg.distill.corpus or cfg.public.source
+
+
+def _learning_rate(step: int, total: int, warmup: float) -> float:
+    """Linear warm-up over the first `warmup` fraction, then linear decay to zero (a multiplier)."""
+    warm = max(1, math.ceil(warmup * total))
+    return step / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
+
+
+def train_student(ctx, teacher, student, rows: torch.Tensor) -> list[float]:
+    cfg = ctx.config.distill
+    if cfg.freeze_embeddings:
+        student.get_input_embeddings().requires_grad_(False)
+    if cfg.freeze_head and student.get_output_embeddings() is not None:
+        student.get_output_embeddings().requires_grad_(False)
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _learning_rate(s, cfg.steps, cfg.warmup))
+    generator = torch.Generator().manual_seed(ctx.config.runtime.seed)
+    order, cursor, losses = torch.randperm(len(rows), generator=generator), 0, []
+    student.train()
+    for step in range(1, cfg.steps + 1):
+        if ctx.cancelled:
+            break
+        if cursor + cfg.batch_size > len(order):  # next epoch over the corpus
+            order, cursor = torch.randperm(len(rows), generator=generator), 0
+        batch = rows[order[cursor:cursor + cfg.batch_size]].to(ctx.device)
+        cursor += cfg.batch_size
+        mask = torch.ones_like(batch)
+        start = time.perf_counter()
+        with torch.no_grad(), autocast(ctx.device, ctx.dtype):
+            t_out = teacher(input_ids=batch, output_hidden_states=True, use_cache=False)
+        with autocast(ctx.device, ctx.dtype):
+            s_out = student(input_ids=batch, output_hidden_states=True, use_cache=False)
+        loss, parts = distillation_loss(s_out.logits, t_out.logits, s_out.hidden_states[-1], t_out.hidden_states[-1],
+                                        batch, mask, cfg.temperature, cfg.weight_kd, cfg.weight_lm, cfg.weight_cos)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        schedule.step()
+        seconds = time.perf_counter() - start
+        losses.append(loss.item())
+        ctx.emit(Metric(stage="distill", step=step, name="loss", value=losses[-1]))
+        for name, value in parts.items():
+            ctx.emit(Metric(stage="distill", step=step, name=name, value=value.item()))
+        ctx.emit(Progress(stage="distill", step=step, total_steps=cfg.steps, step_seconds=seconds,
+                          tokens_per_s=batch.numel() / seconds))
+    student.eval().requires_grad_(False)
+    return losses
+
+
+def _students_dir() -> Path:
+    from engine.assets import cache_root
+    return cache_root() / "students"
+
+
+def run_distill(ctx) -> Path:
+    """Make (or reuse) the student; records its folder in `<run>/distill/student.json`."""
+    cfg = ctx.config
+    teacher, tokenizer = loading.large(ctx)
+    keep = resolve_blocks(cfg.distill.blocks, teacher.config.num_hidden_layers)
+    key = student_key(ctx, tokenizer)
+    final = _students_dir() / key
+    folder = ctx.stage_dir("distill")
+    ctx.emit(StageStarted(stage="distill", total_steps=cfg.distill.steps,
+                          description=f"student keeps blocks {keep} of {teacher.config.num_hidden_layers}"))
+    start = time.time()
+    summary = {"blocks": keep, "key": key, "path": str(final)}
+    if (final / "config.json").is_file():
+        ctx.log(f"reusing cached student {final}")
+        summary["reused"] = True
+    else:
+        texts = load_corpus(corpus_source(cfg), cfg.distill.corpus_subset, cfg.distill.corpus_split,
+                            cfg.distill.corpus_field, cfg.distill.max_texts, cfg.runtime.seed)
+        rows = pack(tokenizer, texts, cfg.distill.seq_len)
+        student = make_student(teacher, keep).to(ctx.device)
+        losses = train_student(ctx, teacher, student, rows)
+        summary.update(reused=False, first_loss=losses[0] if losses else None,
+                       final_loss=losses[-1] if losses else None, steps=len(losses), corpus_rows=len(rows))
+        if ctx.cancelled:  # a half-trained student must not be cached as if complete
+            summary["cancelled"] = True
+            final = folder / "student"
+        _save_atomic(student, tokenizer, final)
+        summary["path"] = str(final)
+        ctx.cache["small"] = (student, tokenizer)
+    (folder / "student.json").write_text(json.dumps({"path": str(final), "key": key}, indent=2))
+    ctx.saved("distill", final, "student model")
+    seconds = time.time() - start
+    summary["seconds"] = seconds
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    ctx.emit(StageFinished(stage="distill", seconds=seconds, summary=summary))
+    return final
+
+
+def _save_atomic(model, tokenizer, final: Path) -> None:
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)

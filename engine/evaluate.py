@@ -1,0 +1,73 @@
+"""Accuracy of a (model, prompt) pair — or any logit function — on a labelled split."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from engine.data.tasks import Examples, collate, eval_batches
+from engine.prompt import bos_id, prompted_logits
+
+LogitFn = Callable[[dict], torch.Tensor]  # batch → (B, V) next-token logits
+
+
+def prompt_logit_fn(model, tokenizer, prompt, dtype: str) -> LogitFn:
+    """Logits of `model` with `prompt` (a SoftPrompt or None) at the prediction position."""
+    bos = bos_id(tokenizer)
+    weight = None if prompt is None or prompt.length == 0 else prompt.weight.to(model.device)
+    return lambda batch: prompted_logits(model, batch["input_ids"], batch["attention_mask"], weight, bos, dtype)
+
+
+@torch.inference_mode()
+def accuracy(logit_fn: LogitFn, examples: Examples, verbalizer, batch_size: int, pad_id: int, device) -> float:
+    correct = 0
+    for indices in eval_batches(examples, batch_size):
+        batch = collate(examples, indices, pad_id, device)
+        predictions = verbalizer.class_scores(logit_fn(batch)).argmax(-1)
+        correct += (predictions == batch["labels"]).sum().item()
+    return correct / max(len(examples), 1)
+
+
+# ---------------------------------------------------------------- the eval stage
+
+def _inference_fn(ctx, large, small, tokenizer, small_prompt) -> LogitFn:
+    """Inference-time transfer: z_t(x) + z_s(p_s+x) − z_s(x), no training."""
+    from engine.losses import inference_time_logits
+    plain_t = prompt_logit_fn(large, tokenizer, None, ctx.dtype)
+    prompted_s = prompt_logit_fn(small, tokenizer, small_prompt, ctx.dtype)
+    plain_s = prompt_logit_fn(small, tokenizer, None, ctx.dtype)
+    return lambda b: inference_time_logits(plain_t(b), prompted_s(b), plain_s(b))
+
+
+def method_logit_fns(ctx, split_names=("full_zs", "full_pt", "cpt", "direct", "post", "output", "shift", "inference")):
+    """name → logit function, for every method whose inputs exist in the run folder."""
+    from engine import loading
+    from engine.prompt import SoftPrompt
+    cfg = ctx.config
+    large, small, tokenizer = loading.both(ctx)
+    small_prompt = SoftPrompt.load(loading.prompt_path(ctx, "tune"))
+    fns: dict[str, LogitFn] = {}
+    if cfg.eval.full_zs:
+        fns["full_zs"] = prompt_logit_fn(large, tokenizer, None, ctx.dtype)
+    if cfg.eval.full_pt and loading.prompt_path(ctx, "full_pt").is_file():
+        fns["full_pt"] = prompt_logit_fn(large, tokenizer, SoftPrompt.load(loading.prompt_path(ctx, "full_pt")), ctx.dtype)
+    fns["cpt"] = prompt_logit_fn(small, tokenizer, small_prompt, ctx.dtype)
+    for method in cfg.transfer.methods:
+        if method == "direct":
+            fns["direct"] = prompt_logit_fn(large, tokenizer, small_prompt, ctx.dtype)
+        elif method == "inference":
+            fns["inference"] = _inference_fn(ctx, large, small, tokenizer, small_prompt)
+        else:
+            path = loading.prompt_path(ctx, "transfer", method)
+            if path.is_file():
+                fns[method] = prompt_logit_fn(large, tokenizer, SoftPrompt.load(path), ctx.dtype)
+    return {k: v for k, v in fns.items() if k in split_names}, tokenizer
+
+
+def evaluate_methods(ctx, split: str, names=None) -> dict[str, float]:
+    from engine import loading
+    fns, tokenizer = method_logit_fns(ctx) if names is None else method_logit_fns(ctx, names)
+    examples = loading.task(ctx, tokenizer)[split]
+    verbalizer = loading.verbalizer(ctx, tokenizer)
+    return {name: accuracy(fn, examples, verbalizer, ctx.config.eval.batch_size, tokenizer.pad_token_id, ctx.device)
+            for name, fn in fns.items()}

@@ -1,0 +1,53 @@
+"""Reaching the Hugging Face hub — or failing fast and saying what works offline.
+
+Asking transformers for a hub name on a machine that cannot reach the hub hangs for ~45 s;
+we check first (cache, then a 5 s connection probe) and fail with one line naming the
+offline presets and assets.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+from engine.errors import PostError
+
+PROBE_TIMEOUT_S = 5.0
+
+
+def _offline_hint() -> str:
+    from engine.presets import OFFLINE_PRESETS
+    try:
+        from engine.assets import CATALOGUE
+        assets = ", ".join(sorted(CATALOGUE))
+    except ImportError:  # the asset catalogue is optional at import time
+        assets = "see post fetch --list"
+    return f"offline presets: {', '.join(OFFLINE_PRESETS)}; offline assets: {assets}"
+
+
+def hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=PROBE_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
+def model_in_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an invalid repo id is simply "not cached"
+        return False
+
+
+def require_hub(what: str, repo_id: str, cached: bool = False) -> None:
+    """Raise a one-line PostError unless `repo_id` can be had (cached or hub reachable)."""
+    if cached or hub_reachable():
+        return
+    raise PostError(f"{what} {repo_id!r} needs the Hugging Face hub, which cannot be reached from here "
+                    f"(no network or HF_HUB_OFFLINE=1); {_offline_hint()}")

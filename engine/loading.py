@@ -1,0 +1,69 @@
+"""Models, tokenizers and data, loaded once per run and shared by the stages."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine import models
+from engine.data.tasks import Examples, load_public, load_task
+from engine.errors import PostError
+from engine.verbalizer import Verbalizer
+
+
+def _prepare(ctx, model):
+    model.requires_grad_(False)  # only prompts (or the student, in distill) ever get gradients
+    return model.to(ctx.device).eval()
+
+
+def large(ctx):
+    """(model, tokenizer) of the large model."""
+    cfg = ctx.config
+    def make():
+        ctx.log(f"loading large model {cfg.models.large}")
+        model, tok = models.load(cfg.models.large, cfg.runtime.seed, cfg.models.trust_remote_code)
+        return _prepare(ctx, model), tok
+    return ctx.once("large", make)
+
+
+def student_ref(ctx) -> str:
+    """Where the student is: models.small, or what the distill stage recorded."""
+    if ctx.config.models.small:
+        return ctx.config.models.small
+    record = ctx.run_dir / "distill" / "student.json"
+    if not record.is_file():
+        raise PostError(f"no student in {ctx.run_dir}: run the distill stage first or set models.small")
+    return json.loads(record.read_text())["path"]
+
+
+def small(ctx):
+    """(model, tokenizer) of the student; checked to share the large model's tokenizer when both are loaded."""
+    def make():
+        ref = student_ref(ctx)
+        ctx.log(f"loading student {ref}")
+        model, tok = models.load(ref, ctx.config.runtime.seed, ctx.config.models.trust_remote_code)
+        if "large" in ctx.cache:
+            models.check_same_tokenizer(tok, ctx.cache["large"][1])
+        return _prepare(ctx, model), tok
+    return ctx.once("small", make)
+
+
+def both(ctx):
+    (lm, ltok), (sm, stok) = large(ctx), small(ctx)
+    models.check_same_tokenizer(stok, ltok)
+    return lm, sm, ltok
+
+
+def task(ctx, tokenizer) -> dict[str, Examples]:
+    return ctx.once("task", lambda: load_task(ctx.config.task, tokenizer, ctx.config.runtime.seed))
+
+
+def public(ctx, tokenizer) -> Examples:
+    return ctx.once("public", lambda: load_public(ctx.config.public, tokenizer, ctx.config.runtime.seed))
+
+
+def verbalizer(ctx, tokenizer) -> Verbalizer:
+    return ctx.once("verbalizer", lambda: Verbalizer.build(tokenizer, ctx.config.task.label_words))
+
+
+def prompt_path(ctx, stage: str, name: str = "prompt") -> Path:
+    return ctx.run_dir / stage / f"{name}.safetensors"

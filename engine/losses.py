@@ -1,0 +1,62 @@
+"""Every loss of the method, in one place (shared/POST.md §1–§3).
+
+All return per-example values where the stage may need them (DP clips per example);
+callers take the mean.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def tempered_kl(target_logits: torch.Tensor, logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T²·KL(softmax(target/T) ‖ softmax(logits/T)) over the last axis → one value per row."""
+    t = temperature
+    target_logp = F.log_softmax(target_logits.float() / t, dim=-1)
+    logp = F.log_softmax(logits.float() / t, dim=-1)
+    return t * t * (target_logp.exp() * (target_logp - logp)).sum(-1)
+
+
+# ---------------------------------------------------------------- distillation (§1)
+
+def distillation_loss(student_logits, teacher_logits, student_hidden, teacher_hidden, input_ids, mask,
+                      temperature: float = 2.0, w_kd: float = 5.0, w_lm: float = 2.0, w_cos: float = 1.0):
+    """L = w_kd·T²·KL + w_lm·next-token CE + w_cos·(1 − cos(h_s, h_t)), over non-pad positions.
+
+    Returns (total, {"kd", "lm", "cos"}) with batch means.
+    """
+    real = mask.bool()
+    kd = tempered_kl(teacher_logits[real], student_logits[real], temperature).mean()
+    # next-token prediction: position i predicts token i+1 where both are real
+    next_real = real[:, :-1] & real[:, 1:]
+    lm = F.cross_entropy(student_logits[:, :-1][next_real].float(), input_ids[:, 1:][next_real])
+    cos = (1 - F.cosine_similarity(student_hidden[real].float(), teacher_hidden[real].float(), dim=-1)).mean()
+    total = w_kd * kd + w_lm * lm + w_cos * cos
+    return total, {"kd": kd.detach(), "lm": lm.detach(), "cos": cos.detach()}
+
+
+# ---------------------------------------------------------------- prompt tuning (§2)
+
+def cloze_loss(class_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over class scores, one value per example."""
+    return F.cross_entropy(class_scores.float(), labels, reduction="none")
+
+
+# ---------------------------------------------------------------- transfer (§3)
+
+def transfer_loss(z_t_prompted: torch.Tensor, z_s_prompted: torch.Tensor, z_s_plain: torch.Tensor,
+                  z_t_plain: torch.Tensor, alpha: float, temperature: float = 2.0) -> torch.Tensor:
+    """POST's transfer loss, one value per public example.
+
+    L1 matches the large prompted model's output to the small prompted model's output;
+    L2 matches the change the prompt causes (prompted − plain logits) on both models.
+    L = (1 − α)·L1 + α·L2. Only z_t_prompted depends on the prompt being learned.
+    """
+    l1 = tempered_kl(z_s_prompted, z_t_prompted, temperature) if alpha < 1 else 0.0
+    l2 = tempered_kl(z_s_prompted - z_s_plain, z_t_prompted - z_t_plain, temperature) if alpha > 0 else 0.0
+    return (1 - alpha) * l1 + alpha * l2
+
+
+def inference_time_logits(z_t_plain: torch.Tensor, z_s_prompted: torch.Tensor, z_s_plain: torch.Tensor) -> torch.Tensor:
+    """Transfer without training: add the small prompt's logit shift to the large model's logits."""
+    return z_t_plain + (z_s_prompted - z_s_plain)

@@ -1,0 +1,137 @@
+"""Loading causal LMs and making a student from a teacher by keeping some of its blocks."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engine.errors import PostError
+from engine.hub import model_in_cache, require_hub
+
+
+def load(ref: str, seed: int = 0, trust_remote_code: bool = False):
+    """Model reference → (model in eval mode, tokenizer).
+
+    A reference is `tiny:gpt2` / `tiny:llama`, an offline asset name (`smollm2-135m`), a local
+    folder written by `save_pretrained`, or a hub id.
+    """
+    if ref.startswith("tiny:"):
+        from engine.tiny import FAMILIES, tiny
+        if ref.split(":", 1)[1] not in FAMILIES:
+            raise PostError(f"unknown tiny model {ref!r}: use tiny:gpt2 or tiny:llama")
+        model, tokenizer = tiny(ref, seed=seed)
+        return model, _ready(tokenizer)
+    folder = _local_folder(ref)
+    if folder is None:
+        require_hub("model", ref, cached=model_in_cache(ref))
+        folder = ref
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
+                                                     trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise PostError(f"cannot load model {ref!r}: {str(err).splitlines()[0]}") from None
+    return model.eval(), _ready(tokenizer)
+
+
+def _local_folder(ref: str) -> str | None:
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise PostError(f"model folder {ref} has no config.json: point to a folder written by save_pretrained")
+        return str(path)
+    try:
+        from engine.assets import CATALOGUE, ensure
+    except ImportError:
+        return None
+    if ref in CATALOGUE:
+        if CATALOGUE[ref].kind != "model":
+            raise PostError(f"{ref!r} is a data set asset, not a model")
+        return str(ensure(ref))
+    if ref.startswith((".", "/", "~")):
+        raise PostError(f"model folder {ref} does not exist")
+    return None
+
+
+def _ready(tokenizer):
+    # Batches are padded; a model without a pad token pads with EOS (masked out anyway).
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Same fingerprint ⇔ same token ↔ id mapping (what prompt transfer relies on)."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def check_same_tokenizer(small_tok, large_tok) -> None:
+    if tokenizer_fingerprint(small_tok) != tokenizer_fingerprint(large_tok):
+        raise PostError("the small and large models use different tokenizers; POST needs a student "
+                        "distilled from the large model (same vocabulary)")
+
+
+# ---------------------------------------------------------------- students
+
+def block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The model's list of transformer blocks and its state-dict prefix."""
+    n = model.config.num_hidden_layers
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n and n > 0:
+            return name, module
+    raise PostError(f"cannot find the transformer blocks of {type(model).__name__}")
+
+
+def resolve_blocks(blocks: list[int], n_layers: int) -> list[int]:
+    resolved = []
+    for b in blocks:
+        i = b + n_layers if b < 0 else b
+        if not 0 <= i < n_layers:
+            raise PostError(f"distill.blocks: block {b} is out of range for a model with {n_layers} blocks "
+                            f"(use 0..{n_layers - 1} or -1..-{n_layers})")
+        if i in resolved:
+            raise PostError(f"distill.blocks: block {i} is listed twice")
+        resolved.append(i)
+    if not resolved:
+        raise PostError("distill.blocks is empty: keep at least one block, e.g. [0, -1]")
+    return sorted(resolved)
+
+
+def _student_config(config, keep: list[int]):
+    cfg = copy.deepcopy(config)
+    cfg.num_hidden_layers = len(keep)
+    # Per-layer settings (e.g. Gemma 3's sliding/full attention pattern) follow their block.
+    for attr in ("layer_types",):
+        value = getattr(cfg, attr, None)
+        if isinstance(value, list) and len(value) == config.num_hidden_layers:
+            setattr(cfg, attr, [value[i] for i in keep])
+    return cfg
+
+
+def make_student(teacher: nn.Module, blocks: list[int]) -> nn.Module:
+    """A copy of `teacher` that keeps only `blocks`; embeddings, final norm and LM head copied."""
+    keep = resolve_blocks(blocks, teacher.config.num_hidden_layers)
+    prefix, _ = block_list(teacher)
+    student = type(teacher)(_student_config(teacher.config, keep))
+    new_index = {old: new for new, old in enumerate(keep)}
+    pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$")
+    state = {}
+    for key, value in teacher.state_dict().items():
+        match = pattern.match(key)
+        if match is None:
+            state[key] = value.clone()
+        elif int(match.group(1)) in new_index:
+            state[f"{prefix}.{new_index[int(match.group(1))]}.{match.group(2)}"] = value.clone()
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith(("attn.bias", "masked_bias", "rotary_emb.inv_freq"))]
+    if missing or unexpected:
+        raise PostError(f"cannot build the student: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    student.config.post_student_of_blocks = keep
+    return student.eval()

@@ -1,0 +1,225 @@
+"""The whole run: distill → tune → (full PT) → transfer → eval, in one run folder.
+
+    runs/<preset>-<UTC time>/
+        config.toml  events.jsonl  results.json
+        distill/  tune/  full_pt/  transfer/  eval/
+
+Each stage can also run alone on an existing folder (`post tune RUN_DIR`), so the model owner
+and the user each run only their own stages. A stage whose artifact exists is skipped when a
+run is resumed.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from engine import loading
+from engine.config import RunConfig, to_toml
+from engine.context import RunContext
+from engine.distill import run_distill
+from engine.errors import PostError
+from engine.events import (EventBus, JsonlWriter, RunFailed, RunFinished, RunStarted, StageFailed,
+                           StageFinished, StageStarted)
+from engine.evaluate import evaluate_methods
+from engine.memory import MemoryMonitor
+from engine.transfer import auto_alpha, run_transfer
+from engine.tune import run_full_pt, run_tune
+
+STAGES = ("distill", "tune", "full_pt", "transfer", "eval")
+
+
+class Cancelled(Exception):
+    pass
+
+
+def new_run_dir(config: RunConfig, out: Path | None = None) -> Path:
+    if out is not None:
+        return Path(out)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path(config.runtime.out_dir) / f"{config.name}-{stamp}"
+
+
+def stages_for(config: RunConfig) -> list[str]:
+    stages = ["distill"] if config.distill.enabled and not config.models.small else []
+    stages.append("tune")
+    if config.eval.full_pt:
+        stages.append("full_pt")
+    stages += ["transfer", "eval"]
+    return stages
+
+
+def stage_done(ctx: RunContext, stage: str) -> bool:
+    """A stage is done when its final artifact exists (resume skips it)."""
+    run = ctx.run_dir
+    if stage == "distill":
+        return (run / "distill" / "student.json").is_file()
+    if stage in ("tune", "full_pt"):
+        return (run / stage / "summary.json").is_file()
+    if stage == "transfer":
+        trained = [m for m in ctx.config.transfer.methods if m in ("post", "output", "shift")]
+        return all((run / "transfer" / f"{m}.json").is_file() for m in trained)
+    return (run / "results.json").is_file()
+
+
+def resolve_alpha(ctx: RunContext) -> float | None:
+    """α = "auto": the heuristic from ZS and CPT accuracy on the *validation* split (never test)."""
+    if ctx.config.transfer.alpha != "auto":
+        return float(ctx.config.transfer.alpha)
+    path = ctx.stage_dir("transfer") / "alpha.json"
+    if path.is_file():
+        return json.loads(path.read_text())["alpha"]
+    val = evaluate_methods(ctx, "validation", names=("full_zs", "cpt"))
+    zs_key = "full_zs" if "full_zs" in val else None
+    if zs_key is None:
+        raise PostError("transfer.alpha = \"auto\" needs the zero-shot accuracy: set eval.full_zs = true or a number for alpha")
+    classes = len(ctx.config.task.label_words)
+    alpha = auto_alpha(val["full_zs"], val["cpt"], classes)
+    path.write_text(json.dumps({"alpha": alpha, "zs_validation": val["full_zs"], "cpt_validation": val["cpt"]}, indent=2))
+    ctx.log(f"alpha=auto → {alpha:.3f} (validation ZS {val['full_zs']:.3f}, CPT {val['cpt']:.3f})")
+    return alpha
+
+
+def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
+    cfg = ctx.config
+    ctx.emit(StageStarted(stage="eval", description="accuracy on the private test split"))
+    start = time.time()
+    accuracy = evaluate_methods(ctx, "test")
+    seconds["eval"] = time.time() - start
+    gap = None
+    if {"post", "full_zs", "full_pt"} <= accuracy.keys() and accuracy["full_pt"] != accuracy["full_zs"]:
+        gap = (accuracy["post"] - accuracy["full_zs"]) / (accuracy["full_pt"] - accuracy["full_zs"])
+    results = {"preset": cfg.name, "task": cfg.task.source, "public": cfg.public.source,
+               "large": cfg.models.large, "small": loading.student_ref(ctx),
+               "accuracy": accuracy, "gap_closed": gap, "alpha": _alpha_used(ctx),
+               "seconds": {s: round(seconds.get(s, 0.0), 2) for s in ("distill", "tune", "transfer", "full_pt", "eval")},
+               "test_examples": len(loading.task(ctx, loading.large(ctx)[1])["test"]),
+               "privacy": _privacy(ctx)}
+    eval_dir = ctx.stage_dir("eval")
+    (eval_dir / "accuracy.json").write_text(json.dumps(accuracy, indent=2))
+    path = ctx.run_dir / "results.json"
+    path.write_text(json.dumps(results, indent=2))
+    ctx.saved("eval", path, "results")
+    ctx.emit(StageFinished(stage="eval", seconds=seconds["eval"], summary={"accuracy": accuracy, "gap_closed": gap}))
+    return results
+
+
+def _alpha_used(ctx) -> dict[str, float]:
+    used = {}
+    for path in sorted((ctx.run_dir / "transfer").glob("*.json")):
+        data = json.loads(path.read_text())
+        if "method" in data:
+            used[data["method"]] = data["alpha"]
+    return used
+
+
+def _privacy(ctx) -> dict | None:
+    path = ctx.run_dir / "tune" / "privacy.json"
+    if not path.is_file():
+        return None
+    cert = json.loads(path.read_text())
+    return {k: cert.get(k) for k in ("epsilon", "delta", "target_epsilon", "noise_multiplier", "sample_rate", "steps", "accountant", "clip")}
+
+
+def _stage_seconds(ctx: RunContext, stage: str) -> float:
+    files = {"distill": "distill/summary.json", "tune": "tune/summary.json", "full_pt": "full_pt/summary.json"}
+    if stage in files and (ctx.run_dir / files[stage]).is_file():
+        return json.loads((ctx.run_dir / files[stage]).read_text()).get("seconds", 0.0)
+    if stage == "transfer":
+        return sum(json.loads(p.read_text()).get("seconds", 0.0)
+                   for p in (ctx.run_dir / "transfer").glob("*.json") if p.name != "alpha.json")
+    return 0.0
+
+
+def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | None:
+    """Run `stages` in order on ctx's folder; returns results when eval ran."""
+    seconds: dict[str, float] = {}
+    results = None
+    for stage in stages:
+        if ctx.cancelled:
+            raise Cancelled()
+        if not force and stage != "eval" and stage_done(ctx, stage):
+            ctx.log(f"{stage}: already done in {ctx.run_dir}, skipped")
+            seconds[stage] = _stage_seconds(ctx, stage)
+            continue
+        start = time.time()
+        try:
+            if stage == "distill":
+                run_distill(ctx)
+            elif stage == "tune":
+                run_tune(ctx)
+            elif stage == "full_pt":
+                run_full_pt(ctx)
+            elif stage == "transfer":
+                run_transfer(ctx, resolve_alpha(ctx))
+            elif stage == "eval":
+                for s in STAGES[:-1]:
+                    seconds.setdefault(s, _stage_seconds(ctx, s))
+                results = run_eval(ctx, seconds)
+        except (PostError, Cancelled) as err:
+            ctx.emit(StageFailed(stage=stage, message=str(err) or "cancelled"))
+            raise
+        except Exception as err:  # an engine bug: keep the traceback in the run folder, one line for the user
+            (ctx.run_dir / "error.txt").write_text(traceback.format_exc())
+            message = f"{stage} failed: {type(err).__name__}: {err} (traceback in {ctx.run_dir / 'error.txt'})"
+            ctx.emit(StageFailed(stage=stage, message=message))
+            raise PostError(message) from err
+        if stage != "eval":
+            seconds[stage] = time.time() - start
+        if ctx.cancelled:
+            raise Cancelled()
+    return results
+
+
+def open_run(config: RunConfig, run_dir: Path, bus: EventBus | None = None, cancel=None) -> RunContext:
+    ctx = RunContext(config=config, run_dir=Path(run_dir), bus=bus or EventBus())
+    if cancel is not None:
+        ctx.cancel_event = cancel
+    return ctx
+
+
+def run(config: RunConfig, bus: EventBus | None = None, out: Path | None = None, cancel=None,
+        stages: list[str] | None = None, resume: bool = False, force: bool = False) -> dict | None:
+    """Run the pipeline (or some stages) and write the run folder. Raises PostError / Cancelled."""
+    run_dir = new_run_dir(config, out)
+    fresh = not run_dir.exists() or not any(run_dir.iterdir())
+    if not fresh and not resume and stages is None:
+        raise PostError(f"run folder {run_dir} already exists: pass --resume to continue it, or another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.runtime.threads:
+        torch.set_num_threads(config.runtime.threads)
+    torch.manual_seed(config.runtime.seed)
+    ctx = open_run(config, run_dir, bus, cancel)
+    if fresh or not (run_dir / "config.toml").exists():
+        (run_dir / "config.toml").write_text(to_toml(config))
+    writer = ctx.bus.subscribe(JsonlWriter(run_dir / "events.jsonl"))
+    stages = stages or stages_for(config)
+    ctx.emit(RunStarted(run_dir=str(run_dir), preset=config.name, stages=stages))
+    try:
+        with MemoryMonitor(ctx.emit, config.runtime.memory_every):
+            results = execute(ctx, stages, force)
+        if results is not None:
+            ctx.emit(RunFinished(results_path=str(run_dir / "results.json"), results=results))
+        return results
+    except Cancelled:
+        ctx.emit(RunFailed(message="cancelled: finished stages are kept; resume with post run --resume " + str(run_dir)))
+        raise
+    except PostError as err:
+        ctx.emit(RunFailed(message=str(err)))
+        if fresh and _nothing_finished(run_dir):
+            writer.close()
+            ctx.bus.unsubscribe(writer)
+            shutil.rmtree(run_dir, ignore_errors=True)  # bad input leaves nothing half-written
+        raise
+    finally:
+        ctx.bus.unsubscribe(writer)
+        writer.close()
+
+
+def _nothing_finished(run_dir: Path) -> bool:
+    return not any(p.name in ("summary.json", "student.json", "results.json") for p in run_dir.rglob("*.json"))

@@ -1,0 +1,103 @@
+"""The one prompt-training loop (tune, full PT, transfer).
+
+Each step: per-example loss → one backward → per-example gradients of the prompt copy
+(`SoftPrompt.per_example`) → an aggregator makes the update's gradient. The plain aggregator
+averages; the DP aggregator (engine.privacy) clips each, sums, adds noise and divides by the
+expected batch size. Same loop, same code path, with or without privacy.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
+
+import torch
+
+from engine.events import Metric, Progress
+from engine.prompt import SoftPrompt
+
+LossFn = Callable[[torch.Tensor, list[int]], torch.Tensor]  # (B,m,d) prompt copy, indices → (B,) losses
+
+
+class Aggregator(Protocol):
+    def __call__(self, per_example_grads: torch.Tensor) -> torch.Tensor: ...
+
+
+def mean_gradient(per_example_grads: torch.Tensor) -> torch.Tensor:
+    return per_example_grads.mean(0)
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=lr) if name == "adam" else torch.optim.SGD(params, lr=lr)
+
+
+def prompt_step(prompt: SoftPrompt, optimizer, loss_fn: LossFn, indices: list[int],
+                aggregate: Aggregator) -> float | None:
+    """One update; returns the batch's mean loss (None for an empty batch, a noise-only step)."""
+    copy = prompt.per_example(len(indices))
+    if indices:
+        losses = loss_fn(copy, indices)
+        losses.sum().backward()
+        grads, loss = copy.grad, losses.mean().item()
+    else:
+        grads, loss = torch.zeros_like(copy), None
+    optimizer.zero_grad(set_to_none=True)
+    prompt.weight.grad = aggregate(grads).to(prompt.weight.dtype)
+    optimizer.step()
+    return loss
+
+
+@dataclass
+class LoopResult:
+    steps: int = 0
+    losses: list[float] = field(default_factory=list)
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    best_step: int | None = None
+    best_accuracy: float | None = None
+    best_weight: torch.Tensor | None = None
+    cancelled: bool = False
+    stopped_reason: str = ""
+
+
+def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: Iterator[list[int]],
+                 steps: int, optimizer, aggregate: Aggregator = mean_gradient,
+                 tokens_of: Callable[[list[int]], int] = len,
+                 validate: Callable[[], float] | None = None, eval_every: int = 0,
+                 after_step: Callable[[int], str | None] | None = None) -> LoopResult:
+    """Train `prompt` for `steps`; emits loss, throughput and validation accuracy events.
+
+    `after_step(step)` may return a reason to stop early (e.g. the privacy budget is spent).
+    """
+    result = LoopResult()
+    for step in range(1, steps + 1):
+        if ctx.cancelled:
+            result.cancelled, result.stopped_reason = True, "cancelled"
+            break
+        indices = next(batches)
+        start = time.perf_counter()
+        loss = prompt_step(prompt, optimizer, loss_fn, indices, aggregate)
+        seconds = time.perf_counter() - start
+        result.steps = step
+        if loss is not None:
+            result.losses.append(loss)
+            ctx.emit(Metric(stage=stage, step=step, name="loss", value=loss))
+        ctx.emit(Progress(stage=stage, step=step, total_steps=steps, step_seconds=seconds,
+                          tokens_per_s=tokens_of(indices) / seconds if seconds > 0 else None))
+        if validate is not None and eval_every and (step % eval_every == 0 or step == steps):
+            _validate(ctx, stage, step, prompt, validate, result)
+        reason = after_step(step) if after_step else None
+        if reason:
+            result.stopped_reason = reason
+            break
+    if validate is not None and result.steps and (not result.validation or result.validation[-1][0] != result.steps):
+        _validate(ctx, stage, result.steps, prompt, validate, result)
+    return result
+
+
+def _validate(ctx, stage, step, prompt, validate, result: LoopResult) -> None:
+    accuracy = validate()
+    result.validation.append((step, accuracy))
+    ctx.emit(Metric(stage=stage, step=step, name="val_accuracy", value=accuracy))
+    if result.best_accuracy is None or accuracy > result.best_accuracy:
+        result.best_step, result.best_accuracy = step, accuracy
+        result.best_weight = prompt.weight.detach().clone()

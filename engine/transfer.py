@@ -1,0 +1,115 @@
+"""Transfer: the model owner learns a large-model prompt from the user's small prompt (shared/POST.md §3).
+
+Reads only the small prompt and the public set — never private data. The three outputs that do
+not depend on the prompt being learned, z_s(p_s+x̂), z_s(x̂) and z_t(x̂), are computed once per
+public example; each step is then one prompted forward+backward of the large model.
+The loss itself is `engine.losses.transfer_loss`.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+
+from engine import loading
+from engine.data.tasks import collate, eval_batches
+from engine.events import StageFinished, StageStarted
+from engine.losses import transfer_loss
+from engine.models import tokenizer_fingerprint
+from engine.prompt import SoftPrompt, bos_id, prompted_logits
+from engine.sampling import shuffled_batches
+from engine.training import make_optimizer, train_prompt
+
+TRAINED = {"post", "output", "shift"}
+FIXED_ALPHA = {"output": 0.0, "shift": 1.0}
+
+
+@torch.inference_mode()
+def fixed_targets(ctx, large, small, tokenizer, small_prompt: SoftPrompt, public) -> dict[str, torch.Tensor]:
+    """z_s(p_s+x̂), z_s(x̂), z_t(x̂) for every public example (N, V), computed once."""
+    bos, pad = bos_id(tokenizer), tokenizer.pad_token_id
+    weight = small_prompt.weight.to(ctx.device)
+    out = {"small_prompted": [], "small_plain": [], "large_plain": []}
+    order = []
+    for indices in eval_batches(public, ctx.config.eval.batch_size):
+        b = collate(public, indices, pad, ctx.device)
+        ids, mask = b["input_ids"], b["attention_mask"]
+        out["small_prompted"].append(prompted_logits(small, ids, mask, weight, bos, ctx.dtype).cpu())
+        out["small_plain"].append(prompted_logits(small, ids, mask, None, bos, ctx.dtype).cpu())
+        out["large_plain"].append(prompted_logits(large, ids, mask, None, bos, ctx.dtype).cpu())
+        order += indices
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    return {k: torch.cat(v)[inverse] for k, v in out.items()}  # row i ↔ public example i
+
+
+def transfer_prompt(ctx, method: str, alpha: float, large, tokenizer, public, targets) -> tuple[SoftPrompt, object]:
+    cfg = ctx.config
+    stage = f"transfer:{method}"
+    bos, pad = bos_id(tokenizer), tokenizer.pad_token_id
+    prompt = SoftPrompt.from_text(large, tokenizer, cfg.task.prompt_init, cfg.tune.prompt_length,
+                                  model_id=cfg.models.large, tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+                                  task=cfg.task.source, stage=stage, method=method, alpha=str(alpha))
+    targets = {k: v.to(ctx.device) for k, v in targets.items()}
+
+    def loss_fn(prompt_copy, indices):
+        b = collate(public, indices, pad, ctx.device)
+        z_t = prompted_logits(large, b["input_ids"], b["attention_mask"], prompt_copy.to(ctx.device), bos, ctx.dtype)
+        idx = b["index"].to(ctx.device)
+        return transfer_loss(z_t, targets["small_prompted"][idx], targets["small_plain"][idx],
+                             targets["large_plain"][idx], alpha, cfg.transfer.temperature)
+
+    optimizer = make_optimizer("adam", [prompt.weight], cfg.transfer.lr)
+    ctx.emit(StageStarted(stage=stage, total_steps=cfg.transfer.steps, description=f"{method} transfer, alpha={alpha:g}"))
+    result = train_prompt(ctx, stage, prompt, loss_fn,
+                          shuffled_batches(public, cfg.transfer.batch_size, cfg.runtime.seed),
+                          cfg.transfer.steps, optimizer,
+                          tokens_of=lambda idx: sum(len(public.input_ids[i]) + prompt.length for i in idx))
+    return prompt, result
+
+
+def run_transfer(ctx, alpha: float | None = None) -> dict[str, float]:
+    """Train the large-model prompt for each trained method; returns the α each used."""
+    cfg = ctx.config
+    large, small, tokenizer = loading.both(ctx)
+    small_prompt = SoftPrompt.load(loading.prompt_path(ctx, "tune"))
+    public = loading.public(ctx, tokenizer)
+    folder = ctx.stage_dir("transfer")
+    used = {}
+    methods = [m for m in cfg.transfer.methods if m in TRAINED]
+    if not methods:
+        return used
+    targets = ctx.once("transfer_targets", lambda: fixed_targets(ctx, large, small, tokenizer, small_prompt, public))
+    for method in methods:
+        a = FIXED_ALPHA.get(method, alpha if alpha is not None else _fixed_alpha(cfg))
+        start = time.time()
+        prompt, result = transfer_prompt(ctx, method, a, large, tokenizer, public, targets)
+        path = folder / f"{method}.safetensors"
+        prompt.save(path, steps=result.steps)
+        ctx.saved(f"transfer:{method}", path, f"{method} prompt for the large model")
+        seconds = time.time() - start
+        summary = {"method": method, "alpha": a, "steps": result.steps, "public_examples": len(public),
+                   "first_loss": result.losses[0] if result.losses else None,
+                   "final_loss": result.losses[-1] if result.losses else None, "seconds": seconds,
+                   "stopped": result.stopped_reason}
+        (folder / f"{method}.json").write_text(json.dumps(summary, indent=2))
+        ctx.emit(StageFinished(stage=f"transfer:{method}", seconds=seconds, summary=summary))
+        used[method] = a
+        if result.cancelled:
+            break
+    return used
+
+
+def _fixed_alpha(cfg) -> float:
+    if cfg.transfer.alpha == "auto":
+        raise ValueError("alpha='auto' must be resolved by the pipeline before transfer")
+    return float(cfg.transfer.alpha)
+
+
+def auto_alpha(zero_shot: float, compressed: float, num_classes: int) -> float:
+    """The paper's heuristic α = min((ZS − chance)/(CPT − chance), 1), clamped to [0, 1]."""
+    chance = 1.0 / num_classes
+    if compressed - chance <= 1e-9:
+        return 1.0 if zero_shot > chance else 0.0
+    return float(min(max((zero_shot - chance) / (compressed - chance), 0.0), 1.0))

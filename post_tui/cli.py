@@ -1,0 +1,193 @@
+"""`post`: the headless command line. Every user error ends in one line on stderr and exit code 2."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+from rich.console import Console
+
+from engine.errors import PostError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="POST: transfer soft prompts from a small local model to a large one, privately.")
+presets_app = typer.Typer(no_args_is_help=True, help="List and show run presets.")
+app.add_typer(presets_app, name="presets")
+
+console = Console()
+err_console = Console(stderr=True)
+
+PresetOpt = typer.Option(None, "--preset", "-p", help="Preset name (post presets list)")
+ConfigOpt = typer.Option(None, "--config", "-c", help="A TOML config file")
+SetOpt = typer.Option(None, "--set", "-s", help="Override a key: --set tune.lr=0.01 (repeatable)")
+OutOpt = typer.Option(None, "--out", "-o", help="Run folder (default runs/<preset>-<UTC time>)")
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def guarded(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except PostError as err:
+        fail(str(err))
+
+
+# ---------------------------------------------------------------- presets
+
+@presets_app.command("list")
+def presets_list() -> None:
+    """Every preset with a one-line description."""
+    from rich.table import Table
+    from engine.presets import describe, preset_names
+    table = Table(show_header=True, box=None)
+    table.add_column("preset", style="bold")
+    table.add_column("description")
+    for name in preset_names():
+        table.add_row(name, describe(name))
+    console.print(table)
+
+
+@presets_app.command("show")
+def presets_show(name: str, sets: Optional[List[str]] = SetOpt) -> None:
+    """The fully resolved TOML of a preset (defaults filled in)."""
+    def go():
+        from engine.config import to_toml
+        from engine.presets import load_config
+        sys.stdout.write(to_toml(load_config(name, None, sets)))
+    guarded(go)
+
+
+# ---------------------------------------------------------------- running
+
+def _config_for(preset, config, sets, run_dir: Path | None = None):
+    from engine.config import apply_overrides, read_toml, validate
+    from engine.presets import load_config
+    if run_dir is not None and preset is None and config is None:
+        saved = Path(run_dir) / "config.toml"
+        if not saved.is_file():
+            raise PostError(f"{run_dir} is not a run folder (no config.toml): give a run folder or --preset / --config")
+        return validate(apply_overrides(read_toml(saved), list(sets or [])))
+    return load_config(preset, config, sets)
+
+
+def _execute(config, out, stages=None, resume=False, force=False) -> dict | None:
+    """Run the engine in a worker thread so Ctrl-C can ask it to stop after the current step."""
+    from engine.events import EventBus
+    from engine.pipeline import Cancelled, run
+    from post_tui.render import ConsoleRenderer, results_table
+    bus, cancel = EventBus(), threading.Event()
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["results"] = run(config, bus, out=out, cancel=cancel, stages=stages, resume=resume, force=force)
+        except BaseException as err:  # handed to the main thread
+            outcome["error"] = err
+
+    with ConsoleRenderer(console) as renderer:
+        bus.subscribe(renderer)
+        worker = threading.Thread(target=work, name="post-engine", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            try:
+                worker.join(0.2)
+            except KeyboardInterrupt:
+                if cancel.is_set():
+                    raise
+                cancel.set()
+                console.log("[yellow]cancelling: the current step finishes, then the stage saves what it has "
+                            "(Ctrl-C again to abort)[/]")
+    error = outcome.get("error")
+    if isinstance(error, Cancelled):
+        fail("cancelled; finished stages are kept in the run folder (post run --resume RUN_DIR continues)")
+    if error is not None:
+        raise error
+    results = outcome.get("results")
+    if results:
+        console.print(results_table(results))
+    return results
+
+
+@app.command("run")
+def run_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt,
+            sets: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
+            resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder")) -> None:
+    """The whole pipeline: distill → tune → (full PT) → transfer → eval."""
+    def go():
+        cfg = _config_for(preset, config, sets, resume)
+        _execute(cfg, resume or out, resume=resume is not None)
+    guarded(go)
+
+
+def _stage(stage: str):
+    def command(run_dir: Optional[Path] = typer.Argument(None, help="An existing run folder"),
+                preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt,
+                sets: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt) -> None:
+        def go():
+            if run_dir is not None and not Path(run_dir).is_dir():
+                raise PostError(f"run folder {run_dir} does not exist")
+            cfg = _config_for(preset, config, sets, run_dir)
+            target = run_dir or out
+            if target is None and stage != "distill":
+                raise PostError(f"post {stage} needs a run folder: give RUN_DIR (or --out for a new one)")
+            _execute(cfg, target, stages=[stage], force=True)
+        guarded(go)
+    command.__doc__ = {"distill": "Model owner: distil the student from the large model.",
+                       "tune": "User: tune the soft prompt on the student with the private data.",
+                       "full_pt": "Reference: tune a prompt on the large model itself.",
+                       "transfer": "Model owner: transfer the small prompt to the large model (public data only).",
+                       "eval": "Accuracy of every method on the private test split; writes results.json."}[stage]
+    return command
+
+
+for _name in ("distill", "tune", "transfer", "eval"):
+    app.command(_name)(_stage(_name))
+app.command("full-pt")(_stage("full_pt"))
+
+
+# ---------------------------------------------------------------- assets
+
+@app.command("fetch")
+def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Assets to fetch"),
+              list_: bool = typer.Option(False, "--list", "-l", help="List the assets")) -> None:
+    """Fetch real models and data sets into the cache ($POST_CACHE, default ~/.cache/post)."""
+    def go():
+        from engine.assets import fetch, list_assets
+        if list_ or not names:
+            from rich.table import Table
+            table = Table(box=None)
+            for col in ("asset", "kind", "size", "licence", "cached", "description"):
+                table.add_column(col)
+            for a in list_assets():
+                table.add_row(a["name"], a["kind"], f"{a['size_mb']:.0f} MB", a["licence"],
+                              "yes" if a["cached"] else "no", a["description"])
+            console.print(table)
+            return
+        from engine.assets import lookup
+        for name in names:
+            lookup(name)  # every name checked before anything is fetched
+        for name in names:
+            with console.status(f"fetching {name}") as status:
+                path = fetch(name, progress=lambda msg: status.update(f"{name}: {msg}"))
+            console.print(f"[green]{name}[/] ready in {path}")
+    guarded(go)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except PostError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
