@@ -38,12 +38,22 @@ def pack(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
     return torch.tensor(stream[:rows * seq_len], dtype=torch.long).view(rows, seq_len)
 
 
-def student_key(ctx, teacher_tokenizer) -> str:
+def weights_fingerprint(model) -> str:
+    """Cheap identity of the teacher's weights (a sample of its first and last tensors + size)."""
+    params = list(model.parameters())
+    h = hashlib.sha256(str(sum(p.numel() for p in params)).encode())
+    for p in (params[0], params[-1]):
+        h.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def student_key(ctx, teacher, teacher_tokenizer) -> str:
     """Everything that determines the distilled student."""
     cfg = ctx.config
     d = cfg.distill.model_dump(exclude={"enabled", "eval_every"})
     d["corpus"] = corpus_source(cfg)
     blob = json.dumps({"teacher": cfg.models.large, "tokenizer": tokenizer_fingerprint(teacher_tokenizer),
+                       "weights": weights_fingerprint(teacher),
                        "distill": d, "seed": cfg.runtime.seed, "dtype": cfg.runtime.dtype, "v": 1}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -111,7 +121,7 @@ def run_distill(ctx) -> Path:
     cfg = ctx.config
     teacher, tokenizer = loading.large(ctx)
     keep = resolve_blocks(cfg.distill.blocks, teacher.config.num_hidden_layers)
-    key = student_key(ctx, tokenizer)
+    key = student_key(ctx, teacher, tokenizer)
     final = _students_dir() / key
     folder = ctx.stage_dir("distill")
     ctx.emit(StageStarted(stage="distill", total_steps=cfg.distill.steps,

@@ -14,6 +14,18 @@ from engine.errors import PostError
 from engine.hub import model_in_cache, require_hub
 
 
+def _quiet_libraries() -> None:
+    """Progress bars of transformers / hub would interleave with our own display (and stderr's one line)."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as hf_logging
+    disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+_quiet_libraries()
+
+
 def load(ref: str, seed: int = 0, trust_remote_code: bool = False):
     """Model reference → (model in eval mode, tokenizer).
 

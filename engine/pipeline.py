@@ -136,10 +136,36 @@ def _stage_seconds(ctx: RunContext, stage: str) -> float:
     return 0.0
 
 
+def preflight(ctx: RunContext, stages: list[str]) -> None:
+    """Check inputs before any long stage: bad data or label words fail in seconds, not after distillation.
+
+    Private data is only opened for stages that use it — never for transfer alone.
+    """
+    from engine.prompt import context_length
+    owner_side = any(s in stages for s in ("distill", "full_pt", "transfer", "eval"))
+    model, tokenizer = loading.large(ctx) if owner_side else loading.small(ctx)  # the user may lack the large model
+    cfg = ctx.config
+    limit = context_length(model)
+    need = cfg.tune.prompt_length + max(cfg.task.max_length, cfg.public.max_length) + 1
+    if limit is not None and need > limit:
+        raise PostError(f"tune.prompt_length={cfg.tune.prompt_length} plus max_length does not fit the model's "
+                        f"context of {limit} tokens: shorten the prompt or max_length")
+    if any(s in stages for s in ("tune", "full_pt", "eval")):
+        loading.task(ctx, tokenizer)
+        loading.verbalizer(ctx, tokenizer)
+    if "transfer" in stages:
+        loading.public(ctx, tokenizer)
+
+
 def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | None:
     """Run `stages` in order on ctx's folder; returns results when eval ran."""
     seconds: dict[str, float] = {}
     results = None
+    try:
+        preflight(ctx, stages)
+    except PostError as err:
+        ctx.emit(StageFailed(stage="preflight", message=str(err)))
+        raise
     for stage in stages:
         if ctx.cancelled:
             raise Cancelled()

@@ -64,7 +64,7 @@ class ConsoleRenderer:
                 self.progress.update(self.tasks[event.stage], completed=task.total or task.completed)
             self.console.log(f"[green]{event.stage} done[/] in {event.seconds:.1f} s")
         elif isinstance(event, ev.StageFailed):
-            self.console.log(f"[red]{event.stage} failed[/]: {event.message}")
+            self.console.log(f"[red]{event.stage} failed[/]")  # the reason is the CLI's one error line
         elif isinstance(event, ev.Log):
             style = "yellow" if event.level == "warning" else "dim"
             self.console.log(f"[{style}]{event.message}[/]")

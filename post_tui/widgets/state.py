@@ -1,0 +1,345 @@
+"""What the dashboard knows about one run, built from engine events (live or replayed).
+
+Plain Python, no Textual: the dashboard's widgets draw from it. Everything that grows with the
+length of a run is bounded — curves decimate, logs and artifacts are deques with a maxlen — so a
+day-long run keeps the UI at a steady memory footprint.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from engine import events as ev
+
+TRAINED_TRANSFER = ("post", "output", "shift")
+FINAL_STATES = ("done", "reused", "skipped")
+
+
+class Series:
+    """A bounded curve: at most `maxlen` points; when full, every other point is dropped and only
+    every 2nd (4th, 8th, ...) new point is kept, so the whole run's shape stays visible."""
+
+    def __init__(self, maxlen: int = 2000) -> None:
+        self.maxlen = max(4, maxlen)
+        self.xs: list[float] = []
+        self.ys: list[float] = []
+        self.stride = 1
+        self.count = 0
+        self.last: tuple[float, float] | None = None
+
+    def add(self, x: float, y: float) -> None:
+        self.last = (x, y)
+        self.count += 1
+        if (self.count - 1) % self.stride:
+            return
+        self.xs.append(x)
+        self.ys.append(y)
+        if len(self.xs) > self.maxlen:
+            self.xs, self.ys = self.xs[::2], self.ys[::2]
+            self.stride *= 2
+
+    def points(self) -> tuple[list[float], list[float]]:
+        """The kept points plus the latest one (so the curve always reaches the current step)."""
+        xs, ys = list(self.xs), list(self.ys)
+        if self.last is not None and (not xs or xs[-1] != self.last[0]):
+            xs.append(self.last[0])
+            ys.append(self.last[1])
+        return xs, ys
+
+    def __len__(self) -> int:
+        return len(self.xs)
+
+
+@dataclass
+class StageView:
+    name: str
+    parent: str | None = None
+    state: str = "pending"  # pending running done reused skipped failed cancelled stopped
+    step: int = 0
+    total: int | None = None
+    started: float | None = None
+    finished: float | None = None
+    seconds: float | None = None
+    description: str = ""
+    message: str = ""
+    tokens_per_s: float | None = None
+    step_seconds: float | None = None
+    loss: Series = field(default_factory=Series)
+    val: Series = field(default_factory=Series)
+    extras: dict[str, float] = field(default_factory=dict)
+    version: int = 0
+
+    @property
+    def label(self) -> str:
+        if self.parent:
+            return "· " + self.name.split(":", 1)[1]
+        return {"full_pt": "full PT"}.get(self.name, self.name)
+
+
+@dataclass
+class Row:
+    """One timeline line (a stage, or the transfer group summed over its methods)."""
+    name: str
+    label: str
+    state: str
+    step: int
+    total: int | None
+    elapsed: float | None
+    eta: float | None
+    sub: bool = False
+
+
+class RunState:
+    def __init__(self, config: Any = None, max_points: int = 2000, max_logs: int = 500,
+                 max_artifacts: int = 200) -> None:
+        self.config = config
+        self.preset = getattr(config, "name", "") if config is not None else ""
+        self.status = "idle"  # idle starting running finished failed cancelled incomplete
+        self.run_dir: str | None = None
+        self.order: list[str] = []
+        self.stages: dict[str, StageView] = {}
+        self.current: str | None = None
+        self.max_points = max_points
+        self.privacy: ev.PrivacySpent | None = None
+        privacy = getattr(config, "privacy", None)
+        self.privacy_enabled: bool | None = privacy.enabled if privacy is not None else None
+        self.target_epsilon: float | None = privacy.epsilon if privacy is not None else None
+        self.memory: ev.MemorySample | None = None
+        self.speed: tuple[str, float | None, float | None] | None = None  # stage, tokens/s, s/step
+        self.artifacts: deque[tuple[str, str, str]] = deque(maxlen=max_artifacts)
+        self.logs: deque[tuple[float, str, str]] = deque(maxlen=max_logs)
+        self.log_seq = 0
+        self.results: dict | None = None
+        self.results_path: str | None = None
+        self.error = ""
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.last_time: float | None = None
+        self.dirty = True
+
+    # ------------------------------------------------------------ feeding
+    def log(self, message: str, level: str = "info", when: float | None = None) -> None:
+        self.logs.append((when or time.time(), level, message))
+        self.log_seq += 1
+        self.dirty = True
+
+    def _stage(self, name: str) -> StageView:
+        if name in self.stages:
+            return self.stages[name]
+        parent = name.split(":", 1)[0] if ":" in name else None
+        view = StageView(name=name, parent=parent,
+                         loss=Series(self.max_points), val=Series(max(16, self.max_points // 4)))
+        self.stages[name] = view
+        if parent is not None:
+            if parent not in self.stages:
+                self._stage(parent)
+            # after the parent's last child (or the parent itself)
+            at = self.order.index(parent)
+            while at + 1 < len(self.order) and self.order[at + 1].startswith(parent + ":"):
+                at += 1
+            self.order.insert(at + 1, name)
+        else:
+            self.order.append(name)
+        return view
+
+    def _plan(self, stages: Iterable[str]) -> None:
+        cfg = self.config
+        for name in stages:
+            view = self._stage(name)
+            if cfg is None:
+                continue
+            if name == "distill":
+                view.total = cfg.distill.steps
+            elif name == "tune" and cfg.tune.steps:
+                view.total = cfg.tune.steps
+            elif name == "transfer":
+                for method in cfg.transfer.methods:
+                    if method in TRAINED_TRANSFER:
+                        self._stage(f"transfer:{method}").total = cfg.transfer.steps
+
+    def apply(self, event: ev.Event) -> None:
+        self.dirty = True
+        self.last_time = event.time
+        if isinstance(event, ev.RunStarted):
+            self.status, self.run_dir, self.started = "running", event.run_dir, event.time
+            self.preset = event.preset or self.preset
+            self.error, self.results, self.ended = "", None, None
+            self._plan(event.stages)
+            self.log(f"run started in {event.run_dir}", when=event.time)
+        elif isinstance(event, ev.StageStarted):
+            view = self._stage(event.stage)
+            view.state, view.started, view.finished, view.seconds = "running", event.time, None, None
+            view.step, view.message = 0, ""
+            view.total = event.total_steps if event.total_steps is not None else view.total
+            view.description = event.description
+            self.current = event.stage
+            self.log(f"{event.stage}: {event.description}" if event.description else f"{event.stage} started",
+                     when=event.time)
+        elif isinstance(event, ev.StageFinished):
+            view = self._stage(event.stage)
+            view.state = "reused" if event.summary.get("reused") else "done"
+            view.finished, view.seconds = event.time, event.seconds
+            if view.started is None:
+                view.started = event.time - event.seconds
+            if view.state == "done" and view.total and view.step == 0 and "steps" in event.summary:
+                view.step = int(event.summary["steps"] or 0)
+            self.log(f"{event.stage} done in {event.seconds:.1f} s", when=event.time)
+        elif isinstance(event, ev.StageFailed):
+            view = self._stage(event.stage)
+            view.state = "cancelled" if event.message == "cancelled" else "failed"
+            view.finished, view.message = event.time, event.message
+            for child in self._children(event.stage):
+                if child.state == "running":
+                    child.state, child.finished = view.state, event.time
+        elif isinstance(event, ev.Metric):
+            view = self._stage(event.stage)
+            if event.name == "loss":
+                view.loss.add(event.step, event.value)
+            elif event.name == "val_accuracy":
+                view.val.add(event.step, event.value)
+            else:
+                view.extras[event.name] = event.value
+            view.version += 1
+        elif isinstance(event, ev.Progress):
+            view = self._stage(event.stage)
+            if view.state == "pending":
+                view.state = "running"
+                view.started = event.time - (event.step_seconds or 0.0) * event.step
+            view.step = event.step
+            view.total = event.total_steps if event.total_steps is not None else view.total
+            view.tokens_per_s, view.step_seconds = event.tokens_per_s, event.step_seconds
+            self.speed = (event.stage, event.tokens_per_s, event.step_seconds)
+        elif isinstance(event, ev.PrivacySpent):
+            self.privacy = event
+            self.privacy_enabled = True
+            if event.target_epsilon is not None:
+                self.target_epsilon = event.target_epsilon
+        elif isinstance(event, ev.MemorySample):
+            self.memory = event
+        elif isinstance(event, ev.ArtifactSaved):
+            self.artifacts.append((event.stage, event.what, event.path))
+            self.log(f"saved {event.what}: {event.path}", when=event.time)
+        elif isinstance(event, ev.Log):
+            self.log(event.message, event.level, when=event.time)
+            head, _, rest = event.message.partition(":")
+            if rest.strip().startswith("already done") and head in self.stages:
+                self.stages[head].state = "skipped"
+        elif isinstance(event, ev.RunFinished):
+            self.status, self.ended = "finished", event.time
+            self.results, self.results_path = event.results, event.results_path
+            for view in self.stages.values():
+                if view.state == "pending":
+                    view.state = "skipped"
+            self.log(f"results: {event.results_path}", when=event.time)
+        elif isinstance(event, ev.RunFailed):
+            self.status = "cancelled" if event.message.startswith("cancelled") else "failed"
+            self.error, self.ended = event.message, event.time
+            self.log(event.message, "warning" if self.status == "cancelled" else "error", when=event.time)
+
+    def end(self, outcome: str, message: str = "", results: dict | None = None) -> None:
+        """The worker returned (covers errors raised before the engine could emit RunStarted)."""
+        self.dirty = True
+        if self.ended is None:
+            self.ended = time.time()
+        if outcome == "finished":
+            self.status = "finished"
+            if results is not None:
+                self.results = results
+            return
+        if self.status not in ("failed", "cancelled"):
+            self.status = outcome
+            if message:
+                self.error = message
+                self.log(message, "warning" if outcome == "cancelled" else "error")
+        elif message and outcome == "failed":
+            self.error = message
+        for view in self.stages.values():
+            if view.state == "running":
+                view.state, view.finished = ("cancelled" if outcome == "cancelled" else "failed"), self.ended
+
+    def finalize(self) -> None:
+        """After replaying a folder: a run that never finished is shown as stopped."""
+        if self.status in ("running", "starting", "idle") and self.started is not None:
+            self.status = "incomplete"
+        for view in self.stages.values():
+            if view.state == "running":
+                view.state, view.finished = "stopped", self.last_time
+        self.dirty = True
+
+    # ------------------------------------------------------------ reading
+    @property
+    def active(self) -> bool:
+        return self.status in ("starting", "running")
+
+    def _children(self, name: str) -> list[StageView]:
+        return [self.stages[n] for n in self.order if self.stages[n].parent == name]
+
+    def _now(self) -> float:
+        return time.time() if self.active else (self.ended or self.last_time or time.time())
+
+    def _row(self, view: StageView, now: float) -> Row:
+        elapsed = eta = None
+        if view.started is not None:
+            elapsed = (view.finished or now) - view.started
+            if view.state == "running" and view.total and view.step > 0:
+                eta = max(0.0, elapsed / view.step * (view.total - view.step))
+        if view.state in ("done", "reused") and view.seconds is not None:
+            elapsed = view.seconds
+        return Row(view.name, view.label, view.state, view.step, view.total, elapsed, eta, sub=view.parent is not None)
+
+    def _group_row(self, view: StageView, children: list[StageView], now: float) -> Row:
+        rows = [self._row(c, now) for c in children]
+        step = sum(r.step for r in rows)
+        total = sum(r.total for r in rows) if all(r.total for r in rows) else None
+        states = {r.state for r in rows}
+        if view.state in ("failed", "cancelled", "skipped"):
+            state = view.state
+        elif "running" in states:
+            state = "running"
+        elif states <= set(FINAL_STATES):
+            state = "done"
+        elif states & {"failed", "cancelled", "stopped"}:
+            state = next(s for s in ("failed", "cancelled", "stopped") if s in states)
+        elif states & set(FINAL_STATES) and self.active:
+            state = "running"
+        else:
+            state = "pending"
+        started = [c.started for c in children if c.started is not None]
+        elapsed = None
+        if started:
+            elapsed = sum(r.elapsed or 0.0 for r in rows)
+        eta = None
+        if state == "running" and total and step:
+            spent = sum(r.elapsed or 0.0 for r in rows if r.step)
+            eta = spent / step * (total - step) if spent else None
+        return Row(view.name, view.label, state, step, total, elapsed, eta)
+
+    def rows(self) -> list[Row]:
+        now = self._now()
+        out = []
+        for name in self.order:
+            view = self.stages[name]
+            children = self._children(name)
+            out.append(self._group_row(view, children, now) if children else self._row(view, now))
+        return out
+
+    def curves(self) -> list[str]:
+        """Stages that have a loss curve, in timeline order."""
+        return [n for n in self.order if len(self.stages[n].loss) or self.stages[n].loss.last]
+
+    def plot_stage(self, pinned: str | None = None) -> str | None:
+        if pinned in self.stages:
+            return pinned
+        curves = self.curves()
+        if self.current in curves:
+            return self.current
+        started = [n for n in curves if self.stages[n].started is not None]
+        return max(started, key=lambda n: self.stages[n].started or 0.0) if started else (curves[-1] if curves else None)
+
+    def running_stage(self) -> StageView | None:
+        for name in reversed(self.order):
+            if self.stages[name].state == "running" and not self._children(name):
+                return self.stages[name]
+        return None

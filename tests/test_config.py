@@ -1,0 +1,77 @@
+"""Config validation, presets and overrides."""
+import pytest
+
+from engine.config import all_keys, apply_overrides, to_toml, validate
+from engine.errors import PostError
+from engine.presets import load_config, preset_data, preset_names
+
+
+def test_presets_exist_and_validate():
+    names = preset_names()
+    assert {"smoke", "sst2-gpt2"} <= set(names)
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.name == name
+
+
+def test_sst2_preset_is_the_papers_setting():
+    cfg = load_config("sst2-gpt2")
+    assert cfg.models.large == "openai-community/gpt2-xl"
+    assert cfg.distill.blocks == [0, 1, 46, 47]
+    assert cfg.tune.prompt_length == 100
+
+
+def test_unknown_key_names_the_nearest():
+    data = preset_data("smoke")
+    data["tune"]["lr_rate"] = 0.1
+    with pytest.raises(PostError, match=r"unknown key tune.lr_rate; did you mean tune.lr\?"):
+        validate(data)
+    with pytest.raises(PostError, match="unknown key"):
+        load_config("smoke", overrides=["tranfer.alpha=0.3"])
+
+
+def test_wrong_type_is_one_line():
+    with pytest.raises(PostError) as err:
+        load_config("smoke", overrides=["tune.batch_size=many"])
+    assert "tune.batch_size" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_overrides_are_typed():
+    cfg = load_config("smoke", overrides=["tune.lr=0.5", "transfer.alpha=\"auto\"", "distill.blocks=[0,1]",
+                                          "task.template={text} So it was"])
+    assert cfg.tune.lr == 0.5 and cfg.transfer.alpha == "auto" and cfg.distill.blocks == [0, 1]
+    assert cfg.task.template == "{text} So it was"
+
+
+def test_alpha_out_of_range_rejected():
+    with pytest.raises(PostError, match="alpha"):
+        load_config("smoke", overrides=["transfer.alpha=1.5"])
+
+
+def test_unknown_preset_suggests():
+    with pytest.raises(PostError, match="did you mean smoke"):
+        load_config("smoek")
+
+
+def test_resolved_toml_round_trips(tmp_path):
+    cfg = load_config("smoke", overrides=["privacy.epsilon=8"])
+    path = tmp_path / "c.toml"
+    path.write_text(to_toml(cfg))
+    assert load_config(config_file=path) == cfg.model_copy(update={"name": cfg.name})
+
+
+def test_user_file_extends_a_preset(tmp_path):
+    path = tmp_path / "mine.toml"
+    path.write_text('extends = "smoke"\n[tune]\nlr = 0.2\n')
+    cfg = load_config(config_file=path)
+    assert cfg.tune.lr == 0.2 and cfg.models.large == "tiny:gpt2"
+
+
+def test_bad_set_syntax():
+    with pytest.raises(PostError, match="KEY=VALUE"):
+        apply_overrides({}, ["tune.lr"])
+
+
+def test_all_keys_lists_sections():
+    keys = all_keys()
+    assert "privacy.epsilon" in keys and "transfer.alpha" in keys and "runtime.seed" in keys

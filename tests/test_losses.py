@@ -1,0 +1,67 @@
+"""Hand-computed checks of every loss."""
+import math
+
+import torch
+
+from engine.losses import cloze_loss, distillation_loss, inference_time_logits, tempered_kl, transfer_loss
+
+
+def _kl(p, q):
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+
+
+def _softmax(x, t):
+    e = [math.exp(v / t) for v in x]
+    return [v / sum(e) for v in e]
+
+
+def test_tempered_kl_by_hand():
+    target, logits = [1.0, 2.0, 0.5], [0.0, 1.0, 3.0]
+    expected = 4.0 * _kl(_softmax(target, 2.0), _softmax(logits, 2.0))
+    got = tempered_kl(torch.tensor([target]), torch.tensor([logits]), 2.0)
+    assert torch.allclose(got, torch.tensor([expected]), atol=1e-6)
+
+
+def test_cloze_loss_by_hand():
+    scores = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    got = cloze_loss(scores, torch.tensor([0, 0]))
+    expected = [-math.log(math.exp(2) / (math.exp(2) + 1)), -math.log(1 / (1 + math.e))]
+    assert torch.allclose(got, torch.tensor(expected), atol=1e-6)
+
+
+def test_distillation_loss_by_hand():
+    # one sequence of 3 tokens, vocab 2, hidden 2; last position padded
+    s_logits = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [5.0, 5.0]]])
+    t_logits = torch.tensor([[[0.0, 1.0], [1.0, 1.0], [9.0, 0.0]]])
+    s_h = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [3.0, 3.0]]])
+    t_h = torch.tensor([[[0.0, 1.0], [1.0, 1.0], [1.0, 0.0]]])
+    ids = torch.tensor([[0, 1, 1]])
+    mask = torch.tensor([[1, 1, 0]])
+    total, parts = distillation_loss(s_logits, t_logits, s_h, t_h, ids, mask, 2.0, 5.0, 2.0, 1.0)
+    kd = 4 * (_kl(_softmax([0, 1], 2), _softmax([1, 0], 2)) + _kl(_softmax([1, 1], 2), _softmax([0, 2], 2))) / 2
+    lm = -math.log(_softmax([1, 0], 1)[1])           # position 0 predicts token 1
+    cos = (1 - 0.0 + 1 - 1.0) / 2                      # orthogonal, then identical
+    assert math.isclose(parts["kd"].item(), kd, rel_tol=1e-5)
+    assert math.isclose(parts["lm"].item(), lm, rel_tol=1e-5)
+    assert math.isclose(parts["cos"].item(), cos, abs_tol=1e-6)
+    assert math.isclose(total.item(), 5 * kd + 2 * lm + cos, rel_tol=1e-5)
+
+
+def test_transfer_loss_mix_by_hand():
+    z_t_p, z_s_p = torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([[0.0, 1.0, 1.0]])
+    z_s, z_t = torch.tensor([[0.5, 0.5, 0.0]]), torch.tensor([[0.0, 0.0, 1.0]])
+    l1 = 4 * _kl(_softmax([0, 1, 1], 2), _softmax([1, 0, 2], 2))
+    l2 = 4 * _kl(_softmax([-0.5, 0.5, 1], 2), _softmax([1, 0, 1], 2))
+    for alpha in (0.0, 0.3, 1.0):
+        got = transfer_loss(z_t_p, z_s_p, z_s, z_t, alpha, 2.0)
+        assert math.isclose(got.item(), (1 - alpha) * l1 + alpha * l2, rel_tol=1e-5)
+
+
+def test_transfer_loss_zero_when_models_and_prompts_match():
+    z_p, z = torch.randn(4, 10), torch.randn(4, 10)
+    assert torch.allclose(transfer_loss(z_p, z_p, z, z, 0.5), torch.zeros(4), atol=1e-6)
+
+
+def test_inference_time_logits():
+    got = inference_time_logits(torch.tensor([1.0]), torch.tensor([3.0]), torch.tensor([2.0]))
+    assert got.item() == 2.0

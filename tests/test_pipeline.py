@@ -1,0 +1,164 @@
+"""The whole smoke pipeline through the CLI, stage commands, bad input, and the import rule."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from post_tui.cli import app
+
+runner = CliRunner()
+FAST = ["--set", "distill.steps=20", "--set", "tune.steps=20", "--set", "transfer.steps=20",
+        "--set", "tune.eval_every=10"]
+
+
+def losses(run_dir: Path) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for line in (run_dir / "events.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        if e["event"] == "Metric" and e["name"] == "loss":
+            out.setdefault(e["stage"], []).append(e["value"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    import os
+    os.environ["POST_CACHE"] = str(tmp_path_factory.mktemp("smoke-cache"))
+    run_dir = tmp_path_factory.mktemp("runs") / "smoke"
+    result = runner.invoke(app, ["run", "--preset", "smoke", "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_smoke_writes_every_result_field(smoke_run):
+    results = json.loads((smoke_run / "results.json").read_text())
+    assert {"preset", "task", "public", "large", "small", "accuracy", "gap_closed", "seconds", "privacy"} <= results.keys()
+    assert {"full_zs", "full_pt", "cpt", "direct", "post", "output", "shift", "inference"} <= results["accuracy"].keys()
+    assert all(0.0 <= a <= 1.0 for a in results["accuracy"].values())
+    assert set(results["seconds"]) == {"distill", "tune", "transfer", "full_pt", "eval"}
+    assert results["privacy"] is None
+    for name in ("config.toml", "events.jsonl", "distill/student.json", "tune/prompt.safetensors",
+                 "full_pt/prompt.safetensors", "transfer/post.safetensors", "eval/accuracy.json"):
+        assert (smoke_run / name).is_file(), name
+
+
+def test_smoke_loss_falls_in_each_stage(smoke_run):
+    for stage, values in losses(smoke_run).items():
+        k = max(len(values) // 5, 1)
+        assert sum(values[-k:]) / k < sum(values[:k]) / k, stage
+
+
+def test_stage_commands_rerun_on_a_run_folder(smoke_run):
+    before = json.loads((smoke_run / "results.json").read_text())["accuracy"]
+    result = runner.invoke(app, ["eval", str(smoke_run)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((smoke_run / "results.json").read_text())["accuracy"] == before
+
+
+def test_separate_stages_match_roles(tmp_path):
+    """Owner distils, user tunes, owner transfers, then eval — each as its own command."""
+    run_dir = tmp_path / "run"
+    base = ["--preset", "smoke", *FAST, "--set", "eval.full_pt=false", "--set", "transfer.methods=[\"post\",\"direct\"]"]
+    assert runner.invoke(app, ["distill", "--out", str(run_dir), *base]).exit_code == 0
+    for stage in ("tune", "transfer", "eval"):
+        result = runner.invoke(app, [stage, str(run_dir)])
+        assert result.exit_code == 0, (stage, result.output)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["accuracy"]) == {"full_zs", "cpt", "direct", "post"}
+
+
+def test_transfer_never_reads_private_data(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    base = ["--preset", "smoke", *FAST, "--set", "eval.full_pt=false"]
+    assert runner.invoke(app, ["distill", "--out", str(run_dir), *base]).exit_code == 0
+    assert runner.invoke(app, ["tune", str(run_dir)]).exit_code == 0
+    import engine.data.sources as sources
+    real = sources.read_split
+    seen = []
+
+    def spy(source, split, subset="", seed=0):
+        seen.append(split)
+        return real(source, split, subset, seed)
+    monkeypatch.setattr(sources, "read_split", spy)
+    import engine.data.tasks as tasks
+    monkeypatch.setattr(tasks, "read_split", spy)
+    assert runner.invoke(app, ["transfer", str(run_dir)]).exit_code == 0
+    assert seen == ["corpus"]  # the public split only
+
+
+def test_transfer_loss_is_zero_when_student_is_teacher_and_prompts_match():
+    from engine.losses import transfer_loss
+    from engine.prompt import SoftPrompt, prompted_logits
+    from tests.helpers import TEXTS, batch, tiny_pair
+    model, tok = tiny_pair("llama")
+    prompt = SoftPrompt.from_text(model, tok, "predict the sentiment", 6)
+    ids, mask = batch(tok, TEXTS)
+    with torch.no_grad():
+        prompted = prompted_logits(model, ids, mask, prompt.weight)
+        plain = prompted_logits(model, ids, mask, None)
+    for alpha in (0.0, 0.5, 1.0):
+        assert torch.allclose(transfer_loss(prompted, prompted, plain, plain, alpha), torch.zeros(len(TEXTS)), atol=1e-6)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["run", "--preset", "nope"], "unknown preset"),
+    (["run", "--preset", "smoke", "--set", "tune.lrr=1"], "did you mean tune.lr"),
+    (["run", "--preset", "smoke", "--set", "tune.steps=-3"], "tune.steps"),
+    (["run", "--preset", "smoke", "--set", "task.source=/no/such/file.csv"], "not found"),
+    (["run", "--preset", "smoke", "--set", "task.label_words=[[\"good\"],[\"good\"]]"], "collide"),
+    (["run", "--preset", "smoke", "--set", "distill.blocks=[0,12]"], "out of range"),
+    (["run", "--preset", "smoke", "--set", "tune.prompt_length=400"], "context"),
+    (["run", "--preset", "smoke", "--set", "models.large=some-org/some-model"], "offline presets"),
+    (["run", "--config", "/no/such.toml"], "not found"),
+])
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, needle):
+    out = tmp_path / "run"
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_data_without_text_or_label_column(tmp_path):
+    data = tmp_path / "d.csv"
+    data.write_text("review,label\n" + "\n".join(f"good film {i},{i % 2}" for i in range(40)))
+    result = runner.invoke(app, ["run", "--preset", "smoke", "--set", f"task.source={str(data)!r}".replace("'", '"'),
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "no text column 'text'" in result.stderr
+    result = runner.invoke(app, ["run", "--preset", "smoke", "--set", f'task.source="{data}"',
+                                 "--set", 'task.text_fields=["review"]', "--set", 'task.label_field="stars"',
+                                 "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "no label column 'stars'" in result.stderr
+
+
+def test_local_csv_is_a_private_task(tmp_path):
+    data = tmp_path / "mine.csv"
+    from engine.data.smoke import make_rows
+    rows = make_rows(200, 3)
+    data.write_text("text,label\n" + "\n".join(f"\"{r['text']}\",{r['label']}" for r in rows))
+    result = runner.invoke(app, ["run", "--preset", "smoke", *FAST, "--set", f'task.source="{data}"',
+                                 "--set", "eval.full_pt=false", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["test_examples"] == 20
+
+
+def test_presets_list_and_show():
+    result = runner.invoke(app, ["presets", "list"])
+    assert result.exit_code == 0 and "smoke" in result.output and "sst2-gpt2" in result.output
+    result = runner.invoke(app, ["presets", "show", "smoke"])
+    assert result.exit_code == 0 and "[privacy]" in result.output and 'large = "tiny:gpt2"' in result.output
+
+
+def test_engine_imports_no_ui_code():
+    code = ("import importlib, pkgutil, sys, engine\n"
+            "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+            "    importlib.import_module(m.name)\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] == 'textual' or m.startswith(('rich.live', 'rich.progress'))]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
