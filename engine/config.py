@@ -131,6 +131,28 @@ class PrivacyConfig(Section):
     def enabled(self) -> bool:
         return self.epsilon is not None or self.noise_multiplier is not None
 
+    @field_validator("epsilon", "noise_multiplier", "clip")
+    @classmethod
+    def _positive(cls, v, info):
+        if v is not None and not 0 < v < float("inf"):
+            raise ValueError(f"{info.field_name} must be a finite number > 0")
+        return v
+
+    @field_validator("delta", "sample_rate")
+    @classmethod
+    def _probability(cls, v, info):
+        if info.field_name == "delta" and v is not None and not 0 < v < 1:
+            raise ValueError("delta must be in (0, 1) (and < 1/N, checked against the data)")
+        if info.field_name == "sample_rate" and v is not None and not 0 < v <= 1:
+            raise ValueError("sample_rate must be in (0, 1]")
+        return v
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if self.epsilon is not None and self.noise_multiplier is not None:
+            raise ValueError("give epsilon (sigma is planned from it) or noise_multiplier, not both")
+        return self
+
 
 class RuntimeConfig(Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")

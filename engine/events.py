@@ -80,6 +80,7 @@ class PrivacySpent(Event):
     sample_rate: float
     steps: int
     accountant: str
+    stage: str = "tune"
 
 
 @dataclass(frozen=True)

@@ -151,10 +151,18 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
         raise PostError(f"tune.prompt_length={cfg.tune.prompt_length} plus max_length does not fit the model's "
                         f"context of {limit} tokens: shorten the prompt or max_length")
     if any(s in stages for s in ("tune", "full_pt", "eval")):
-        loading.task(ctx, tokenizer)
+        train = loading.task(ctx, tokenizer)["train"]
         loading.verbalizer(ctx, tokenizer)
+        if cfg.privacy.enabled and any(s in stages for s in ("tune", "full_pt")):
+            from engine.privacy import check_config  # bad δ or a too-small ε fail here, not after distillation
+            from engine.sampling import steps_for
+            check_config(cfg.privacy, len(train), cfg.tune.batch_size,
+                         steps_for(len(train), cfg.tune.batch_size, cfg.tune.steps, cfg.tune.epochs))
     if "transfer" in stages:
         loading.public(ctx, tokenizer)
+        if cfg.transfer.alpha == "auto" and cfg.privacy.enabled:
+            raise PostError("transfer.alpha = \"auto\" reads accuracy on the private validation split, which the "
+                            "privacy accountant does not cover: set transfer.alpha to a number with [privacy] on")
 
 
 def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | None:

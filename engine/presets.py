@@ -34,11 +34,10 @@ def preset_data(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
         raise PostError(f"unknown preset {name!r}: {hint} (post presets list shows them all)")
     if name in _seen:
         raise PostError(f"preset {name} extends itself through {' -> '.join(_seen)}")
-    data = tomllib.loads(files[name].read_text(encoding="utf-8"))
-    parent = data.pop("extends", None)
-    if parent:
-        data = deep_merge(preset_data(parent, _seen + (name,)), data)
-    data.setdefault("name", name)
+    own = tomllib.loads(files[name].read_text(encoding="utf-8"))
+    parent = own.pop("extends", None)
+    data = deep_merge(preset_data(parent, _seen + (name,)), own) if parent else own
+    data["name"] = own.get("name", name)  # a child preset is not named after its parent
     return data
 
 
@@ -54,7 +53,7 @@ def load_config(preset: str | None = None, config_file: Path | None = None,
         if parent and not preset:
             data = preset_data(parent)
         data = deep_merge(data, user)
-        data.setdefault("name", Path(config_file).stem)
+        data["name"] = user.get("name", Path(config_file).stem)
     return validate(apply_overrides(data, list(overrides or [])))
 
 

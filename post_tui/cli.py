@@ -12,11 +12,13 @@ import typer
 from rich.console import Console
 
 from engine.errors import PostError
+from post_tui.cli_privacy import privacy_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="POST: transfer soft prompts from a small local model to a large one, privately.")
 presets_app = typer.Typer(no_args_is_help=True, help="List and show run presets.")
 app.add_typer(presets_app, name="presets")
+app.add_typer(privacy_app, name="privacy")
 
 console = Console()
 err_console = Console(stderr=True)

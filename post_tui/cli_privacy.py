@@ -1,0 +1,75 @@
+"""`post privacy plan | verify`: plan σ for a budget, and check a run's privacy certificates.
+
+Every user error prints one line on stderr and exits with code 2 (like post_tui.cli).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+from rich.console import Console
+
+from engine.errors import PostError
+
+privacy_app = typer.Typer(no_args_is_help=True, help="Differential privacy: plan the noise, verify certificates.")
+err_console = Console(stderr=True)
+
+
+def _guarded(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except PostError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+
+
+@privacy_app.command("plan")
+def plan_cmd(epsilon: Optional[float] = typer.Option(None, "--epsilon", "-e", help="Target ε (σ is planned to reach it)"),
+             noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", "--sigma",
+                                                              help="σ instead of a target ε: report the ε it yields"),
+             delta: float = typer.Option(..., "--delta", "-d", help="δ (use < 1/N)"),
+             sample_rate: float = typer.Option(..., "--sample-rate", "-q", help="Poisson sampling rate q = batch / N"),
+             steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps"),
+             epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs (steps = int(epochs / q), as Opacus)"),
+             accountant: str = typer.Option("rdp", "--accountant", "-a", help="rdp or prv (Opacus)")) -> None:
+    """σ for a target ε (Opacus' get_noise_multiplier), and the ε it yields with the same accountant."""
+    def go():
+        from engine.privacy import accounting
+        if (epsilon is None) == (noise_multiplier is None):
+            raise PostError("give --epsilon (to plan σ) or --noise-multiplier (to get ε), exactly one")
+        if (steps is None) == (epochs is None):
+            raise PostError("give --steps or --epochs, exactly one")
+        if not 0 < sample_rate <= 1:
+            raise PostError(f"--sample-rate must be in (0, 1], got {sample_rate:g}")
+        if epochs is not None and not (epochs > 0 and math.isfinite(epochs)):
+            raise PostError(f"--epochs must be > 0, got {epochs:g}")
+        n_steps = steps if steps is not None else int(epochs / sample_rate)
+        if noise_multiplier is not None and not (noise_multiplier > 0 and math.isfinite(noise_multiplier)):
+            raise PostError(f"--noise-multiplier must be > 0, got {noise_multiplier:g}")
+        accounting.check_budget(epsilon, delta, sample_rate, n_steps, accountant)
+        sigma = noise_multiplier if noise_multiplier is not None else \
+            accounting.plan_noise(epsilon, delta, sample_rate, n_steps, accountant)
+        eps = accounting.epsilon([(sigma, sample_rate, n_steps)], delta, accountant)
+        how = f"planned for target epsilon {epsilon:g}" if epsilon is not None else "given"
+        typer.echo(f"noise_multiplier = {sigma:.6f}  ({how})")
+        typer.echo(f"epsilon = {eps:.6f}  (delta = {delta:g}, sample_rate = {sample_rate:g}, steps = {n_steps}, "
+                   f"accountant = {accountant})")
+    _guarded(go)
+
+
+@privacy_app.command("verify")
+def verify_cmd(run_dir: Path = typer.Argument(..., help="A run folder (checks tune/ and full_pt/privacy.json) or a privacy.json")) -> None:
+    """Recompute ε from each certificate's history with its accountant; exit 2 when one differs."""
+    def go():
+        import opacus
+        from engine.privacy import verify_run
+        for r in verify_run(run_dir):
+            target = f", target {r['target_epsilon']:g}" if r["target_epsilon"] is not None else ""
+            note = ""
+            if r["recorded_versions"].get("opacus") != opacus.__version__:
+                note = f" (recorded with opacus {r['recorded_versions'].get('opacus')}, checked with {opacus.__version__})"
+            typer.echo(f"OK {r['path']}: epsilon = {r['epsilon']:.6f}{target} (delta = {r['delta']:.3g}, "
+                       f"{r['accountant']}, {r['steps']} steps){note}")
+    _guarded(go)
