@@ -1,8 +1,9 @@
 """Textual messages that carry the engine's events from its worker thread to the UI.
 
-The engine knows nothing of Textual: a bus subscriber in the worker thread wraps each engine
-event in `EngineEvent` and posts it (`post_message` is thread-safe); the run's outcome arrives as
-one `RunEnded`.
+The engine knows nothing of Textual: a bus subscriber in the worker thread (screens/dashboard.py's
+`EventPump`) queues each engine event and posts an `EngineEvents` message (`post_message` is
+thread-safe) unless one is already on its way — a fast engine costs the UI one message per
+loop turn, not one per event. The run's outcome arrives as one `RunEnded`.
 """
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from typing import Any
 from textual.message import Message
 
 
-class EngineEvent(Message):
-    """One engine event (engine.events.*), posted from the engine's worker thread."""
+class EngineEvents(Message):
+    """Engine events (engine.events.*) are waiting: the handler takes them all from `pump.drain()`."""
 
-    def __init__(self, event: Any) -> None:
+    def __init__(self, pump: Any) -> None:
         super().__init__()
-        self.event = event
+        self.pump = pump
 
 
 class RunEnded(Message):

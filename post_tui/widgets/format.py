@@ -8,6 +8,7 @@ STATE_STYLE = {
     "running": ("▶", "bold cyan"),
     "done": ("✓", "green"),
     "reused": ("✓", "green"),
+    "partial": ("◐", "yellow"),
     "skipped": ("↷", "dim green"),
     "failed": ("✗", "bold red"),
     "cancelled": ("■", "yellow"),

@@ -27,9 +27,11 @@ class PrivacyMeter(Static):
         self.level = "off"
 
     def show(self, state: RunState) -> None:
-        spent = state.privacy
+        stage, spent = state.privacy_shown()
         text = Text()
         text.append("privacy ", style="bold")
+        if spent is not None and stage and stage != "?":
+            text.append(f"({stage}) ", style="dim")
         if spent is None:
             if state.privacy_enabled:
                 target = f" (target ε {state.target_epsilon:g})" if state.target_epsilon else ""
@@ -44,19 +46,20 @@ class PrivacyMeter(Static):
                 self._set_level("off")
         else:
             target = spent.target_epsilon
+            narrow = self.size.width < 100
+            gap = " " if narrow else "  "
             if target:
                 fraction = spent.epsilon / target
                 name, style = level(fraction)
                 text.append(f"ε {spent.epsilon:.2f} / {target:g} ", style=style)
-                width = 10 if self.size.width < 100 else 24
-                text.append(fmt.bar(fraction, width), style=style)
+                text.append(fmt.bar(fraction, 6 if narrow else 24), style=style)
                 text.append(f" {100 * fraction:.0f}%", style=style)
                 self._set_level(name)
             else:
                 text.append(f"ε {spent.epsilon:.2f} (no target)", style="cyan")
                 self._set_level("safe")
-            text.append(f"  δ {spent.delta:.2g}  σ {spent.noise_multiplier:.3g}  q {spent.sample_rate:.3g}"
-                        f"  steps {spent.steps}  {spent.accountant}")
+            text.append(f"{gap}δ {spent.delta:.2g}{gap}σ {spent.noise_multiplier:.3g}{gap}q {spent.sample_rate:.3g}"
+                        f"{gap}steps {spent.steps}{gap}{spent.accountant}")
         self.plain = text.plain
         self.update(text)
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 from engine import events as ev
 
 TRAINED_TRANSFER = ("post", "output", "shift")
-FINAL_STATES = ("done", "reused", "skipped")
+FINAL_STATES = ("done", "reused", "skipped", "partial")  # partial: cancelled mid-stage, what it had is saved
 
 
 class Series:
@@ -56,7 +56,7 @@ class Series:
 class StageView:
     name: str
     parent: str | None = None
-    state: str = "pending"  # pending running done reused skipped failed cancelled stopped
+    state: str = "pending"  # pending running done partial reused skipped failed cancelled stopped
     step: int = 0
     total: int | None = None
     started: float | None = None
@@ -102,7 +102,8 @@ class RunState:
         self.stages: dict[str, StageView] = {}
         self.current: str | None = None
         self.max_points = max_points
-        self.privacy: ev.PrivacySpent | None = None
+        self.privacy: ev.PrivacySpent | None = None  # the latest
+        self.privacy_by_stage: dict[str, ev.PrivacySpent] = {}  # the event has no stage: the running one
         privacy = getattr(config, "privacy", None)
         self.privacy_enabled: bool | None = privacy.enabled if privacy is not None else None
         self.target_epsilon: float | None = privacy.epsilon if privacy is not None else None
@@ -118,6 +119,7 @@ class RunState:
         self.ended: float | None = None
         self.last_time: float | None = None
         self.dirty = True
+        self.offset = 0  # bytes of events.jsonl read (when replayed from a folder)
 
     # ------------------------------------------------------------ feeding
     def log(self, message: str, level: str = "info", when: float | None = None) -> None:
@@ -163,7 +165,8 @@ class RunState:
         self.dirty = True
         self.last_time = event.time
         if isinstance(event, ev.RunStarted):
-            self.status, self.run_dir, self.started = "running", event.run_dir, event.time
+            self.status = "watching" if self.status == "watching" else "running"
+            self.run_dir, self.started = event.run_dir, event.time
             self.preset = event.preset or self.preset
             self.error, self.results, self.ended = "", None, None
             self._plan(event.stages)
@@ -179,7 +182,8 @@ class RunState:
                      when=event.time)
         elif isinstance(event, ev.StageFinished):
             view = self._stage(event.stage)
-            view.state = "reused" if event.summary.get("reused") else "done"
+            view.state = ("reused" if event.summary.get("reused") else
+                          "partial" if event.summary.get("stopped") == "cancelled" else "done")
             view.finished, view.seconds = event.time, event.seconds
             if view.started is None:
                 view.started = event.time - event.seconds
@@ -213,6 +217,7 @@ class RunState:
             self.speed = (event.stage, event.tokens_per_s, event.step_seconds)
         elif isinstance(event, ev.PrivacySpent):
             self.privacy = event
+            self.privacy_by_stage[self.current or "?"] = event
             self.privacy_enabled = True
             if event.target_epsilon is not None:
                 self.target_epsilon = event.target_epsilon
@@ -229,8 +234,8 @@ class RunState:
         elif isinstance(event, ev.RunFinished):
             self.status, self.ended = "finished", event.time
             self.results, self.results_path = event.results, event.results_path
-            for view in self.stages.values():
-                if view.state == "pending":
+            for name, view in self.stages.items():
+                if view.state == "pending" and not self._children(name):
                     view.state = "skipped"
             self.log(f"results: {event.results_path}", when=event.time)
         elif isinstance(event, ev.RunFailed):
@@ -261,7 +266,7 @@ class RunState:
 
     def finalize(self) -> None:
         """After replaying a folder: a run that never finished is shown as stopped."""
-        if self.status in ("running", "starting", "idle") and self.started is not None:
+        if self.status in ("running", "starting", "idle", "watching") and self.started is not None:
             self.status = "incomplete"
         for view in self.stages.values():
             if view.state == "running":
@@ -276,8 +281,13 @@ class RunState:
     def _children(self, name: str) -> list[StageView]:
         return [self.stages[n] for n in self.order if self.stages[n].parent == name]
 
-    def _now(self) -> float:
-        return time.time() if self.active else (self.ended or self.last_time or time.time())
+    @property
+    def live(self) -> bool:
+        """Still moving: run here, or followed from its folder."""
+        return self.status in ("starting", "running", "watching")
+
+    def now(self) -> float:
+        return time.time() if self.live else (self.ended or self.last_time or time.time())
 
     def _row(self, view: StageView, now: float) -> Row:
         elapsed = eta = None
@@ -285,7 +295,7 @@ class RunState:
             elapsed = (view.finished or now) - view.started
             if view.state == "running" and view.total and view.step > 0:
                 eta = max(0.0, elapsed / view.step * (view.total - view.step))
-        if view.state in ("done", "reused") and view.seconds is not None:
+        if view.state in ("done", "reused", "partial") and view.seconds is not None:
             elapsed = view.seconds
         return Row(view.name, view.label, view.state, view.step, view.total, elapsed, eta, sub=view.parent is not None)
 
@@ -302,7 +312,7 @@ class RunState:
             state = "done"
         elif states & {"failed", "cancelled", "stopped"}:
             state = next(s for s in ("failed", "cancelled", "stopped") if s in states)
-        elif states & set(FINAL_STATES) and self.active:
+        elif states & set(FINAL_STATES) and self.live:
             state = "running"
         else:
             state = "pending"
@@ -317,13 +327,23 @@ class RunState:
         return Row(view.name, view.label, state, step, total, elapsed, eta)
 
     def rows(self) -> list[Row]:
-        now = self._now()
+        now = self.now()
         out = []
         for name in self.order:
             view = self.stages[name]
             children = self._children(name)
             out.append(self._group_row(view, children, now) if children else self._row(view, now))
         return out
+
+    def privacy_shown(self) -> tuple[str | None, ev.PrivacySpent | None]:
+        """The running stage's privacy spend; after it, the user's stage (tune), else the latest."""
+        if self.current in self.privacy_by_stage and self.stages.get(self.current, StageView("")).state == "running":
+            return self.current, self.privacy_by_stage[self.current]
+        if "tune" in self.privacy_by_stage:
+            return "tune", self.privacy_by_stage["tune"]
+        if self.privacy is not None:
+            return next(reversed(self.privacy_by_stage), None), self.privacy
+        return None, None
 
     def curves(self) -> list[str]:
         """Stages that have a loss curve, in timeline order."""
@@ -343,3 +363,128 @@ class RunState:
             if self.stages[name].state == "running" and not self._children(name):
                 return self.stages[name]
         return None
+
+
+# ---------------------------------------------------------------- run folders
+
+def read_config(run_dir) -> Any:
+    """The run's saved config.toml as a RunConfig, or None when it is missing or no longer valid."""
+    from pathlib import Path
+
+    from engine.config import read_toml, validate
+    from engine.errors import PostError
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
+        return None
+    try:
+        return validate(read_toml(path))
+    except PostError:
+        return None
+
+
+WATCH_SECONDS = 120.0  # a folder whose event log changed this recently is followed as a live run
+
+
+def read_new_events(state: RunState, path, offset: int) -> int:
+    """Apply the complete lines of `path` after byte `offset`; returns the new offset."""
+    import json
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            for line in f:
+                if not line.endswith(b"\n"):
+                    break  # a line still being written (or torn by a kill): read it next time
+                offset += len(line)
+                if not line.strip():
+                    continue
+                try:
+                    event = ev.event_from_json(json.loads(line))
+                except (ValueError, KeyError, TypeError):
+                    continue
+                state.apply(event)
+    except OSError:
+        pass
+    return offset
+
+
+def load_run(run_dir, max_points: int = 2000, follow: bool = False) -> RunState:
+    """Replay a run folder (events.jsonl, results.json) into a RunState, line by line (bounded memory).
+
+    With `follow`, a run whose event log is still being written (by `post run` elsewhere) is left
+    in status "watching" with `state.offset` set, to be followed with `read_new_events`."""
+    import json
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    state = RunState(read_config(run_dir), max_points=max_points)
+    state.run_dir = str(run_dir)
+    events_path = run_dir / "events.jsonl"
+    state.offset = read_new_events(state, events_path, 0) if events_path.is_file() else 0
+    results_path = run_dir / "results.json"
+    if state.results is None and results_path.is_file():
+        try:
+            state.results = json.loads(results_path.read_text(encoding="utf-8"))
+            state.results_path = str(results_path)
+            state.status = "finished"
+        except ValueError:
+            pass
+    state.run_dir = str(run_dir)
+    recent = events_path.is_file() and time.time() - events_path.stat().st_mtime < WATCH_SECONDS
+    if follow and recent and state.status == "running":
+        state.status = "watching"
+    else:
+        state.finalize()
+    return state
+
+
+def run_summary(run_dir) -> dict[str, Any]:
+    """What the runs list shows for one folder, without reading its (possibly long) event log."""
+    import json
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    out: dict[str, Any] = {"name": run_dir.name, "path": str(run_dir), "preset": "", "results": None,
+                           "status": "incomplete", "time": 0.0}
+    for probe in ("config.toml", "events.jsonl"):
+        if (run_dir / probe).exists():
+            out["time"] = (run_dir / probe).stat().st_mtime
+            break
+    try:
+        import tomllib
+        out["preset"] = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8")).get("name", "")
+    except (OSError, ValueError):
+        pass
+    results = run_dir / "results.json"
+    if results.is_file():
+        try:
+            out["results"] = json.loads(results.read_text(encoding="utf-8"))
+            out["status"] = "finished"
+            out["time"] = results.stat().st_mtime
+        except ValueError:
+            pass
+    elif (run_dir / "error.txt").is_file():
+        out["status"] = "failed"
+    else:
+        last = _last_line(run_dir / "events.jsonl")
+        if last.get("event") == "RunFailed":
+            out["status"] = "cancelled" if str(last.get("message", "")).startswith("cancelled") else "failed"
+    return out
+
+
+def _last_line(path) -> dict:
+    import json
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 8192))
+            lines = [line for line in f.read().splitlines() if line.strip()]
+        return json.loads(lines[-1]) if lines else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def is_run_folder(path) -> bool:
+    from pathlib import Path
+    path = Path(path)
+    return path.is_dir() and ((path / "config.toml").is_file() or (path / "events.jsonl").is_file())

@@ -26,7 +26,7 @@ class Timeline(Static):
             self.plain = text
             self.update(Text(text, style="dim"))
             return
-        wide = self.size.width >= 64
+        wide = self.app.size.width >= 120
         table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, expand=False, show_edge=False)
         table.add_column("stage", no_wrap=True)
         table.add_column("state", no_wrap=True)
@@ -39,14 +39,14 @@ class Timeline(Static):
         for row in rows:
             icon, style = fmt.STATE_STYLE.get(row.state, ("?", ""))
             state_text = Text(f"{icon} {row.state}", style=style)
-            cells = [Text(row.label, style="dim" if row.sub else "bold"), state_text,
-                     fmt.steps(row.step, row.total)]
+            step_text = "—" if row.state in ("reused", "skipped") else fmt.steps(row.step, row.total)
+            cells = [Text(row.label, style="dim" if row.sub else "bold"), state_text, step_text]
             if wide:
                 fraction = row.step / row.total if row.total else (1.0 if row.state in ("done", "reused") else 0.0)
                 cells.append(Text(fmt.bar(fraction, 12), style=style))
             cells += [fmt.duration(row.elapsed), fmt.duration(row.eta) if row.state == "running" else ""]
             table.add_row(*cells)
-            lines.append(f"{row.label} {row.state} {fmt.steps(row.step, row.total)} "
+            lines.append(f"{row.label} {row.state} {step_text} "
                          f"{fmt.duration(row.elapsed)} {fmt.duration(row.eta)}")
         self.plain = "\n".join(lines)
         self.update(table)
