@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.registry,
 def test_demo_pipeline_runs_a_few_steps_on_smollm2(tmp_path):
     sets = ["distill.steps=2", "distill.batch_size=2", "distill.seq_len=32", "distill.max_texts=200",
             "tune.steps=3", "tune.batch_size=4", "tune.eval_every=0", "tune.eval_size=8", "tune.prompt_length=4",
-            "task.max_eval=16", "task.max_train=64", "public.size=8", "transfer.steps=2", "eval.full_pt_steps=2",
+            "task.max_eval=16", "task.max_train=64", "public.size=8", "transfer.steps=2", "eval.full_pt=true", "eval.full_pt_steps=2",
             "eval.batch_size=16", "runtime.threads=2"]
     args = ["run", "--preset", "demo", "--out", str(tmp_path / "run")]
     for s in sets:
