@@ -46,6 +46,13 @@ class Verbalizer:
         return len(self.token_ids)
 
     def _mixing(self, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(label-token ids, class-averaging weights), built once per device: class_scores is on every step."""
+        cache = self.__dict__.setdefault("_mixing_cache", {})
+        if str(device) not in cache:
+            cache[str(device)] = self._build_mixing(device)
+        return cache[str(device)]
+
+    def _build_mixing(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         flat = [t for ids in self.token_ids for t in ids]
         weights = torch.zeros(self.num_classes, len(flat))
         k = 0
