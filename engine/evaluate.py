@@ -39,8 +39,8 @@ def _inference_fn(ctx, large, small, tokenizer, small_prompt) -> LogitFn:
     return lambda b: inference_time_logits(plain_t(b), prompted_s(b), plain_s(b))
 
 
-def method_logit_fns(ctx, split_names=("full_zs", "full_pt", "cpt", "direct", "post", "output", "shift", "inference")):
-    """name → logit function, for every method whose inputs exist in the run folder."""
+def method_logit_fns(ctx, only=None):
+    """name → logit function, for every method whose inputs exist in the run folder (or those in `only`)."""
     from engine import loading
     from engine.prompt import SoftPrompt
     cfg = ctx.config
@@ -61,12 +61,12 @@ def method_logit_fns(ctx, split_names=("full_zs", "full_pt", "cpt", "direct", "p
             path = loading.prompt_path(ctx, "transfer", method)
             if path.is_file():
                 fns[method] = prompt_logit_fn(large, tokenizer, SoftPrompt.load(path), ctx.dtype)
-    return {k: v for k, v in fns.items() if k in split_names}, tokenizer
+    return {k: v for k, v in fns.items() if only is None or k in only}, tokenizer
 
 
 def evaluate_methods(ctx, split: str, names=None) -> dict[str, float]:
     from engine import loading
-    fns, tokenizer = method_logit_fns(ctx) if names is None else method_logit_fns(ctx, names)
+    fns, tokenizer = method_logit_fns(ctx, names)
     examples = loading.task(ctx, tokenizer)[split]
     verbalizer = loading.verbalizer(ctx, tokenizer)
     return {name: accuracy(fn, examples, verbalizer, ctx.config.eval.batch_size, tokenizer.pad_token_id, ctx.device)

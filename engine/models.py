@@ -79,9 +79,13 @@ def _ready(tokenizer):
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """Same fingerprint ⇔ same token ↔ id mapping (what prompt transfer relies on)."""
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    return hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+    """Same fingerprint ⇔ same token ↔ id mapping (what prompt transfer relies on); computed once per tokenizer."""
+    cached = getattr(tokenizer, "_post_fingerprint", None)
+    if cached is None:
+        vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+        cached = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+        tokenizer._post_fingerprint = cached
+    return cached
 
 
 def check_same_tokenizer(small_tok, large_tok) -> None:

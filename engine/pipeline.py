@@ -210,13 +210,6 @@ def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | N
     return results
 
 
-def open_run(config: RunConfig, run_dir: Path, bus: EventBus | None = None, cancel=None) -> RunContext:
-    ctx = RunContext(config=config, run_dir=Path(run_dir), bus=bus or EventBus())
-    if cancel is not None:
-        ctx.cancel_event = cancel
-    return ctx
-
-
 def run(config: RunConfig, bus: EventBus | None = None, out: Path | None = None, cancel=None,
         stages: list[str] | None = None, resume: bool = False, force: bool = False) -> dict | None:
     """Run the pipeline (or some stages) and write the run folder. Raises PostError / Cancelled."""
@@ -228,11 +221,14 @@ def run(config: RunConfig, bus: EventBus | None = None, out: Path | None = None,
     if config.runtime.threads:
         torch.set_num_threads(config.runtime.threads)
     torch.manual_seed(config.runtime.seed)
-    ctx = open_run(config, run_dir, bus, cancel)
+    ctx = RunContext(config=config, run_dir=run_dir, bus=bus or EventBus())
+    if cancel is not None:
+        ctx.cancel_event = cancel
     if fresh or not (run_dir / "config.toml").exists():
         (run_dir / "config.toml").write_text(to_toml(config))
     writer = ctx.bus.subscribe(JsonlWriter(run_dir / "events.jsonl"))
     stages = stages or stages_for(config)
+    discard = False
     ctx.emit(RunStarted(run_dir=str(run_dir), preset=config.name, stages=stages))
     try:
         with MemoryMonitor(ctx.emit, config.runtime.memory_every):
@@ -245,14 +241,13 @@ def run(config: RunConfig, bus: EventBus | None = None, out: Path | None = None,
         raise
     except PostError as err:
         ctx.emit(RunFailed(message=str(err)))
-        if fresh and _nothing_finished(run_dir):
-            writer.close()
-            ctx.bus.unsubscribe(writer)
-            shutil.rmtree(run_dir, ignore_errors=True)  # bad input leaves nothing half-written
+        discard = fresh and _nothing_finished(run_dir)
         raise
     finally:
         ctx.bus.unsubscribe(writer)
         writer.close()
+        if discard:
+            shutil.rmtree(run_dir, ignore_errors=True)  # bad input leaves nothing half-written
 
 
 def _nothing_finished(run_dir: Path) -> bool:

@@ -69,8 +69,8 @@ def transfer_prompt(ctx, method: str, alpha: float, large, tokenizer, public, ta
     return prompt, result
 
 
-def run_transfer(ctx, alpha: float | None = None) -> dict[str, float]:
-    """Train the large-model prompt for each trained method; returns the α each used."""
+def run_transfer(ctx, alpha: float) -> dict[str, float]:
+    """Train the large-model prompt for each trained method (α for `post`, resolved by the pipeline)."""
     cfg = ctx.config
     large, small, tokenizer = loading.both(ctx)
     small_prompt = SoftPrompt.load(loading.prompt_path(ctx, "tune"))
@@ -82,7 +82,7 @@ def run_transfer(ctx, alpha: float | None = None) -> dict[str, float]:
         return used
     targets = ctx.once("transfer_targets", lambda: fixed_targets(ctx, large, small, tokenizer, small_prompt, public))
     for method in methods:
-        a = FIXED_ALPHA.get(method, alpha if alpha is not None else _fixed_alpha(cfg))
+        a = FIXED_ALPHA.get(method, alpha)
         start = time.time()
         prompt, result = transfer_prompt(ctx, method, a, large, tokenizer, public, targets)
         path = folder / f"{method}.safetensors"
@@ -99,12 +99,6 @@ def run_transfer(ctx, alpha: float | None = None) -> dict[str, float]:
         if result.cancelled:
             break
     return used
-
-
-def _fixed_alpha(cfg) -> float:
-    if cfg.transfer.alpha == "auto":
-        raise ValueError("alpha='auto' must be resolved by the pipeline before transfer")
-    return float(cfg.transfer.alpha)
 
 
 def auto_alpha(zero_shot: float, compressed: float, num_classes: int) -> float:

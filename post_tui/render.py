@@ -56,8 +56,7 @@ class ConsoleRenderer:
                                  total=event.total_steps, info=info)
         elif isinstance(event, ev.PrivacySpent):
             target = f" / {event.target_epsilon:g}" if event.target_epsilon else ""
-            self.extra["tune" if "tune" in self.tasks else next(iter(self.tasks), "tune")] = \
-                f"ε {event.epsilon:.2f}{target}"
+            self.extra[event.stage] = f"ε {event.epsilon:.2f}{target}"
         elif isinstance(event, ev.StageFinished):
             if event.stage in self.tasks:
                 task = self.progress.tasks[self.tasks[event.stage]]

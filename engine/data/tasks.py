@@ -31,9 +31,6 @@ class Examples:
     def head(self, n: int) -> "Examples":
         return self if n <= 0 or n >= len(self) else self.subset(list(range(n)))
 
-    def tokens(self) -> int:
-        return sum(len(x) for x in self.input_ids)
-
 
 def collate(examples: Examples, indices: list[int], pad_id: int, device) -> dict[str, torch.Tensor]:
     """Right-padded batch (the prompted forward re-lays it out anyway)."""

@@ -103,7 +103,7 @@ class RunState:
         self.current: str | None = None
         self.max_points = max_points
         self.privacy: ev.PrivacySpent | None = None  # the latest
-        self.privacy_by_stage: dict[str, ev.PrivacySpent] = {}  # the event has no stage: the running one
+        self.privacy_by_stage: dict[str, ev.PrivacySpent] = {}
         privacy = getattr(config, "privacy", None)
         self.privacy_enabled: bool | None = privacy.enabled if privacy is not None else None
         self.target_epsilon: float | None = privacy.epsilon if privacy is not None else None
@@ -217,7 +217,7 @@ class RunState:
             self.speed = (event.stage, event.tokens_per_s, event.step_seconds)
         elif isinstance(event, ev.PrivacySpent):
             self.privacy = event
-            self.privacy_by_stage[self.current or "?"] = event
+            self.privacy_by_stage[event.stage] = event
             self.privacy_enabled = True
             if event.target_epsilon is not None:
                 self.target_epsilon = event.target_epsilon
