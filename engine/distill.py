@@ -138,7 +138,8 @@ def run_distill(ctx) -> Path:
         student = make_student(teacher, keep).to(ctx.device)
         losses = train_student(ctx, teacher, student, rows)
         summary.update(reused=False, first_loss=losses[0] if losses else None,
-                       final_loss=losses[-1] if losses else None, steps=len(losses), corpus_rows=len(rows))
+                       final_loss=losses[-1] if losses else None, steps=len(losses), corpus_rows=len(rows),
+                       tokens=len(losses) * cfg.distill.batch_size * cfg.distill.seq_len)
         if ctx.cancelled:  # a half-trained student must not be cached as if complete
             summary["cancelled"] = True
             final = folder / "student"

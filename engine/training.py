@@ -50,6 +50,7 @@ def prompt_step(prompt: SoftPrompt, optimizer, loss_fn: LossFn, indices: list[in
 @dataclass
 class LoopResult:
     steps: int = 0
+    tokens: int = 0  # tokens through the model (prompt included), for throughput reports
     losses: list[float] = field(default_factory=list)
     validation: list[tuple[int, float]] = field(default_factory=list)
     best_step: int | None = None
@@ -78,6 +79,7 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
         loss = prompt_step(prompt, optimizer, loss_fn, indices, aggregate)
         seconds = time.perf_counter() - start
         result.steps = step
+        result.tokens += tokens_of(indices)
         if loss is not None:
             result.losses.append(loss)
             ctx.emit(Metric(stage=stage, step=step, name="loss", value=loss))

@@ -89,7 +89,7 @@ def run_transfer(ctx, alpha: float) -> dict[str, float]:
         prompt.save(path, steps=result.steps)
         ctx.saved(f"transfer:{method}", path, f"{method} prompt for the large model")
         seconds = time.time() - start
-        summary = {"method": method, "alpha": a, "steps": result.steps, "public_examples": len(public),
+        summary = {"method": method, "alpha": a, "steps": result.steps, "tokens": result.tokens, "public_examples": len(public),
                    "first_loss": result.losses[0] if result.losses else None,
                    "final_loss": result.losses[-1] if result.losses else None, "seconds": seconds,
                    "stopped": result.stopped_reason}

@@ -66,7 +66,7 @@ def save_tuned(ctx, stage: str, prompt: SoftPrompt, result, dp, seconds: float) 
     kept = "last" if dp is not None or result.best_step is None else f"best validation (step {result.best_step})"
     prompt.save(path, steps=result.steps, kept=kept)
     ctx.saved(stage, path, "soft prompt")
-    summary = {"steps": result.steps, "final_loss": result.losses[-1] if result.losses else None,
+    summary = {"steps": result.steps, "tokens": result.tokens, "final_loss": result.losses[-1] if result.losses else None,
                "first_loss": result.losses[0] if result.losses else None, "kept": kept,
                "val_accuracy": result.best_accuracy if dp is None else (result.validation[-1][1] if result.validation else None),
                "validation": result.validation, "seconds": seconds, "stopped": result.stopped_reason}

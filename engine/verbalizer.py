@@ -52,6 +52,7 @@ class Verbalizer:
             cache[str(device)] = self._build_mixing(device)
         return cache[str(device)]
 
+    @torch.inference_mode(False)  # built under eval's inference_mode, they must still serve training steps
     def _build_mixing(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         flat = [t for ids in self.token_ids for t in ids]
         weights = torch.zeros(self.num_classes, len(flat))

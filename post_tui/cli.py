@@ -128,6 +128,36 @@ def run_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOp
     guarded(go)
 
 
+@app.command("bench")
+def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt,
+              sets: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt) -> None:
+    """The paper's table for a preset: every method, without DP and at the preset's ε (8 if unset).
+
+    Writes bench.json, bench.md and bench.png; run it again with the same --out to resume.
+    """
+    def go():
+        from engine.bench import default_out, run_bench
+        cfg = _config_for(preset, config, sets)
+        folder = out or default_out(cfg)
+
+        def run_block(block_cfg, run_dir: Path):
+            console.rule(f"[bold]{run_dir.name}[/] · {_block_label(block_cfg)}")
+            again = (run_dir / "config.toml").is_file()
+            return _execute(block_cfg, run_dir, resume=again)
+
+        run_bench(cfg, folder, run_block)
+        console.print((folder / "bench.md").read_text(), markup=False, highlight=False)
+        console.print(f"bench report: {folder / 'bench.md'} · {folder / 'bench.png'}")
+    guarded(go)
+
+
+def _block_label(cfg) -> str:
+    p = cfg.privacy
+    if not p.enabled:
+        return "no DP"
+    return f"DP ε={p.epsilon:g}" if p.epsilon is not None else f"DP σ={p.noise_multiplier:g}"
+
+
 def _stage(stage: str):
     def command(run_dir: Optional[Path] = typer.Argument(None, help="An existing run folder"),
                 preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt,

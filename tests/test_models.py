@@ -117,3 +117,14 @@ def test_different_tokenizers_are_refused():
     assert tokenizer_fingerprint(a) == tokenizer_fingerprint(build_tokenizer())
     with pytest.raises(PostError, match="different tokenizers"):
         check_same_tokenizer(a, b)
+
+
+def test_verbalizer_first_used_under_inference_mode_still_serves_training():
+    # eval (inference_mode) may build the cached mixing tensors before a training step uses them
+    _, tok = tiny_pair("gpt2")
+    v = Verbalizer.build(tok, LABEL_WORDS)
+    with torch.inference_mode():
+        v.class_scores(torch.randn(2, len(tok)))
+    logits = torch.randn(2, len(tok), requires_grad=True)
+    v.class_scores(logits).sum().backward()
+    assert logits.grad is not None

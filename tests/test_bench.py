@@ -1,0 +1,70 @@
+"""`post bench --preset smoke`: both blocks, the report files, and what they claim."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.bench import block_configs, markdown
+from engine.presets import load_config
+from post_tui.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    import os
+    os.environ["POST_CACHE"] = str(tmp_path_factory.mktemp("bench-cache"))
+    out = tmp_path_factory.mktemp("bench") / "smoke"
+    result = runner.invoke(app, ["bench", "--preset", "smoke", "--out", str(out),
+                                 "--set", "tune.steps=30", "--set", "transfer.steps=20", "--set", "distill.steps=20"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_bench_writes_json_md_png(bench_dir):
+    report = json.loads((bench_dir / "bench.json").read_text())
+    for block in ("nodp", "dp"):
+        acc = report[block]["accuracy"]
+        assert set(acc) == {"full_zs", "full_pt", "cpt", "direct", "post", "output", "shift", "inference"}
+        assert report[block]["minutes"]["total"] > 0
+        assert report[block]["tokens"]["tune"] > 0 and report[block]["tokens"]["transfer"] > 0
+        assert "tune" in report[block]["loss_curves"]
+    assert report["nodp"]["privacy"] is None
+    spent = report["dp"]["privacy"]
+    assert spent["target_epsilon"] == 8.0 and 0 < spent["epsilon"] <= 8.0
+    assert (bench_dir / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (bench_dir / "bench.md").read_text()
+    assert "| no DP |" in md and "DP ε=8" in md and "Full PT" in md
+
+
+def test_dp_block_reuses_the_student(bench_dir):
+    student = {b: json.loads((bench_dir / b / "distill" / "student.json").read_text())["path"] for b in ("nodp", "dp")}
+    assert student["nodp"] == student["dp"]
+
+
+def test_bench_resumes_without_recomputing(bench_dir):
+    before = (bench_dir / "nodp" / "tune" / "prompt.safetensors").stat().st_mtime_ns
+    result = runner.invoke(app, ["bench", "--preset", "smoke", "--out", str(bench_dir),
+                                 "--set", "tune.steps=30", "--set", "transfer.steps=20", "--set", "distill.steps=20"])
+    assert result.exit_code == 0, result.output
+    assert (bench_dir / "nodp" / "tune" / "prompt.safetensors").stat().st_mtime_ns == before
+
+
+def test_auto_alpha_is_not_used_under_dp():
+    cfg = load_config("smoke", overrides=["transfer.alpha=\"auto\""])
+    blocks = block_configs(cfg)
+    assert blocks["nodp"].privacy.enabled is False and blocks["nodp"].transfer.alpha == "auto"
+    assert blocks["dp"].privacy.epsilon == 8.0 and isinstance(blocks["dp"].transfer.alpha, float)
+
+
+def test_markdown_gap_closed_and_cost_ratio():
+    block = {"accuracy": {"full_zs": 0.5, "full_pt": 0.9, "post": 0.8}, "gap_closed": 0.75, "alpha": {"post": 0.5},
+             "privacy": None, "test_examples": 10, "tokens": {"tune": 100},
+             "minutes": {"tune": 1.0, "transfer": 1.0, "full_pt": 10.0, "total": 12.0}}
+    report = {"preset": "p", "large": "m", "task": "t", "public": "u", "date": "d", "machine": {"platform": "x"},
+              "epsilon": 8.0, "alpha_source": "preset", "nodp": block,
+              "dp": {**block, "privacy": {"epsilon": 7.99}}}
+    md = markdown(report)
+    assert "| no DP | 50.00 | 90.00 | — | — | 80.00 |" in md
+    assert "DP ε=8 (spent 7.99)" in md and "0.75" in md and "5.0× cheaper" in md
