@@ -16,6 +16,11 @@ import time
 
 import torch
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.py` from the repo root works
+
 from bench.common import texts
 from engine.data.tasks import Examples, collate, length_grouped
 from engine.losses import cloze_loss

@@ -12,6 +12,11 @@ import argparse
 
 import torch
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.py` from the repo root works
+
 from bench.common import median_time, models, texts
 from engine.losses import transfer_loss
 from engine.prompt import SoftPrompt, prompted_logits
