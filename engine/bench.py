@@ -70,8 +70,10 @@ def block_summary(run_dir: Path) -> dict:
     transfer = [json.loads(p.read_text()) for p in (run_dir / "transfer").glob("*.json") if p.name != "alpha.json"]
     if transfer:
         tokens["transfer"] = sum(t.get("tokens") or 0 for t in transfer)
+    post_seconds = sum(t.get("seconds") or 0 for t in transfer if t.get("method") == "post")
     minutes = {s: round(v / 60, 2) for s, v in results["seconds"].items()}
     minutes["total"] = round(sum(results["seconds"].values()) / 60, 2)
+    minutes["transfer_post"] = round(post_seconds / 60, 2)  # POST's own cost, without the other methods
     return {**results, "minutes": minutes, "tokens": tokens, "loss_curves": loss_curves(run_dir)}
 
 
@@ -145,13 +147,15 @@ def markdown(report: dict) -> str:
     cost = cost_ratio(report["nodp"])
     if cost:
         lines += ["", f"POST (tune on the student + transfer) vs prompt tuning the large model: "
-                      f"{cost['post_minutes']:.2f} vs {cost['full_pt_minutes']:.2f} min, {cost['ratio']:.1f}× cheaper."]
+                      f"{cost['post_minutes']:.2f} vs {cost['full_pt_minutes']:.2f} min, {cost['ratio']:.1f}× cheaper "
+                      "(POST's transfer only; full PT here runs eval.full_pt_steps, see bench/post_vs_fullpt.py "
+                      "for the same private epochs)."]
     return "\n".join(lines) + "\n"
 
 
 def cost_ratio(block: dict) -> dict | None:
     m = block["minutes"]
-    post = m.get("tune", 0) + m.get("transfer", 0)
+    post = m.get("tune", 0) + m.get("transfer_post", m.get("transfer", 0))
     if not post or not m.get("full_pt"):
         return None
     return {"post_minutes": post, "full_pt_minutes": m["full_pt"], "ratio": m["full_pt"] / post}
