@@ -99,6 +99,7 @@ class TransferConfig(Section):
     methods: list[Literal["post", "output", "shift", "direct", "inference"]] = Field(default_factory=lambda: ["post", "direct"])
     alpha: Union[float, Literal["auto"]] = 0.5
     temperature: float = Field(2.0, gt=0)
+    vocab: Literal["full", "labels"] = Field("full", description="KL over the full vocabulary (the paper) or only over the task's label words")
     steps: int = Field(300, ge=0)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)

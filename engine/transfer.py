@@ -51,11 +51,13 @@ def transfer_prompt(ctx, method: str, alpha: float, large, tokenizer, public, ta
     prompt = SoftPrompt.from_text(large, tokenizer, cfg.task.prompt_init, cfg.tune.prompt_length,
                                   model_id=cfg.models.large, tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
                                   task=cfg.task.source, stage=stage, method=method, alpha=str(alpha))
-    targets = {k: v.to(ctx.device) for k, v in targets.items()}
+    columns = label_columns(ctx, tokenizer)
+    targets = {k: v[:, columns].to(ctx.device) for k, v in targets.items()}
 
     def loss_fn(prompt_copy, indices):
         b = collate(public, indices, pad, ctx.device)
         z_t = prompted_logits(large, b["input_ids"], b["attention_mask"], prompt_copy.to(ctx.device), bos, ctx.dtype)
+        z_t = z_t[:, columns]
         idx = b["index"].to(ctx.device)
         return transfer_loss(z_t, targets["small_prompted"][idx], targets["small_plain"][idx],
                              targets["large_plain"][idx], alpha, cfg.transfer.temperature)
@@ -67,6 +69,18 @@ def transfer_prompt(ctx, method: str, alpha: float, large, tokenizer, public, ta
                           cfg.transfer.steps, optimizer,
                           tokens_of=lambda idx: sum(len(public.input_ids[i]) + prompt.length for i in idx))
     return prompt, result
+
+
+def label_columns(ctx, tokenizer) -> slice | torch.Tensor:
+    """Which logits the transfer loss compares: all (the paper) or the label words' first tokens.
+
+    The label words come from the config, not from private data; with the full vocabulary the
+    label words are a sliver of the KL's mass, so a short transfer may not move them.
+    """
+    if ctx.config.transfer.vocab == "full":
+        return slice(None)
+    verbalizer = loading.verbalizer(ctx, tokenizer)
+    return torch.tensor([t for ids in verbalizer.token_ids for t in ids])
 
 
 def run_transfer(ctx, alpha: float) -> dict[str, float]:

@@ -162,3 +162,14 @@ def test_engine_imports_no_ui_code():
             "bad = [m for m in sys.modules if m.split('.')[0] == 'textual' or m.startswith(('rich.live', 'rich.progress'))]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_transfer_on_label_words_only(tmp_path):
+    run_dir = tmp_path / "lab"
+    result = runner.invoke(app, ["run", "--preset", "smoke", *FAST, "--set", 'transfer.vocab="labels"',
+                                 "--set", 'transfer.methods=["post"]', "--set", "eval.full_pt=false", "--out", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    curve = losses(run_dir)["transfer:post"]
+    assert curve[-1] < curve[0]
+    result = runner.invoke(app, ["run", "--preset", "smoke", "--set", 'transfer.vocab="some"', "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "transfer.vocab" in result.output
