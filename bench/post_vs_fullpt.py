@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
-
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.py` from the repo root works
 
@@ -98,8 +97,9 @@ def main() -> None:
         full = tune_steps * t_large
         ratios.append(full / post)
         rows.append((t_small, t_large, t_transfer, post, full))
+    middle = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]  # the median repetition
     med = statistics.median(ratios)
-    t_small, t_large, t_transfer, post, full = rows[ratios.index(med)] if med in ratios else rows[0]
+    t_small, t_large, t_transfer, post, full = rows[middle]
     print(f"preset={args.preset} large={cfg.models.large} blocks={cfg.distill.blocks} batch={B} m={m} "
           f"threads={args.threads} repeats={args.repeats}")
     print(f"tune step: student {t_small:.3f} s, large {t_large:.3f} s; transfer step {t_transfer:.3f} s")

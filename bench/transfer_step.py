@@ -9,11 +9,10 @@ step recomputes all four outputs every time.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
-
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.py` from the repo root works
 

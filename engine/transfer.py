@@ -79,8 +79,7 @@ def label_columns(ctx, tokenizer) -> slice | torch.Tensor:
     """
     if ctx.config.transfer.vocab == "full":
         return slice(None)
-    verbalizer = loading.verbalizer(ctx, tokenizer)
-    return torch.tensor([t for ids in verbalizer.token_ids for t in ids])
+    return torch.tensor(loading.verbalizer(ctx, tokenizer).flat_token_ids)
 
 
 def run_transfer(ctx, alpha: float) -> dict[str, float]:

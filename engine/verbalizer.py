@@ -52,9 +52,14 @@ class Verbalizer:
             cache[str(device)] = self._build_mixing(device)
         return cache[str(device)]
 
+    @property
+    def flat_token_ids(self) -> list[int]:
+        """Every class's label tokens, class after class (the columns class_scores reads)."""
+        return [t for ids in self.token_ids for t in ids]
+
     @torch.inference_mode(False)  # built under eval's inference_mode, they must still serve training steps
     def _build_mixing(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        flat = [t for ids in self.token_ids for t in ids]
+        flat = self.flat_token_ids
         weights = torch.zeros(self.num_classes, len(flat))
         k = 0
         for c, ids in enumerate(self.token_ids):
