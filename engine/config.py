@@ -69,6 +69,9 @@ class DistillConfig(Section):
     corpus_field: str = "text"
     corpus_split: str = "train"
     max_texts: int = Field(0, ge=0)
+    template: str = Field("{text}", description="Applied to each distillation text, e.g. '{text} It was' so the student sees the task's cue")
+    loss: Literal["kd", "hidden"] = Field("kd", description="kd: KD + LM + cosine through the LM head (the paper); "
+                                          "hidden: match the teacher's final hidden states (MSE + cosine, no LM head; teacher cached)")
     steps: int = Field(200, ge=0)
     batch_size: int = Field(8, ge=1)
     seq_len: int = Field(64, ge=4)
@@ -79,9 +82,17 @@ class DistillConfig(Section):
     weight_kd: float = Field(5.0, ge=0)
     weight_lm: float = Field(2.0, ge=0)
     weight_cos: float = Field(1.0, ge=0)
+    weight_mse: float = Field(10.0, ge=0, description="hidden loss only: weight of the mean squared error")
     freeze_embeddings: bool = True
     freeze_head: bool = True
     eval_every: int = Field(0, ge=0)
+
+    @field_validator("template")
+    @classmethod
+    def _has_text(cls, value: str) -> str:
+        if "{text}" not in value:
+            raise ValueError("must contain {text}, e.g. '{text} It was'")
+        return value
 
 
 class TuneConfig(Section):

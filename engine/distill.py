@@ -1,8 +1,11 @@
 """Distillation: the model owner's one-time stage (shared/POST.md §1).
 
-The student is the teacher with most blocks dropped; it is trained to match the teacher's
-output distribution (KD), the data (LM) and the teacher's last hidden states (cosine).
-A student is cached by everything that determines it, so a second run reuses it.
+The student is the teacher with most blocks dropped. `distill.loss = "kd"` trains it as the
+paper does: the teacher's output distribution (KD), the data (LM) and the teacher's last hidden
+states (cosine), all through the LM head. `"hidden"` matches only the final normalised hidden
+states (MSE + cosine): no LM head in the loop, and the teacher's states are computed once per
+corpus row and cached, so extra epochs cost only the student. A student is cached by everything
+that determines it, so a second run reuses it.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import torch
 from engine import loading
 from engine.data.tasks import load_corpus
 from engine.events import Metric, Progress, StageFinished, StageStarted
-from engine.losses import distillation_loss
+from engine.losses import distillation_loss, hidden_state_loss
 from engine.models import make_student, resolve_blocks, tokenizer_fingerprint
 from engine.prompt import autocast
 
@@ -47,15 +50,27 @@ def weights_fingerprint(model) -> str:
     return h.hexdigest()[:16]
 
 
-def student_key(ctx, teacher, teacher_tokenizer) -> str:
+def teacher_identity(cfg, teacher, tokenizer) -> dict:
+    return {"teacher": cfg.models.large, "tokenizer": tokenizer_fingerprint(tokenizer),
+            "weights": weights_fingerprint(teacher), "seed": cfg.runtime.seed, "dtype": cfg.runtime.dtype}
+
+
+def _digest(blob: dict) -> str:
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def student_key(cfg, identity: dict) -> str:
     """Everything that determines the distilled student."""
-    cfg = ctx.config
     d = cfg.distill.model_dump(exclude={"enabled", "eval_every"})
     d["corpus"] = corpus_source(cfg)
-    blob = json.dumps({"teacher": cfg.models.large, "tokenizer": tokenizer_fingerprint(teacher_tokenizer),
-                       "weights": weights_fingerprint(teacher),
-                       "distill": d, "seed": cfg.runtime.seed, "dtype": cfg.runtime.dtype, "v": 1}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return _digest({**identity, "distill": d, "v": 2})
+
+
+def corpus_key(cfg, identity: dict) -> str:
+    """Everything that determines the packed corpus rows and the teacher's states on them."""
+    d = cfg.distill
+    return _digest({**identity, "corpus": [corpus_source(cfg), d.corpus_subset, d.corpus_split, d.corpus_field,
+                                           d.max_texts, d.template, d.seq_len], "v": 1})
 
 
 def corpus_source(cfg) -> str:
@@ -68,7 +83,62 @@ def _learning_rate(step: int, total: int, warmup: float) -> float:
     return step / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
 
 
-def train_student(ctx, teacher, student, rows: torch.Tensor) -> list[float]:
+def final_hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
+    """Final normalised hidden states, no LM head (`base_model` is Llama's `.model`, GPT-2's `.transformer`)."""
+    return model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
+
+
+def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str) -> torch.Tensor | None:
+    """The teacher's final hidden states for every row, computed once and cached on disk (bf16).
+
+    None if the run was cancelled part-way (nothing is written then).
+    """
+    from safetensors.torch import load_file, save_file
+    path = _cache_dir("teacher_hidden") / f"{key}.safetensors"
+    if path.is_file():
+        try:
+            hidden = load_file(path)["hidden"]
+            if tuple(hidden.shape[:2]) == tuple(rows.shape):
+                ctx.log(f"reusing cached teacher hidden states {path}")
+                return hidden
+        except Exception:  # a damaged file is recomputed below, never trusted
+            pass
+    batch, parts, start = 32, [], time.perf_counter()
+    ctx.log(f"caching the teacher's hidden states for {len(rows)} corpus rows (once; later epochs and runs reuse them)")
+    # no_grad, not inference_mode: these tensors are later saved for the student's backward pass
+    with torch.no_grad(), autocast(ctx.device, ctx.dtype):
+        for i in range(0, len(rows), batch):
+            if ctx.cancelled:
+                return None
+            parts.append(final_hidden(teacher, rows[i:i + batch].to(ctx.device)).to("cpu", torch.bfloat16))
+    hidden = torch.cat(parts)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file({"hidden": hidden}, str(tmp))
+    os.replace(tmp, path)
+    ctx.log(f"teacher hidden states cached in {time.perf_counter() - start:.0f} s: {path}")
+    return hidden
+
+
+def _kd_step_loss(cfg, teacher, student, batch, ctx):
+    with torch.no_grad(), autocast(ctx.device, ctx.dtype):
+        t_out = teacher(input_ids=batch, output_hidden_states=True, use_cache=False)
+    with autocast(ctx.device, ctx.dtype):
+        s_out = student(input_ids=batch, output_hidden_states=True, use_cache=False)
+    return distillation_loss(s_out.logits, t_out.logits, s_out.hidden_states[-1], t_out.hidden_states[-1],
+                             batch, torch.ones_like(batch), cfg.temperature, cfg.weight_kd, cfg.weight_lm, cfg.weight_cos)
+
+
+def _hidden_step_loss(cfg, teacher, student, batch, ctx, target=None):
+    if target is None:  # corpus read once: no cache, the teacher runs beside the student
+        with torch.no_grad(), autocast(ctx.device, ctx.dtype):
+            target = final_hidden(teacher, batch)
+    with autocast(ctx.device, ctx.dtype):
+        hidden = final_hidden(student, batch)
+    return hidden_state_loss(hidden, target.to(hidden.device), cfg.weight_mse, cfg.weight_cos)
+
+
+def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tensor | None = None) -> list[float]:
+    """`targets`: the teacher's cached hidden states per row (hidden loss only), else computed per step."""
     cfg = ctx.config.distill
     if cfg.freeze_embeddings:
         student.get_input_embeddings().requires_grad_(False)
@@ -85,16 +155,14 @@ def train_student(ctx, teacher, student, rows: torch.Tensor) -> list[float]:
             break
         if cursor + cfg.batch_size > len(order):  # next epoch over the corpus
             order, cursor = torch.randperm(len(rows), generator=generator), 0
-        batch = rows[order[cursor:cursor + cfg.batch_size]].to(ctx.device)
+        picked = order[cursor:cursor + cfg.batch_size]
+        batch = rows[picked].to(ctx.device)
         cursor += cfg.batch_size
-        mask = torch.ones_like(batch)
         start = time.perf_counter()
-        with torch.no_grad(), autocast(ctx.device, ctx.dtype):
-            t_out = teacher(input_ids=batch, output_hidden_states=True, use_cache=False)
-        with autocast(ctx.device, ctx.dtype):
-            s_out = student(input_ids=batch, output_hidden_states=True, use_cache=False)
-        loss, parts = distillation_loss(s_out.logits, t_out.logits, s_out.hidden_states[-1], t_out.hidden_states[-1],
-                                        batch, mask, cfg.temperature, cfg.weight_kd, cfg.weight_lm, cfg.weight_cos)
+        if cfg.loss == "hidden":
+            loss, parts = _hidden_step_loss(cfg, teacher, student, batch, ctx, None if targets is None else targets[picked])
+        else:
+            loss, parts = _kd_step_loss(cfg, teacher, student, batch, ctx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -111,9 +179,11 @@ def train_student(ctx, teacher, student, rows: torch.Tensor) -> list[float]:
     return losses
 
 
-def _students_dir() -> Path:
+def _cache_dir(name: str) -> Path:
     from engine.assets import cache_root
-    return cache_root() / "students"
+    folder = cache_root() / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def run_distill(ctx) -> Path:
@@ -121,22 +191,29 @@ def run_distill(ctx) -> Path:
     cfg = ctx.config
     teacher, tokenizer = loading.large(ctx)
     keep = resolve_blocks(cfg.distill.blocks, teacher.config.num_hidden_layers)
-    key = student_key(ctx, teacher, tokenizer)
-    final = _students_dir() / key
+    identity = teacher_identity(cfg, teacher, tokenizer)
+    key = student_key(cfg, identity)
+    final = _cache_dir("students") / key
     folder = ctx.stage_dir("distill")
     ctx.emit(StageStarted(stage="distill", total_steps=cfg.distill.steps,
                           description=f"student keeps blocks {keep} of {teacher.config.num_hidden_layers}"))
     start = time.time()
-    summary = {"blocks": keep, "key": key, "path": str(final)}
+    summary = {"blocks": keep, "key": key, "path": str(final), "loss": cfg.distill.loss}
     if (final / "config.json").is_file():
         ctx.log(f"reusing cached student {final}")
         summary["reused"] = True
     else:
-        texts = load_corpus(corpus_source(cfg), cfg.distill.corpus_subset, cfg.distill.corpus_split,
-                            cfg.distill.corpus_field, cfg.distill.max_texts, cfg.runtime.seed)
-        rows = pack(tokenizer, texts, cfg.distill.seq_len)
+        d = cfg.distill
+        texts = load_corpus(corpus_source(cfg), d.corpus_subset, d.corpus_split, d.corpus_field, d.max_texts,
+                            cfg.runtime.seed)
+        rows = pack(tokenizer, [d.template.replace("{text}", t) for t in texts], d.seq_len)
+        targets = None
+        if d.loss == "hidden" and d.steps * d.batch_size > len(rows):  # the corpus is read more than once
+            cache_start = time.time()
+            targets = teacher_hidden_states(ctx, teacher, rows, corpus_key(cfg, identity))
+            summary["teacher_cache_seconds"] = time.time() - cache_start
         student = make_student(teacher, keep).to(ctx.device)
-        losses = train_student(ctx, teacher, student, rows)
+        losses = train_student(ctx, teacher, student, rows, targets)
         summary.update(reused=False, first_loss=losses[0] if losses else None,
                        final_loss=losses[-1] if losses else None, steps=len(losses), corpus_rows=len(rows),
                        tokens=len(losses) * cfg.distill.batch_size * cfg.distill.seq_len)

@@ -35,6 +35,19 @@ def distillation_loss(student_logits, teacher_logits, student_hidden, teacher_hi
     return total, {"kd": kd.detach(), "lm": lm.detach(), "cos": cos.detach()}
 
 
+def hidden_state_loss(student_hidden, teacher_hidden, w_mse: float = 10.0, w_cos: float = 1.0):
+    """L = w_mse·MSE(h_s, h_t) + w_cos·(1 − cos(h_s, h_t)) on the final normalised hidden states.
+
+    Every position counts (distillation rows are packed, so there is no padding). Matching the
+    states that feed the teacher's own LM head needs no head in the loop: on SmolLM2 the head is
+    2/3 of a 4-block student's step (BENCHMARKS.md). Returns (total, {"mse", "cos"}).
+    """
+    s, t = student_hidden.float(), teacher_hidden.float()
+    mse = F.mse_loss(s, t)
+    cos = (1 - F.cosine_similarity(s, t, dim=-1)).mean()
+    return w_mse * mse + w_cos * cos, {"mse": mse.detach(), "cos": cos.detach()}
+
+
 # ---------------------------------------------------------------- prompt tuning (§2)
 
 def cloze_loss(class_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Hand-computed checks of every loss."""
 import math
 
+import pytest
 import torch
 
 from engine.losses import cloze_loss, distillation_loss, inference_time_logits, tempered_kl, transfer_loss
@@ -65,3 +66,13 @@ def test_transfer_loss_zero_when_models_and_prompts_match():
 def test_inference_time_logits():
     got = inference_time_logits(torch.tensor([1.0]), torch.tensor([3.0]), torch.tensor([2.0]))
     assert got.item() == 2.0
+
+
+def test_hidden_state_loss_by_hand():
+    from engine.losses import hidden_state_loss
+    s = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])
+    t = torch.tensor([[[1.0, 0.0], [2.0, 0.0]]])
+    total, parts = hidden_state_loss(s, t, w_mse=10.0, w_cos=1.0)
+    # MSE = (0 + 0 + 4 + 4) / 4 = 2; cosines 1 and 0 → mean(1 − cos) = 0.5
+    assert parts["mse"].item() == pytest.approx(2.0) and parts["cos"].item() == pytest.approx(0.5)
+    assert total.item() == pytest.approx(20.5)

@@ -1,0 +1,69 @@
+"""Distillation with the hidden-state loss: teacher states cached once, exact, and reused."""
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from engine import loading
+from engine.assets import cache_root
+from engine.context import RunContext
+from engine.distill import corpus_key, final_hidden, teacher_hidden_states, teacher_identity
+from engine.presets import load_config
+from post_tui.cli import app
+
+runner = CliRunner()
+
+
+def distill(tmp_path, name, *sets):
+    run_dir = tmp_path / name
+    args = ["distill", "--preset", "smoke", "--out", str(run_dir), "--set", 'distill.loss="hidden"',
+            "--set", "distill.steps=40"]
+    for s in sets:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    return json.loads((run_dir / "distill" / "summary.json").read_text()), events
+
+
+@pytest.mark.parametrize("large", ["tiny:gpt2", "tiny:llama"])
+def test_hidden_loss_falls_and_never_runs_the_lm_head(tmp_path, large):
+    summary, events = distill(tmp_path, "run", f'models.large="{large}"')
+    mse = [e["value"] for e in events if e["event"] == "Metric" and e["name"] == "mse"]
+    assert len(mse) == 40 and sum(mse[-8:]) < sum(mse[:8])
+    assert summary["loss"] == "hidden" and "teacher_cache_seconds" in summary  # 40 × 8 rows > the corpus
+    assert not any(e["event"] == "Metric" and e["name"] == "kd" for e in events)
+
+
+def test_cached_states_are_the_teachers_and_are_reused(tmp_path):
+    cfg = load_config("smoke", overrides=['distill.loss="hidden"'])
+    ctx = RunContext(cfg, tmp_path / "ctx")
+    teacher, tokenizer = loading.large(ctx)
+    rows = torch.randint(5, len(tokenizer), (5, 12), generator=torch.Generator().manual_seed(0))
+    key = corpus_key(cfg, teacher_identity(cfg, teacher, tokenizer))
+    cached = teacher_hidden_states(ctx, teacher, rows, key)
+    with torch.no_grad():
+        direct = final_hidden(teacher, rows)
+    assert cached.dtype == torch.bfloat16 and cached.shape == direct.shape
+    torch.testing.assert_close(cached.float(), direct, rtol=1e-2, atol=1e-2)  # bf16 storage
+    (path,) = (cache_root() / "teacher_hidden").glob("*.safetensors")
+    stamp = path.stat().st_mtime_ns
+    assert torch.equal(teacher_hidden_states(ctx, teacher, rows, key), cached)
+    assert path.stat().st_mtime_ns == stamp  # read back, not recomputed
+    path.write_bytes(b"damaged")  # a damaged cache is recomputed, never trusted
+    assert torch.equal(teacher_hidden_states(ctx, teacher, rows, key), cached)
+
+
+def test_template_and_loss_are_part_of_the_student_key(tmp_path):
+    first, _ = distill(tmp_path, "a")
+    again, _ = distill(tmp_path, "b")
+    templated, _ = distill(tmp_path, "c", 'distill.template="{text} It was"')
+    assert again["key"] == first["key"] and again["reused"]
+    assert templated["key"] != first["key"] and not templated["reused"]
+
+
+def test_template_without_text_is_a_one_line_error(tmp_path):
+    result = runner.invoke(app, ["run", "--preset", "smoke", "--out", str(tmp_path / "r"),
+                                 "--set", 'distill.template="It was"'])
+    assert result.exit_code == 2 and "{text}" in result.output and "Traceback" not in result.output
