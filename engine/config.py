@@ -104,6 +104,8 @@ class TuneConfig(Section):
     optimizer: Literal["adam", "sgd"] = "adam"
     eval_every: int = Field(50, ge=0, description="Validation accuracy every N steps (0: only at the end)")
     eval_size: int = Field(200, ge=0, description="Validation examples used while training (0: all)")
+    patience: int = Field(0, ge=0, description="Stop after this many validations without a new best (0: never; "
+                                                 "not under DP, where each look at validation data would cost privacy)")
 
 
 class TransferConfig(Section):

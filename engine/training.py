@@ -64,10 +64,11 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
                  steps: int, optimizer, aggregate: Aggregator = mean_gradient,
                  tokens_of: Callable[[list[int]], int] = len,
                  validate: Callable[[], float] | None = None, eval_every: int = 0,
-                 after_step: Callable[[int], str | None] | None = None) -> LoopResult:
+                 after_step: Callable[[int], str | None] | None = None, patience: int = 0) -> LoopResult:
     """Train `prompt` for `steps`; emits loss, throughput and validation accuracy events.
 
-    `after_step(step)` may return a reason to stop early (e.g. the privacy budget is spent).
+    `after_step(step)` may return a reason to stop early (e.g. the privacy budget is spent);
+    `patience` > 0 stops once that many validations in a row have not beaten the best one.
     """
     result = LoopResult()
     for step in range(1, steps + 1):
@@ -87,6 +88,9 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
                           tokens_per_s=tokens_of(indices) / seconds if seconds > 0 else None))
         if validate is not None and eval_every and (step % eval_every == 0 or step == steps):
             _validate(ctx, stage, step, prompt, validate, result)
+            if patience and _since_best(result) >= patience:
+                result.stopped_reason = f"validation accuracy stopped improving (best at step {result.best_step})"
+                break
         reason = after_step(step) if after_step else None
         if reason:
             result.stopped_reason = reason
@@ -94,6 +98,11 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
     if validate is not None and result.steps and (not result.validation or result.validation[-1][0] != result.steps):
         _validate(ctx, stage, result.steps, prompt, validate, result)
     return result
+
+
+def _since_best(result: LoopResult) -> int:
+    """Validations after the best one."""
+    return sum(1 for step, _ in result.validation if step > result.best_step)
 
 
 def _validate(ctx, stage, step, prompt, validate, result: LoopResult) -> None:

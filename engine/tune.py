@@ -52,7 +52,8 @@ def tune_prompt(ctx, stage: str, model, tokenizer, model_id: str, steps: int | N
     ctx.emit(StageStarted(stage=stage, total_steps=total, description=f"prompt tuning on {model_id}"))
     result = train_prompt(ctx, stage, prompt, loss_fn, batches, total, optimizer, aggregate,
                           tokens_of=lambda idx: sum(len(train.input_ids[i]) + prompt.length for i in idx),
-                          validate=validate, eval_every=cfg.tune.eval_every, after_step=after_step)
+                          validate=validate, eval_every=cfg.tune.eval_every, after_step=after_step,
+                          patience=0 if dp is not None else cfg.tune.patience)
     # Keep the prompt with the best validation accuracy — never chosen on test. Under DP every
     # extra look at private validation data would cost privacy, so DP keeps the last step.
     if dp is None and result.best_weight is not None:

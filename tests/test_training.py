@@ -1,0 +1,35 @@
+"""The prompt-training loop: best-on-validation kept, early stop on patience."""
+import itertools
+
+import torch
+
+from engine.context import RunContext
+from engine.presets import load_config
+from engine.prompt import SoftPrompt
+from engine.training import make_optimizer, train_prompt
+
+
+def run(tmp_path, accuracies, patience, steps=20, eval_every=2):
+    ctx = RunContext(load_config("smoke"), tmp_path / "run")
+    prompt = SoftPrompt(2, 3)
+    scores = iter(accuracies)
+
+    def loss_fn(copy, indices):  # pulls every prompt entry towards 1
+        return ((copy - 1) ** 2).flatten(1).sum(1)
+
+    return train_prompt(ctx, "tune", prompt, loss_fn, itertools.repeat([0, 1]), steps,
+                        make_optimizer("sgd", [prompt.weight], 0.1), validate=lambda: next(scores),
+                        eval_every=eval_every, patience=patience)
+
+
+def test_patience_stops_after_that_many_validations_without_a_new_best(tmp_path):
+    result = run(tmp_path, [0.5, 0.7, 0.6, 0.7, 0.65, 0.9, 0.9, 0.9, 0.9, 0.9], patience=3)
+    # validations at steps 2, 4, 6, 8, 10: best at 4, then 6, 8, 10 do not beat it
+    assert result.steps == 10 and result.best_step == 4 and result.best_accuracy == 0.7
+    assert "stopped improving" in result.stopped_reason
+    assert result.best_weight is not None and not torch.equal(result.best_weight, torch.zeros(2, 3))
+
+
+def test_no_patience_runs_every_step(tmp_path):
+    result = run(tmp_path, [0.5] * 10, patience=0)
+    assert result.steps == 20 and result.best_step == 2 and result.stopped_reason == ""
