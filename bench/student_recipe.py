@@ -1,12 +1,11 @@
-"""Student recipe experiment: distil (teacher hidden states cached once) → tune → direct / inference / POST.
+"""Student recipe experiment: distil → tune → direct / inference-time / POST at several α.
 
-Everything is scored on the *validation* split (recipes must never be chosen on test). The recipe
-here is not yet the engine's (engine/distill.py trains on KD + LM + cosine with the full LM head):
-the teacher's final normalised hidden states are computed once per corpus row, and the student is
-trained to match them (MSE + cosine), so no LM head runs in the loop. `--student DIR` skips
-distillation and scores an existing student (e.g. one cached by `post run`).
+Everything is scored on the *validation* split (recipes must never be chosen on test). The student
+comes from the engine's own distillation stage (cached like any run's), with `--loss hidden`
+(teacher hidden states cached once, no LM head) or `--loss kd` (the paper's KD + LM + cosine);
+`--student DIR` scores an existing student instead.
 
-    python bench/student_recipe.py --template "{text} It was" --steps 600 --alphas 0.0,0.5
+    python bench/student_recipe.py --template "{text} It was" --steps 600 --alphas 1.0,0.5 --vocab labels
     python bench/student_recipe.py --student ~/.cache/post/students/<key> --vocab labels --alphas 1.0,0.0
 """
 from __future__ import annotations
@@ -20,49 +19,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/x.py` from the repo root works
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 import bench.common  # noqa: E402,F401  (offline hub)
 from engine import loading, models  # noqa: E402
 from engine.context import RunContext  # noqa: E402
-from engine.data.tasks import load_corpus  # noqa: E402
-from engine.distill import _learning_rate, pack  # noqa: E402
+from engine.distill import run_distill  # noqa: E402
 from engine.evaluate import accuracy, prompt_logit_fn  # noqa: E402
 from engine.losses import inference_time_logits  # noqa: E402
 from engine.presets import load_config  # noqa: E402
 from engine.transfer import fixed_targets, transfer_prompt  # noqa: E402
 from engine.tune import tune_prompt  # noqa: E402
-
-
-def cached_hidden(teacher, rows: torch.Tensor, batch: int = 32) -> torch.Tensor:
-    """The teacher's final normalised hidden states for every row, once (bf16 to halve the memory)."""
-    with torch.inference_mode():
-        return torch.cat([teacher.model(input_ids=rows[i:i + batch], use_cache=False).last_hidden_state.bfloat16()
-                          for i in range(0, len(rows), batch)])
-
-
-def distil_on_hidden(student, rows, targets, steps: int, batch: int, lr: float, seed: int = 0) -> list[float]:
-    student.get_input_embeddings().requires_grad_(False)  # tied to the LM head: both stay the teacher's
-    params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _learning_rate(s, steps, 0.05))
-    generator = torch.Generator().manual_seed(seed)
-    order, cursor, losses = torch.randperm(len(rows), generator=generator), 0, []
-    student.train()
-    for _ in range(steps):
-        if cursor + batch > len(order):
-            order, cursor = torch.randperm(len(rows), generator=generator), 0
-        idx = order[cursor:cursor + batch]
-        cursor += batch
-        h_s, h_t = student.model(input_ids=rows[idx], use_cache=False).last_hidden_state, targets[idx].float()
-        loss = 10 * F.mse_loss(h_s, h_t) + (1 - F.cosine_similarity(h_s, h_t, dim=-1)).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 5.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    return losses
 
 
 def main() -> None:
@@ -76,6 +42,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--loss", default="hidden", choices=["hidden", "kd"])
     ap.add_argument("--tune-steps", type=int, default=150)
     ap.add_argument("--transfer-steps", type=int, default=100)
     ap.add_argument("--alphas", default="0.0")
@@ -85,23 +52,17 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = load_config(args.preset, overrides=[f"tune.steps={args.tune_steps}", f"transfer.steps={args.transfer_steps}",
-                                              f"task.max_eval={args.nval}", f'transfer.vocab="{args.vocab}"'])
+    cfg = load_config(args.preset, overrides=[
+        f"tune.steps={args.tune_steps}", f"transfer.steps={args.transfer_steps}", f"task.max_eval={args.nval}",
+        f'transfer.vocab="{args.vocab}"', f"distill.blocks=[{args.blocks}]", f'distill.corpus="{args.corpus}"',
+        f"distill.template={json.dumps(args.template)}", f"distill.steps={args.steps}", f"distill.batch_size={args.batch}",
+        f"distill.seq_len={args.seq}", f"distill.lr={args.lr}", f'distill.loss="{args.loss}"'])
     ctx = RunContext(cfg, Path("/tmp/post-student-recipe"))
     teacher, tok = loading.large(ctx)
     res: dict = {"args": vars(args)}
-    if args.student:
-        student, _ = models.load(args.student)
-    else:
-        rows = pack(tok, [args.template.format(text=t) for t in load_corpus(args.corpus, "", "train", "text", 0, 0)],
-                    args.seq)
-        start = time.time()
-        targets = cached_hidden(teacher, rows)
-        res["cache_s"] = round(time.time() - start, 1)
-        student = models.make_student(teacher, [int(b) for b in args.blocks.split(",")])
-        start = time.time()
-        losses = distil_on_hidden(student, rows, targets, args.steps, args.batch, args.lr)
-        res.update(distill_s=round(time.time() - start, 1), rows=len(rows), loss_first=losses[0], loss_last=losses[-1])
+    start = time.time()
+    student, _ = models.load(args.student or str(run_distill(ctx)))
+    res["distill_s"] = round(time.time() - start, 1)
     student = student.eval().requires_grad_(False)
     ctx.cache["small"] = (student, tok)
     val = loading.task(ctx, tok)["validation"].head(args.nval)
