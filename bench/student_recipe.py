@@ -35,28 +35,29 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="demo")
     ap.add_argument("--student", default="", help="score this student instead of distilling one")
-    ap.add_argument("--blocks", default="0,1,28,29")
-    ap.add_argument("--corpus", default="amazon")
-    ap.add_argument("--template", default="{text}", help="applied to each KD text, e.g. '{text} It was'")
-    ap.add_argument("--steps", type=int, default=600)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--loss", default="hidden", choices=["hidden", "kd"])
-    ap.add_argument("--tune-steps", type=int, default=150)
-    ap.add_argument("--transfer-steps", type=int, default=100)
-    ap.add_argument("--alphas", default="0.0")
-    ap.add_argument("--vocab", default="full", choices=["full", "labels"])
-    ap.add_argument("--nval", type=int, default=300)
+    # Each option left out keeps the preset's value (the demo's: the recipe README reports).
+    option = {"--blocks": "distill.blocks", "--corpus": "distill.corpus", "--template": "distill.template",
+              "--steps": "distill.steps", "--batch": "distill.batch_size", "--seq": "distill.seq_len",
+              "--lr": "distill.lr", "--loss": "distill.loss", "--tune-steps": "tune.steps",
+              "--transfer-steps": "transfer.steps", "--vocab": "transfer.vocab"}
+    for flag, key in option.items():
+        ap.add_argument(flag, default=None, help=f"sets {key}")
+    ap.add_argument("--alphas", default="", help="comma-separated α values for POST (default: the preset's α)")
+    ap.add_argument("--nval", type=int, default=300, help="validation examples scored")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = load_config(args.preset, overrides=[
-        f"tune.steps={args.tune_steps}", f"transfer.steps={args.transfer_steps}", f"task.max_eval={args.nval}",
-        f'transfer.vocab="{args.vocab}"', f"distill.blocks=[{args.blocks}]", f'distill.corpus="{args.corpus}"',
-        f"distill.template={json.dumps(args.template)}", f"distill.steps={args.steps}", f"distill.batch_size={args.batch}",
-        f"distill.seq_len={args.seq}", f"distill.lr={args.lr}", f'distill.loss="{args.loss}"'])
+    overrides = [f"task.max_eval={args.nval}"]
+    for flag, key in option.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value is not None:
+            overrides.append(f"{key}=[{value}]" if flag == "--blocks" else
+                             f"{key}={value}" if value.replace(".", "").replace("e-", "").isdigit() else
+                             f"{key}={json.dumps(value)}")
+    cfg = load_config(args.preset, overrides=overrides)
+    alphas = [float(a) for a in args.alphas.split(",")] if args.alphas else [
+        cfg.transfer.alpha if cfg.transfer.alpha != "auto" else 0.5]
     ctx = RunContext(cfg, Path("/tmp/post-student-recipe"))
     teacher, tok = loading.large(ctx)
     res: dict = {"args": vars(args)}
@@ -78,7 +79,7 @@ def main() -> None:
                inference=score(lambda b: inference_time_logits(plain_t(b), prompted_s(b), plain_s(b))))
     public = loading.public(ctx, tok)
     fixed = fixed_targets(ctx, teacher, student, tok, small_prompt, public)
-    for alpha in (float(a) for a in args.alphas.split(",")):
+    for alpha in alphas:
         prompt, _ = transfer_prompt(ctx, "post", alpha, teacher, tok, public, fixed)
         res[f"post_alpha{alpha:g}"] = score(prompt_logit_fn(teacher, tok, prompt, "float32"))
     print(json.dumps(res))

@@ -71,7 +71,8 @@ class DistillConfig(Section):
     max_texts: int = Field(0, ge=0)
     template: str = Field("{text}", description="Applied to each distillation text, e.g. '{text} It was' so the student sees the task's cue")
     loss: Literal["kd", "hidden"] = Field("kd", description="kd: KD + LM + cosine through the LM head (the paper); "
-                                          "hidden: match the teacher's final hidden states (MSE + cosine, no LM head; teacher cached)")
+                                          "hidden: match the teacher's final hidden states (MSE + cosine, no LM head; the teacher's "
+                                          "states cached when the corpus is read more than once)")
     steps: int = Field(200, ge=0)
     batch_size: int = Field(8, ge=1)
     seq_len: int = Field(64, ge=4)
@@ -106,6 +107,12 @@ class TuneConfig(Section):
     eval_size: int = Field(200, ge=0, description="Validation examples used while training (0: all)")
     patience: int = Field(0, ge=0, description="Stop after this many validations without a new best (0: never; "
                                                  "not under DP, where each look at validation data would cost privacy)")
+
+    @model_validator(mode="after")
+    def _patience_needs_validation(self):
+        if self.patience and not self.eval_every:
+            raise ValueError("patience needs validations along the way: set tune.eval_every > 0 (or patience = 0)")
+        return self
 
 
 class TransferConfig(Section):

@@ -3,8 +3,9 @@
 The student is the teacher with most blocks dropped. `distill.loss = "kd"` trains it as the
 paper does: the teacher's output distribution (KD), the data (LM) and the teacher's last hidden
 states (cosine), all through the LM head. `"hidden"` matches only the final normalised hidden
-states (MSE + cosine): no LM head in the loop, and the teacher's states are computed once per
-corpus row and cached, so extra epochs cost only the student. A student is cached by everything
+states (MSE + cosine): no LM head in the loop, and when the steps read the corpus more than once
+the teacher's states are computed once per row and cached (on disk, bf16), so extra epochs cost
+only the student; otherwise the teacher runs beside the student at each step. A student is cached by everything
 that determines it, so a second run reuses it.
 """
 from __future__ import annotations
@@ -59,18 +60,21 @@ def _digest(blob: dict) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# settings one loss never reads: changing them must not force a new student
+_UNUSED_BY = {"hidden": {"temperature", "weight_kd", "weight_lm", "freeze_head"}, "kd": {"weight_mse"}}
+
+
 def student_key(cfg, identity: dict) -> str:
     """Everything that determines the distilled student."""
-    d = cfg.distill.model_dump(exclude={"enabled", "eval_every"})
+    d = cfg.distill.model_dump(exclude={"enabled", "eval_every"} | _UNUSED_BY[cfg.distill.loss])
     d["corpus"] = corpus_source(cfg)
     return _digest({**identity, "distill": d, "v": 2})
 
 
-def corpus_key(cfg, identity: dict) -> str:
-    """Everything that determines the packed corpus rows and the teacher's states on them."""
-    d = cfg.distill
-    return _digest({**identity, "corpus": [corpus_source(cfg), d.corpus_subset, d.corpus_split, d.corpus_field,
-                                           d.max_texts, d.template, d.seq_len], "v": 1})
+def corpus_key(identity: dict, rows: torch.Tensor) -> str:
+    """The teacher and the packed rows themselves (not the settings that made them: a corpus
+    file edited in place must not hit an old cache entry)."""
+    return _digest({**identity, "rows": hashlib.sha256(rows.numpy().tobytes()).hexdigest(), "v": 1})
 
 
 def corpus_source(cfg) -> str:
@@ -91,7 +95,8 @@ def final_hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
 def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str) -> torch.Tensor | None:
     """The teacher's final hidden states for every row, computed once and cached on disk (bf16).
 
-    None if the run was cancelled part-way (nothing is written then).
+    None if the run was cancelled part-way (nothing is written then). Peak memory is one copy of
+    the states: rows × seq_len × hidden × 2 bytes (SmolLM2, 2150 rows of 32 tokens: 79 MB).
     """
     from safetensors.torch import load_file, save_file
     path = _cache_dir("teacher_hidden") / f"{key}.safetensors"
@@ -103,18 +108,23 @@ def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str) -> torch.T
                 return hidden
         except Exception:  # a damaged file is recomputed below, never trusted
             pass
-    batch, parts, start = 32, [], time.perf_counter()
+    batch, hidden, start = 32, None, time.perf_counter()
     ctx.log(f"caching the teacher's hidden states for {len(rows)} corpus rows (once; later epochs and runs reuse them)")
     # no_grad, not inference_mode: these tensors are later saved for the student's backward pass
     with torch.no_grad(), autocast(ctx.device, ctx.dtype):
         for i in range(0, len(rows), batch):
             if ctx.cancelled:
                 return None
-            parts.append(final_hidden(teacher, rows[i:i + batch].to(ctx.device)).to("cpu", torch.bfloat16))
-    hidden = torch.cat(parts)
+            states = final_hidden(teacher, rows[i:i + batch].to(ctx.device))
+            if hidden is None:
+                hidden = torch.empty(*rows.shape, states.shape[-1], dtype=torch.bfloat16)
+            hidden[i:i + batch] = states.to("cpu", torch.bfloat16)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({"hidden": hidden}, str(tmp))
-    os.replace(tmp, path)
+    try:
+        save_file({"hidden": hidden}, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     ctx.log(f"teacher hidden states cached in {time.perf_counter() - start:.0f} s: {path}")
     return hidden
 
@@ -210,7 +220,7 @@ def run_distill(ctx) -> Path:
         targets = None
         if d.loss == "hidden" and d.steps * d.batch_size > len(rows):  # the corpus is read more than once
             cache_start = time.time()
-            targets = teacher_hidden_states(ctx, teacher, rows, corpus_key(cfg, identity))
+            targets = teacher_hidden_states(ctx, teacher, rows, corpus_key(identity, rows))
             summary["teacher_cache_seconds"] = time.time() - cache_start
         student = make_student(teacher, keep).to(ctx.device)
         losses = train_student(ctx, teacher, student, rows, targets)

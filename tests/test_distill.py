@@ -10,6 +10,7 @@ from engine.assets import cache_root
 from engine.context import RunContext
 from engine.distill import corpus_key, final_hidden, teacher_hidden_states, teacher_identity
 from engine.presets import load_config
+from engine.tiny import build_tokenizer
 from post_tui.cli import app
 
 runner = CliRunner()
@@ -28,12 +29,30 @@ def distill(tmp_path, name, *sets):
 
 
 @pytest.mark.parametrize("large", ["tiny:gpt2", "tiny:llama"])
-def test_hidden_loss_falls_and_never_runs_the_lm_head(tmp_path, large):
+def test_hidden_loss_falls_and_never_runs_the_lm_head(tmp_path, monkeypatch, large):
+    calls = []
+    real = torch.nn.Linear.forward
+
+    vocab = len(build_tokenizer())
+
+    def counted(self, x):  # every LM head call (the only Linear onto the vocabulary)
+        if self.out_features == vocab:
+            calls.append(x.shape)
+        return real(self, x)
+    monkeypatch.setattr(torch.nn.Linear, "forward", counted)
     summary, events = distill(tmp_path, "run", f'models.large="{large}"')
     mse = [e["value"] for e in events if e["event"] == "Metric" and e["name"] == "mse"]
     assert len(mse) == 40 and sum(mse[-8:]) < sum(mse[:8])
     assert summary["loss"] == "hidden" and "teacher_cache_seconds" in summary  # 40 × 8 rows > the corpus
-    assert not any(e["event"] == "Metric" and e["name"] == "kd" for e in events)
+    assert calls == []
+    distill(tmp_path, "kd", f'models.large="{large}"', 'distill.loss="kd"', "distill.steps=1")
+    assert calls  # the hook does see the head when a loss uses it
+
+
+def test_hidden_loss_without_cache_when_the_corpus_is_read_once(tmp_path):
+    summary, events = distill(tmp_path, "run", "distill.steps=3", "distill.batch_size=2")
+    assert "teacher_cache_seconds" not in summary and summary["steps"] == 3
+    assert not (cache_root() / "teacher_hidden").exists() or not any((cache_root() / "teacher_hidden").iterdir())
 
 
 def test_cached_states_are_the_teachers_and_are_reused(tmp_path):
@@ -41,7 +60,7 @@ def test_cached_states_are_the_teachers_and_are_reused(tmp_path):
     ctx = RunContext(cfg, tmp_path / "ctx")
     teacher, tokenizer = loading.large(ctx)
     rows = torch.randint(5, len(tokenizer), (5, 12), generator=torch.Generator().manual_seed(0))
-    key = corpus_key(cfg, teacher_identity(cfg, teacher, tokenizer))
+    key = corpus_key(teacher_identity(cfg, teacher, tokenizer), rows)
     cached = teacher_hidden_states(ctx, teacher, rows, key)
     with torch.no_grad():
         direct = final_hidden(teacher, rows)
@@ -55,12 +74,24 @@ def test_cached_states_are_the_teachers_and_are_reused(tmp_path):
     assert torch.equal(teacher_hidden_states(ctx, teacher, rows, key), cached)
 
 
-def test_template_and_loss_are_part_of_the_student_key(tmp_path):
+def test_cancelled_caching_writes_nothing(tmp_path):
+    cfg = load_config("smoke", overrides=['distill.loss="hidden"'])
+    ctx = RunContext(cfg, tmp_path / "ctx")
+    teacher, tokenizer = loading.large(ctx)
+    rows = torch.randint(5, len(tokenizer), (70, 8), generator=torch.Generator().manual_seed(0))
+    ctx.cancel_event.set()
+    assert teacher_hidden_states(ctx, teacher, rows, "k") is None
+    assert list((cache_root() / "teacher_hidden").iterdir()) == []
+
+
+def test_what_the_student_key_holds(tmp_path):
     first, _ = distill(tmp_path, "a")
-    again, _ = distill(tmp_path, "b")
+    again, _ = distill(tmp_path, "b", "distill.weight_kd=1.0")  # a kd-only setting: same student
     templated, _ = distill(tmp_path, "c", 'distill.template="{text} It was"')
+    kd, _ = distill(tmp_path, "d", 'distill.loss="kd"')
     assert again["key"] == first["key"] and again["reused"]
     assert templated["key"] != first["key"] and not templated["reused"]
+    assert kd["key"] not in (first["key"], templated["key"]) and kd["loss"] == "kd"
 
 
 def test_template_without_text_is_a_one_line_error(tmp_path):

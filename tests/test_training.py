@@ -27,7 +27,15 @@ def test_patience_stops_after_that_many_validations_without_a_new_best(tmp_path)
     # validations at steps 2, 4, 6, 8, 10: best at 4, then 6, 8, 10 do not beat it
     assert result.steps == 10 and result.best_step == 4 and result.best_accuracy == 0.7
     assert "stopped improving" in result.stopped_reason
-    assert result.best_weight is not None and not torch.equal(result.best_weight, torch.zeros(2, 3))
+    # SGD at lr 0.1 on (w − 1)²: w ← w + 0.2·(1 − w), so after 4 steps w = 1 − 0.8⁴ (the kept prompt)
+    torch.testing.assert_close(result.best_weight, torch.full((2, 3), 1 - 0.8 ** 4))
+
+
+def test_patience_without_validations_is_refused():
+    import pytest
+    from engine.errors import PostError
+    with pytest.raises((PostError, ValueError), match="eval_every"):
+        load_config("smoke", overrides=["tune.patience=2", "tune.eval_every=0"])
 
 
 def test_no_patience_runs_every_step(tmp_path):
