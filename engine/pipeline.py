@@ -28,7 +28,7 @@ from engine.events import (EventBus, JsonlWriter, RunFailed, RunFinished, RunSta
                            StageFinished, StageStarted)
 from engine.evaluate import evaluate_methods
 from engine.memory import MemoryMonitor
-from engine.transfer import auto_alpha, run_transfer
+from engine.transfer import TRAINED, auto_alpha, finished_methods, run_transfer
 from engine.tune import run_full_pt, run_tune
 
 STAGES = ("distill", "tune", "full_pt", "transfer", "eval")
@@ -62,8 +62,13 @@ def stage_done(ctx: RunContext, stage: str) -> bool:
     if stage in ("tune", "full_pt"):
         return (run / stage / "summary.json").is_file()
     if stage == "transfer":
-        trained = [m for m in ctx.config.transfer.methods if m in ("post", "output", "shift")]
-        return all((run / "transfer" / f"{m}.json").is_file() for m in trained)
+        # done only if every prompt was finished with the α and steps asked for now
+        alpha = ctx.config.transfer.alpha
+        if alpha == "auto":
+            chosen = run / "transfer" / "alpha.json"
+            alpha = json.loads(chosen.read_text())["alpha"] if chosen.is_file() else None
+        trained = [m for m in ctx.config.transfer.methods if m in TRAINED]
+        return all(m in finished_methods(ctx, alpha) for m in trained) if alpha is not None else not trained
     return (run / "results.json").is_file()
 
 
@@ -190,7 +195,10 @@ def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | N
             elif stage == "full_pt":
                 run_full_pt(ctx)
             elif stage == "transfer":
-                run_transfer(ctx, resolve_alpha(ctx))
+                alpha = resolve_alpha(ctx)
+                kept = {} if force else finished_methods(ctx, alpha)
+                run_transfer(ctx, alpha, skip=kept)
+                start -= sum(kept.values())  # the stage's minutes include the methods an earlier attempt trained
             elif stage == "eval":
                 for s in STAGES[:-1]:
                     seconds.setdefault(s, _stage_seconds(ctx, s))

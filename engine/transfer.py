@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Iterable
 
 import torch
 
@@ -82,15 +83,40 @@ def label_columns(ctx, tokenizer) -> slice | torch.Tensor:
     return torch.tensor(loading.verbalizer(ctx, tokenizer).flat_token_ids)
 
 
-def run_transfer(ctx, alpha: float) -> dict[str, float]:
-    """Train the large-model prompt for each trained method (α for `post`, resolved by the pipeline)."""
+def finished_methods(ctx, alpha: float | None) -> dict[str, float]:
+    """Methods whose prompt a previous attempt finished with this α and step budget → its seconds.
+
+    A resumed run trains only the rest: three transfers cost minutes each on a CPU.
+    """
+    folder = ctx.stage_dir("transfer")
+    done = {}
+    for method in (m for m in ctx.config.transfer.methods if m in TRAINED):
+        summary_path = folder / f"{method}.json"
+        if not (summary_path.is_file() and (folder / f"{method}.safetensors").is_file()):
+            continue
+        summary = json.loads(summary_path.read_text())
+        wanted = FIXED_ALPHA.get(method, alpha)
+        same = (wanted is not None and abs(summary.get("alpha", -1) - wanted) < 1e-12
+                and summary.get("stopped") != "cancelled" and summary.get("steps") == ctx.config.transfer.steps)
+        if same:
+            done[method] = summary.get("seconds", 0.0)
+    return done
+
+
+def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float]:
+    """Train the large-model prompt for each trained method (α for `post`, resolved by the pipeline).
+
+    Methods in `skip` (finished by an earlier attempt, see finished_methods) are not trained again.
+    """
     cfg = ctx.config
     large, small, tokenizer = loading.both(ctx)
     small_prompt = SoftPrompt.load(loading.prompt_path(ctx, "tune"))
     public = loading.public(ctx, tokenizer)
     folder = ctx.stage_dir("transfer")
-    used = {}
-    methods = [m for m in cfg.transfer.methods if m in TRAINED]
+    used = {m: FIXED_ALPHA.get(m, alpha) for m in skip}
+    for method in skip:
+        ctx.log(f"transfer:{method}: finished earlier with alpha={used[method]:g}, kept")
+    methods = [m for m in cfg.transfer.methods if m in TRAINED and m not in used]
     if not methods:
         return used
     targets = ctx.once("transfer_targets", lambda: fixed_targets(ctx, large, small, tokenizer, small_prompt, public))

@@ -142,7 +142,7 @@ def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = Config
 
         def run_block(block_cfg, run_dir: Path):
             console.rule(f"[bold]{run_dir.name}[/] · {_block_label(block_cfg)}")
-            again = (run_dir / "config.toml").is_file()
+            again = run_dir.is_dir() and any(run_dir.iterdir())  # an earlier attempt: resume its finished stages
             return _execute(block_cfg, run_dir, resume=again)
 
         run_bench(cfg, folder, run_block)

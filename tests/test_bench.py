@@ -51,6 +51,21 @@ def test_bench_resumes_without_recomputing(bench_dir):
     assert (bench_dir / "nodp" / "tune" / "prompt.safetensors").stat().st_mtime_ns == before
 
 
+def test_resume_with_a_new_alpha_retrains_only_post(bench_dir):
+    transfer = bench_dir / "nodp" / "transfer"
+    kept = {m: (transfer / f"{m}.safetensors").stat().st_mtime_ns for m in ("output", "shift", "post")}
+    kept_seconds = sum(json.loads((transfer / f"{m}.json").read_text())["seconds"] for m in ("output", "shift"))
+    result = runner.invoke(app, ["bench", "--preset", "smoke", "--out", str(bench_dir), "--set", "transfer.alpha=0.25",
+                                 "--set", "tune.steps=30", "--set", "transfer.steps=20", "--set", "distill.steps=20"])
+    assert result.exit_code == 0, result.output
+    after = {m: (transfer / f"{m}.safetensors").stat().st_mtime_ns for m in kept}
+    assert after["output"] == kept["output"] and after["shift"] == kept["shift"] and after["post"] != kept["post"]
+    assert json.loads((transfer / "post.json").read_text())["alpha"] == 0.25
+    results = json.loads((bench_dir / "nodp" / "results.json").read_text())
+    assert results["alpha"]["post"] == 0.25
+    assert results["seconds"]["transfer"] >= kept_seconds  # minutes count the kept prompts' training too
+
+
 def test_auto_alpha_is_not_used_under_dp():
     cfg = load_config("smoke", overrides=["transfer.alpha=\"auto\""])
     blocks = block_configs(cfg)
