@@ -37,7 +37,7 @@ def block_configs(config: RunConfig) -> dict[str, RunConfig]:
     dp = json.loads(json.dumps(data))
     if dp["privacy"]["epsilon"] is None and dp["privacy"]["noise_multiplier"] is None:
         dp["privacy"]["epsilon"] = DEFAULT_EPSILON
-    if dp["transfer"]["alpha"] == "auto":
+    if dp["transfer"]["alpha"] in ("auto", "select"):
         dp["transfer"]["alpha"] = 0.0  # replaced by the non-private run's choice before the DP block runs
     return {"nodp": validate(nodp), "dp": validate(dp)}
 
@@ -47,8 +47,8 @@ def run_bench(config: RunConfig, out: Path, run_block: RunBlock) -> dict:
     configs = block_configs(config)
     results = {"nodp": run_block(configs["nodp"], out / "nodp")}
     dp_config, alpha_note = configs["dp"], "preset"
-    if config.transfer.alpha == "auto":
-        # Under DP the pipeline refuses "auto" (it reads private validation accuracy); the DP block reuses
+    if config.transfer.alpha in ("auto", "select"):
+        # Under DP the pipeline refuses "auto" and "select" (it reads private validation accuracy); the DP block reuses
         # the α chosen without DP and says so: that choice is not covered by the DP block's ε.
         alpha = results["nodp"]["alpha"]["post"]
         dp_config = dp_config.model_copy(update={"transfer": dp_config.transfer.model_copy(update={"alpha": alpha})})

@@ -117,7 +117,9 @@ class TuneConfig(Section):
 
 class TransferConfig(Section):
     methods: list[Literal["post", "output", "shift", "direct", "inference"]] = Field(default_factory=lambda: ["post", "direct"])
-    alpha: Union[float, Literal["auto"]] = 0.5
+    alpha: Union[float, Literal["auto", "select"]] = Field(0.5, description=(
+        "weight of the shift loss L2; \"auto\": the paper's heuristic from validation ZS and CPT; "
+        "\"select\": the best of α = 0 / 0.5 / 1 (output, post, shift) on the validation split"))
     temperature: float = Field(2.0, gt=0)
     vocab: Literal["full", "labels"] = Field("full", description="KL over the full vocabulary (the paper) or only over the task's label words")
     steps: int = Field(300, ge=0)
@@ -128,8 +130,15 @@ class TransferConfig(Section):
     @classmethod
     def _alpha_range(cls, v):
         if isinstance(v, float) and not 0.0 <= v <= 1.0:
-            raise ValueError("alpha must be in [0, 1] or \"auto\"")
+            raise ValueError("alpha must be in [0, 1], \"auto\" or \"select\"")
         return v
+
+    @model_validator(mode="after")
+    def _select_needs_candidates(self):
+        if self.alpha == "select" and not {"post", "output", "shift"} <= set(self.methods):
+            raise ValueError("alpha = \"select\" chooses among output (α = 0), post (α = 0.5) and shift (α = 1) on "
+                             "validation: put all three in transfer.methods")
+        return self
 
 
 class EvalConfig(Section):

@@ -64,7 +64,9 @@ def stage_done(ctx: RunContext, stage: str) -> bool:
     if stage == "transfer":
         # done only if every prompt was finished with the α and steps asked for now
         alpha = ctx.config.transfer.alpha
-        if alpha == "auto":
+        if alpha == "select":
+            alpha = SELECT_CANDIDATES["post"]
+        elif alpha == "auto":
             chosen = run / "transfer" / "alpha.json"
             alpha = json.loads(chosen.read_text())["alpha"] if chosen.is_file() else None
         trained = [m for m in ctx.config.transfer.methods if m in TRAINED]
@@ -72,8 +74,14 @@ def stage_done(ctx: RunContext, stage: str) -> bool:
     return (run / "results.json").is_file()
 
 
+# α = "select": these trained prompts are compared on the validation split in the eval stage
+SELECT_CANDIDATES = {"output": 0.0, "post": 0.5, "shift": 1.0}
+
+
 def resolve_alpha(ctx: RunContext) -> float | None:
     """α = "auto": the heuristic from ZS and CPT accuracy on the *validation* split (never test)."""
+    if ctx.config.transfer.alpha == "select":
+        return SELECT_CANDIDATES["post"]  # the transfer stage stays on public data; eval chooses
     if ctx.config.transfer.alpha != "auto":
         return float(ctx.config.transfer.alpha)
     path = ctx.stage_dir("transfer") / "alpha.json"
@@ -94,14 +102,20 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
     cfg = ctx.config
     ctx.emit(StageStarted(stage="eval", description="accuracy on the private test split"))
     start = time.time()
-    accuracy = evaluate_methods(ctx, "test")
+    selected = select_alpha(ctx) if cfg.transfer.alpha == "select" else None
+    if selected and selected["method"] != "post":
+        names = {"full_zs", "full_pt", "cpt", *cfg.transfer.methods} - {"post"}
+        accuracy = evaluate_methods(ctx, "test", names=names)
+        accuracy["post"] = accuracy[selected["method"]]  # POST at the α chosen on validation
+    else:
+        accuracy = evaluate_methods(ctx, "test")
     seconds["eval"] = time.time() - start
     gap = None
     if {"post", "full_zs", "full_pt"} <= accuracy.keys() and accuracy["full_pt"] != accuracy["full_zs"]:
         gap = (accuracy["post"] - accuracy["full_zs"]) / (accuracy["full_pt"] - accuracy["full_zs"])
     results = {"preset": cfg.name, "task": cfg.task.source, "public": cfg.public.source,
                "large": cfg.models.large, "small": loading.student_ref(ctx),
-               "accuracy": accuracy, "gap_closed": gap, "alpha": _alpha_used(ctx),
+               "accuracy": accuracy, "gap_closed": gap, "alpha": _alpha_used(ctx, selected),
                "seconds": {s: round(seconds.get(s, 0.0), 2) for s in ("distill", "tune", "transfer", "full_pt", "eval")},
                "test_examples": len(loading.task(ctx, loading.large(ctx)[1])["test"]),
                "privacy": _privacy(ctx)}
@@ -114,12 +128,37 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
     return results
 
 
-def _alpha_used(ctx) -> dict[str, float]:
+def select_alpha(ctx: RunContext) -> dict:
+    """α = "select": the trained prompt (α = 0, 0.5 or 1) with the best *validation* accuracy becomes POST.
+
+    Runs in the eval stage, where the private validation split is read anyway; the choice is
+    recorded with the accuracies behind it, and the chosen prompt is written as eval/post.safetensors.
+    """
+    val = evaluate_methods(ctx, "validation", names=tuple(SELECT_CANDIDATES))
+    missing = set(SELECT_CANDIDATES) - val.keys()
+    if missing:
+        raise PostError(f"transfer.alpha = \"select\" needs the {', '.join(sorted(missing))} prompt(s): "
+                        "run the transfer stage first (post transfer RUN_DIR)")
+    method = max(SELECT_CANDIDATES, key=lambda m: (val[m], m == "post"))  # a tie keeps the paper's mixed loss
+    choice = {"rule": "best validation accuracy", "method": method, "alpha": SELECT_CANDIDATES[method],
+              "validation": val}
+    folder = ctx.stage_dir("eval")
+    shutil.copyfile(loading.prompt_path(ctx, "transfer", method), folder / "post.safetensors")
+    (folder / "alpha.json").write_text(json.dumps(choice, indent=2))
+    ctx.log(f"alpha=select → {choice['alpha']:g} ({method}; validation " +
+            ", ".join(f"{m} {v:.3f}" for m, v in val.items()) + ")")
+    ctx.saved("eval", folder / "post.safetensors", f"POST prompt at the α chosen on validation ({choice['alpha']:g})")
+    return choice
+
+
+def _alpha_used(ctx, selected: dict | None = None) -> dict[str, float]:
     used = {}
     for path in sorted((ctx.run_dir / "transfer").glob("*.json")):
         data = json.loads(path.read_text())
         if "method" in data:
             used[data["method"]] = data["alpha"]
+    if selected:
+        used["post"] = selected["alpha"]
     return used
 
 
@@ -165,8 +204,8 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
                          steps_for(len(train), cfg.tune.batch_size, cfg.tune.steps, cfg.tune.epochs))
     if "transfer" in stages:
         loading.public(ctx, tokenizer)
-        if cfg.transfer.alpha == "auto" and cfg.privacy.enabled:
-            raise PostError("transfer.alpha = \"auto\" reads accuracy on the private validation split, which the "
+        if cfg.transfer.alpha in ("auto", "select") and cfg.privacy.enabled:
+            raise PostError(f"transfer.alpha = \"{cfg.transfer.alpha}\" reads accuracy on the private validation split, which the "
                             "privacy accountant does not cover: set transfer.alpha to a number with [privacy] on")
 
 

@@ -114,6 +114,10 @@ def test_transfer_loss_is_zero_when_student_is_teacher_and_prompts_match():
     (["run", "--preset", "smoke", "--set", "tune.prompt_length=400"], "context"),
     (["run", "--preset", "smoke", "--set", "models.large=some-org/some-model"], "offline presets"),
     (["run", "--config", "/no/such.toml"], "not found"),
+    (["run", "--preset", "smoke", "--set", "transfer.alpha=\"select\"", "--set", "transfer.methods=[\"post\"]"],
+     "put all three"),
+    (["run", "--preset", "smoke", "--set", "transfer.alpha=\"select\"", "--set", "privacy.epsilon=8.0"],
+     "private validation split"),
 ])
 def test_bad_input_is_one_line_exit_2_and_leaves_nothing(tmp_path, args, needle):
     out = tmp_path / "run"
@@ -173,3 +177,20 @@ def test_transfer_on_label_words_only(tmp_path):
     assert curve[-1] < curve[0]
     result = runner.invoke(app, ["run", "--preset", "smoke", "--set", 'transfer.vocab="some"', "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "transfer.vocab" in result.output
+
+
+def test_alpha_select_keeps_the_best_validation_prompt(smoke_run, tmp_path):
+    import shutil
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run, run_dir)
+    result = runner.invoke(app, ["eval", str(run_dir), "--set", "transfer.alpha=\"select\""])
+    assert result.exit_code == 0, result.output
+    choice = json.loads((run_dir / "eval" / "alpha.json").read_text())
+    val = choice["validation"]
+    assert set(val) == {"output", "post", "shift"} and val[choice["method"]] == max(val.values())
+    assert choice["alpha"] == {"output": 0.0, "post": 0.5, "shift": 1.0}[choice["method"]]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["alpha"]["post"] == choice["alpha"]
+    assert results["accuracy"]["post"] == results["accuracy"][choice["method"]]
+    chosen = run_dir / "transfer" / f"{choice['method']}.safetensors"
+    assert (run_dir / "eval" / "post.safetensors").read_bytes() == chosen.read_bytes()
