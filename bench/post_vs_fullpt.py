@@ -4,6 +4,7 @@ Step costs are measured side by side in one process, interleaved in each repetit
 shared machine hits both alike); the totals scale them by the step counts the preset implies:
 
     POST    = epochs·N/B tune steps on the student + target pass over the public set + transfer steps
+              (three transfers when transfer.alpha = "select": α = 0, 0.5 and 1 are all trained)
     Full PT = epochs·N/B tune steps on the large model
 
 Distillation is excluded (the model owner does it once per large model, as in the paper's table).
@@ -86,6 +87,7 @@ def main() -> None:
         for model, prompt in ((small, p_t.weight), (small, None), (large, None)):
             prompted_logits(model, pub["input_ids"], pub["attention_mask"], prompt, bos)
 
+    transfers = 3 if cfg.transfer.alpha == "select" else 1  # "select" trains α = 0, 0.5 and 1, then picks one
     tune_steps = steps_for(len(train), B, cfg.tune.steps, cfg.tune.epochs)
     target_batches = -(-len(public) // len(pub["input_ids"]))
     small_step, large_step = tune_step(small), tune_step(large)
@@ -93,7 +95,7 @@ def main() -> None:
     for _ in range(args.repeats):
         t_small, t_large = timed(small_step, args.steps), timed(large_step, args.steps)
         t_transfer, t_targets = timed(transfer_step, args.steps), timed(target_pass, 1)
-        post = tune_steps * t_small + target_batches * t_targets + cfg.transfer.steps * t_transfer
+        post = tune_steps * t_small + target_batches * t_targets + transfers * cfg.transfer.steps * t_transfer
         full = tune_steps * t_large
         ratios.append(full / post)
         rows.append((t_small, t_large, t_transfer, post, full))
@@ -104,7 +106,7 @@ def main() -> None:
           f"threads={args.threads} repeats={args.repeats}")
     print(f"tune step: student {t_small:.3f} s, large {t_large:.3f} s; transfer step {t_transfer:.3f} s")
     print(f"private epochs {cfg.tune.epochs if not cfg.tune.steps else cfg.tune.steps * B / len(train):.2f} "
-          f"= {tune_steps} steps of {B}; transfer {cfg.transfer.steps} steps on {len(public)} public examples")
+          f"= {tune_steps} steps of {B}; transfer {transfers} × {cfg.transfer.steps} steps on {len(public)} public examples")
     print(f"POST {post / 60:.1f} min vs full PT {full / 60:.1f} min")
     print(f"ratio full PT / POST  {med:.2f}  (median of {args.repeats}; goal >= 8)")
 

@@ -57,7 +57,7 @@ def main() -> None:
                              f"{key}={json.dumps(value)}")
     cfg = load_config(args.preset, overrides=overrides)
     alphas = [float(a) for a in args.alphas.split(",")] if args.alphas else [
-        cfg.transfer.alpha if cfg.transfer.alpha != "auto" else 0.5]
+        cfg.transfer.alpha if isinstance(cfg.transfer.alpha, float) else 0.5]
     ctx = RunContext(cfg, Path("/tmp/post-student-recipe"))
     teacher, tok = loading.large(ctx)
     res: dict = {"args": vars(args)}
