@@ -7,6 +7,7 @@ The loss itself is `engine.losses.transfer_loss`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Iterable
@@ -83,13 +84,26 @@ def label_columns(ctx, tokenizer) -> slice | torch.Tensor:
     return torch.tensor(loading.verbalizer(ctx, tokenizer).flat_token_ids)
 
 
+def transfer_inputs(ctx) -> str:
+    """A fingerprint of everything a transfer prompt depends on except α: a kept prompt must match it."""
+    cfg = ctx.config
+    settings = {"transfer": cfg.transfer.model_dump(exclude={"alpha", "methods"}), "public": cfg.public.model_dump(),
+                "large": cfg.models.large, "student": loading.student_ref(ctx), "seed": cfg.runtime.seed,
+                "dtype": cfg.runtime.dtype}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    digest.update(loading.prompt_path(ctx, "tune").read_bytes())  # a re-tuned small prompt invalidates them
+    return digest.hexdigest()[:16]
+
+
 def finished_methods(ctx, alpha: float | None) -> dict[str, float]:
-    """Methods whose prompt a previous attempt finished with this α and step budget → its seconds.
+    """Methods whose prompt a previous attempt finished with this α and the same inputs → its seconds.
 
     A resumed run trains only the rest: three transfers cost minutes each on a CPU.
     """
     folder = ctx.stage_dir("transfer")
-    done = {}
+    if not loading.prompt_path(ctx, "tune").is_file():
+        return {}
+    inputs, done = transfer_inputs(ctx), {}
     for method in (m for m in ctx.config.transfer.methods if m in TRAINED):
         summary_path = folder / f"{method}.json"
         if not (summary_path.is_file() and (folder / f"{method}.safetensors").is_file()):
@@ -97,7 +111,7 @@ def finished_methods(ctx, alpha: float | None) -> dict[str, float]:
         summary = json.loads(summary_path.read_text())
         wanted = FIXED_ALPHA.get(method, alpha)
         same = (wanted is not None and abs(summary.get("alpha", -1) - wanted) < 1e-12
-                and summary.get("stopped") != "cancelled" and summary.get("steps") == ctx.config.transfer.steps)
+                and summary.get("stopped") != "cancelled" and summary.get("inputs") == inputs)
         if same:
             done[method] = summary.get("seconds", 0.0)
     return done
@@ -119,6 +133,7 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
     methods = [m for m in cfg.transfer.methods if m in TRAINED and m not in used]
     if not methods:
         return used
+    inputs = transfer_inputs(ctx)
     targets = ctx.once("transfer_targets", lambda: fixed_targets(ctx, large, small, tokenizer, small_prompt, public))
     for method in methods:
         a = FIXED_ALPHA.get(method, alpha)
@@ -128,7 +143,8 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
         prompt.save(path, steps=result.steps)
         ctx.saved(f"transfer:{method}", path, f"{method} prompt for the large model")
         seconds = time.time() - start
-        summary = {"method": method, "alpha": a, "steps": result.steps, "tokens": result.tokens, "public_examples": len(public),
+        summary = {"method": method, "alpha": a, "inputs": inputs, "steps": result.steps, "tokens": result.tokens,
+                   "public_examples": len(public),
                    "first_loss": result.losses[0] if result.losses else None,
                    "final_loss": result.losses[-1] if result.losses else None, "seconds": seconds,
                    "stopped": result.stopped_reason}

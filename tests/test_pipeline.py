@@ -194,3 +194,16 @@ def test_alpha_select_keeps_the_best_validation_prompt(smoke_run, tmp_path):
     assert results["accuracy"]["post"] == results["accuracy"][choice["method"]]
     chosen = run_dir / "transfer" / f"{choice['method']}.safetensors"
     assert (run_dir / "eval" / "post.safetensors").read_bytes() == chosen.read_bytes()
+
+
+def test_resume_retrains_transfer_prompts_whose_inputs_changed(smoke_run, tmp_path):
+    import shutil
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run, run_dir)
+    prompts = {m: run_dir / "transfer" / f"{m}.safetensors" for m in ("post", "output", "shift")}
+    before = {m: p.read_bytes() for m, p in prompts.items()}
+    tune_before = (run_dir / "tune" / "prompt.safetensors").stat().st_mtime_ns
+    result = runner.invoke(app, ["run", "--resume", str(run_dir), "--set", "transfer.lr=0.05"])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "tune" / "prompt.safetensors").stat().st_mtime_ns == tune_before  # kept
+    assert all(prompts[m].read_bytes() != before[m] for m in prompts)  # a new lr: every prompt trained again
