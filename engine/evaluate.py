@@ -1,11 +1,13 @@
 """Accuracy of a (model, prompt) pair — or any logit function — on a labelled split."""
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
 
 from engine.data.tasks import Examples, collate, eval_batches
+from engine.events import Progress
 from engine.prompt import bos_id, prompted_logits
 
 LogitFn = Callable[[dict], torch.Tensor]  # batch → (B, V) next-token logits
@@ -19,13 +21,31 @@ def prompt_logit_fn(model, tokenizer, prompt, dtype: str) -> LogitFn:
 
 
 @torch.inference_mode()
-def accuracy(logit_fn: LogitFn, examples: Examples, verbalizer, batch_size: int, pad_id: int, device) -> float:
+def accuracy(logit_fn: LogitFn, examples: Examples, verbalizer, batch_size: int, pad_id: int, device,
+             on_batch: Callable[[], None] | None = None) -> float:
     correct = 0
     for indices in eval_batches(examples, batch_size):
         batch = collate(examples, indices, pad_id, device)
         predictions = verbalizer.class_scores(logit_fn(batch)).argmax(-1)
         correct += (predictions == batch["labels"]).sum().item()
+        if on_batch is not None:
+            on_batch()
     return correct / max(len(examples), 1)
+
+
+class EvalProgress:
+    """Progress events for the eval stage, one step per batch of one method: on a CPU eval of every
+    method takes minutes, and a bar that never moves looks like a hang."""
+
+    def __init__(self, ctx, total: int):
+        self.ctx, self.total, self.step = ctx, total, 0
+        self.last = time.perf_counter()
+
+    def advance(self) -> None:
+        now = time.perf_counter()
+        self.step += 1
+        self.ctx.emit(Progress(stage="eval", step=self.step, total_steps=self.total, step_seconds=now - self.last))
+        self.last = now
 
 
 # ---------------------------------------------------------------- the eval stage
@@ -64,10 +84,19 @@ def method_logit_fns(ctx, only=None):
     return {k: v for k, v in fns.items() if only is None or k in only}, tokenizer
 
 
-def evaluate_methods(ctx, split: str, names=None) -> dict[str, float]:
+def eval_batches_needed(ctx, split: str, names=None) -> int:
+    """How many batches evaluate_methods(ctx, split, names) will run: the eval stage's progress total."""
+    from engine import loading
+    fns, tokenizer = method_logit_fns(ctx, names)
+    examples = loading.task(ctx, tokenizer)[split]
+    return len(fns) * len(list(eval_batches(examples, ctx.config.eval.batch_size)))
+
+
+def evaluate_methods(ctx, split: str, names=None, progress: EvalProgress | None = None) -> dict[str, float]:
     from engine import loading
     fns, tokenizer = method_logit_fns(ctx, names)
     examples = loading.task(ctx, tokenizer)[split]
     verbalizer = loading.verbalizer(ctx, tokenizer)
-    return {name: accuracy(fn, examples, verbalizer, ctx.config.eval.batch_size, tokenizer.pad_token_id, ctx.device)
-            for name, fn in fns.items()}
+    on_batch = progress.advance if progress is not None else None
+    return {name: accuracy(fn, examples, verbalizer, ctx.config.eval.batch_size, tokenizer.pad_token_id, ctx.device,
+                           on_batch) for name, fn in fns.items()}

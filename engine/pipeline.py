@@ -26,7 +26,7 @@ from engine.distill import run_distill
 from engine.errors import PostError
 from engine.events import (EventBus, JsonlWriter, RunFailed, RunFinished, RunStarted, StageFailed,
                            StageFinished, StageStarted)
-from engine.evaluate import evaluate_methods
+from engine.evaluate import EvalProgress, eval_batches_needed, evaluate_methods
 from engine.memory import MemoryMonitor
 from engine.transfer import TRAINED, auto_alpha, finished_methods, run_transfer
 from engine.tune import run_full_pt, run_tune
@@ -100,15 +100,20 @@ def resolve_alpha(ctx: RunContext) -> float | None:
 
 def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
     cfg = ctx.config
-    ctx.emit(StageStarted(stage="eval", description="accuracy on the private test split"))
+    select = cfg.transfer.alpha == "select"
+    total = (eval_batches_needed(ctx, "validation", tuple(SELECT_CANDIDATES)) if select else 0) + \
+        eval_batches_needed(ctx, "test")
+    progress = EvalProgress(ctx, total)
+    ctx.emit(StageStarted(stage="eval", total_steps=total, description="accuracy on the private test split"))
     start = time.time()
-    selected = select_alpha(ctx) if cfg.transfer.alpha == "select" else None
+    selected = select_alpha(ctx, progress) if select else None
     if selected and selected["method"] != "post":
         names = {"full_zs", "full_pt", "cpt", *cfg.transfer.methods} - {"post"}
-        accuracy = evaluate_methods(ctx, "test", names=names)
+        progress.total = progress.step + eval_batches_needed(ctx, "test", names)  # the α = 0.5 prompt is not run
+        accuracy = evaluate_methods(ctx, "test", names=names, progress=progress)
         accuracy["post"] = accuracy[selected["method"]]  # POST at the α chosen on validation
     else:
-        accuracy = evaluate_methods(ctx, "test")
+        accuracy = evaluate_methods(ctx, "test", progress=progress)
     seconds["eval"] = time.time() - start
     gap = None
     if {"post", "full_zs", "full_pt"} <= accuracy.keys() and accuracy["full_pt"] != accuracy["full_zs"]:
@@ -128,13 +133,13 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
     return results
 
 
-def select_alpha(ctx: RunContext) -> dict:
+def select_alpha(ctx: RunContext, progress: EvalProgress | None = None) -> dict:
     """α = "select": the trained prompt (α = 0, 0.5 or 1) with the best *validation* accuracy becomes POST.
 
     Runs in the eval stage, where the private validation split is read anyway; the choice is
     recorded with the accuracies behind it, and the chosen prompt is written as eval/post.safetensors.
     """
-    val = evaluate_methods(ctx, "validation", names=tuple(SELECT_CANDIDATES))
+    val = evaluate_methods(ctx, "validation", names=tuple(SELECT_CANDIDATES), progress=progress)
     missing = set(SELECT_CANDIDATES) - val.keys()
     if missing:
         raise PostError(f"transfer.alpha = \"select\" needs the {', '.join(sorted(missing))} prompt(s): "

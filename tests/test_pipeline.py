@@ -46,6 +46,25 @@ def test_smoke_writes_every_result_field(smoke_run):
         assert (smoke_run / name).is_file(), name
 
 
+def eval_progress(run_dir: Path) -> list[tuple[int, int]]:
+    """(step, total) of the latest eval stage's Progress events."""
+    steps = []
+    for line in (run_dir / "events.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        if e["event"] == "StageStarted" and e["stage"] == "eval":
+            steps = []
+        elif e["event"] == "Progress" and e["stage"] == "eval":
+            steps.append((e["step"], e["total_steps"]))
+    return steps
+
+
+def test_eval_reports_progress_to_its_total(smoke_run):
+    steps = eval_progress(smoke_run)
+    results = json.loads((smoke_run / "results.json").read_text())
+    assert [s for s, _ in steps] == list(range(1, len(steps) + 1))
+    assert steps[-1][0] == steps[-1][1] and len(steps) % len(results["accuracy"]) == 0  # whole batches per method
+
+
 def test_smoke_loss_falls_in_each_stage(smoke_run):
     for stage, values in losses(smoke_run).items():
         k = max(len(values) // 5, 1)
@@ -194,6 +213,8 @@ def test_alpha_select_keeps_the_best_validation_prompt(smoke_run, tmp_path):
     assert results["accuracy"]["post"] == results["accuracy"][choice["method"]]
     chosen = run_dir / "transfer" / f"{choice['method']}.safetensors"
     assert (run_dir / "eval" / "post.safetensors").read_bytes() == chosen.read_bytes()
+    steps = eval_progress(run_dir)
+    assert steps[-1][0] == steps[-1][1]  # the bar ends full whichever α won
 
 
 def test_resume_retrains_transfer_prompts_whose_inputs_changed(smoke_run, tmp_path):
