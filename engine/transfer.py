@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from typing import Iterable
 
@@ -137,6 +138,11 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
     targets = ctx.once("transfer_targets", lambda: fixed_targets(ctx, large, small, tokenizer, small_prompt, public))
     for method in methods:
         a = FIXED_ALPHA.get(method, alpha)
+        twin = next((m for m, used_alpha in used.items() if used_alpha == a), None)
+        if twin is not None:
+            copy_twin(ctx, folder, twin, method)
+            used[method] = a
+            continue
         start = time.time()
         prompt, result = transfer_prompt(ctx, method, a, large, tokenizer, public, targets)
         path = folder / f"{method}.safetensors"
@@ -154,6 +160,17 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
         if result.cancelled:
             break
     return used
+
+
+def copy_twin(ctx, folder, twin: str, method: str) -> None:
+    """`method` has the same α as `twin` (post at α = 0 or 1): same loss, start, batches and seed, so
+    training would give the same prompt bit for bit; copy it instead of paying minutes for it again."""
+    shutil.copyfile(folder / f"{twin}.safetensors", folder / f"{method}.safetensors")
+    summary = json.loads((folder / f"{twin}.json").read_text())
+    summary.update(method=method, copied_from=twin, seconds=0.0)
+    (folder / f"{method}.json").write_text(json.dumps(summary, indent=2))
+    ctx.log(f"transfer:{method}: same α as {twin}, its prompt copied")
+    ctx.saved(f"transfer:{method}", folder / f"{method}.safetensors", f"{method} prompt for the large model")
 
 
 def auto_alpha(zero_shot: float, compressed: float, num_classes: int) -> float:

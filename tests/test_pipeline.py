@@ -228,3 +228,18 @@ def test_resume_retrains_transfer_prompts_whose_inputs_changed(smoke_run, tmp_pa
     assert result.exit_code == 0, result.output
     assert (run_dir / "tune" / "prompt.safetensors").stat().st_mtime_ns == tune_before  # kept
     assert all(prompts[m].read_bytes() != before[m] for m in prompts)  # a new lr: every prompt trained again
+
+
+def test_post_at_alpha_one_is_shift_and_is_copied_not_retrained(smoke_run, tmp_path):
+    import shutil
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run, run_dir)
+    result = runner.invoke(app, ["transfer", str(run_dir), "--set", "transfer.alpha=1.0"])
+    assert result.exit_code == 0, result.output
+    folder = run_dir / "transfer"
+    shift = json.loads((folder / "shift.json").read_text())
+    assert shift["copied_from"] == "post" and shift["alpha"] == 1.0
+    assert (folder / "shift.safetensors").read_bytes() == (folder / "post.safetensors").read_bytes()
+    from engine.prompt import SoftPrompt
+    trained_shift = SoftPrompt.load(smoke_run / "transfer" / "shift.safetensors").weight
+    assert torch.equal(SoftPrompt.load(folder / "post.safetensors").weight, trained_shift)  # what training gives
