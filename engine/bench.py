@@ -150,8 +150,8 @@ def markdown(report: dict) -> str:
     if cost:
         lines += ["", f"POST (tune on the student + transfer) vs prompt tuning the large model: "
                       f"{cost['post_minutes']:.2f} vs {cost['full_pt_minutes']:.2f} min, {cost['ratio']:.1f}× cheaper "
-                      "(POST's transfers only — three with α = \"select\"; full PT here runs eval.full_pt_steps, see bench/post_vs_fullpt.py "
-                      "for the same private epochs)."]
+                      "(POST's transfers only — three with α = \"select\"; full PT here runs eval.full_pt_steps, "
+                      "see bench/post_vs_fullpt.py for the same private epochs)."]
     return "\n".join(lines) + "\n"
 
 

@@ -62,7 +62,7 @@ def stage_done(ctx: RunContext, stage: str) -> bool:
     if stage in ("tune", "full_pt"):
         return (run / stage / "summary.json").is_file()
     if stage == "transfer":
-        # done only if every prompt was finished with the α and steps asked for now
+        # done only if every prompt was finished with the α asked for now and the same inputs
         alpha = ctx.config.transfer.alpha
         if alpha == "select":
             alpha = SELECT_CANDIDATES["post"]
@@ -209,9 +209,11 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
                          steps_for(len(train), cfg.tune.batch_size, cfg.tune.steps, cfg.tune.epochs))
     if "transfer" in stages:
         loading.public(ctx, tokenizer)
-        if cfg.transfer.alpha in ("auto", "select") and cfg.privacy.enabled:
-            raise PostError(f"transfer.alpha = \"{cfg.transfer.alpha}\" reads accuracy on the private validation split, which the "
-                            "privacy accountant does not cover: set transfer.alpha to a number with [privacy] on")
+    if ("transfer" in stages and cfg.transfer.alpha == "auto") or ("eval" in stages and cfg.transfer.alpha == "select"):
+        if cfg.privacy.enabled:
+            raise PostError(f"transfer.alpha = \"{cfg.transfer.alpha}\" reads accuracy on the private validation "
+                            "split, which the privacy accountant does not cover: set transfer.alpha to a number "
+                            "with [privacy] on")
 
 
 def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | None:
