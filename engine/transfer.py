@@ -131,6 +131,7 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
     used = {m: FIXED_ALPHA.get(m, alpha) for m in skip}
     for method in skip:
         ctx.log(f"transfer:{method}: finished earlier with alpha={used[method]:g}, kept")
+        ctx.emit(StageFinished(stage=f"transfer:{method}", seconds=0.0, summary={"reused": True}))
     methods = [m for m in cfg.transfer.methods if m in TRAINED and m not in used]
     if not methods:
         return used
@@ -171,6 +172,7 @@ def copy_twin(ctx, folder, twin: str, method: str) -> None:
     (folder / f"{method}.json").write_text(json.dumps(summary, indent=2))
     ctx.log(f"transfer:{method}: same α as {twin}, its prompt copied")
     ctx.saved(f"transfer:{method}", folder / f"{method}.safetensors", f"{method} prompt for the large model")
+    ctx.emit(StageFinished(stage=f"transfer:{method}", seconds=0.0, summary={**summary, "reused": True}))
 
 
 def auto_alpha(zero_shot: float, compressed: float, num_classes: int) -> float:

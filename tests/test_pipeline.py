@@ -239,6 +239,9 @@ def test_post_at_alpha_one_is_shift_and_is_copied_not_retrained(smoke_run, tmp_p
     folder = run_dir / "transfer"
     shift = json.loads((folder / "shift.json").read_text())
     assert shift["copied_from"] == "post" and shift["alpha"] == 1.0
+    finished = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert any(e["event"] == "StageFinished" and e["stage"] == "transfer:shift" and e["summary"].get("reused")
+               for e in finished)  # the TUI shows the copied prompt as reused, not as never run
     assert (folder / "shift.safetensors").read_bytes() == (folder / "post.safetensors").read_bytes()
     from engine.prompt import SoftPrompt
     trained_shift = SoftPrompt.load(smoke_run / "transfer" / "shift.safetensors").weight
