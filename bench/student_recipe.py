@@ -52,9 +52,7 @@ def main() -> None:
     for flag, key in option.items():
         value = getattr(args, flag[2:].replace("-", "_"))
         if value is not None:
-            overrides.append(f"{key}=[{value}]" if flag == "--blocks" else
-                             f"{key}={value}" if value.replace(".", "").replace("e-", "").isdigit() else
-                             f"{key}={json.dumps(value)}")
+            overrides.append(f"{key}=[{value}]" if flag == "--blocks" else f"{key}={value}")  # --set's rules
     cfg = load_config(args.preset, overrides=overrides)
     alphas = [float(a) for a in args.alphas.split(",")] if args.alphas else [
         cfg.transfer.alpha if isinstance(cfg.transfer.alpha, float) else 0.5]

@@ -139,11 +139,11 @@ def select_alpha(ctx: RunContext, progress: EvalProgress | None = None) -> dict:
     Runs in the eval stage, where the private validation split is read anyway; the choice is
     recorded with the accuracies behind it, and the chosen prompt is written as eval/post.safetensors.
     """
-    val = evaluate_methods(ctx, "validation", names=tuple(SELECT_CANDIDATES), progress=progress)
-    missing = set(SELECT_CANDIDATES) - val.keys()
-    if missing:
-        raise PostError(f"transfer.alpha = \"select\" needs the {', '.join(sorted(missing))} prompt(s): "
+    missing = [m for m in SELECT_CANDIDATES if not loading.prompt_path(ctx, "transfer", m).is_file()]
+    if missing:  # checked before any minutes of evaluation are spent
+        raise PostError(f"transfer.alpha = \"select\" needs the {', '.join(missing)} prompt(s): "
                         "run the transfer stage first (post transfer RUN_DIR)")
+    val = evaluate_methods(ctx, "validation", names=tuple(SELECT_CANDIDATES), progress=progress)
     method = max(SELECT_CANDIDATES, key=lambda m: (val[m], m == "post"))  # a tie keeps the paper's mixed loss
     choice = {"rule": "best validation accuracy", "method": method, "alpha": SELECT_CANDIDATES[method],
               "validation": val}

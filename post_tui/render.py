@@ -1,8 +1,6 @@
 """Rich rendering of engine events for the headless CLI."""
 from __future__ import annotations
 
-import math
-
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -47,9 +45,10 @@ class ConsoleRenderer:
             elif event.name == "val_accuracy":
                 self.extra[event.stage] = f"val {event.value:.3f}"
         elif isinstance(event, ev.Progress):
-            info = f"loss {self.loss.get(event.stage, math.nan):.4f}"
+            parts = [f"loss {self.loss[event.stage]:.4f}"] if event.stage in self.loss else []  # eval has none
             if event.stage in self.extra:
-                info += f"  {self.extra[event.stage]}"
+                parts.append(self.extra[event.stage])
+            info = "  ".join(parts)
             if event.tokens_per_s:
                 info += f"  {event.tokens_per_s:,.0f} tok/s"
             self.progress.update(self._task(event.stage, event.total_steps), completed=event.step,

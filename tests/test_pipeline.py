@@ -246,3 +246,14 @@ def test_post_at_alpha_one_is_shift_and_is_copied_not_retrained(smoke_run, tmp_p
     from engine.prompt import SoftPrompt
     trained_shift = SoftPrompt.load(smoke_run / "transfer" / "shift.safetensors").weight
     assert torch.equal(SoftPrompt.load(folder / "post.safetensors").weight, trained_shift)  # what training gives
+
+
+def test_alpha_select_without_its_prompts_fails_before_evaluating(smoke_run, tmp_path):
+    import shutil
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run, run_dir)
+    (run_dir / "transfer" / "shift.safetensors").unlink()
+    result = runner.invoke(app, ["eval", str(run_dir), "--set", "transfer.alpha=\"select\""])
+    assert result.exit_code == 2 and "needs the shift prompt" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert eval_progress(run_dir) == []  # no minutes of evaluation spent on a run that cannot finish
