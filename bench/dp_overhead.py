@@ -150,6 +150,7 @@ def main() -> None:
     def dp_step(indices):
         prompt_step(prompt, dp_opt, loss_fn, indices, dp.aggregate)
         dp_step_no[0] += 1
+        dp.before_step(dp_step_no[0])
         dp.after_step(dp_step_no[0])
 
     def opacus_step(indices):
@@ -176,6 +177,7 @@ def main() -> None:
     t = time.perf_counter()
     for i in range(50):
         dp.aggregate(grads)
+        dp.before_step(i)
         dp.after_step(i)
     mechanism = (time.perf_counter() - t) / 50
     median = {k: statistics.median(v) for k, v in times.items()}

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from engine.artifacts import read_json_dict, write_json, write_text
 from engine.config import RunConfig, validate
 from engine.events import Metric, read_events
 
@@ -61,13 +62,14 @@ def run_bench(config: RunConfig, out: Path, run_block: RunBlock) -> dict:
 
 def block_summary(run_dir: Path) -> dict:
     """results.json of one block, plus minutes and tokens per stage and each stage's loss curve."""
-    results = json.loads((run_dir / "results.json").read_text())
+    results = read_json_dict(run_dir / "results.json", "results")
     tokens = {}
     for stage in ("distill", "tune", "full_pt"):
         path = run_dir / stage / "summary.json"
         if path.is_file():
-            tokens[stage] = json.loads(path.read_text()).get("tokens")
-    transfer = [json.loads(p.read_text()) for p in (run_dir / "transfer").glob("*.json") if p.name != "alpha.json"]
+            tokens[stage] = read_json_dict(path, "stage summary").get("tokens")
+    transfer = [t for t in (read_json_dict(p, "transfer summary") for p in (run_dir / "transfer").glob("*.json"))
+                if "method" in t]
     if transfer:
         tokens["transfer"] = sum(t.get("tokens") or 0 for t in transfer)
     # POST's own transfer cost; α = "select" (eval/alpha.json) trained α = 0, 0.5 and 1 to pick from
@@ -99,8 +101,8 @@ def write_report(out: Path, config: RunConfig, configs: dict[str, RunConfig], al
         "public": config.public.source, "epsilon": configs["dp"].privacy.epsilon,
         "alpha_source": alpha_note, **blocks,
     }
-    (out / "bench.json").write_text(json.dumps(report, indent=2))
-    (out / "bench.md").write_text(markdown(report))
+    write_json(out / "bench.json", report)
+    write_text(out / "bench.md", markdown(report))
     plot(report, out / "bench.png")
     return report
 

@@ -191,6 +191,9 @@ class RuntimeConfig(Section):
     out_dir: str = "runs"
     threads: int = Field(0, ge=0, description="torch CPU threads (0: library default)")
     memory_every: float = Field(2.0, gt=0, description="Seconds between memory samples")
+    checkpoint_every: int = Field(0, ge=0, description="Checkpoint long stages every N steps (0: by time only)")
+    checkpoint_minutes: float = Field(2.0, ge=0, description="Checkpoint long stages every M minutes (0: by steps only); "
+                                      "kill -9 loses at most this much work")
 
 
 class RunConfig(Section):

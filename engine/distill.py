@@ -13,14 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from engine import loading
+from engine import artifacts, loading, records
+from engine.checkpoint import Checkpointer
 from engine.data.tasks import load_corpus
 from engine.events import Metric, Progress, StageFinished, StageStarted
 from engine.losses import distillation_loss, hidden_state_loss
@@ -98,7 +97,7 @@ def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str) -> torch.T
     None if the run was cancelled part-way (nothing is written then). Peak memory is one copy of
     the states: rows × seq_len × hidden × 2 bytes (SmolLM2, 2150 rows of 32 tokens: 79 MB).
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
     path = _cache_dir("teacher_hidden") / f"{key}.safetensors"
     if path.is_file():
         try:
@@ -119,12 +118,7 @@ def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str) -> torch.T
             if hidden is None:
                 hidden = torch.empty(*rows.shape, states.shape[-1], dtype=torch.bfloat16)
             hidden[i:i + batch] = states.to("cpu", torch.bfloat16)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file({"hidden": hidden}, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    artifacts.save_tensors(path, {"hidden": hidden})
     ctx.log(f"teacher hidden states cached in {time.perf_counter() - start:.0f} s: {path}")
     return hidden
 
@@ -147,8 +141,13 @@ def _hidden_step_loss(cfg, teacher, student, batch, ctx, target=None):
     return hidden_state_loss(hidden, target.to(hidden.device), cfg.weight_mse, cfg.weight_cos)
 
 
-def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tensor | None = None) -> list[float]:
-    """`targets`: the teacher's cached hidden states per row (hidden loss only), else computed per step."""
+def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tensor | None = None,
+                  checkpoint=None) -> list[float]:
+    """`targets`: the teacher's cached hidden states per row (hidden loss only), else computed per step.
+
+    `checkpoint` (engine.checkpoint.Checkpointer) saves the student, optimizer, schedule, data
+    order and random states when due and on cancel; a matching checkpoint is continued exactly.
+    """
     cfg = ctx.config.distill
     if cfg.freeze_embeddings:
         student.get_input_embeddings().requires_grad_(False)
@@ -159,9 +158,27 @@ def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tens
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _learning_rate(s, cfg.steps, cfg.warmup))
     generator = torch.Generator().manual_seed(ctx.config.runtime.seed)
     order, cursor, losses = torch.randperm(len(rows), generator=generator), 0, []
+    saved = checkpoint.load() if checkpoint else None
+    if saved:
+        state = saved[1]
+        student.load_state_dict(state["student"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        order, cursor, losses = state["order"], state["cursor"], state["losses"]
+        ctx.log(f"distill: continuing from the checkpoint at step {len(losses)} of {cfg.steps}")
+
+    def state_now() -> dict:
+        return {"student": student.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "order": order,
+                "cursor": cursor, "losses": losses}
+
     student.train()
-    for step in range(1, cfg.steps + 1):
+    for step in range(len(losses) + 1, cfg.steps + 1):
         if ctx.cancelled:
+            if checkpoint and losses:
+                checkpoint.save(len(losses), state_now())
             break
         if cursor + cfg.batch_size > len(order):  # next epoch over the corpus
             order, cursor = torch.randperm(len(rows), generator=generator), 0
@@ -185,6 +202,8 @@ def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tens
             ctx.emit(Metric(stage="distill", step=step, name=name, value=value.item()))
         ctx.emit(Progress(stage="distill", step=step, total_steps=cfg.steps, step_seconds=seconds,
                           tokens_per_s=batch.numel() / seconds))
+        if checkpoint and checkpoint.due(step) and step < cfg.steps:
+            checkpoint.save(step, state_now())
     student.eval().requires_grad_(False)
     return losses
 
@@ -196,15 +215,21 @@ def _cache_dir(name: str) -> Path:
     return folder
 
 
-def run_distill(ctx) -> Path:
-    """Make (or reuse) the student; records its folder in `<run>/distill/student.json`."""
+def run_distill(ctx) -> Path | None:
+    """Make (or reuse) the student; records its folder in `<run>/distill/student.json`.
+
+    Returns None when cancelled: then only the checkpoint and a `cancelled` record are written,
+    never a half-trained student in the cache.
+    """
     cfg = ctx.config
     teacher, tokenizer = loading.large(ctx)
     keep = resolve_blocks(cfg.distill.blocks, teacher.config.num_hidden_layers)
     identity = teacher_identity(cfg, teacher, tokenizer)
     key = student_key(cfg, identity)
+    inputs = {"student_key": key}
     final = _cache_dir("students") / key
     folder = ctx.stage_dir("distill")
+    records.clear(folder)
     ctx.emit(StageStarted(stage="distill", total_steps=cfg.distill.steps,
                           description=f"student keeps blocks {keep} of {teacher.config.num_hidden_layers}"))
     start = time.time()
@@ -223,31 +248,31 @@ def run_distill(ctx) -> Path:
             targets = teacher_hidden_states(ctx, teacher, rows, corpus_key(identity, rows))
             summary["teacher_cache_seconds"] = time.time() - cache_start
         student = make_student(teacher, keep).to(ctx.device)
-        losses = train_student(ctx, teacher, student, rows, targets)
+        checkpoint = Checkpointer(ctx, folder / "checkpoint.pt", records.digest(inputs))
+        losses = [] if ctx.cancelled else train_student(ctx, teacher, student, rows, targets, checkpoint)
+        if ctx.cancelled:  # a half-trained student is never cached as if complete
+            records.write(folder, "distill", records.CANCELLED, inputs, {}, steps=len(losses),
+                          seconds=time.time() - start)
+            return None
         summary.update(reused=False, first_loss=losses[0] if losses else None,
                        final_loss=losses[-1] if losses else None, steps=len(losses), corpus_rows=len(rows),
                        tokens=len(losses) * cfg.distill.batch_size * cfg.distill.seq_len)
-        if ctx.cancelled:  # a half-trained student must not be cached as if complete
-            summary["cancelled"] = True
-            final = folder / "student"
         _save_atomic(student, tokenizer, final)
-        summary["path"] = str(final)
+        checkpoint.discard()
         ctx.cache["small"] = (student, tokenizer)
-    (folder / "student.json").write_text(json.dumps({"path": str(final), "key": key}, indent=2))
+    artifacts.write_json(folder / "student.json", {"path": str(final), "key": key})
     ctx.saved("distill", final, "student model")
     seconds = time.time() - start
     summary["seconds"] = seconds
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    artifacts.write_json(folder / "summary.json", summary)
+    records.write(folder, "distill", records.COMPLETED, inputs,
+                  {"student": final, "record": folder / "student.json", "summary": folder / "summary.json"},
+                  steps=summary.get("steps"), seconds=seconds)
     ctx.emit(StageFinished(stage="distill", seconds=seconds, summary=summary))
     return final
 
 
 def _save_atomic(model, tokenizer, final: Path) -> None:
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, final)
+    with artifacts.atomic_dir(final) as temp:
+        model.save_pretrained(temp)
+        tokenizer.save_pretrained(temp)

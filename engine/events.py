@@ -153,7 +153,10 @@ class EventBus:
         with self._lock:
             subscribers = list(self._subscribers)
         for fn in subscribers:
-            fn(event)
+            try:
+                fn(event)
+            except OSError:  # its terminal or pipe is gone (SSH dropped): the run goes on without it
+                self.unsubscribe(fn)
 
     def log(self, message: str, level: str = "info") -> None:
         self.emit(Log(message=message, level=level))
@@ -163,7 +166,10 @@ class JsonlWriter:
     """Subscriber that appends every event to a JSON-lines file (flushed per line: a crash loses nothing)."""
 
     def __init__(self, path: Path) -> None:
+        torn = Path(path).is_file() and Path(path).stat().st_size and not _ends_with_newline(Path(path))
         self._file = open(path, "a", encoding="utf-8")
+        if torn:  # a writer killed mid-line: end that line so the next event starts on its own
+            self._file.write("\n")
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
@@ -178,6 +184,19 @@ class JsonlWriter:
             self._file.close()
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"
+
+
 def read_events(path: Path) -> list[Event]:
-    with open(path, encoding="utf-8") as f:
-        return [event_from_json(json.loads(line)) for line in f if line.strip()]
+    """Every event of a JSON-lines log; a line torn by a killed writer is skipped."""
+    events = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                events.append(event_from_json(json.loads(line)))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return events

@@ -5,12 +5,12 @@
         distill/  tune/  full_pt/  transfer/  eval/
 
 Each stage can also run alone on an existing folder (`post tune RUN_DIR`), so the model owner
-and the user each run only their own stages. A stage whose artifact exists is skipped when a
-run is resumed.
+and the user each run only their own stages. Each stage writes `<stage>/done.json` last
+(engine.records); a resumed run skips a stage only when that record says it finished for the
+same inputs, and otherwise says why it runs again. Long stages continue from their checkpoint.
 """
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import traceback
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from engine import loading
+from engine import artifacts, fingerprints, loading, records
 from engine.config import RunConfig, to_toml
 from engine.context import RunContext
 from engine.distill import run_distill
@@ -55,23 +55,30 @@ def stages_for(config: RunConfig) -> list[str]:
 
 
 def stage_done(ctx: RunContext, stage: str) -> bool:
-    """A stage is done when its final artifact exists (resume skips it)."""
-    run = ctx.run_dir
-    if stage == "distill":
-        return (run / "distill" / "student.json").is_file()
-    if stage in ("tune", "full_pt"):
-        return (run / stage / "summary.json").is_file()
+    return why_rerun(ctx, stage) is None
+
+
+def why_rerun(ctx: RunContext, stage: str) -> str | None:
+    """None when the stage's record says it finished for the inputs of this run; else why it runs."""
+    folder = ctx.run_dir / stage
+    if stage == "eval":
+        return "eval always runs"
+    alpha = None
     if stage == "transfer":
-        # done only if every prompt was finished with the α asked for now and the same inputs
-        alpha = ctx.config.transfer.alpha
-        if alpha == "select":
-            alpha = SELECT_CANDIDATES["post"]
-        elif alpha == "auto":
-            chosen = run / "transfer" / "alpha.json"
-            alpha = json.loads(chosen.read_text())["alpha"] if chosen.is_file() else None
-        trained = [m for m in ctx.config.transfer.methods if m in TRAINED]
-        return all(m in finished_methods(ctx, alpha) for m in trained) if alpha is not None else not trained
-    return (run / "results.json").is_file()
+        alpha = _transfer_alpha(ctx)
+        if alpha is None:
+            return "alpha = \"auto\" has not been resolved yet"
+    return records.why_not_done(folder, fingerprints.stage_inputs(ctx, stage, alpha))
+
+
+def _transfer_alpha(ctx: RunContext) -> float | None:
+    alpha = ctx.config.transfer.alpha
+    if alpha == "select":
+        return SELECT_CANDIDATES["post"]
+    if alpha == "auto":
+        chosen = ctx.run_dir / "transfer" / "alpha.json"
+        return artifacts.read_json_dict(chosen, "α choice")["alpha"] if chosen.is_file() else None
+    return float(alpha)
 
 
 # α = "select": these trained prompts are compared on the validation split in the eval stage
@@ -86,14 +93,14 @@ def resolve_alpha(ctx: RunContext) -> float | None:
         return float(ctx.config.transfer.alpha)
     path = ctx.stage_dir("transfer") / "alpha.json"
     if path.is_file():
-        return json.loads(path.read_text())["alpha"]
+        return artifacts.read_json_dict(path, "α choice")["alpha"]
     val = evaluate_methods(ctx, "validation", names=("full_zs", "cpt"))
     zs_key = "full_zs" if "full_zs" in val else None
     if zs_key is None:
         raise PostError("transfer.alpha = \"auto\" needs the zero-shot accuracy: set eval.full_zs = true or a number for alpha")
     classes = len(ctx.config.task.label_words)
     alpha = auto_alpha(val["full_zs"], val["cpt"], classes)
-    path.write_text(json.dumps({"alpha": alpha, "zs_validation": val["full_zs"], "cpt_validation": val["cpt"]}, indent=2))
+    artifacts.write_json(path, {"alpha": alpha, "zs_validation": val["full_zs"], "cpt_validation": val["cpt"]})
     ctx.log(f"alpha=auto → {alpha:.3f} (validation ZS {val['full_zs']:.3f}, CPT {val['cpt']:.3f})")
     return alpha
 
@@ -125,9 +132,11 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
                "test_examples": len(loading.task(ctx, loading.large(ctx)[1])["test"]),
                "privacy": _privacy(ctx)}
     eval_dir = ctx.stage_dir("eval")
-    (eval_dir / "accuracy.json").write_text(json.dumps(accuracy, indent=2))
+    artifacts.write_json(eval_dir / "accuracy.json", accuracy)
     path = ctx.run_dir / "results.json"
-    path.write_text(json.dumps(results, indent=2))
+    artifacts.write_json(path, results)
+    records.write(eval_dir, "eval", records.COMPLETED, {"results": results["accuracy"]},
+                  {"results": path, "accuracy": eval_dir / "accuracy.json"}, seconds=seconds["eval"])
     ctx.saved("eval", path, "results")
     ctx.emit(StageFinished(stage="eval", seconds=seconds["eval"], summary={"accuracy": accuracy, "gap_closed": gap}))
     return results
@@ -148,8 +157,8 @@ def select_alpha(ctx: RunContext, progress: EvalProgress | None = None) -> dict:
     choice = {"rule": "best validation accuracy", "method": method, "alpha": SELECT_CANDIDATES[method],
               "validation": val}
     folder = ctx.stage_dir("eval")
-    shutil.copyfile(loading.prompt_path(ctx, "transfer", method), folder / "post.safetensors")
-    (folder / "alpha.json").write_text(json.dumps(choice, indent=2))
+    artifacts.copy_file(loading.prompt_path(ctx, "transfer", method), folder / "post.safetensors")
+    artifacts.write_json(folder / "alpha.json", choice)
     ctx.log(f"alpha=select → {choice['alpha']:g} ({method}; validation " +
             ", ".join(f"{m} {v:.3f}" for m, v in val.items()) + ")")
     ctx.saved("eval", folder / "post.safetensors", f"POST prompt at the α chosen on validation ({choice['alpha']:g})")
@@ -159,7 +168,7 @@ def select_alpha(ctx: RunContext, progress: EvalProgress | None = None) -> dict:
 def _alpha_used(ctx, selected: dict | None = None) -> dict[str, float]:
     used = {}
     for path in sorted((ctx.run_dir / "transfer").glob("*.json")):
-        data = json.loads(path.read_text())
+        data = artifacts.read_json_dict(path, "transfer summary")
         if "method" in data:
             used[data["method"]] = data["alpha"]
     if selected:
@@ -171,18 +180,34 @@ def _privacy(ctx) -> dict | None:
     path = ctx.run_dir / "tune" / "privacy.json"
     if not path.is_file():
         return None
-    cert = json.loads(path.read_text())
+    cert = artifacts.read_json_dict(path, "privacy certificate")
     return {k: cert.get(k) for k in ("epsilon", "delta", "target_epsilon", "noise_multiplier", "sample_rate", "steps", "accountant", "clip")}
 
 
 def _stage_seconds(ctx: RunContext, stage: str) -> float:
-    files = {"distill": "distill/summary.json", "tune": "tune/summary.json", "full_pt": "full_pt/summary.json"}
-    if stage in files and (ctx.run_dir / files[stage]).is_file():
-        return json.loads((ctx.run_dir / files[stage]).read_text()).get("seconds", 0.0)
-    if stage == "transfer":
-        return sum(json.loads(p.read_text()).get("seconds", 0.0)
-                   for p in (ctx.run_dir / "transfer").glob("*.json") if p.name != "alpha.json")
-    return 0.0
+    """Seconds a finished stage took, from its record (0 when it has none)."""
+    record = records.read(ctx.run_dir / stage)
+    return float(record.get("seconds") or 0.0) if record else 0.0
+
+
+def upstream_of(ctx: RunContext, stage: str) -> list[str]:
+    cfg = ctx.config
+    distill = ["distill"] if cfg.distill.enabled and not cfg.models.small else []
+    return {"distill": [], "tune": distill, "full_pt": [], "transfer": distill + ["tune"],
+            "eval": ["tune", "transfer"] + (["full_pt"] if cfg.eval.full_pt else [])}[stage]
+
+
+def check_upstream(ctx: RunContext, stages: list[str]) -> None:
+    """A stage run alone needs the stages before it finished (their record says so), not just present."""
+    for stage in stages:
+        for up in upstream_of(ctx, stage):
+            if up in stages:
+                continue
+            record = records.read(ctx.run_dir / up)
+            if record is None or record.get("status") not in records.DONE_STATUSES:
+                state = "has not run" if record is None else f"was {record.get('status')}"
+                raise PostError(f"{stage} needs the {up} stage finished in {ctx.run_dir}, but it {state}: "
+                                f"run post {up.replace('_', '-')} {ctx.run_dir} first (or post run --resume {ctx.run_dir})")
 
 
 def preflight(ctx: RunContext, stages: list[str]) -> None:
@@ -191,6 +216,7 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
     Private data is only opened for stages that use it — never for transfer alone.
     """
     from engine.prompt import context_length
+    check_upstream(ctx, stages)
     owner_side = any(s in stages for s in ("distill", "full_pt", "transfer", "eval"))
     model, tokenizer = loading.large(ctx) if owner_side else loading.small(ctx)  # the user may lack the large model
     cfg = ctx.config
@@ -228,40 +254,48 @@ def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | N
     for stage in stages:
         if ctx.cancelled:
             raise Cancelled()
-        if not force and stage != "eval" and stage_done(ctx, stage):
-            ctx.log(f"{stage}: already done in {ctx.run_dir}, skipped")
-            seconds[stage] = _stage_seconds(ctx, stage)
-            continue
-        start = time.time()
+        if not force and stage != "eval":
+            reason = why_rerun(ctx, stage)
+            if reason is None:
+                ctx.log(f"{stage}: already done in {ctx.run_dir}, skipped")
+                seconds[stage] = _stage_seconds(ctx, stage)
+                continue
+            if (ctx.run_dir / stage).is_dir():
+                ctx.log(f"{stage}: runs again, {reason}")
         try:
-            if stage == "distill":
-                run_distill(ctx)
-            elif stage == "tune":
-                run_tune(ctx)
-            elif stage == "full_pt":
-                run_full_pt(ctx)
-            elif stage == "transfer":
-                alpha = resolve_alpha(ctx)
-                kept = {} if force else finished_methods(ctx, alpha)
-                run_transfer(ctx, alpha, skip=kept)
-                start -= sum(kept.values())  # the stage's minutes include the methods an earlier attempt trained
-            elif stage == "eval":
-                for s in STAGES[:-1]:
-                    seconds.setdefault(s, _stage_seconds(ctx, s))
-                results = run_eval(ctx, seconds)
+            results = _run_stage(ctx, stage, force, seconds) or results
         except (PostError, Cancelled) as err:
             ctx.emit(StageFailed(stage=stage, message=str(err) or "cancelled"))
             raise
         except Exception as err:  # an engine bug: keep the traceback in the run folder, one line for the user
-            (ctx.run_dir / "error.txt").write_text(traceback.format_exc())
+            artifacts.write_text(ctx.run_dir / "error.txt", traceback.format_exc())
             message = f"{stage} failed: {type(err).__name__}: {err} (traceback in {ctx.run_dir / 'error.txt'})"
             ctx.emit(StageFailed(stage=stage, message=message))
             raise PostError(message) from err
-        if stage != "eval":
-            seconds[stage] = time.time() - start
         if ctx.cancelled:
             raise Cancelled()
     return results
+
+
+def _run_stage(ctx: RunContext, stage: str, force: bool, seconds: dict[str, float]) -> dict | None:
+    start = time.time()
+    if stage == "distill":
+        run_distill(ctx)
+    elif stage == "tune":
+        run_tune(ctx)
+    elif stage == "full_pt":
+        run_full_pt(ctx)
+    elif stage == "transfer":
+        alpha = resolve_alpha(ctx)
+        kept = {} if force else finished_methods(ctx, alpha)
+        run_transfer(ctx, alpha, skip=kept)
+        start -= sum(kept.values())  # the stage's minutes include the methods an earlier attempt trained
+    elif stage == "eval":
+        for s in STAGES[:-1]:
+            seconds.setdefault(s, _stage_seconds(ctx, s))
+        return run_eval(ctx, seconds)
+    seconds[stage] = time.time() - start
+    return None
 
 
 def run(config: RunConfig, bus: EventBus | None = None, out: Path | None = None, cancel=None,
@@ -278,12 +312,14 @@ def run(config: RunConfig, bus: EventBus | None = None, out: Path | None = None,
     ctx = RunContext(config=config, run_dir=run_dir, bus=bus or EventBus())
     if cancel is not None:
         ctx.cancel_event = cancel
-    if fresh or not (run_dir / "config.toml").exists():
-        (run_dir / "config.toml").write_text(to_toml(config))
+    stale = artifacts.clean_stale(run_dir)  # temp files of a writer that was killed
+    artifacts.write_text(run_dir / "config.toml", to_toml(config))  # the config this folder was last run with
     writer = ctx.bus.subscribe(JsonlWriter(run_dir / "events.jsonl"))
     stages = stages or stages_for(config)
     discard = False
     ctx.emit(RunStarted(run_dir=str(run_dir), preset=config.name, stages=stages))
+    if stale:
+        ctx.log(f"removed {len(stale)} temp file(s) left by an interrupted writer")
     try:
         with MemoryMonitor(ctx.emit, config.runtime.memory_every):
             results = execute(ctx, stages, force)
@@ -305,4 +341,7 @@ def run(config: RunConfig, bus: EventBus | None = None, out: Path | None = None,
 
 
 def _nothing_finished(run_dir: Path) -> bool:
-    return not any(p.name in ("summary.json", "student.json", "results.json") for p in run_dir.rglob("*.json"))
+    """No stage record, checkpoint or privacy journal: the folder holds nothing worth keeping
+    (a journal is never deleted — it records privacy already spent)."""
+    keep = {records.RECORD, "privacy.journal.json", "results.json"}
+    return not any(p.name in keep or p.suffix == ".pt" for p in run_dir.rglob("*") if p.is_file())

@@ -16,7 +16,7 @@ import contextlib
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from engine.errors import PostError
@@ -55,16 +55,21 @@ class SoftPrompt(nn.Module):
     def save(self, path: Path, **metadata: str) -> None:
         meta = {**self.metadata, **{k: str(v) for k, v in metadata.items()},
                 "length": str(self.length), "dim": str(self.weight.shape[1])}
-        save_file({"prompt": self.weight.detach().float().cpu().contiguous()}, str(path), metadata=meta)
+        from engine import artifacts
+        artifacts.save_tensors(path, {"prompt": self.weight.detach().float().cpu().contiguous()}, metadata=meta)
 
     @classmethod
     def load(cls, path: Path) -> "SoftPrompt":
         from safetensors import safe_open
         if not Path(path).is_file():
             raise PostError(f"prompt file {path} not found: run the tune stage first")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        weight = load_file(str(path))["prompt"]
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            weight = load_file(str(path))["prompt"]
+        except Exception as err:  # truncated or not a safetensors file: say which file, not a raw traceback
+            raise PostError(f"prompt file {path} is damaged ({type(err).__name__}); resume the run so the "
+                            "stage that wrote it runs again") from None
         prompt = cls(weight.shape[0], weight.shape[1], meta)
         prompt.weight.data.copy_(weight)
         return prompt

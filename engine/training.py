@@ -7,6 +7,7 @@ expected batch size. Same loop, same code path, with or without privacy.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
@@ -64,21 +65,29 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
                  steps: int, optimizer, aggregate: Aggregator = mean_gradient,
                  tokens_of: Callable[[list[int]], int] = len,
                  validate: Callable[[], float] | None = None, eval_every: int = 0,
-                 after_step: Callable[[int], str | None] | None = None, patience: int = 0) -> LoopResult:
+                 after_step: Callable[[int], str | None] | None = None, patience: int = 0,
+                 before_step: Callable[[int], None] | None = None,
+                 checkpoint=None, start: LoopResult | None = None) -> LoopResult:
     """Train `prompt` for `steps`; emits loss, throughput and validation accuracy events.
 
+    `before_step(step)` runs before a step is taken (DP writes it to the privacy journal there);
     `after_step(step)` may return a reason to stop early (e.g. the privacy budget is spent);
     `patience` > 0 stops once that many validations in a row have not beaten the best one.
+    `checkpoint` (engine.checkpoint.Checkpointer) saves the loop's state when due and on cancel;
+    `start` is the LoopResult a resumed run continues from (prompt and optimizer restored by the caller).
     """
-    result = LoopResult()
-    for step in range(1, steps + 1):
+    result = start or LoopResult()
+    save = (lambda: checkpoint.save(result.steps, loop_state(prompt, optimizer, result))) if checkpoint else None
+    for step in range(result.steps + 1, steps + 1):
         if ctx.cancelled:
             result.cancelled, result.stopped_reason = True, "cancelled"
             break
+        if before_step:
+            before_step(step)
         indices = next(batches)
-        start = time.perf_counter()
+        start_time = time.perf_counter()
         loss = prompt_step(prompt, optimizer, loss_fn, indices, aggregate)
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start_time
         result.steps = step
         result.tokens += tokens_of(indices)
         if loss is not None:
@@ -95,8 +104,28 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
         if reason:
             result.stopped_reason = reason
             break
+        if save and checkpoint.due(step) and step < steps:
+            save()
+    if result.cancelled:
+        if save and result.steps:
+            save()  # the next run continues from here
+        return result
     if validate is not None and result.steps and (not result.validation or result.validation[-1][0] != result.steps):
         _validate(ctx, stage, result.steps, prompt, validate, result)
+    return result
+
+
+def loop_state(prompt: SoftPrompt, optimizer, result: LoopResult) -> dict:
+    return {"prompt": prompt.weight.detach().clone(), "optimizer": optimizer.state_dict(),
+            "result": dataclasses.asdict(result)}
+
+
+def restore_loop(state: dict, prompt: SoftPrompt, optimizer) -> LoopResult:
+    """Put a checkpoint's prompt and optimizer back; returns the loop history to continue."""
+    prompt.weight.data.copy_(state["prompt"])
+    optimizer.load_state_dict(state["optimizer"])
+    result = LoopResult(**state["result"])
+    result.cancelled, result.stopped_reason = False, ""
     return result
 
 

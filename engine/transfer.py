@@ -7,22 +7,20 @@ The loss itself is `engine.losses.transfer_loss`.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import time
 from typing import Iterable
 
 import torch
 
-from engine import loading
+from engine import artifacts, fingerprints, loading, records
+from engine.checkpoint import Checkpointer
 from engine.data.tasks import collate, eval_batches
 from engine.events import StageFinished, StageStarted
 from engine.losses import transfer_loss
 from engine.models import tokenizer_fingerprint
 from engine.prompt import SoftPrompt, bos_id, prompted_logits
 from engine.sampling import shuffled_batches
-from engine.training import make_optimizer, train_prompt
+from engine.training import make_optimizer, restore_loop, train_prompt
 
 TRAINED = {"post", "output", "shift"}
 FIXED_ALPHA = {"output": 0.0, "shift": 1.0}
@@ -47,13 +45,14 @@ def fixed_targets(ctx, large, small, tokenizer, small_prompt: SoftPrompt, public
     return {k: torch.cat(v)[inverse] for k, v in out.items()}  # row i ↔ public example i
 
 
-def transfer_prompt(ctx, method: str, alpha: float, large, tokenizer, public, targets) -> tuple[SoftPrompt, object]:
+def transfer_prompt(ctx, method: str, alpha: float, large, tokenizer, public, targets,
+                    checkpoint: Checkpointer | None = None) -> tuple[SoftPrompt, object]:
     cfg = ctx.config
     stage = f"transfer:{method}"
     bos, pad = bos_id(tokenizer), tokenizer.pad_token_id
     prompt = SoftPrompt.from_text(large, tokenizer, cfg.task.prompt_init, cfg.tune.prompt_length,
                                   model_id=cfg.models.large, tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
-                                  task=cfg.task.source, stage=stage, method=method, alpha=str(alpha))
+                                  stage=stage, method=method, alpha=str(alpha))
     columns = label_columns(ctx, tokenizer)
     targets = {k: v[:, columns].to(ctx.device) for k, v in targets.items()}
 
@@ -66,11 +65,17 @@ def transfer_prompt(ctx, method: str, alpha: float, large, tokenizer, public, ta
                              targets["large_plain"][idx], alpha, cfg.transfer.temperature)
 
     optimizer = make_optimizer("adam", [prompt.weight], cfg.transfer.lr)
+    batches = shuffled_batches(public, cfg.transfer.batch_size, cfg.runtime.seed)
+    saved = checkpoint.load() if checkpoint else None
+    start = restore_loop(saved[1], prompt, optimizer) if saved else None
+    if start is not None:
+        for _ in range(start.steps):  # the same batches as an uninterrupted run
+            next(batches)
+        ctx.log(f"{stage}: continuing from the checkpoint at step {start.steps} of {cfg.transfer.steps}")
     ctx.emit(StageStarted(stage=stage, total_steps=cfg.transfer.steps, description=f"{method} transfer, alpha={alpha:g}"))
-    result = train_prompt(ctx, stage, prompt, loss_fn,
-                          shuffled_batches(public, cfg.transfer.batch_size, cfg.runtime.seed),
-                          cfg.transfer.steps, optimizer,
-                          tokens_of=lambda idx: sum(len(public.input_ids[i]) + prompt.length for i in idx))
+    result = train_prompt(ctx, stage, prompt, loss_fn, batches, cfg.transfer.steps, optimizer,
+                          tokens_of=lambda idx: sum(len(public.input_ids[i]) + prompt.length for i in idx),
+                          checkpoint=checkpoint, start=start)
     return prompt, result
 
 
@@ -87,13 +92,7 @@ def label_columns(ctx, tokenizer) -> slice | torch.Tensor:
 
 def transfer_inputs(ctx) -> str:
     """A fingerprint of everything a transfer prompt depends on except α: a kept prompt must match it."""
-    cfg = ctx.config
-    settings = {"transfer": cfg.transfer.model_dump(exclude={"alpha", "methods"}), "public": cfg.public.model_dump(),
-                "large": cfg.models.large, "student": loading.student_ref(ctx), "seed": cfg.runtime.seed,
-                "dtype": cfg.runtime.dtype}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    digest.update(loading.prompt_path(ctx, "tune").read_bytes())  # a re-tuned small prompt invalidates them
-    return digest.hexdigest()[:16]
+    return records.digest(fingerprints.transfer_settings(ctx))
 
 
 def finished_methods(ctx, alpha: float | None) -> dict[str, float]:
@@ -109,10 +108,14 @@ def finished_methods(ctx, alpha: float | None) -> dict[str, float]:
         summary_path = folder / f"{method}.json"
         if not (summary_path.is_file() and (folder / f"{method}.safetensors").is_file()):
             continue
-        summary = json.loads(summary_path.read_text())
+        try:
+            summary = artifacts.read_json_dict(summary_path, "transfer summary")
+        except artifacts.DamagedArtifact:
+            continue  # trained again below
         wanted = FIXED_ALPHA.get(method, alpha)
         same = (wanted is not None and abs(summary.get("alpha", -1) - wanted) < 1e-12
-                and summary.get("stopped") != "cancelled" and summary.get("inputs") == inputs)
+                and summary.get("stopped") != "cancelled" and summary.get("inputs") == inputs
+                and summary.get("prompt_sha256") == artifacts.sha256_file(folder / f"{method}.safetensors"))
         if same:
             done[method] = summary.get("seconds", 0.0)
     return done
@@ -122,21 +125,23 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
     """Train the large-model prompt for each trained method (α for `post`, resolved by the pipeline).
 
     Methods in `skip` (finished by an earlier attempt, see finished_methods) are not trained again.
+    The stage record is written last: completed when every method's prompt is, else cancelled.
     """
     cfg = ctx.config
+    folder = ctx.stage_dir("transfer")
+    stage_inputs = fingerprints.transfer_inputs(ctx, alpha)
+    records.clear(folder)
     large, small, tokenizer = loading.both(ctx)
     small_prompt = SoftPrompt.load(loading.prompt_path(ctx, "tune"))
     public = loading.public(ctx, tokenizer)
-    folder = ctx.stage_dir("transfer")
     used = {m: FIXED_ALPHA.get(m, alpha) for m in skip}
     for method in skip:
         ctx.log(f"transfer:{method}: finished earlier with alpha={used[method]:g}, kept")
         ctx.emit(StageFinished(stage=f"transfer:{method}", seconds=0.0, summary={"reused": True}))
     methods = [m for m in cfg.transfer.methods if m in TRAINED and m not in used]
-    if not methods:
-        return used
-    inputs = transfer_inputs(ctx)
-    targets = ctx.once("transfer_targets", lambda: fixed_targets(ctx, large, small, tokenizer, small_prompt, public))
+    inputs, cancelled, start = transfer_inputs(ctx), False, time.time()
+    if methods:
+        targets = ctx.once("transfer_targets", lambda: fixed_targets(ctx, large, small, tokenizer, small_prompt, public))
     for method in methods:
         a = FIXED_ALPHA.get(method, alpha)
         twin = next((m for m, used_alpha in used.items() if used_alpha == a), None)
@@ -144,32 +149,47 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
             copy_twin(ctx, folder, twin, method)
             used[method] = a
             continue
-        start = time.time()
-        prompt, result = transfer_prompt(ctx, method, a, large, tokenizer, public, targets)
-        path = folder / f"{method}.safetensors"
-        prompt.save(path, steps=result.steps)
-        ctx.saved(f"transfer:{method}", path, f"{method} prompt for the large model")
-        seconds = time.time() - start
-        summary = {"method": method, "alpha": a, "inputs": inputs, "steps": result.steps, "tokens": result.tokens,
-                   "public_examples": len(public),
-                   "first_loss": result.losses[0] if result.losses else None,
-                   "final_loss": result.losses[-1] if result.losses else None, "seconds": seconds,
-                   "stopped": result.stopped_reason}
-        (folder / f"{method}.json").write_text(json.dumps(summary, indent=2))
-        ctx.emit(StageFinished(stage=f"transfer:{method}", seconds=seconds, summary=summary))
-        used[method] = a
-        if result.cancelled:
+        cancelled = not _train_method(ctx, folder, method, a, inputs, large, tokenizer, public, targets)
+        if cancelled:
             break
+        used[method] = a
+    trained = {m: folder / f"{m}.safetensors" for m in cfg.transfer.methods if m in TRAINED}
+    status = records.CANCELLED if cancelled else records.COMPLETED
+    earlier = sum(skip.values()) if isinstance(skip, dict) else 0.0  # minutes an earlier attempt spent on kept prompts
+    records.write(folder, "transfer", status, stage_inputs, {} if cancelled else trained,
+                  seconds=time.time() - start + earlier)
     return used
+
+
+def _train_method(ctx, folder, method: str, alpha: float, inputs: str, large, tokenizer, public, targets) -> bool:
+    """Train one method's prompt and write it with its summary; False when cancelled (checkpoint kept)."""
+    start = time.time()
+    checkpoint = Checkpointer(ctx, folder / f"{method}.checkpoint.pt", records.digest({"inputs": inputs, "alpha": alpha}))
+    prompt, result = transfer_prompt(ctx, method, alpha, large, tokenizer, public, targets, checkpoint)
+    if result.cancelled:
+        return False
+    path = folder / f"{method}.safetensors"
+    prompt.save(path, steps=result.steps)
+    ctx.saved(f"transfer:{method}", path, f"{method} prompt for the large model")
+    seconds = time.time() - start
+    summary = {"method": method, "alpha": alpha, "inputs": inputs, "steps": result.steps, "tokens": result.tokens,
+               "public_examples": len(public), "prompt_sha256": artifacts.sha256_file(path),
+               "first_loss": result.losses[0] if result.losses else None,
+               "final_loss": result.losses[-1] if result.losses else None, "seconds": seconds,
+               "stopped": result.stopped_reason}
+    artifacts.write_json(folder / f"{method}.json", summary)
+    checkpoint.discard()
+    ctx.emit(StageFinished(stage=f"transfer:{method}", seconds=seconds, summary=summary))
+    return True
 
 
 def copy_twin(ctx, folder, twin: str, method: str) -> None:
     """`method` has the same α as `twin` (post at α = 0 or 1): same loss, start, batches and seed, so
-    training would give the same prompt bit for bit; copy it instead of paying minutes for it again."""
-    shutil.copyfile(folder / f"{twin}.safetensors", folder / f"{method}.safetensors")
-    summary = json.loads((folder / f"{twin}.json").read_text())
+    training would give the same prompt (up to float summation order); copy it instead of paying minutes for it again."""
+    artifacts.copy_file(folder / f"{twin}.safetensors", folder / f"{method}.safetensors")
+    summary = artifacts.read_json_dict(folder / f"{twin}.json", "transfer summary")
     summary.update(method=method, copied_from=twin, seconds=0.0)
-    (folder / f"{method}.json").write_text(json.dumps(summary, indent=2))
+    artifacts.write_json(folder / f"{method}.json", summary)
     ctx.log(f"transfer:{method}: same α as {twin}, its prompt copied")
     ctx.saved(f"transfer:{method}", folder / f"{method}.safetensors", f"{method} prompt for the large model")
     ctx.emit(StageFinished(stage=f"transfer:{method}", seconds=0.0, summary={**summary, "reused": True}))

@@ -1,14 +1,16 @@
 """Prompt tuning on private data: the user's stage (on the student) and full PT (on the large model).
 
 With `[privacy]` set, batches come from Poisson sampling and the gradient from the DP
-aggregator (engine.privacy); the loop itself is the same.
+aggregator (engine.privacy); the loop itself is the same. A checkpoint (engine.checkpoint)
+lets a killed or cancelled stage continue; under DP the privacy journal, written before each
+step, carries every step ever taken into the certificate.
 """
 from __future__ import annotations
 
-import json
 import time
 
-from engine import loading
+from engine import artifacts, fingerprints, loading, records
+from engine.checkpoint import Checkpointer
 from engine.data.tasks import collate
 from engine.evaluate import accuracy, prompt_logit_fn
 from engine.events import StageFinished, StageStarted
@@ -16,11 +18,15 @@ from engine.losses import cloze_loss
 from engine.models import tokenizer_fingerprint
 from engine.prompt import SoftPrompt, bos_id, prompted_logits
 from engine.sampling import shuffled_batches, steps_for
-from engine.training import make_optimizer, mean_gradient, train_prompt
+from engine.training import make_optimizer, mean_gradient, restore_loop, train_prompt
+
+JOURNAL = "privacy.journal.json"
 
 
-def tune_prompt(ctx, stage: str, model, tokenizer, model_id: str, steps: int | None = None):
-    """Tune a fresh prompt on `model` with the private task; returns (prompt, loop result, privacy session)."""
+def tune_prompt(ctx, stage: str, model, tokenizer, model_id: str, steps: int | None = None,
+                inputs: dict | None = None):
+    """Tune a fresh prompt on `model` with the private task (or continue its checkpoint);
+    returns (prompt, loop result, privacy session)."""
     cfg = ctx.config
     splits = loading.task(ctx, tokenizer)
     train, val = splits["train"], splits["validation"].head(cfg.tune.eval_size)
@@ -28,8 +34,11 @@ def tune_prompt(ctx, stage: str, model, tokenizer, model_id: str, steps: int | N
     pad, bos = tokenizer.pad_token_id, bos_id(tokenizer)
     prompt = SoftPrompt.from_text(model, tokenizer, cfg.task.prompt_init, cfg.tune.prompt_length,
                                   model_id=model_id, tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
-                                  task=cfg.task.source, stage=stage)
+                                  stage=stage)
     total = steps or steps_for(len(train), cfg.tune.batch_size, cfg.tune.steps, cfg.tune.epochs)
+    folder = ctx.stage_dir(stage)
+    fingerprint = records.digest(inputs or {})
+    checkpoint = Checkpointer(ctx, folder / "checkpoint.pt", fingerprint)
 
     def loss_fn(prompt_copy, indices):
         batch = collate(train, indices, pad, ctx.device)
@@ -41,28 +50,82 @@ def tune_prompt(ctx, stage: str, model, tokenizer, model_id: str, steps: int | N
         return accuracy(prompt_logit_fn(model, tokenizer, prompt, ctx.dtype), val, verbalizer,
                         cfg.eval.batch_size, pad, ctx.device)
 
-    dp = None
-    batches, aggregate, after_step = shuffled_batches(train, cfg.tune.batch_size, cfg.runtime.seed), mean_gradient, None
-    if cfg.privacy.enabled:
-        from engine.privacy import DPSession
-        dp = DPSession.create(ctx, stage, cfg.privacy, n_examples=len(train), batch_size=cfg.tune.batch_size,
-                              steps=total, shape=tuple(prompt.weight.shape))
-        batches, aggregate, after_step, total = dp.batches(cfg.runtime.seed), dp.aggregate, dp.after_step, dp.steps
     optimizer = make_optimizer(cfg.tune.optimizer, [prompt.weight], cfg.tune.lr)
+    saved = checkpoint.load()
+    start = restore_loop(saved[1], prompt, optimizer) if saved else None
+    dp = None
+    batches, aggregate, after_step, before_step = (shuffled_batches(train, cfg.tune.batch_size, cfg.runtime.seed),
+                                                   mean_gradient, None, None)
+    if cfg.privacy.enabled:
+        dp, start = _dp_session(ctx, stage, inputs or {}, fingerprint, len(train), total, prompt, start)
+        batches, aggregate, after_step, before_step = dp.batches(cfg.runtime.seed), dp.aggregate, dp.after_step, dp.before_step
+        total = dp.steps + (start.steps if start is not None else 0)
+    elif start is not None:
+        for _ in range(start.steps):  # the same batches as an uninterrupted run: replay the sampler
+            next(batches)
+    if start is not None:
+        ctx.log(f"{stage}: continuing from the checkpoint at step {saved[0]} of {total}")
     ctx.emit(StageStarted(stage=stage, total_steps=total, description=f"prompt tuning on {model_id}"))
     result = train_prompt(ctx, stage, prompt, loss_fn, batches, total, optimizer, aggregate,
                           tokens_of=lambda idx: sum(len(train.input_ids[i]) + prompt.length for i in idx),
                           validate=validate, eval_every=cfg.tune.eval_every, after_step=after_step,
-                          patience=0 if dp is not None else cfg.tune.patience)
+                          patience=0 if dp is not None else cfg.tune.patience, before_step=before_step,
+                          checkpoint=checkpoint, start=start)
     # Keep the prompt with the best validation accuracy — never chosen on test. Under DP every
     # extra look at private validation data would cost privacy, so DP keeps the last step.
-    if dp is None and result.best_weight is not None:
+    if dp is None and result.best_weight is not None and not result.cancelled:
         prompt.weight.data.copy_(result.best_weight)
     return prompt, result, dp
 
 
-def save_tuned(ctx, stage: str, prompt: SoftPrompt, result, dp, seconds: float) -> None:
+def _dp_session(ctx, stage, inputs: dict, fingerprint: str, n_train: int, total: int, prompt, start):
+    """The DP session, continuing the journal: a resumed stage keeps its plan and history (steps
+    lost after the checkpoint stay spent); a new tune on the same data composes with the earlier steps."""
+    from engine.privacy import DPSession
+    cfg = ctx.config
+    journal = ctx.stage_dir(stage) / JOURNAL
+    earlier = _journal(journal, cfg.privacy.accountant, n_train, inputs.get("data"))
+    history, planned = [], total
+    if earlier and earlier.get("fingerprint") == fingerprint and not earlier.get("finished"):
+        history, planned = earlier["history"], earlier["planned_steps"]
+        if start is not None and earlier["steps"] > start.steps:
+            ctx.log(f"{stage}: {earlier['steps'] - start.steps} steps taken after the last checkpoint are lost "
+                    "and stay counted as spent", "warning")
+        if start is None and earlier["steps"]:
+            ctx.log(f"{stage}: no checkpoint; the prompt starts again, the {earlier['steps']} steps already "
+                    "taken stay counted as spent", "warning")
+    elif earlier and earlier["steps"]:
+        history, planned = earlier["history"], earlier["steps"] + total
+        start = None
+        ctx.log(f"{stage}: composing with {earlier['steps']} earlier DP steps on the same data")
+    dp = DPSession.create(ctx, stage, cfg.privacy, n_examples=n_train, batch_size=cfg.tune.batch_size,
+                          steps=planned, shape=tuple(prompt.weight.shape), history=history, journal=journal,
+                          journal_extra={"fingerprint": fingerprint, "data": inputs.get("data")})
+    if start is not None:
+        start.steps = dp.resumed_steps  # the loop counts every step spent, the lost ones included
+    return dp, start
+
+
+def _journal(path, accountant: str, n_examples: int, data) -> dict | None:
+    """The journal of earlier DP steps on the same data with the same accounting, else None."""
+    if not path.is_file():
+        return None
+    try:
+        journal = artifacts.read_json_dict(path, "privacy journal")
+    except artifacts.DamagedArtifact:
+        # never written torn (atomic); if it is unreadable anyway, refuse rather than forget spent steps
+        raise artifacts.DamagedArtifact(f"{path}: the privacy journal is unreadable; it records steps already "
+                                        "spent, so tuning again would under-report ε: restore it or use a new run folder")
+    same = (journal.get("accountant") == accountant and journal.get("n_examples") == n_examples
+            and journal.get("data") == data)
+    return journal if same else None
+
+
+def save_tuned(ctx, stage: str, prompt: SoftPrompt, result, dp, seconds: float, inputs: dict) -> None:
     folder = ctx.stage_dir(stage)
+    if result.cancelled:  # no prompt is published; the checkpoint and the record let a resume continue
+        records.write(folder, stage, records.CANCELLED, inputs, {}, steps=result.steps, seconds=seconds)
+        return
     path = folder / "prompt.safetensors"
     kept = "last" if dp is not None or result.best_step is None else f"best validation (step {result.best_step})"
     prompt.save(path, steps=result.steps, kept=kept)
@@ -71,24 +134,43 @@ def save_tuned(ctx, stage: str, prompt: SoftPrompt, result, dp, seconds: float) 
                "first_loss": result.losses[0] if result.losses else None, "kept": kept,
                "val_accuracy": result.best_accuracy if dp is None else (result.validation[-1][1] if result.validation else None),
                "validation": result.validation, "seconds": seconds, "stopped": result.stopped_reason}
+    files = {"prompt": path}
     if dp is not None:
         summary["privacy"] = dp.save_certificate(folder)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+        artifacts.write_json(folder / JOURNAL, {**dp.journal_record(), "finished": True})  # a new tune composes
+        files["certificate"] = folder / "privacy.json"
+    artifacts.write_json(folder / "summary.json", summary)
+    files["summary"] = folder / "summary.json"
+    status = records.BUDGET_STOPPED if dp is not None and dp.stopped else records.COMPLETED
+    records.write(folder, stage, status, inputs, files, steps=result.steps, seconds=seconds)
+    (folder / "checkpoint.pt").unlink(missing_ok=True)
     ctx.emit(StageFinished(stage=stage, seconds=seconds, summary=summary))
+
+
+def _begin(ctx, stage: str) -> None:
+    """A stage that runs again first forgets its old outcome: the record goes, and so does a
+    certificate that would otherwise describe a prompt it did not produce."""
+    folder = ctx.stage_dir(stage)
+    records.clear(folder)
+    for name in ("privacy.json", "summary.json", "prompt.safetensors"):
+        (folder / name).unlink(missing_ok=True)
+
+
+def _run(ctx, stage: str, model, tokenizer, model_id: str, steps: int | None) -> None:
+    inputs = fingerprints.stage_inputs(ctx, stage)
+    _begin(ctx, stage)
+    start = time.time()
+    prompt, result, dp = tune_prompt(ctx, stage, model, tokenizer, model_id, steps, inputs)
+    save_tuned(ctx, stage, prompt, result, dp, time.time() - start, inputs)
 
 
 def run_tune(ctx) -> None:
     """The user's stage: tune p_s on the student with the private data."""
     model, tokenizer = loading.small(ctx)
-    start = time.time()
-    prompt, result, dp = tune_prompt(ctx, "tune", model, tokenizer, loading.student_ref(ctx))
-    save_tuned(ctx, "tune", prompt, result, dp, time.time() - start)
+    _run(ctx, "tune", model, tokenizer, loading.student_ref(ctx), None)
 
 
 def run_full_pt(ctx) -> None:
     """The expensive reference: tune a prompt on the large model itself."""
     model, tokenizer = loading.large(ctx)
-    start = time.time()
-    steps = ctx.config.eval.full_pt_steps or None
-    prompt, result, dp = tune_prompt(ctx, "full_pt", model, tokenizer, ctx.config.models.large, steps)
-    save_tuned(ctx, "full_pt", prompt, result, dp, time.time() - start)
+    _run(ctx, "full_pt", model, tokenizer, ctx.config.models.large, ctx.config.eval.full_pt_steps or None)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -79,6 +80,47 @@ def _config_for(preset, config, sets, run_dir: Path | None = None):
     return load_config(preset, config, sets)
 
 
+class StopSignals:
+    """Ctrl-C, `kill` (SIGTERM) and a dropped SSH session (SIGHUP) cancel the run gracefully: the
+    current step finishes, the stage writes its checkpoint and record, and the run can be resumed.
+    A third Ctrl-C exits at once (exit 130; the last checkpoint is what a resume continues from)."""
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self, cancel: threading.Event):
+        self.cancel, self.count, self.previous = cancel, 0, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            for name in self.SIGNALS:
+                if hasattr(signal, name):
+                    self.previous[name] = signal.signal(getattr(signal, name), self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for name, handler in self.previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+    def _handle(self, signum, frame) -> None:
+        self.count += 1
+        self.cancel.set()
+        if self.count == 1:
+            _say("cancelling: the current step finishes, then the stage saves a checkpoint "
+                 "(post run --resume continues it)")
+        elif self.count == 2:
+            _say("still finishing the current step; press Ctrl-C once more to exit now "
+                 "(work since the last checkpoint is lost)")
+        else:
+            os._exit(130)
+
+
+def _say(message: str) -> None:
+    try:
+        err_console.print(message, style="yellow", markup=False, highlight=False)
+    except OSError:  # no terminal any more (SIGHUP)
+        pass
+
+
 def _execute(config, out, stages=None, resume=False, force=False) -> dict | None:
     """Run the engine in a worker thread so Ctrl-C can ask it to stop after the current step."""
     from engine.events import EventBus
@@ -93,22 +135,18 @@ def _execute(config, out, stages=None, resume=False, force=False) -> dict | None
         except BaseException as err:  # handed to the main thread
             outcome["error"] = err
 
-    with ConsoleRenderer(console) as renderer:
+    with ConsoleRenderer(console) as renderer, StopSignals(cancel):
         bus.subscribe(renderer)
-        worker = threading.Thread(target=work, name="post-engine", daemon=True)
+        # not a daemon: the interpreter never exits while the worker is inside torch
+        worker = threading.Thread(target=work, name="post-engine")
         worker.start()
         while worker.is_alive():
-            try:
-                worker.join(0.2)
-            except KeyboardInterrupt:
-                if cancel.is_set():
-                    raise
-                cancel.set()
-                console.log("[yellow]cancelling: the current step finishes, then the stage saves what it has "
-                            "(Ctrl-C again to abort)[/]")
+            worker.join(0.2)
     error = outcome.get("error")
     if isinstance(error, Cancelled):
-        fail("cancelled; finished stages are kept in the run folder (post run --resume RUN_DIR continues)")
+        where = out if out is not None else "RUN_DIR"
+        _say(f"cancelled: finished stages and checkpoints are kept; post run --resume {where} continues")
+        raise typer.Exit(130)
     if error is not None:
         raise error
     results = outcome.get("results")

@@ -126,6 +126,12 @@ def test_poisson_batches_have_rate_q_and_may_be_empty():
 
 # ---------------------------------------------------------------- accounting
 
+def take(dp, step):
+    """What the training loop does around one step: count it (journal first), then check the budget."""
+    dp.before_step(step)
+    return dp.after_step(step)
+
+
 def test_opacus_reference_value():
     assert epsilon([(1.5, 0.04, 2250)], 1e-5, "rdp") == pytest.approx(7.33, abs=0.01)
 
@@ -134,7 +140,7 @@ def test_plan_then_run_reaches_but_does_not_exceed_the_target(tmp_path):
     ctx, dp = session(PrivacyConfig(epsilon=3.0), n=500, batch=25, steps=120)
     assert dp.noise_multiplier == plan_noise(3.0, 1 / 500, 0.05, 120, "rdp")
     for step in range(1, dp.steps + 1):
-        assert dp.after_step(step) is None
+        assert take(dp, step) is None
     spent = [e.epsilon for e in ctx.spent()]
     assert len(spent) == 120 and spent == sorted(spent)
     assert 3.0 - 0.01 <= spent[-1] <= 3.0
@@ -147,7 +153,7 @@ def test_certificate_epsilon_is_opacus_on_the_stored_history(tmp_path, accountan
     from opacus.accountants import create_accountant
     _, dp = session(PrivacyConfig(noise_multiplier=1.1, accountant=accountant), n=400, batch=20, steps=30)
     for step in range(1, 31):
-        dp.after_step(step)
+        take(dp, step)
     cert = dp.save_certificate(tmp_path)
     stored = json.loads((tmp_path / "privacy.json").read_text())
     assert stored == json.loads(json.dumps(cert))
@@ -163,23 +169,23 @@ def test_budget_stop_on_a_resumed_history_and_resume_continuity(tmp_path):
     cfg = PrivacyConfig(epsilon=4.0)
     ctx, dp = session(cfg, n=500, batch=25, steps=100)
     for step in range(1, 41):
-        dp.after_step(step)
+        take(dp, step)
     dp.save_certificate(tmp_path)
     history = load_history(tmp_path / "privacy.json", cfg, 500)
     ctx2, resumed = session(cfg, n=500, batch=25, steps=100, history=history)
     assert resumed.steps == 60 and resumed.noise_multiplier == dp.noise_multiplier
     for step in range(1, 61):
-        assert resumed.after_step(step) is None
+        assert take(resumed, step) is None
     _, whole = session(cfg, n=500, batch=25, steps=100)
     for step in range(1, 101):
-        whole.after_step(step)
+        take(whole, step)
     assert resumed.certificate()["epsilon"] == whole.certificate()["epsilon"] <= 4.0
     # an earlier history with less noise than planned (σ = 0.7): the budget runs out before the plan ends
     ctx3, tight = session(cfg, n=500, batch=25, steps=100, history=[[0.7, 0.05, 10]])
     reason, steps = None, 0
     while reason is None and steps < tight.steps:
         steps += 1
-        reason = tight.after_step(steps)
+        reason = take(tight, steps)
     assert reason and "one more step would exceed" in reason and steps < tight.steps
     assert tight.epsilon_spent <= 4.0
     assert epsilon([*tight.history[:-1], (tight.history[-1][0], 0.05, tight.history[-1][2] + 1)], tight.delta, "rdp") > 4.0

@@ -17,6 +17,11 @@ fresh OS entropy: runtime.seed is written in config.toml, and anyone who knows t
 seed can subtract the noise (and knowing the batches voids amplification by subsampling).
 `reproducible=True` (tests, benchmarks) seeds both from the given seeds instead.
 
+The journal. With a `journal` path, every step is written to it (atomically, fsynced) *before*
+it is taken: a crash after that point can only over-count. A resumed stage continues the
+journal's history, so steps taken after the last checkpoint — whose noise a crash would
+otherwise let anyone redraw — are in the certificate too.
+
 Resuming. The accountant's history ([σ, q, steps] entries, as Opacus records them) is in
 privacy.json. `DPSession.create(..., history=load_history(path, cfg, n))` continues it:
 `steps` stays the total planned for the whole run, the steps already in the history count
@@ -98,8 +103,9 @@ class DPSession:
     def __init__(self, ctx, stage: str, *, accountant: str, delta: float, target_epsilon: float | None,
                  noise_multiplier: float, sample_rate: float, clip: float, n_examples: int,
                  steps: int, planned_total: int, shape: tuple[int, ...], history: list,
-                 limit: int, seed: int | None):
+                 limit: int, seed: int | None, journal: Path | None = None, journal_extra: dict | None = None):
         self.ctx, self.stage = ctx, stage
+        self.journal, self.journal_extra = journal, dict(journal_extra or {})
         self.accountant, self.delta, self.target_epsilon = accountant, delta, target_epsilon
         self.noise_multiplier, self.sample_rate, self.clip = noise_multiplier, sample_rate, clip
         self.n_examples, self.steps, self.planned_total = n_examples, steps, planned_total
@@ -122,7 +128,8 @@ class DPSession:
     @classmethod
     def create(cls, ctx, stage: str, privacy_cfg, *, n_examples: int, batch_size: int, steps: int,
                shape: tuple[int, ...], history: list | None = None, reproducible: bool = False,
-               seed: int | None = None) -> "DPSession":
+               seed: int | None = None, journal: Path | None = None,
+               journal_extra: dict | None = None) -> "DPSession":
         """Plan σ (for a target ε) and set up the session. `steps` is the total for the whole run;
         steps already in `history` (a resumed run) count toward it."""
         check_config(privacy_cfg, n_examples, batch_size)
@@ -145,7 +152,8 @@ class DPSession:
         session = cls(ctx, stage, accountant=acc, delta=delta, target_epsilon=target, noise_multiplier=sigma,
                       sample_rate=q, clip=float(privacy_cfg.clip), n_examples=n_examples, steps=remaining,
                       planned_total=int(steps), shape=shape, history=history, limit=limit,
-                      seed=(seed if seed is not None else ctx.config.runtime.seed) if reproducible else None)
+                      seed=(seed if seed is not None else ctx.config.runtime.seed) if reproducible else None,
+                      journal=journal, journal_extra=journal_extra)
         final = accounting.epsilon(accounting.add_steps(history, sigma, q, limit), delta, acc)
         ctx.log(f"{stage}: DP-SGD σ={sigma:.4f} C={privacy_cfg.clip:g} q={q:.4g} (expected batch {q * n_examples:.1f}) "
                 f"δ={delta:.3g}, {acc} accountant: ε={final:.3f} after {done + limit} steps"
@@ -186,9 +194,20 @@ class DPSession:
 
     # ------------------------------------------------------------ the budget
 
-    def after_step(self, step: int) -> str | None:
-        """Count the step; emit ε spent; a reason to stop when one more step would exceed the target."""
+    def before_step(self, step: int) -> None:
+        """Count the step as spent — in the journal on disk first — before its noise is drawn."""
         self.history = accounting.add_steps(self.history, self.noise_multiplier, self.sample_rate)
+        if self.journal is not None:
+            from engine import artifacts
+            artifacts.write_json(self.journal, self.journal_record())
+
+    def journal_record(self) -> dict:
+        return {**self.journal_extra, "accountant": self.accountant, "n_examples": self.n_examples,
+                "delta": self.delta, "planned_steps": self.planned_total, "steps": self.total_steps,
+                "history": [list(h) for h in self.history]}
+
+    def after_step(self, step: int) -> str | None:
+        """Emit ε spent; a reason to stop when one more step would exceed the target."""
         self.session_steps += 1
         last = self.session_steps >= min(self.steps, self.limit)
         if self._due(last):

@@ -1,0 +1,99 @@
+"""What each stage's result depends on — the inputs a stage record and a checkpoint are keyed by.
+
+Each function returns a plain dict (config sections, upstream artifacts' hashes, the data's
+content hash); `records.digest` turns it into the fingerprint, and `records.changed_inputs`
+names what changed when a resume has to rerun a stage. Computing one may load the models and
+data the stage would load anyway (preflight already did).
+"""
+from __future__ import annotations
+
+import hashlib
+
+from engine import artifacts, loading
+
+
+def examples_hash(examples) -> str:
+    """Content hash of a tokenized split: every example's token ids and label."""
+    digest = hashlib.sha256()
+    for i, ids in enumerate(examples.input_ids):
+        digest.update(repr(ids).encode())
+        if examples.labels is not None:
+            digest.update(f"|{examples.labels[i]};".encode())
+    return digest.hexdigest()[:16]
+
+
+def private_data_hash(ctx, tokenizer, names=("train", "validation")) -> dict[str, str]:
+    """Tuning reads train and validation; the test split never changes a prompt."""
+    splits = loading.task(ctx, tokenizer)
+    return {name: examples_hash(splits[name]) for name in names}
+
+
+def _runtime(cfg) -> dict:
+    return {"seed": cfg.runtime.seed, "dtype": cfg.runtime.dtype}
+
+
+def _student(ctx) -> dict:
+    """The student's identity: its folder's content hash (a re-distilled student is another input)."""
+    ref = loading.student_ref(ctx)
+    return {"ref": ref, "key": ctx.cache.setdefault(("student_hash", ref), _hash_if_folder(ref))}
+
+
+def _hash_if_folder(ref: str) -> str:
+    from pathlib import Path
+    path = Path(ref)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json", ".bin"))
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(file.name.encode() + artifacts.sha256_file(file).encode())
+        return digest.hexdigest()[:16]
+    return ref  # a hub id or an offline asset name
+
+
+def distill_inputs(ctx) -> dict:
+    from engine.distill import student_key, teacher_identity
+    teacher, tokenizer = loading.large(ctx)
+    return {"student_key": student_key(ctx.config, teacher_identity(ctx.config, teacher, tokenizer))}
+
+
+def tune_inputs(ctx) -> dict:
+    cfg = ctx.config
+    _, tokenizer = loading.small(ctx)
+    return {"task": cfg.task.model_dump(), "tune": cfg.tune.model_dump(), "privacy": cfg.privacy.model_dump(),
+            "student": _student(ctx), "data": private_data_hash(ctx, tokenizer), **_runtime(cfg)}
+
+
+def full_pt_inputs(ctx) -> dict:
+    cfg = ctx.config
+    _, tokenizer = loading.large(ctx)
+    return {"task": cfg.task.model_dump(), "tune": cfg.tune.model_dump(), "privacy": cfg.privacy.model_dump(),
+            "large": cfg.models.large, "steps": cfg.eval.full_pt_steps,
+            "data": private_data_hash(ctx, tokenizer), **_runtime(cfg)}
+
+
+def transfer_settings(ctx) -> dict:
+    """Everything a transfer prompt depends on except α (the small prompt's bytes included)."""
+    cfg = ctx.config
+    return {"transfer": cfg.transfer.model_dump(exclude={"alpha", "methods"}), "public": cfg.public.model_dump(),
+            "large": cfg.models.large, "student": loading.student_ref(ctx), **_runtime(cfg),
+            "small_prompt": _file_hash(loading.prompt_path(ctx, "tune"))}
+
+
+def _file_hash(path) -> str:
+    return artifacts.sha256_file(path)[:16] if path.is_file() else "missing"
+
+
+def transfer_inputs(ctx, alpha) -> dict:
+    return {**transfer_settings(ctx), "alpha": alpha, "methods": sorted(ctx.config.transfer.methods)}
+
+
+def stage_inputs(ctx, stage: str, alpha=None) -> dict:
+    if stage == "distill":
+        return distill_inputs(ctx)
+    if stage == "tune":
+        return tune_inputs(ctx)
+    if stage == "full_pt":
+        return full_pt_inputs(ctx)
+    if stage == "transfer":
+        return transfer_inputs(ctx, alpha)
+    raise ValueError(f"no fingerprint for stage {stage}")

@@ -1,0 +1,107 @@
+"""Stage records: `<run>/<stage>/done.json`, written last by every stage.
+
+The one definition of "done": a stage is done when its record says `completed` (or
+`budget_stopped`: DP stopped where the privacy budget ends, so running again cannot take more
+steps), its fingerprint matches the inputs of the run now, and every artifact it lists still
+has the recorded sha256. Anything else reruns the stage, and `why_not_done` says why in one line.
+
+The record is removed when a stage starts, so a crash mid-stage never leaves an old
+"completed" next to half-written new artifacts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from engine import artifacts
+from engine.artifacts import DamagedArtifact
+
+RECORD = "done.json"
+COMPLETED, CANCELLED, BUDGET_STOPPED, FAILED = "completed", "cancelled", "budget_stopped", "failed"
+DONE_STATUSES = (COMPLETED, BUDGET_STOPPED)
+
+
+def digest(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    import torch
+    import transformers
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        post = version("post")
+    except PackageNotFoundError:
+        post = "unknown"
+    return {"post": post, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version()}
+
+
+def path_of(stage_dir: Path) -> Path:
+    return Path(stage_dir) / RECORD
+
+
+def clear(stage_dir: Path) -> None:
+    path_of(stage_dir).unlink(missing_ok=True)
+
+
+def write(stage_dir: Path, stage: str, status: str, inputs: dict, artifacts_: dict[str, Path],
+          steps: int | None = None, seconds: float | None = None, **extra: Any) -> dict:
+    """Write the record last (atomically); `artifacts_` maps a role to its file or folder."""
+    record = {"stage": stage, "status": status, "fingerprint": digest(inputs), "inputs": inputs,
+              "artifacts": {role: {"path": str(p), "sha256": artifacts.sha256_of(p)} for role, p in artifacts_.items()},
+              "steps": steps, "seconds": seconds, "versions": versions(),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+    artifacts.write_json(path_of(stage_dir), record)
+    return record
+
+
+def read(stage_dir: Path) -> dict | None:
+    """The record, or None when there is none; a damaged record counts as none (the stage reruns)."""
+    path = path_of(stage_dir)
+    if not path.is_file():
+        return None
+    try:
+        return artifacts.read_json_dict(path, "stage record")
+    except DamagedArtifact:
+        return None
+
+
+def why_not_done(stage_dir: Path, inputs: dict) -> str | None:
+    """None when the stage is done for these inputs; otherwise the reason it must run (one line)."""
+    path = path_of(stage_dir)
+    if not path.is_file():
+        return "no record of a finished run"
+    record = read(stage_dir)
+    if record is None:
+        return f"its record {path} is damaged"
+    status = record.get("status")
+    if status not in DONE_STATUSES:
+        steps = record.get("steps")
+        return f"it was {status}" + (f" after {steps} steps" if steps is not None else "")
+    if record.get("fingerprint") != digest(inputs):
+        changed = changed_inputs(record.get("inputs") or {}, inputs)
+        return "its inputs changed: " + (", ".join(changed) if changed else "fingerprint differs")
+    for role, entry in (record.get("artifacts") or {}).items():
+        file = Path(entry.get("path", ""))
+        if not file.exists():
+            return f"its {role} {file} is missing"
+        if artifacts.sha256_of(file) != entry.get("sha256"):
+            return f"its {role} {file} does not match the recorded sha256 (damaged or edited)"
+    return None
+
+
+def changed_inputs(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two input dicts (for the one-line reason)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b, name = old.get(key), new.get(key), f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_inputs(a, b, name + ".")
+        elif a != b:
+            out.append(name)
+    return out
