@@ -1,7 +1,6 @@
 """Models, tokenizers and data, loaded once per run and shared by the stages."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from engine import models
@@ -32,7 +31,11 @@ def student_ref(ctx) -> str:
     record = ctx.run_dir / "distill" / "student.json"
     if not record.is_file():
         raise PostError(f"no student in {ctx.run_dir}: run the distill stage first or set models.small")
-    return json.loads(record.read_text())["path"]
+    from engine.artifacts import DamagedArtifact, read_json_dict
+    path = read_json_dict(record, "student record").get("path")
+    if not isinstance(path, str) or not path:
+        raise DamagedArtifact(f"{record}: damaged student record (no path): resume the run, distill runs again")
+    return path
 
 
 def small(ctx):

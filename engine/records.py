@@ -53,7 +53,8 @@ def write(stage_dir: Path, stage: str, status: str, inputs: dict, artifacts_: di
           steps: int | None = None, seconds: float | None = None, **extra: Any) -> dict:
     """Write the record last (atomically); `artifacts_` maps a role to its file or folder."""
     record = {"stage": stage, "status": status, "fingerprint": digest(inputs), "inputs": inputs,
-              "artifacts": {role: {"path": str(p), "sha256": artifacts.sha256_of(p)} for role, p in artifacts_.items()},
+              "artifacts": {role: {"path": _relative(stage_dir, p), "sha256": artifacts.sha256_of(p)}
+                            for role, p in artifacts_.items()},
               "steps": steps, "seconds": seconds, "versions": versions(),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
     artifacts.write_json(path_of(stage_dir), record)
@@ -87,12 +88,21 @@ def why_not_done(stage_dir: Path, inputs: dict) -> str | None:
         changed = changed_inputs(record.get("inputs") or {}, inputs)
         return "its inputs changed: " + (", ".join(changed) if changed else "fingerprint differs")
     for role, entry in (record.get("artifacts") or {}).items():
-        file = Path(entry.get("path", ""))
+        file = Path(stage_dir) / entry.get("path", "")  # relative inside the run folder (it may be moved)
         if not file.exists():
             return f"its {role} {file} is missing"
         if artifacts.sha256_of(file) != entry.get("sha256"):
             return f"its {role} {file} does not match the recorded sha256 (damaged or edited)"
     return None
+
+
+def _relative(stage_dir: Path, path: Path) -> str:
+    """Inside the run folder: relative to the stage folder, so a copied or moved run stays valid;
+    outside (a cached student): absolute."""
+    try:
+        return "../" + Path(path).resolve().relative_to(Path(stage_dir).resolve().parent).as_posix()
+    except ValueError:
+        return str(Path(path).resolve())
 
 
 def changed_inputs(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -153,7 +153,8 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
         if cancelled:
             break
         used[method] = a
-    trained = {m: folder / f"{m}.safetensors" for m in cfg.transfer.methods if m in TRAINED}
+    trained = {f"{m}{suffix}": folder / f"{m}{suffix}" for m in cfg.transfer.methods if m in TRAINED
+               for suffix in (".safetensors", ".json")}
     status = records.CANCELLED if cancelled else records.COMPLETED
     earlier = sum(skip.values()) if isinstance(skip, dict) else 0.0  # minutes an earlier attempt spent on kept prompts
     records.write(folder, "transfer", status, stage_inputs, {} if cancelled else trained,

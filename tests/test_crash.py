@@ -1,0 +1,141 @@
+"""kill -9 harness: a smoke run is killed at points spread over every stage, resumed each time,
+and ends where an uninterrupted run of the same seed ends.
+
+Kill points are chosen from the run's own events log (a Progress event of a stage at a step),
+never by sleeping. Checkpoints every 5 steps (`runtime.checkpoint_every`), so each kill loses at
+most 5 steps. Without DP every random state is in the checkpoint (batch order replayed, optimizer
+moments, the student's data order and generator), so the resumed run computes the same floats as
+the uninterrupted one on this machine: accuracies are compared exactly up to one test example
+(1/128), a margin that only a real divergence exceeds. With DP the noise after a resume is drawn
+afresh (reusing it would leak), so the check there is the certificate: every step any process
+took is in it, and ε is what Opacus gives for it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.artifacts import TEMP_MARK
+
+ROOT = Path(__file__).resolve().parents[1]
+SETS = ["--set", "runtime.checkpoint_every=5", "--set", "runtime.threads=1"]
+TIMEOUT = 240
+
+
+def _env(cache: Path) -> dict:
+    return {**os.environ, "POST_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+            "PYTHONPATH": str(ROOT)}
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "post_tui.cli", *args]
+
+
+def _events(run_dir: Path) -> list[dict]:
+    path = run_dir / "events.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _reached(run_dir: Path, stage: str, step: int, seen: int) -> bool:
+    """A Progress event of `stage` at ≥ `step`, among the events after the first `seen`."""
+    return any(e.get("event") == "Progress" and e.get("stage") == stage and e.get("step", 0) >= step
+               for e in _events(run_dir)[seen:])
+
+
+def _run_until(args: list[str], env: dict, run_dir: Path, stage: str, step: int) -> bool:
+    """Start the CLI, kill -9 it when the events log shows `stage` at `step`; False if it ended first."""
+    seen = len(_events(run_dir))
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if _reached(run_dir, stage, step, seen):
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(30)
+                return True
+            time.sleep(0.02)
+        assert proc.poll() is not None, f"run did not reach {stage} step {step} in {TIMEOUT} s"
+        assert proc.returncode == 0, proc.stderr.read().decode()
+        return False
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        proc.stderr.close()
+
+
+def _complete(args: list[str], env: dict) -> None:
+    done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# (stage, step) kill points: every stage of the smoke pipeline, early, mid and late
+KILLS = [("distill", 7), ("distill", 33), ("distill", 58), ("tune", 12), ("tune", 41), ("full_pt", 26),
+         ("transfer:post", 9), ("transfer:post", 52), ("transfer:output", 30), ("transfer:shift", 3),
+         ("eval", 4)]
+
+
+def test_killed_everywhere_resumes_to_the_uninterrupted_result(tmp_path):
+    reference = tmp_path / "reference"
+    _complete(_cli("run", "--preset", "smoke", "--out", str(reference), *SETS), _env(tmp_path / "cache-ref"))
+
+    run_dir, env = tmp_path / "killed", _env(tmp_path / "cache-killed")
+    first = _cli("run", "--preset", "smoke", "--out", str(run_dir), *SETS)
+    resume = _cli("run", "--resume", str(run_dir), *SETS)
+    kills = 0
+    for i, (stage, step) in enumerate(KILLS):
+        kills += _run_until(first if i == 0 else resume, env, run_dir, stage, step)
+    assert kills == len(KILLS)  # every kill point was reached, none skipped by a finished run
+    assert not (run_dir / "results.json").exists()  # the last kill was in eval, before results
+    _complete(resume, env)
+
+    want = json.loads((reference / "results.json").read_text())["accuracy"]
+    got = json.loads((run_dir / "results.json").read_text())["accuracy"]
+    assert want.keys() == got.keys()
+    for method in want:
+        assert abs(want[method] - got[method]) <= 1 / 128 + 1e-9, (method, want[method], got[method])
+    # stages were continued from checkpoints, not restarted (each kill loses at most 5 steps)
+    logs = [e["message"] for e in _events(run_dir) if e.get("event") == "Log"]
+    assert any("continuing from the checkpoint" in m for m in logs)
+    assert not list(run_dir.rglob(f"*{TEMP_MARK}*")) and not list(run_dir.rglob("*.pt"))
+    for stage in ("distill", "tune", "full_pt", "transfer", "eval"):
+        assert json.loads((run_dir / stage / "done.json").read_text())["status"] == "completed"
+
+
+def test_killed_dp_tune_certificate_covers_every_step_taken(tmp_path):
+    from engine.privacy.certificate import verify_certificate
+    run_dir, env = tmp_path / "dp", _env(tmp_path / "cache")
+    dp = [*SETS, "--set", "privacy.epsilon=8", "--set", "eval.full_pt=false",
+          "--set", "transfer.methods=[\"post\",\"direct\"]"]
+    first = _cli("run", "--preset", "smoke", "--out", str(run_dir), *dp)
+    resume = _cli("run", "--resume", str(run_dir), *dp)
+    assert _run_until(first, env, run_dir, "tune", 8)
+    assert _run_until(resume, env, run_dir, "tune", 23)  # 23: three steps after the checkpoint at 20 are lost
+    assert _run_until(resume, env, run_dir, "tune", 47)
+    _complete(resume, env)
+
+    taken = sum(1 for e in _events(run_dir) if e.get("event") == "Progress" and e.get("stage") == "tune")
+    cert = json.loads((run_dir / "tune" / "privacy.json").read_text())
+    assert cert["steps"] >= taken  # every step any process took (and the lost ones) is accounted
+    assert cert["steps"] == json.loads((run_dir / "tune" / "privacy.journal.json").read_text())["steps"]
+    assert verify_certificate(run_dir / "tune" / "privacy.json")["epsilon"] <= 8.0
+    logs = [e["message"] for e in _events(run_dir) if e.get("event") == "Log"]
+    assert any("stay counted as spent" in m for m in logs)
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["privacy"]["steps"] == cert["steps"]

@@ -1,0 +1,199 @@
+"""Stage records, damaged artifacts, cancel and resume, DP journal composition (in-process, smoke)."""
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from engine import artifacts, records
+from engine.config import validate
+from engine.events import EventBus, Progress
+from engine.pipeline import Cancelled, run
+from engine.presets import load_config
+from post_tui.cli import app
+
+runner = CliRunner()
+FAST = ["distill.steps=20", "tune.steps=20", "transfer.steps=20", "tune.eval_every=10", "eval.full_pt=false",
+        "runtime.checkpoint_every=5"]
+
+
+def config(*sets):
+    return load_config("smoke", None, [*FAST, *sets])
+
+
+def logs(run_dir: Path) -> list[str]:
+    from engine.events import read_events
+    return [e.message for e in read_events(run_dir / "events.jsonl") if e.kind == "Log"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    import os
+    os.environ["POST_CACHE"] = str(tmp_path_factory.mktemp("resume-cache"))
+    run_dir = tmp_path_factory.mktemp("runs") / "finished"
+    run(config(), out=run_dir)
+    return run_dir
+
+
+def copy(finished, tmp_path) -> Path:
+    target = tmp_path / "run"
+    shutil.copytree(finished, target)
+    return target
+
+
+# ---------------------------------------------------------------- artifacts
+
+def test_atomic_write_leaves_old_file_when_the_writer_fails(tmp_path):
+    path = tmp_path / "a.json"
+    artifacts.write_json(path, {"v": 1})
+
+    def broken(temp):
+        temp.write_text("{\"v\": 2, \"tor")
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        artifacts.write_with(path, broken)
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temp file left
+
+
+def test_stale_temp_files_of_dead_writers_are_removed(tmp_path):
+    dead = tmp_path / f".x.json{artifacts.TEMP_MARK}999999999-abcd"  # no such pid
+    dead.write_text("half")
+    mine = tmp_path / f".y.json{artifacts.TEMP_MARK}{__import__('os').getpid()}-abcd"
+    mine.write_text("being written")
+    assert artifacts.clean_stale(tmp_path) == [dead]
+    assert mine.exists()
+
+
+def test_read_json_of_a_truncated_file_is_one_line_error(tmp_path):
+    path = tmp_path / "summary.json"
+    path.write_text('{"steps": 3, "lo')
+    with pytest.raises(artifacts.DamagedArtifact, match="damaged") as err:
+        artifacts.read_json(path, "summary")
+    assert "\n" not in str(err.value)
+
+
+def test_record_names_what_changed_and_checks_artifact_hashes(tmp_path):
+    art = tmp_path / "prompt.safetensors"
+    art.write_bytes(b"abc")
+    inputs = {"tune": {"lr": 0.1, "steps": 5}, "data": "d1"}
+    records.write(tmp_path, "tune", records.COMPLETED, inputs, {"prompt": art}, steps=5)
+    assert records.why_not_done(tmp_path, inputs) is None
+    assert records.why_not_done(tmp_path, {**inputs, "tune": {"lr": 0.2, "steps": 5}}) == "its inputs changed: tune.lr"
+    art.write_bytes(b"abd")
+    assert "does not match the recorded sha256" in records.why_not_done(tmp_path, inputs)
+    records.write(tmp_path, "tune", records.CANCELLED, inputs, {}, steps=3)
+    assert records.why_not_done(tmp_path, inputs) == "it was cancelled after 3 steps"
+
+
+# ---------------------------------------------------------------- resume after damage
+
+DAMAGE = {  # artifact → the stage that must run again
+    "distill/student.json": "distill", "distill/done.json": "distill", "tune/prompt.safetensors": "tune",
+    "tune/summary.json": "tune", "tune/done.json": "tune", "transfer/post.safetensors": "transfer",
+    "transfer/post.json": "transfer", "transfer/done.json": "transfer", "results.json": "eval",
+    "eval/accuracy.json": "eval",
+}
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGE))
+def test_truncated_artifact_is_redone_on_resume(finished, tmp_path, name):
+    run_dir = copy(finished, tmp_path)
+    path = run_dir / name
+    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])  # what kill -9 of a plain write leaves
+    result = runner.invoke(app, ["run", "--resume", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    stage = DAMAGE[name]
+    if stage != "eval":
+        assert any(m.startswith(f"{stage}: runs again") for m in logs(run_dir)), logs(run_dir)
+    assert json.loads((run_dir / "results.json").read_text())["accuracy"]
+    assert json.loads((run_dir / stage / "done.json").read_text())["status"] == "completed"
+
+
+def test_torn_events_line_does_not_break_resume_or_replay(finished, tmp_path):
+    from engine.events import read_events
+    run_dir = copy(finished, tmp_path)
+    with open(run_dir / "events.jsonl", "a") as f:
+        f.write('{"event": "Progress", "stage": "tu')
+    result = runner.invoke(app, ["run", "--resume", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert all(e.kind for e in read_events(run_dir / "events.jsonl"))
+    assert any("already done" in m for m in logs(run_dir))
+
+
+def test_changed_setting_reruns_the_stage_and_says_why(finished, tmp_path):
+    run_dir = copy(finished, tmp_path)
+    before = (run_dir / "tune" / "prompt.safetensors").read_bytes()
+    result = runner.invoke(app, ["run", "--resume", str(run_dir), "--set", "tune.lr=0.01"])
+    assert result.exit_code == 0, result.output
+    assert "tune: runs again, its inputs changed: tune.lr" in logs(run_dir)
+    assert any(m.startswith("transfer: runs again, its inputs changed: small_prompt") for m in logs(run_dir))
+    assert (run_dir / "tune" / "prompt.safetensors").read_bytes() != before
+    assert "lr = 0.01" in (run_dir / "config.toml").read_text()  # the folder's config is the one last run
+
+
+def test_stage_alone_refuses_an_unfinished_upstream_stage(finished, tmp_path):
+    run_dir = copy(finished, tmp_path)
+    record = json.loads((run_dir / "tune" / "done.json").read_text())
+    record["status"] = "cancelled"
+    (run_dir / "tune" / "done.json").write_text(json.dumps(record))
+    result = runner.invoke(app, ["transfer", str(run_dir)])
+    assert result.exit_code == 2
+    assert "needs the tune stage finished" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------- cancel and continue
+
+def cancel_at(stage: str, step: int):
+    bus, cancel = EventBus(), threading.Event()
+    bus.subscribe(lambda e: cancel.set() if isinstance(e, Progress) and e.stage == stage and e.step == step else None)
+    return bus, cancel
+
+
+@pytest.mark.parametrize("stage", ["distill", "tune", "transfer:post"])
+def test_cancelled_stage_is_not_done_and_resume_continues_it(finished, tmp_path, stage):
+    run_dir = tmp_path / "cancelled"
+    bus, cancel = cancel_at(stage, 12)
+    with pytest.raises(Cancelled):
+        run(config(), bus=bus, out=run_dir, cancel=cancel)
+    folder = run_dir / stage.split(":")[0]
+    assert json.loads((folder / "done.json").read_text())["status"] == "cancelled"
+    assert not (folder / "prompt.safetensors").exists() and not (folder / "student.json").exists()
+    assert not (folder / "post.safetensors").exists()
+    run(config(), out=run_dir, resume=True)
+    assert any("continuing from the checkpoint at step 12" in m for m in logs(run_dir))
+    # every random state is in the checkpoint: the same prompt as a run never cancelled, up to
+    # float summation order (allclose: 20 Adam steps on one machine agree far below 1e-4)
+    for name in ("tune/prompt.safetensors", "transfer/post.safetensors"):
+        a = artifacts_tensor(run_dir / name)
+        b = artifacts_tensor(finished / name)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def artifacts_tensor(path: Path) -> torch.Tensor:
+    from engine.prompt import SoftPrompt
+    return SoftPrompt.load(path).weight
+
+
+# ---------------------------------------------------------------- DP journal
+
+def test_dp_tune_again_composes_and_non_dp_tune_drops_the_certificate(finished, tmp_path):
+    from engine.privacy import epsilon
+    run_dir = copy(finished, tmp_path)
+    dp = ["--set", "privacy.noise_multiplier=1.0", "--set", "tune.steps=10"]
+    assert runner.invoke(app, ["tune", str(run_dir), *dp]).exit_code == 0
+    first = json.loads((run_dir / "tune" / "privacy.json").read_text())
+    assert runner.invoke(app, ["tune", str(run_dir), *dp]).exit_code == 0
+    second = json.loads((run_dir / "tune" / "privacy.json").read_text())
+    assert first["steps"] == 10 and second["steps"] == 20  # the second release composes with the first
+    assert second["epsilon"] == pytest.approx(epsilon(second["history"], second["delta"], "rdp"))
+    assert second["epsilon"] > first["epsilon"]
+    no_dp = [arg for s in FAST for arg in ("--set", s)]  # the preset again: config.toml now says DP
+    result = runner.invoke(app, ["tune", str(run_dir), "--preset", "smoke", *no_dp])
+    assert result.exit_code == 0, result.output
+    assert not (run_dir / "tune" / "privacy.json").exists()  # no certificate for a prompt trained without noise
+    assert json.loads((run_dir / "tune" / "privacy.journal.json").read_text())["steps"] == 20  # spent stays spent
