@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from bench.kill_resume import cli as _cli, complete, events_of as _events, run_until
 from engine.artifacts import TEMP_MARK
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,55 +31,12 @@ def _env(cache: Path) -> dict:
             "PYTHONPATH": str(ROOT)}
 
 
-def _cli(*args) -> list[str]:
-    return [sys.executable, "-m", "post_tui.cli", *args]
+def _run_until(args, env, run_dir, stage, step) -> bool:
+    return run_until(args, env, run_dir, stage, step, TIMEOUT)
 
 
-def _events(run_dir: Path) -> list[dict]:
-    path = run_dir / "events.jsonl"
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
-def _reached(run_dir: Path, stage: str, step: int, seen: int) -> bool:
-    """A Progress event of `stage` at ≥ `step`, among the events after the first `seen`."""
-    return any(e.get("event") == "Progress" and e.get("stage") == stage and e.get("step", 0) >= step
-               for e in _events(run_dir)[seen:])
-
-
-def _run_until(args: list[str], env: dict, run_dir: Path, stage: str, step: int) -> bool:
-    """Start the CLI, kill -9 it when the events log shows `stage` at `step`; False if it ended first."""
-    seen = len(_events(run_dir))
-    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + TIMEOUT
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            if _reached(run_dir, stage, step, seen):
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(30)
-                return True
-            time.sleep(0.02)
-        assert proc.poll() is not None, f"run did not reach {stage} step {step} in {TIMEOUT} s"
-        assert proc.returncode == 0, proc.stderr.read().decode()
-        return False
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-        proc.stderr.close()
-
-
-def _complete(args: list[str], env: dict) -> None:
-    done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
+def _complete(args, env) -> None:
+    complete(args, env, TIMEOUT)
 
 
 # (stage, step) kill points: every stage of the smoke pipeline, early, mid and late
