@@ -93,3 +93,33 @@ def test_killed_dp_tune_certificate_covers_every_step_taken(tmp_path):
     assert any("stay counted as spent" in m for m in logs)
     results = json.loads((run_dir / "results.json").read_text())
     assert results["privacy"]["steps"] == cert["steps"]
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_ctrl_c_kill_and_hangup_cancel_gracefully_and_resume(tmp_path, signame):
+    """Ctrl-C (and `kill`, and a dropped SSH session) used to abort with 'terminate called without an
+    active exception' (exit 134) and save nothing; now the step finishes, a checkpoint and a
+    `cancelled` record are written, the exit code is 130, and a resume continues."""
+    import signal
+    import subprocess
+    import time
+    run_dir, env = tmp_path / "run", _env(tmp_path / "cache")
+    fast = [a for s in ("distill.steps=20", "tune.steps=20", "transfer.steps=20", "eval.full_pt=false")
+            for a in ("--set", s)]
+    proc = subprocess.Popen(_cli("run", "--preset", "smoke", "--out", str(run_dir), *fast),
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(e.get("event") == "Progress" and e.get("stage") == "tune" and e["step"] >= 10 for e in _events(run_dir)):
+            proc.send_signal(getattr(signal, signame))
+            break
+        time.sleep(0.02)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "terminate called" not in stderr and "Traceback" not in stderr
+    assert "post run --resume" in stderr
+    record = json.loads((run_dir / "tune" / "done.json").read_text())
+    assert record["status"] == "cancelled" and (run_dir / "tune" / "checkpoint.pt").is_file()
+    _complete(_cli("run", "--resume", str(run_dir)), env)
+    assert json.loads((run_dir / "tune" / "done.json").read_text())["status"] == "completed"
+    assert (run_dir / "results.json").is_file()
