@@ -156,12 +156,14 @@ class PrivacyConfig(Section):
     clip: float = Field(1.0, description="Per-example gradient norm bound C")
     accountant: Literal["rdp", "prv"] = "rdp"
     sample_rate: float | None = Field(None, description="Poisson sampling rate q (default batch_size / N)")
+    budget: float | None = Field(None, description="Lifetime ε for this training data, over every release the "
+                                 "privacy ledger records (post privacy ledger); a run that would exceed it is refused")
 
     @property
     def enabled(self) -> bool:
         return self.epsilon is not None or self.noise_multiplier is not None
 
-    @field_validator("epsilon", "noise_multiplier", "clip")
+    @field_validator("epsilon", "noise_multiplier", "clip", "budget")
     @classmethod
     def _positive(cls, v, info):
         if v is not None and not 0 < v < float("inf"):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 
 from engine import artifacts, fingerprints, loading, records
+from engine.errors import PostError
+from engine.privacy import accounting, ledger
 from engine.checkpoint import Checkpointer
 from engine.data.tasks import collate
 from engine.evaluate import accuracy, prompt_logit_fn
@@ -65,6 +67,7 @@ def tune_prompt(ctx, stage: str, model, tokenizer, model_id: str, steps: int | N
             next(batches)
     if start is not None:
         ctx.log(f"{stage}: continuing from the checkpoint at step {saved[0]} of {total}")
+    _begin(ctx, stage)  # only now, after every check passed: a refused run leaves the last prompt as it was
     ctx.emit(StageStarted(stage=stage, total_steps=total, description=f"prompt tuning on {model_id}"))
     result = train_prompt(ctx, stage, prompt, loss_fn, batches, total, optimizer, aggregate,
                           tokens_of=lambda idx: sum(len(train.input_ids[i]) + prompt.length for i in idx),
@@ -85,9 +88,10 @@ def _dp_session(ctx, stage, inputs: dict, fingerprint: str, n_train: int, total:
     cfg = ctx.config
     journal = ctx.stage_dir(stage) / JOURNAL
     earlier = _journal(journal, cfg.privacy.accountant, n_train, inputs.get("data"))
-    history, planned = [], total
+    history, planned, release, inherited = [], total, None, 0
     if earlier and earlier.get("fingerprint") == fingerprint and not earlier.get("finished"):
         history, planned = earlier["history"], earlier["planned_steps"]
+        release, inherited = earlier.get("release"), earlier.get("inherited_steps", 0)
         if start is not None and earlier["steps"] > start.steps:
             ctx.log(f"{stage}: {earlier['steps'] - start.steps} steps taken after the last checkpoint are lost "
                     "and stay counted as spent", "warning")
@@ -95,12 +99,23 @@ def _dp_session(ctx, stage, inputs: dict, fingerprint: str, n_train: int, total:
             ctx.log(f"{stage}: no checkpoint; the prompt starts again, the {earlier['steps']} steps already "
                     "taken stay counted as spent", "warning")
     elif earlier and earlier["steps"]:
-        history, planned = earlier["history"], earlier["steps"] + total
+        history, planned, inherited = earlier["history"], earlier["steps"] + total, earlier["steps"]
         start = None
         ctx.log(f"{stage}: composing with {earlier['steps']} earlier DP steps on the same data")
+    key = ledger.task_key(cfg.task, cfg.runtime.seed)
+    release = release or ledger.new_release_id()
     dp = DPSession.create(ctx, stage, cfg.privacy, n_examples=n_train, batch_size=cfg.tune.batch_size,
                           steps=planned, shape=tuple(prompt.weight.shape), history=history, journal=journal,
-                          journal_extra={"fingerprint": fingerprint, "data": inputs.get("data")})
+                          journal_extra={"fingerprint": fingerprint, "data": inputs.get("data"),
+                                         "release": release, "ledger": key, "inherited_steps": inherited})
+    own = accounting.drop_steps(dp.history, inherited)  # this release's own steps so far (a resume has some)
+    ledger.check_budget(key, cfg.privacy.budget, accounting.add_steps(own, dp.noise_multiplier, dp.sample_rate, dp.limit),
+                        dp.delta, exclude=release)  # before the first step: a refused run spends nothing
+    entry = ledger.Release.start(key, private=True, stage=stage, run_dir=ctx.run_dir, release=release,
+                                 delta=dp.delta, accountant=dp.accountant, n_examples=n_train)
+    entry.update(own)
+    dp.on_step = lambda h: entry.update(accounting.drop_steps(h, inherited))
+    dp.release = entry
     if start is not None:
         start.steps = dp.resumed_steps  # the loop counts every step spent, the lost ones included
     return dp, start
@@ -136,7 +151,12 @@ def save_tuned(ctx, stage: str, prompt: SoftPrompt, result, dp, seconds: float, 
                "validation": result.validation, "seconds": seconds, "stopped": result.stopped_reason}
     files = {"prompt": path}
     if dp is not None:
-        summary["privacy"] = dp.save_certificate(folder)
+        own = accounting.drop_steps(dp.history, dp.journal_extra.get("inherited_steps", 0))
+        dp.release.update(own, epsilon=accounting.epsilon(own, dp.delta, dp.accountant), finished=True)
+        total = ledger.composed(dp.release.key)
+        summary["privacy"] = dp.save_certificate(folder, ledger={
+            "data": dp.release.key, "release": dp.release.release, "composed_epsilon": total["epsilon"],
+            "composed_releases": total["releases"]})
         artifacts.write_json(folder / JOURNAL, {**dp.journal_record(), "finished": True})  # a new tune composes
         files["certificate"] = folder / "privacy.json"
     artifacts.write_json(folder / "summary.json", summary)
@@ -158,7 +178,12 @@ def _begin(ctx, stage: str) -> None:
 
 def _run(ctx, stage: str, model, tokenizer, model_id: str, steps: int | None) -> None:
     inputs = fingerprints.stage_inputs(ctx, stage)
-    _begin(ctx, stage)
+    if not ctx.config.privacy.enabled:  # a release without DP: the ledger records ε = ∞ for this data
+        key = ledger.task_key(ctx.config.task, ctx.config.runtime.seed)
+        if ctx.config.privacy.budget is not None:
+            raise PostError(f"privacy.budget is set but {stage} runs without DP (ε = ∞): set privacy.epsilon, "
+                            "or remove privacy.budget")
+        ledger.Release.start(key, private=False, stage=stage, run_dir=ctx.run_dir)
     start = time.time()
     prompt, result, dp = tune_prompt(ctx, stage, model, tokenizer, model_id, steps, inputs)
     save_tuned(ctx, stage, prompt, result, dp, time.time() - start, inputs)

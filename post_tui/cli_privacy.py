@@ -73,3 +73,36 @@ def verify_cmd(run_dir: Path = typer.Argument(..., help="A run folder (checks tu
             typer.echo(f"OK {r['path']}: epsilon = {r['epsilon']:.6f}{target} (delta = {r['delta']:.3g}, "
                        f"{r['accountant']}, {r['steps']} steps){note}")
     _guarded(go)
+
+
+@privacy_app.command("ledger")
+def ledger_cmd(data: Optional[str] = typer.Argument(None, help="A ledger key (or its first characters); "
+                                                     "omit to list every data set"),
+               preset: Optional[str] = typer.Option(None, "--preset", "-p", help="The data of this preset's task"),
+               config: Optional[Path] = typer.Option(None, "--config", "-c", help="The data of this config's task")) -> None:
+    """Every release computed from a private data set, and the ε they compose to (Opacus' accountant)."""
+    def go():
+        from engine.privacy import ledger
+        key = data
+        if preset or config:
+            from engine.presets import load_config
+            cfg = load_config(preset, config, [])
+            key = ledger.task_key(cfg.task, cfg.runtime.seed)
+        keys = sorted(p.name for p in ledger.root().iterdir() if p.is_dir()) if ledger.root().is_dir() else []
+        if key:
+            keys = [k for k in keys if k.startswith(key)]
+            if not keys:
+                raise PostError(f"no ledger entry for {key} in {ledger.root()}: nothing has been released from that data")
+        if not keys:
+            typer.echo(f"the privacy ledger {ledger.root()} is empty")
+        for k in keys:
+            total = ledger.composed(k)
+            typer.echo(f"data {k}: {total['releases']} release(s), composed epsilon = "
+                       f"{ledger.describe_epsilon(total['epsilon'])}"
+                       + (f" (delta = {total['delta']:.3g}, {total['steps']} DP steps)" if total["delta"] else ""))
+            for e in ledger.entries(k):
+                what = "DP" if e.get("private") else "no DP"
+                typer.echo(f"  {e['release']}  {e['stage']:<8} {what:<6} epsilon = {ledger.describe_epsilon(e.get('epsilon'))}"
+                           f"  steps = {e.get('steps', 0)}{'' if e.get('finished') or not e.get('private') else '  (unfinished: counted as far as it went)'}"
+                           f"  run {e.get('run_dir')}")
+    _guarded(go)

@@ -16,3 +16,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch, request):
     if "registry" in request.keywords or "slow" in request.keywords:
         return
     monkeypatch.setenv("POST_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_ledger(tmp_path_factory, monkeypatch):
+    """Every test's privacy ledger is its own: nothing lands in the user's ~/.local/share/post/ledger."""
+    monkeypatch.setenv("POST_LEDGER", str(tmp_path_factory.mktemp("ledger")))

@@ -48,6 +48,17 @@ def add_steps(history: list[Entry], sigma: float, q: float, steps: int = 1) -> l
     return history
 
 
+def drop_steps(history: list[Entry], steps: int) -> list[Entry]:
+    """The history without its first `steps` steps (what a run inherited from earlier releases)."""
+    out, left = [], int(steps)
+    for sigma, q, n in normalize_history(history):
+        taken = min(left, n)
+        left -= taken
+        if n - taken:
+            out.append((sigma, q, n - taken))
+    return out
+
+
 def opacus_accountant(name: str, history: Iterable[Sequence] = ()):
     """A fresh Opacus accountant of kind `name` holding `history`."""
     from opacus.accountants import create_accountant

@@ -106,6 +106,7 @@ class DPSession:
                  limit: int, seed: int | None, journal: Path | None = None, journal_extra: dict | None = None):
         self.ctx, self.stage = ctx, stage
         self.journal, self.journal_extra = journal, dict(journal_extra or {})
+        self.on_step = None  # called with the history after each step is journaled (the privacy ledger)
         self.accountant, self.delta, self.target_epsilon = accountant, delta, target_epsilon
         self.noise_multiplier, self.sample_rate, self.clip = noise_multiplier, sample_rate, clip
         self.n_examples, self.steps, self.planned_total = n_examples, steps, planned_total
@@ -146,7 +147,8 @@ class DPSession:
             limit = 0 if spent > target else accounting.max_steps_within(history, sigma, q, remaining, target, delta, acc)
             if spent > target or (remaining and limit == 0):
                 raise PostError(f"privacy budget ε={target:g} is too small for even one more step "
-                                f"({done} steps already spent ε={spent:.3f}): raise privacy.epsilon")
+                                f"({done} steps already spent ε={spent:.3f} on this data, earlier runs included): "
+                                "raise privacy.epsilon (it is the total over every run on the data)")
         else:
             sigma, limit = float(privacy_cfg.noise_multiplier), remaining
         session = cls(ctx, stage, accountant=acc, delta=delta, target_epsilon=target, noise_multiplier=sigma,
@@ -200,6 +202,8 @@ class DPSession:
         if self.journal is not None:
             from engine import artifacts
             artifacts.write_json(self.journal, self.journal_record())
+        if self.on_step is not None:
+            self.on_step(self.history)
 
     def journal_record(self) -> dict:
         return {**self.journal_extra, "accountant": self.accountant, "n_examples": self.n_examples,
@@ -259,9 +263,10 @@ class DPSession:
                 "stopped": self.stopped, "stage": self.stage, "secure_rng": self.secure,
                 "versions": {"opacus": opacus.__version__, "torch": torch.__version__}}
 
-    def save_certificate(self, folder: Path) -> dict:
-        cert = self.certificate()
+    def save_certificate(self, folder: Path, **extra) -> dict:
+        cert = {**self.certificate(), **extra}
         path = Path(folder) / CERTIFICATE
-        path.write_text(json.dumps(cert, indent=2))
+        from engine import artifacts
+        artifacts.write_json(path, cert)
         self.ctx.saved(self.stage, path, "privacy certificate")
         return cert

@@ -1,0 +1,137 @@
+"""The privacy ledger: every release computed from one private data set, composed.
+
+The ledger lives on the user's machine only (`$POST_LEDGER`, default
+`$XDG_DATA_HOME/post/ledger`, i.e. `~/.local/share/post/ledger`): it is never a cache and never
+cleaned. It is keyed by the *content* of the private training data (every row's text fields
+and label, order-free), not by a path or a run folder, so copying a run folder, re-running a
+stage, or renaming the file changes nothing, and changing one byte makes a new entry.
+
+One file per release (`<data key>/<release id>.json`, written atomically): a DP tune or DP
+full PT records its (σ, q, steps) history — updated before every step together with the run's
+journal, so a crash can only over-count — and a non-DP use records ε = ∞. The composed ε of the
+data is Opacus' accountant over the concatenated histories of all its releases, at the smallest
+δ any of them used. `privacy.budget` (a lifetime ε for the data) refuses a run that would exceed
+it before it starts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+
+from engine import artifacts
+from engine.errors import PostError
+from engine.privacy import accounting
+
+
+def root() -> Path:
+    configured = os.environ.get("POST_LEDGER", "").strip()
+    if configured:
+        return Path(configured).expanduser()
+    data_home = os.environ.get("XDG_DATA_HOME", "").strip() or str(Path.home() / ".local" / "share")
+    return Path(data_home) / "post" / "ledger"
+
+
+def data_key(rows: list[dict], fields: list[str]) -> str:
+    """Content hash of the private training rows (the listed fields of every row, order-free)."""
+    lines = sorted(json.dumps([str(row.get(f)) for f in fields], ensure_ascii=False) for row in rows)
+    digest = hashlib.sha256()
+    for line in lines:
+        digest.update(line.encode("utf-8") + b"\n")
+    return digest.hexdigest()[:24]
+
+
+def task_key(task_cfg, seed: int) -> str:
+    """The ledger key of a task config's training data (the source's whole train split)."""
+    from engine.data.sources import read_split
+    rows = read_split(task_cfg.source, task_cfg.train_split, task_cfg.subset, seed)
+    return data_key(rows, [*task_cfg.text_fields, task_cfg.label_field])
+
+
+def entries(key: str) -> list[dict]:
+    """Every release recorded for `key`, oldest first. A damaged entry is refused, never skipped:
+    skipping it would under-report ε."""
+    folder = root() / key
+    if not folder.is_dir():
+        return []
+    out = [artifacts.read_json_dict(p, "privacy ledger entry") for p in sorted(folder.glob("*.json"))]
+    return sorted(out, key=lambda e: e.get("started", ""))
+
+
+def composed(key: str, exclude: str | None = None, extra_history: list | None = None,
+             extra_delta: float | None = None) -> dict:
+    """{"epsilon", "delta", "steps", "releases"} over every release of `key` (but `exclude`),
+    plus `extra_history` (a run about to start); ε = ∞ when any release was not private."""
+    found = [e for e in entries(key) if e.get("release") != exclude]
+    deltas = [e["delta"] for e in found if e.get("private") and e.get("delta")] + ([extra_delta] if extra_delta else [])
+    history = [h for e in found if e.get("private") for h in e.get("history", [])] + list(extra_history or [])
+    delta = min(deltas) if deltas else None
+    public = any(not e.get("private") for e in found)
+    if public:
+        eps = math.inf
+    elif history and delta:
+        accountant = "rdp"  # RDP composes any mix of (σ, q) histories; PRV entries are recomposed with it
+        eps = accounting.epsilon(history, delta, accountant)
+    else:
+        eps = 0.0
+    return {"epsilon": eps, "delta": delta, "steps": sum(int(h[2]) for h in history), "releases": len(found)}
+
+
+def new_release_id() -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
+class Release:
+    """One release being made: its ledger entry, rewritten (atomically) as its history grows."""
+
+    def __init__(self, key: str, release: str, record: dict):
+        self.key, self.release, self.record = key, release, record
+
+    @property
+    def path(self) -> Path:
+        return root() / self.key / f"{self.release}.json"
+
+    @classmethod
+    def start(cls, key: str, *, private: bool, stage: str, run_dir: Path, release: str | None = None,
+              **fields) -> "Release":
+        """A new entry (or the one a resumed stage continues, given its id)."""
+        release = release or new_release_id()
+        record = {"release": release, "data": key, "private": private, "stage": stage,
+                  "run_dir": str(Path(run_dir).resolve()), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "epsilon": None if private else "inf", "history": [], **fields}
+        existing = root() / key / f"{release}.json"
+        if existing.is_file():
+            record = {**artifacts.read_json_dict(existing, "privacy ledger entry"), **fields}
+        entry = cls(key, release, record)
+        entry.save()
+        return entry
+
+    def update(self, history: list, epsilon: float | None = None, **fields) -> None:
+        self.record.update(history=[list(h) for h in history], steps=sum(int(h[2]) for h in history), **fields)
+        if epsilon is not None:
+            self.record["epsilon"] = epsilon
+        self.save()
+
+    def save(self) -> None:
+        artifacts.write_json(self.path, self.record)
+
+
+def check_budget(key: str, budget: float | None, planned_history: list, delta: float,
+                 exclude: str | None = None) -> dict:
+    """Refuse (PostError) a run whose planned steps would take the data past its lifetime budget."""
+    after = composed(key, exclude=exclude, extra_history=planned_history, extra_delta=delta)
+    if budget is not None and after["epsilon"] > budget:
+        before = composed(key, exclude=exclude)
+        spent = "∞ (a release without DP)" if math.isinf(before["epsilon"]) else f"{before['epsilon']:.3f}"
+        raise PostError(f"privacy.budget ε={budget:g} for this data would be exceeded: {before['releases']} earlier "
+                        f"release(s) spent ε={spent}, this run would bring it to ε={after['epsilon']:.3f}; "
+                        f"see post privacy ledger {key[:12]}")
+    return after
+
+
+def describe_epsilon(value) -> str:
+    return "∞" if value is None or (isinstance(value, float) and math.isinf(value)) or value == "inf" else f"{value:.3f}"
