@@ -30,7 +30,8 @@ OutOpt = typer.Option(None, "--out", "-o", help="Run folder (default runs/<prese
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from post_tui.render import print_error
+    print_error(err_console, message)
     raise typer.Exit(2)
 
 
@@ -141,13 +142,15 @@ def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = Config
         folder = out or default_out(cfg)
 
         def run_block(block_cfg, run_dir: Path):
-            console.rule(f"[bold]{run_dir.name}[/] · {_block_label(block_cfg)}")
+            from rich.text import Text
+            console.rule(Text.assemble((run_dir.name, "bold"), f" · {_block_label(block_cfg)}"))
             again = run_dir.is_dir() and any(run_dir.iterdir())  # an earlier attempt: resume its finished stages
             return _execute(block_cfg, run_dir, resume=again)
 
         run_bench(cfg, folder, run_block)
         console.print((folder / "bench.md").read_text(), markup=False, highlight=False)
-        console.print(f"bench report: {folder / 'bench.md'} · {folder / 'bench.png'}")
+        console.print(f"bench report: {folder / 'bench.md'} · {folder / 'bench.png'}", markup=False,
+                      highlight=False, soft_wrap=True)
     guarded(go)
 
 
@@ -208,7 +211,8 @@ def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Assets to 
         for name in names:
             with console.status(f"fetching {name}") as status:
                 path = fetch(name, progress=lambda msg: status.update(f"{name}: {msg}"))
-            console.print(f"[green]{name}[/] ready in {path}")
+            from rich.text import Text
+            console.print(Text.assemble((name, "green"), f" ready in {path}"), soft_wrap=True)
     guarded(go)
 
 
@@ -217,7 +221,8 @@ def main() -> None:
     try:
         app()
     except PostError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        from post_tui.render import print_error
+        print_error(err_console, str(err))
         sys.exit(2)
 
 

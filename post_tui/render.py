@@ -4,10 +4,16 @@ from __future__ import annotations
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from engine import events as ev
 
 METHOD_ORDER = ("full_zs", "full_pt", "cpt", "direct", "post", "output", "shift", "inference")
+
+
+def print_error(console: Console, message: str) -> None:
+    """The one error line: a red "error:" and the message as plain text (a path with `[/]` stays as it is)."""
+    console.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
 
 
 class ConsoleRenderer:
