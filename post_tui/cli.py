@@ -73,11 +73,19 @@ def _config_for(preset, config, sets, run_dir: Path | None = None):
     from engine.config import apply_overrides, read_toml, validate
     from engine.presets import load_config
     if run_dir is not None and preset is None and config is None:
+        _check_run_folder(run_dir)
         saved = Path(run_dir) / "config.toml"
         if not saved.is_file():
             raise PostError(f"{run_dir} is not a run folder (no config.toml): give a run folder or --preset / --config")
         return validate(apply_overrides(read_toml(saved), list(sets or [])))
     return load_config(preset, config, sets)
+
+
+def _check_run_folder(run_dir: Path) -> None:
+    if Path(run_dir).is_file():
+        raise PostError(f"{run_dir} is a file, not a run folder: give the folder a run wrote (it holds config.toml)")
+    if not Path(run_dir).is_dir():
+        raise PostError(f"run folder {run_dir} does not exist: give the folder a run wrote (it holds config.toml)")
 
 
 def _execute(config, out, stages=None, resume=False, force=False) -> dict | None:
@@ -166,8 +174,8 @@ def _stage(stage: str):
                 preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt,
                 sets: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt) -> None:
         def go():
-            if run_dir is not None and not Path(run_dir).is_dir():
-                raise PostError(f"run folder {run_dir} does not exist")
+            if run_dir is not None:
+                _check_run_folder(run_dir)
             cfg = _config_for(preset, config, sets, run_dir)
             target = run_dir or out
             if target is None and stage != "distill":

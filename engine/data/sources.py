@@ -88,7 +88,7 @@ def _read_jsonl(path: Path) -> list[Row]:
             if not line.strip():
                 continue
             try:
-                value = json.loads(line)
+                value = json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as err:
                 raise PostError(f"{path} line {number} is not valid JSON ({err.msg}, column {err.colno}): "
                                 f"fix or remove that line") from None
