@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
-from rich.console import Console
 
 from engine.errors import PostError
 from post_tui.cli_privacy import privacy_app
+from post_tui.render import make_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="POST: transfer soft prompts from a small local model to a large one, privately.")
@@ -20,8 +20,8 @@ presets_app = typer.Typer(no_args_is_help=True, help="List and show run presets.
 app.add_typer(presets_app, name="presets")
 app.add_typer(privacy_app, name="privacy")
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 PresetOpt = typer.Option(None, "--preset", "-p", help="Preset name (post presets list)")
 ConfigOpt = typer.Option(None, "--config", "-c", help="A TOML config file")
