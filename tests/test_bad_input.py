@@ -288,11 +288,15 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path, monkeyp
 def test_label_names_map_in_label_word_order():
     rows = [{"label": "spam"}, {"label": " ham "}, {"label": "spam"}]
     assert _labels(rows, "label", 2, "d", ["ham", "spam"]) == [1, 0, 1]
+    stars = [{"label": 5}, {"label": 1.0}, {"label": "5"}]  # names that look like numbers: matched as written
+    assert _labels(stars, "label", 2, "d", ["1", "5"]) == [1, 0, 1]
 
 
 def test_whole_floats_and_numerals_are_class_indices():
-    rows = [{"label": 1.0}, {"label": 0}, {"label": "1"}]
-    assert _labels(rows, "label", 2, "d") == [1, 0, 1]
+    rows = [{"label": 1.0}, {"label": 0}, {"label": "1"}, {"label": " 0.0 "}]
+    assert _labels(rows, "label", 2, "d") == [1, 0, 1, 0]
+    with pytest.raises(PostError, match="not a whole number"):
+        _labels([{"label": "0.5"}], "label", 2, "d")
 
 
 def test_string_labels_error_lists_the_values_and_the_line():
@@ -317,3 +321,18 @@ def test_public_size_equal_to_the_data_is_fine(tmp_path):
     path.write_text(rows_csv(20))
     cfg = PublicConfig(source=str(path), size=16)  # the file's train split: 80 % of 20 rows
     assert len(load_public(cfg, build_tokenizer(), 0)) == 16
+
+
+def test_a_csv_with_string_labels_loads_with_label_names(tmp_path):
+    from engine.config import TaskConfig
+    from engine.data.tasks import load_task
+    from engine.tiny import build_tokenizer
+    path = tmp_path / "mail.csv"
+    path.write_text(rows_csv(40, label=lambda i: "spam" if i % 2 else "ham", text=lambda i: f"mail {i} was {i % 2}"))
+    cfg = TaskConfig(source=str(path), label_words=[["bad"], ["good"]], label_names=["ham", "spam"])
+    splits = load_task(cfg, build_tokenizer(), 0)
+    assert sum(len(s) for s in splits.values()) == 40
+    tok = build_tokenizer()
+    for split in splits.values():  # each example's label is the class its text was written for
+        for ids, label in zip(split.input_ids, split.labels):
+            assert tok.decode(ids).strip().endswith(f"was {label} It was")

@@ -120,13 +120,15 @@ def encode(tokenizer, template: str, row: dict, fields: list[str], max_length: i
 
 # ---------------------------------------------------------------- the private task
 
-_INTEGER = re.compile(r"[+-]?\d+")
+_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?")
 
 
 def _label_key(value) -> str:
-    """A label as text: 1, 1.0 and "1" are all "1"; true is "true"."""
+    """A label as text: 1, 1.0, "1" and "1.0" are all "1"; true is "true"."""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return _label_key(float(value))
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and float(value).is_integer():
         return str(int(value))
     return str(value).strip()
@@ -143,8 +145,8 @@ def _label_index(value, row: dict, num_classes: int) -> int | None:
             raise PostError(f"{_origin(row)}: label {value} is not a whole number: labels are class indices "
                             f"0..{num_classes - 1}, or names with task.label_names")
         return int(value)
-    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
-        return int(value.strip())
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):  # "1" or "1.0" from a JSON string
+        return _label_index(float(value), row, num_classes)
     return None
 
 
