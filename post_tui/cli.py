@@ -12,7 +12,7 @@ import typer
 
 from engine.errors import PostError
 from post_tui.cli_privacy import privacy_app
-from post_tui.render import make_console
+from post_tui.render import make_console, print_wide
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="POST: transfer soft prompts from a small local model to a large one, privately.")
@@ -54,7 +54,7 @@ def presets_list() -> None:
     table.add_column("description")
     for name in preset_names():
         table.add_row(name, describe(name))
-    console.print(table)
+    print_wide(console, table)
 
 
 @presets_app.command("show")
@@ -211,7 +211,7 @@ def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Assets to 
             for a in list_assets():
                 table.add_row(a["name"], a["kind"], f"{a['size_mb']:.0f} MB", a["licence"],
                               "yes" if a["cached"] else "no", a["description"])
-            console.print(table)
+            print_wide(console, table)
             return
         from engine.assets import lookup
         for name in names:

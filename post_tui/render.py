@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -25,6 +26,17 @@ def make_console(**kwargs) -> Console:
     if not console.is_terminal:
         console.soft_wrap = True
     return console
+
+
+def print_wide(console: Console, renderable: RenderableType) -> None:
+    """A table on a terminal fits the window; in a log (not a terminal) it keeps its natural width, so no
+    cell is folded into a column of fragments."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    natural = Measurement.get(console, console.options.update_width(100_000), renderable).maximum
+    wide = Console(file=console.file, width=max(natural, 1), soft_wrap=True, no_color=console.no_color)
+    wide.print(renderable)
 
 
 def _clock(seconds: float) -> str:

@@ -71,3 +71,12 @@ def test_markup_in_user_strings_is_printed_as_is():
     text = out.getvalue()
     assert "reading [/]odd[bold] name" in text and "[red]x" in text
     assert "error: data file a[/]b.csv not found" in text
+
+
+def test_tables_in_a_log_keep_their_natural_width():
+    from typer.testing import CliRunner
+    from engine.presets import describe
+    from post_tui.cli import app
+    result = CliRunner().invoke(app, ["presets", "list"])  # stdout is not a terminal here
+    assert result.exit_code == 0
+    assert any(describe("mr-smollm2") in line for line in result.stdout.splitlines())
