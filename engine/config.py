@@ -358,6 +358,9 @@ def _validation_message(err: ValidationError) -> str:
     where = ".".join(str(p) for p in first["loc"]) or "config"
     got = first.get("input")
     got_text = "" if isinstance(got, dict) else f" (got {_toml_value(got)})"
+    if first["type"] == "missing":
+        return (f"config: {where}: required but missing: set it, or start from a preset (extends = \"smoke\"; "
+                f"post presets show smoke prints a whole config)")
     message = first["msg"].removeprefix("Value error, ")
     return f"config: {where}: {message}{got_text}"
 
