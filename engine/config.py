@@ -380,7 +380,7 @@ def read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PostError(f"config file {path} not found: give the path of a TOML file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not TOML
     except UnicodeDecodeError as err:
         raise PostError(f"config file {path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
     except OSError as err:

@@ -340,3 +340,14 @@ def test_a_csv_with_string_labels_loads_with_label_names(tmp_path):
     for split in splits.values():  # each example's label is the class its text was written for
         for ids, label in zip(split.input_ids, split.labels):
             assert tok.decode(ids).strip().endswith(f"was {label} It was")
+
+
+def test_a_byte_order_mark_is_not_an_error(tmp_path):
+    from engine.data.sources import read_split
+    from engine.presets import load_config
+    path = tmp_path / "mine.toml"
+    path.write_bytes('\ufeffextends = "smoke"\n[tune]\nlr = 0.2\n'.encode())
+    assert load_config(config_file=path).tune.lr == 0.2
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(("\ufeff" + jsonl(10)).encode())
+    assert read_split(str(data), "train") and all("text" in r for r in read_split(str(data), "train"))

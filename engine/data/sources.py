@@ -83,7 +83,7 @@ def _read_file(path: Path) -> list[Row]:
 def _read_jsonl(path: Path) -> list[Row]:
     """One JSON object per line; a torn or malformed line is named by its number."""
     rows = []
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:  # a BOM (Windows editors) is not part of line 1
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
