@@ -351,3 +351,11 @@ def test_a_byte_order_mark_is_not_an_error(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_bytes(("\ufeff" + jsonl(10)).encode())
     assert read_split(str(data), "train") and all("text" in r for r in read_split(str(data), "train"))
+
+
+def test_many_names_ask_whether_the_label_column_is_right():
+    rows = [{"label": f"sentence {i}"} for i in range(30)]
+    with pytest.raises(PostError, match="30 different names .* is task.label_field the label column"):
+        _labels(rows, "label", 2, "d")
+    with pytest.raises(PostError, match="remove task.label_names"):
+        _labels([{"label": 0}], "label", 2, "d", ["ham", "spam"])

@@ -165,8 +165,10 @@ def _labels(rows: list[dict], field: str, num_classes: int, where: str, names: l
         if by_name:
             key = _label_key(value)
             if key not in by_name:
+                hint = ("; if the data's labels are class indices, remove task.label_names"
+                        if _label_index(value, row, len(names)) is not None else "")
                 raise PostError(f"{_origin(row, where)}: label {key!r} is not one of task.label_names "
-                                f"({', '.join(names)}): add it there, or fix the row")
+                                f"({', '.join(names)}): add it there, or fix the row{hint}")
             labels.append(by_name[key])
             continue
         label = _label_index(value, row, num_classes)
@@ -179,7 +181,10 @@ def _labels(rows: list[dict], field: str, num_classes: int, where: str, names: l
     if strings:
         found = sorted(strings)
         shown = ", ".join(found[:10]) + (f", ... ({len(found)} in all)" if len(found) > 10 else "")
-        line = f"label_names = {json.dumps(found[:20], ensure_ascii=False)}" if len(found) <= 20 else "label_names = [...]"
+        if len(found) > 20:
+            raise PostError(f"{where}: column {field!r} holds {len(found)} different names ({shown}), not class "
+                            f"indices: is task.label_field the label column?")
+        line = f"label_names = {json.dumps(found, ensure_ascii=False)}"
         raise PostError(f"{where}: labels are names ({shown}), not class indices: add {line} under [task], "
                         f"ordered like task.label_words (class 0 first)")
     return labels
