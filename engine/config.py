@@ -118,8 +118,8 @@ class TaskConfig(Section):
                     raise ValueError(f"class {c} has an empty label word: use a real word")
                 if word.strip() in seen:
                     other = seen[word.strip()]
-                    where = "twice in class {c}" if other == c else f"in class {other} and class {c}"
-                    raise ValueError(f"label word {word.strip()!r} appears {where.format(c=c)}: "
+                    where = f"twice in class {c}" if other == c else f"in class {other} and class {c}"
+                    raise ValueError(f"label word {word.strip()!r} appears {where}: "
                                      f"each word must name one class, once")
                 seen[word.strip()] = c
         return value
