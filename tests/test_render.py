@@ -80,3 +80,14 @@ def test_tables_in_a_log_keep_their_natural_width():
     result = CliRunner().invoke(app, ["presets", "list"])  # stdout is not a terminal here
     assert result.exit_code == 0
     assert any(describe("mr-smollm2") in line for line in result.stdout.splitlines())
+
+
+def test_on_a_terminal_bars_and_log_lines_still_work():
+    out = io.StringIO()
+    console = make_console(file=out, width=120, force_terminal=True, color_system=None)
+    with ConsoleRenderer(console) as renderer:
+        assert not renderer.plain
+        renderer(ev.Log(message="reading [/]odd name"))
+        feed(renderer, total=20)
+    text = out.getvalue()
+    assert "reading [/]odd name" in text and "tune done in 10.0 s" in text and "20/20" in text
