@@ -8,6 +8,8 @@ tune.lr?").
 from __future__ import annotations
 
 import difflib
+import json
+import string
 import tomllib
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -18,8 +20,52 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from engine.errors import PostError
 
 
+def _numeric(annotation: Any) -> bool:
+    """int, float, or a union holding one (float | None, float | "auto")."""
+    if annotation in (int, float):
+        return True
+    return get_origin(annotation) is not list and any(a in (int, float) for a in get_args(annotation))
+
+
+def check_template(template: str, fields: list[str]) -> str:
+    """A template must name {text} (or a text field) and nothing else: a stray brace or `{}` is an error."""
+    allowed = ["text", *[f for f in fields if f != "text"]]
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError:
+        raise ValueError("has a stray '{' or '}': write {text} where the text goes, and {{ or }} for a literal "
+                         "brace") from None
+    for name in names:
+        if name == "" or name.isdigit():
+            raise ValueError("has an empty '{}': name the field, e.g. {text}")
+        if name not in allowed:
+            others = f" or one of {', '.join('{' + f + '}' for f in fields)}" if fields != ["text"] else ""
+            raise ValueError(f"names {{{name}}}, which is not a text field: use {{text}}{others}")
+    if not names:
+        raise ValueError("has no {text}: without it the model never sees the text; "
+                         f"e.g. {json.dumps('{text} ' + template.strip(), ensure_ascii=False)}")
+    try:
+        template.format(**{name: "x" for name in allowed})
+    except (ValueError, KeyError, IndexError, AttributeError) as err:
+        raise ValueError(f"cannot be filled in ({err}): write plain {{text}}") from None
+    return template
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info) -> Any:
+        """pydantic reads true as 1: `tune.steps = true` must be an error, not one step."""
+        annotation = cls.model_fields[info.field_name].annotation
+        if get_origin(annotation) is list:
+            inner = get_args(annotation)
+            if inner and _numeric(inner[0]) and isinstance(value, list) and any(isinstance(v, bool) for v in value):
+                raise ValueError("expects a list of numbers, not true / false")
+        elif isinstance(value, bool) and _numeric(annotation):
+            raise ValueError("expects a number, not true / false")
+        return value
 
 
 class ModelsConfig(Section):
@@ -35,6 +81,9 @@ class TaskConfig(Section):
     label_field: str = "label"
     template: str = Field("{text} It was", description="Input template; {text} (or each text field by name) is filled in")
     label_words: list[list[str]] = Field(default_factory=list, description="Per class, in label order: its label words")
+    label_names: list[str] = Field(default_factory=list, description=(
+        "The data's label values when they are names (\"ham\", \"spam\"), one per class in label-word order; "
+        "empty: labels are class indices 0, 1, ..."))
     prompt_init: str = Field("Predict if sentiment of this text is positive or negative.", description="Sentence whose token embeddings initialise the prompt")
     train_split: str = "train"
     validation_split: str = "validation"
@@ -48,7 +97,47 @@ class TaskConfig(Section):
     def _some_text(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("needs at least one text field")
+        if any(not f.strip() for f in v):
+            raise ValueError("a text field name is empty")
         return v
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str, info) -> str:
+        return check_template(value, info.data.get("text_fields", ["text"]))
+
+    @field_validator("label_words")
+    @classmethod
+    def _label_words(cls, value: list[list[str]]) -> list[list[str]]:
+        seen: dict[str, int] = {}
+        for c, words in enumerate(value):
+            if not words:
+                raise ValueError(f"class {c} has no label words: give at least one, e.g. [[\"bad\"], [\"good\"]]")
+            for word in words:
+                if not word.strip():
+                    raise ValueError(f"class {c} has an empty label word: use a real word")
+                if word.strip() in seen:
+                    other = seen[word.strip()]
+                    where = f"twice in class {c}" if other == c else f"in class {other} and class {c}"
+                    raise ValueError(f"label word {word.strip()!r} appears {where}: "
+                                     f"each word must name one class, once")
+                seen[word.strip()] = c
+        return value
+
+    @field_validator("label_names")
+    @classmethod
+    def _label_names(cls, value: list[str], info) -> list[str]:
+        names = [n.strip() for n in value]
+        if any(not n for n in names):
+            raise ValueError("has an empty name: give the label values exactly as the data has them")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"lists {dup[0]!r} twice: one name per class")
+        words = info.data.get("label_words")
+        if value and words and len(value) != len(words):
+            raise ValueError(f"has {len(value)} names but task.label_words has {len(words)} classes: "
+                             f"give one name per class, in label-word order")
+        return value
 
 
 class PublicConfig(Section):
@@ -59,6 +148,11 @@ class PublicConfig(Section):
     split: str = "train"
     size: int = Field(128, ge=1, description="Number of public examples used for transfer")
     max_length: int = Field(64, ge=4)
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str, info) -> str:
+        return check_template(value, info.data.get("text_fields", ["text"]))
 
 
 class DistillConfig(Section):
@@ -91,9 +185,7 @@ class DistillConfig(Section):
     @field_validator("template")
     @classmethod
     def _has_text(cls, value: str) -> str:
-        if "{text}" not in value:
-            raise ValueError("must contain {text}, e.g. '{text} It was'")
-        return value
+        return check_template(value, ["text"])
 
 
 class TuneConfig(Section):
@@ -258,12 +350,24 @@ def check_keys(data: dict[str, Any], model: type[BaseModel] = RunConfig, prefix:
             check_keys(value, sub, f"{dotted}.")
 
 
+def _toml_value(value: Any) -> str:
+    """A value as the user wrote it in TOML (true, not True)."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
 def _validation_message(err: ValidationError) -> str:
     first = err.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "config"
     got = first.get("input")
-    got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-    return f"config: {where}: {first['msg']}{got_text}"
+    got_text = "" if isinstance(got, dict) else f" (got {_toml_value(got)})"
+    if first["type"] == "missing":
+        return (f"config: {where}: required but missing: set it, or start from a preset (extends = \"smoke\"; "
+                f"post presets show smoke prints a whole config)")
+    message = first["msg"].removeprefix("Value error, ")
+    return f"config: {where}: {message}{got_text}"
 
 
 def validate(data: dict[str, Any]) -> RunConfig:
@@ -281,7 +385,13 @@ def read_toml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise PostError(f"config file {path} not found: give the path of a TOML file")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is not TOML
+    except UnicodeDecodeError as err:
+        raise PostError(f"config file {path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
+    except OSError as err:
+        raise PostError(f"cannot read config file {path}: {err.strerror or err}") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise PostError(f"config file {path} is not valid TOML: {err}") from None
 

@@ -25,6 +25,14 @@ def preset_names() -> list[str]:
     return sorted(_preset_files())
 
 
+def _extends(data: dict[str, Any], where: str) -> str | None:
+    parent = data.pop("extends", None)
+    if parent is not None and not isinstance(parent, str):
+        raise PostError(f"{where}: extends must be a preset name in quotes, e.g. extends = \"smoke\" "
+                        f"(got {parent!r})")
+    return parent
+
+
 def preset_data(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """The preset's TOML as a dict, with `extends` resolved."""
     files = _preset_files()
@@ -35,7 +43,7 @@ def preset_data(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if name in _seen:
         raise PostError(f"preset {name} extends itself through {' -> '.join(_seen)}")
     own = tomllib.loads(files[name].read_text(encoding="utf-8"))
-    parent = own.pop("extends", None)
+    parent = _extends(own, f"preset {name}")
     data = deep_merge(preset_data(parent, _seen + (name,)), own) if parent else own
     data["name"] = own.get("name", name)  # a child preset is not named after its parent
     return data
@@ -49,7 +57,7 @@ def load_config(preset: str | None = None, config_file: Path | None = None,
     data: dict[str, Any] = preset_data(preset) if preset else {}
     if config_file is not None:
         user = read_toml(config_file)
-        parent = user.pop("extends", None)
+        parent = _extends(user, f"config file {config_file}")
         if parent and not preset:
             data = preset_data(parent)
         data = deep_merge(data, user)

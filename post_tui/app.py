@@ -61,7 +61,7 @@ class PostApp(App):
         try:
             config = load_config(name, None, self._overrides_for(name))
         except PostError as err:
-            self.notify(str(err), severity="error")
+            self.notify(str(err), severity="error", markup=False)
             return
         self.run_config(config)
 
@@ -78,7 +78,7 @@ class PostApp(App):
         try:
             data = apply_overrides(preset_data(name), self._overrides_for(name))
         except PostError as err:
-            self.notify(str(err), severity="error")
+            self.notify(str(err), severity="error", markup=False)
             return
         self._push_config(data, f"{name} (preset)")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 import typer
-from rich.console import Console
 
 from engine.errors import PostError
 from post_tui.cli_privacy import privacy_app
+from post_tui.render import make_console, print_wide
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="POST: transfer soft prompts from a small local model to a large one, privately.")
@@ -21,8 +21,8 @@ presets_app = typer.Typer(no_args_is_help=True, help="List and show run presets.
 app.add_typer(presets_app, name="presets")
 app.add_typer(privacy_app, name="privacy")
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 PresetOpt = typer.Option(None, "--preset", "-p", help="Preset name (post presets list)")
 ConfigOpt = typer.Option(None, "--config", "-c", help="A TOML config file")
@@ -31,7 +31,8 @@ OutOpt = typer.Option(None, "--out", "-o", help="Run folder (default runs/<prese
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from post_tui.render import print_error
+    print_error(err_console, message)
     raise typer.Exit(2)
 
 
@@ -54,7 +55,7 @@ def presets_list() -> None:
     table.add_column("description")
     for name in preset_names():
         table.add_row(name, describe(name))
-    console.print(table)
+    print_wide(console, table)
 
 
 @presets_app.command("show")
@@ -73,6 +74,7 @@ def _config_for(preset, config, sets, run_dir: Path | None = None):
     from engine.config import apply_overrides, read_toml, validate
     from engine.presets import load_config
     if run_dir is not None and preset is None and config is None:
+        _check_run_folder(run_dir)
         saved = Path(run_dir) / "config.toml"
         if not saved.is_file():
             raise PostError(f"{run_dir} is not a run folder (no config.toml): give a run folder or --preset / --config")
@@ -119,6 +121,13 @@ def _say(message: str) -> None:
         err_console.print(message, style="yellow", markup=False, highlight=False)
     except OSError:  # no terminal any more (SIGHUP)
         pass
+
+
+def _check_run_folder(run_dir: Path) -> None:
+    if Path(run_dir).is_file():
+        raise PostError(f"{run_dir} is a file, not a run folder: give the folder a run wrote (it holds config.toml)")
+    if not Path(run_dir).is_dir():
+        raise PostError(f"run folder {run_dir} does not exist: give the folder a run wrote (it holds config.toml)")
 
 
 def _execute(config, out, stages=None, resume=False, force=False) -> dict | None:
@@ -179,13 +188,15 @@ def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = Config
         folder = out or default_out(cfg)
 
         def run_block(block_cfg, run_dir: Path):
-            console.rule(f"[bold]{run_dir.name}[/] · {_block_label(block_cfg)}")
+            from rich.text import Text
+            console.rule(Text.assemble((run_dir.name, "bold"), f" · {_block_label(block_cfg)}"))
             again = run_dir.is_dir() and any(run_dir.iterdir())  # an earlier attempt: resume its finished stages
             return _execute(block_cfg, run_dir, resume=again)
 
         run_bench(cfg, folder, run_block)
         console.print((folder / "bench.md").read_text(), markup=False, highlight=False)
-        console.print(f"bench report: {folder / 'bench.md'} · {folder / 'bench.png'}")
+        console.print(f"bench report: {folder / 'bench.md'} · {folder / 'bench.png'}", markup=False,
+                      highlight=False, soft_wrap=True)
     guarded(go)
 
 
@@ -201,8 +212,8 @@ def _stage(stage: str):
                 preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt,
                 sets: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt) -> None:
         def go():
-            if run_dir is not None and not Path(run_dir).is_dir():
-                raise PostError(f"run folder {run_dir} does not exist")
+            if run_dir is not None:
+                _check_run_folder(run_dir)
             cfg = _config_for(preset, config, sets, run_dir)
             target = run_dir or out
             if target is None and stage != "distill":
@@ -238,7 +249,7 @@ def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Assets to 
             for a in list_assets():
                 table.add_row(a["name"], a["kind"], f"{a['size_mb']:.0f} MB", a["licence"],
                               "yes" if a["cached"] else "no", a["description"])
-            console.print(table)
+            print_wide(console, table)
             return
         from engine.assets import lookup
         for name in names:
@@ -246,7 +257,8 @@ def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Assets to 
         for name in names:
             with console.status(f"fetching {name}") as status:
                 path = fetch(name, progress=lambda msg: status.update(f"{name}: {msg}"))
-            console.print(f"[green]{name}[/] ready in {path}")
+            from rich.text import Text
+            console.print(Text.assemble((name, "green"), f" ready in {path}"), soft_wrap=True)
     guarded(go)
 
 
@@ -255,7 +267,8 @@ def main() -> None:
     try:
         app()
     except PostError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        from post_tui.render import print_error
+        print_error(err_console, str(err))
         sys.exit(2)
 
 

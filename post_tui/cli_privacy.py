@@ -21,7 +21,8 @@ def _guarded(fn: Callable[[], None]) -> None:
     try:
         fn()
     except PostError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        from post_tui.render import print_error
+        print_error(err_console, str(err))
         raise typer.Exit(2)
 
 

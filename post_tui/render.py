@@ -1,89 +1,179 @@
 """Rich rendering of engine events for the headless CLI."""
 from __future__ import annotations
 
-from rich.console import Console
+import time
+
+from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from engine import events as ev
 
 METHOD_ORDER = ("full_zs", "full_pt", "cpt", "direct", "post", "output", "shift", "inference")
 
 
-class ConsoleRenderer:
-    """Subscriber: one progress bar per stage with its latest loss; logs and privacy lines above."""
+def print_error(console: Console, message: str) -> None:
+    """The one error line: a red "error:" and the message as plain text (a path with `[/]` stays as it is)."""
+    console.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
 
-    def __init__(self, console: Console):
+
+def make_console(**kwargs) -> Console:
+    """The CLI's console. Not a terminal (nohup, CI, a pipe): no wrapping, so a results line or a data path
+    is never broken across lines (tables keep their natural width)."""
+    console = Console(**kwargs)
+    if not console.is_terminal:
+        console.soft_wrap = True
+    return console
+
+
+def print_wide(console: Console, renderable: RenderableType) -> None:
+    """A table on a terminal fits the window; in a log (not a terminal) it keeps its natural width, so no
+    cell is folded into a column of fragments."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    natural = Measurement.get(console, console.options.update_width(100_000), renderable).maximum
+    wide = Console(file=console.file, width=max(natural, 1), soft_wrap=True, no_color=console.no_color)
+    wide.print(renderable)
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class ConsoleRenderer:
+    """Subscriber. On a terminal: one progress bar per stage with its latest loss, logs above.
+
+    Not on a terminal (nohup, CI, a pipe): plain lines — a progress line per stage every `fraction` of
+    its steps or every `interval_s` seconds, whichever comes first (stage, step / total, loss, tokens/s,
+    ETA), and the log lines; nothing that redraws itself.
+    """
+
+    def __init__(self, console: Console, interval_s: float = 30.0, fraction: float = 0.1):
         self.console = console
-        self.progress = Progress(TextColumn("[bold]{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                 console=console, transient=False)
+        self.plain = not console.is_terminal
+        self.interval_s, self.fraction = interval_s, fraction
+        self.progress = None if self.plain else Progress(
+            TextColumn("[bold]{task.description:<18}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, transient=False)
         self.tasks: dict[str, int] = {}
         self.loss: dict[str, float] = {}
         self.extra: dict[str, str] = {}
+        self.started: dict[str, float] = {}              # stage → time of its first event
+        self.printed: dict[str, tuple[float, int]] = {}  # stage → (time, fraction bucket) of its last line
 
     def __enter__(self):
-        self.progress.start()
+        if self.progress is not None:
+            self.progress.start()
         return self
 
     def __exit__(self, *exc):
-        self.progress.stop()
+        if self.progress is not None:
+            self.progress.stop()
+
+    # ------------------------------------------------------------ output
+
+    def _line(self, event: ev.Event, *parts) -> None:
+        """One log line; parts are plain strings or (text, style) pairs — never parsed as markup."""
+        if self.plain:
+            stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+            self.console.print(Text.assemble(f"[{stamp}] ", *parts), highlight=False, soft_wrap=True)
+        else:
+            self.console.log(Text.assemble(*parts))
 
     def _task(self, stage: str, total: int | None = None) -> int:
         if stage not in self.tasks:
             self.tasks[stage] = self.progress.add_task(stage, total=total, info="")
         return self.tasks[stage]
 
+    def _info(self, event: ev.Progress) -> str:
+        parts = [f"loss {self.loss[event.stage]:.4f}"] if event.stage in self.loss else []  # eval has none
+        if event.stage in self.extra:
+            parts.append(self.extra[event.stage])
+        if event.tokens_per_s:
+            parts.append(f"{event.tokens_per_s:,.0f} tok/s")
+        return "  ".join(parts)
+
+    def _progress_line(self, event: ev.Progress) -> None:
+        start = self.started.setdefault(event.stage, event.time - (event.step_seconds or 0.0))
+        total = event.total_steps
+        bucket = int(event.step / (total * self.fraction)) if total else 0
+        last = self.printed.get(event.stage)
+        due = (last is None or event.time - last[0] >= self.interval_s or bucket > last[1]
+               or (total is not None and event.step >= total))
+        if not due:
+            return
+        self.printed[event.stage] = (event.time, bucket)
+        elapsed = event.time - start
+        where = f"step {event.step}/{total} ({100 * event.step / total:.0f}%)" if total else f"step {event.step}"
+        timing = f"elapsed {_clock(elapsed)}"
+        if total and 0 < event.step < total:
+            timing += f"  ETA {_clock(elapsed / event.step * (total - event.step))}"
+        info = self._info(event)
+        self._line(event, (event.stage, "bold"), f": {where}", f"  {info}" if info else "", f"  {timing}")
+
+    # ------------------------------------------------------------ events
+
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.StageStarted):
-            self._task(event.stage, event.total_steps)
-            if event.description:
-                self.console.log(f"[cyan]{event.stage}[/]: {event.description}")
+            self.started[event.stage] = event.time
+            self.printed.pop(event.stage, None)
+            if self.progress is not None:
+                self._task(event.stage, event.total_steps)
+            if event.description or self.plain:
+                steps = f" ({event.total_steps} steps)" if self.plain and event.total_steps else ""
+                self._line(event, (event.stage, "cyan"), f": {event.description or 'started'}{steps}")
         elif isinstance(event, ev.Metric):
             if event.name == "loss":
                 self.loss[event.stage] = event.value
             elif event.name == "val_accuracy":
                 self.extra[event.stage] = f"val {event.value:.3f}"
         elif isinstance(event, ev.Progress):
-            parts = [f"loss {self.loss[event.stage]:.4f}"] if event.stage in self.loss else []  # eval has none
-            if event.stage in self.extra:
-                parts.append(self.extra[event.stage])
-            info = "  ".join(parts)
-            if event.tokens_per_s:
-                info += f"  {event.tokens_per_s:,.0f} tok/s"
-            self.progress.update(self._task(event.stage, event.total_steps), completed=event.step,
-                                 total=event.total_steps, info=info)
+            if self.plain:
+                self._progress_line(event)
+            else:
+                self.progress.update(self._task(event.stage, event.total_steps), completed=event.step,
+                                     total=event.total_steps, info=self._info(event))
         elif isinstance(event, ev.PrivacySpent):
             target = f" / {event.target_epsilon:g}" if event.target_epsilon else ""
             self.extra[event.stage] = f"ε {event.epsilon:.2f}{target}"
         elif isinstance(event, ev.StageFinished):
-            if event.stage in self.tasks:
+            if self.progress is not None and event.stage in self.tasks:
                 task = self.progress.tasks[self.tasks[event.stage]]
                 self.progress.update(self.tasks[event.stage], completed=task.total or task.completed)
-            self.console.log(f"[green]{event.stage} done[/] in {event.seconds:.1f} s")
+            self._line(event, (f"{event.stage} done", "green"), f" in {event.seconds:.1f} s")
         elif isinstance(event, ev.StageFailed):
-            self.console.log(f"[red]{event.stage} failed[/]")  # the reason is the CLI's one error line
+            self._line(event, (f"{event.stage} failed", "red"))  # the reason is the CLI's one error line
         elif isinstance(event, ev.Log):
-            style = "yellow" if event.level == "warning" else "dim"
-            self.console.log(f"[{style}]{event.message}[/]")
+            if event.level == "warning":
+                self._line(event, ("warning: " + event.message, "yellow"))
+            else:
+                self._line(event, (event.message, "dim"))
         elif isinstance(event, ev.ArtifactSaved):
-            self.console.log(f"saved {event.what}: {event.path}")
+            self._line(event, f"saved {event.what}: {event.path}")
 
 
-def results_table(results: dict) -> Table:
+def results_table(results: dict) -> RenderableType:
+    """The accuracy table, with its title and footer as whole lines above and below it: a long data path
+    is never wrapped to the table's width."""
     acc = results.get("accuracy", {})
-    table = Table(title=f"{results.get('preset')} — {results.get('task')} test accuracy "
-                        f"({results.get('test_examples', '?')} examples)")
+    title = Text(f"{results.get('preset')} — {results.get('task')} test accuracy "
+                 f"({results.get('test_examples', '?')} examples)", style="bold")
+    table = Table()
     table.add_column("method")
     table.add_column("accuracy", justify="right")
     for name in METHOD_ORDER:
         if name in acc:
-            table.add_row(name, f"{100 * acc[name]:.2f}")
+            table.add_row(Text(name), f"{100 * acc[name]:.2f}")
     gap = results.get("gap_closed")
     table.add_row("gap closed", "—" if gap is None else f"{gap:.2f}", style="bold")
     secs = results.get("seconds", {})
-    table.caption = "minutes: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in secs.items())
     privacy = results.get("privacy")
-    table.caption += "   privacy: " + ("not private" if not privacy else
-                                       f"ε = {privacy['epsilon']:.2f}, δ = {privacy['delta']:.2g}")
-    return table
+    footer = Text("minutes: " + ", ".join(f"{k} {v / 60:.1f}" for k, v in secs.items()) + "   privacy: "
+                  + ("not private" if not privacy else f"ε = {privacy['epsilon']:.2f}, δ = {privacy['delta']:.2g}"),
+                  style="dim")
+    return Group(title, table, footer)

@@ -128,7 +128,7 @@ def test_transfer_loss_is_zero_when_student_is_teacher_and_prompts_match():
     (["run", "--preset", "smoke", "--set", "tune.lrr=1"], "did you mean tune.lr"),
     (["run", "--preset", "smoke", "--set", "tune.steps=-3"], "tune.steps"),
     (["run", "--preset", "smoke", "--set", "task.source=/no/such/file.csv"], "not found"),
-    (["run", "--preset", "smoke", "--set", "task.label_words=[[\"good\"],[\"good\"]]"], "collide"),
+    (["run", "--preset", "smoke", "--set", "task.label_words=[[\"good\"],[\"good!\"]]"], "collide"),  # one first token
     (["run", "--preset", "smoke", "--set", "distill.blocks=[0,12]"], "out of range"),
     (["run", "--preset", "smoke", "--set", "tune.prompt_length=400"], "context"),
     (["run", "--preset", "smoke", "--set", "models.large=some-org/some-model"], "offline presets"),

@@ -1,12 +1,28 @@
 """Reading rows from a data source: the generated smoke set, an offline asset, local files, or the hub."""
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
 from engine.errors import PostError
 
 FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet", ".tsv")
+
+
+class Row(dict):
+    """One record, and where it came from ("data.csv row 12"), so an error can name it."""
+    origin: str = ""
+
+
+def _rows(records, where: str) -> list[Row]:
+    """Records as Rows named "<where> row <1-based number>"."""
+    out = []
+    for number, record in enumerate(records, 1):
+        row = Row(record)
+        row.origin = f"{where} row {number}"
+        out.append(row)
+    return out
 
 
 def read_split(source: str, split: str, subset: str = "", seed: int = 0) -> list[dict]:
@@ -29,25 +45,60 @@ def read_split(source: str, split: str, subset: str = "", seed: int = 0) -> list
 def _smoke(split: str, seed: int) -> list[dict]:
     from engine.data.smoke import smoke_corpus, smoke_splits
     if split == "corpus":
-        return [{"text": t} for t in smoke_corpus(seed)]
+        return _rows([{"text": t} for t in smoke_corpus(seed)], "smoke corpus")
     splits = smoke_splits(seed)
     if split not in splits:
         raise PostError(f"smoke data has splits train, validation, test and corpus, not {split!r}")
-    return splits[split]
+    return _rows(splits[split], f"smoke split {split}")
 
 
-def _read_file(path: Path) -> list[dict]:
+def _read_file(path: Path) -> list[Row]:
     import pandas as pd
-    readers = {".csv": pd.read_csv, ".tsv": lambda p: pd.read_csv(p, sep="\t"),
-               ".parquet": pd.read_parquet, ".jsonl": lambda p: pd.read_json(p, lines=True),
-               ".json": pd.read_json}
+    # Only an empty cell is missing: a text "NA" or "null" stays text.
+    readers = {".csv": lambda p: pd.read_csv(p, keep_default_na=False, na_values=[""]),
+               ".tsv": lambda p: pd.read_csv(p, sep="\t", keep_default_na=False, na_values=[""]),
+               ".parquet": pd.read_parquet, ".jsonl": _read_jsonl, ".json": pd.read_json}
     if path.suffix not in readers:
         raise PostError(f"cannot read {path}: use a .csv, .tsv, .jsonl, .json or .parquet file")
+    if path.stat().st_size == 0:
+        raise PostError(f"data file {path} is empty: it needs a header line and one row per example")
     try:
-        frame = readers[path.suffix](path)
+        data = readers[path.suffix](path)
+    except PostError:
+        raise
+    except UnicodeDecodeError as err:
+        raise PostError(f"data file {path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
     except Exception as err:  # pandas raises many types for malformed files
-        raise PostError(f"cannot read {path}: {str(err).splitlines()[0]}") from None
-    return frame.to_dict("records")
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise PostError(f"cannot read {path}: {first}") from None
+    if isinstance(data, list):
+        rows = data
+    else:
+        rows = _rows(data.to_dict("records"), str(path))
+    if not rows:
+        raise PostError(f"data file {path} has no rows (only a header?): it needs one row per example")
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[Row]:
+    """One JSON object per line; a torn or malformed line is named by its number."""
+    rows = []
+    with path.open(encoding="utf-8-sig") as handle:  # a BOM (Windows editors) is not part of line 1
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as err:
+                raise PostError(f"{path} line {number} is not valid JSON ({err.msg}, column {err.colno}): "
+                                f"fix or remove that line") from None
+            if not isinstance(value, dict):
+                raise PostError(f"{path} line {number} is not a JSON object: each line must be like "
+                                f'{{"text": "...", "label": 0}}')
+            row = Row(value)
+            row.origin = f"{path} line {number}"
+            rows.append(row)
+    return rows
 
 
 def _read_folder(folder: Path, split: str) -> list[dict]:
@@ -91,7 +142,7 @@ def _hub(name: str, subset: str, split: str) -> list[dict]:
     except Exception as err:  # datasets raises many types: report the first line
         raise PostError(f"cannot load data set {name!r} ({subset or 'default'}, split {split}): "
                         f"{str(err).splitlines()[0]}") from None
-    return data.to_list()
+    return _rows(data.to_list(), f"{name} split {split}")
 
 
 def _dataset_cached(name: str) -> bool:

@@ -5,7 +5,10 @@ The private task has labels and a verbalizer; the public set and the KD corpus h
 """
 from __future__ import annotations
 
+import json
+import numbers
 import random
+import re
 from dataclasses import dataclass
 
 import torch
@@ -75,12 +78,30 @@ def fill(template: str, row: dict, fields: list[str]) -> tuple[str, str]:
                         f"({', '.join(fields)})") from None
 
 
-def _text(row: dict, field: str) -> str:
+def _origin(row: dict, fallback: str = "data") -> str:
+    return getattr(row, "origin", "") or fallback
+
+
+def _missing(value) -> bool:
+    """None, NaN (pandas' empty cell) or pandas' NA."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except (TypeError, ValueError):  # pandas.NA refuses bool()
+        return True
+
+
+def _text(row: dict, field: str, allow_empty: bool = False) -> str:
     if field not in row:
-        raise PostError(f"data has no text column {field!r}; columns are: {', '.join(map(str, row))} "
+        raise PostError(f"{_origin(row)} has no text column {field!r}; columns are: {', '.join(map(str, row))} "
                         f"(set task.text_fields)")
     value = row[field]
-    return "" if value is None else str(value)
+    if _missing(value) or (isinstance(value, str) and not value.strip()):
+        if allow_empty:
+            return ""
+        raise PostError(f"{_origin(row)}: the {field!r} cell is empty: fill it in or remove the row")
+    return str(value)
 
 
 def encode(tokenizer, template: str, row: dict, fields: list[str], max_length: int) -> list[int]:
@@ -99,20 +120,73 @@ def encode(tokenizer, template: str, row: dict, fields: list[str], max_length: i
 
 # ---------------------------------------------------------------- the private task
 
-def _labels(rows: list[dict], field: str, num_classes: int, where: str) -> list[int]:
+_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?")
+
+
+def _label_key(value) -> str:
+    """A label as text: 1, 1.0, "1" and "1.0" are all "1"; true is "true"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return _label_key(float(value))
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and float(value).is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _label_index(value, row: dict, num_classes: int) -> int | None:
+    """A class index from a number or a numeral; None for a name (a string label)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        if not float(value).is_integer():
+            raise PostError(f"{_origin(row)}: label {value} is not a whole number: labels are class indices "
+                            f"0..{num_classes - 1}, or names with task.label_names")
+        return int(value)
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):  # "1" or "1.0" from a JSON string
+        return _label_index(float(value), row, num_classes)
+    return None
+
+
+def _labels(rows: list[dict], field: str, num_classes: int, where: str, names: list[str] = ()) -> list[int]:
+    """Class indices; with `names` (task.label_names) the data's labels are names, mapped in label-word order."""
     if rows and field not in rows[0]:
         raise PostError(f"{where} has no label column {field!r}; columns are: {', '.join(map(str, rows[0]))} "
                         f"(set task.label_field)")
-    labels = []
+    by_name = {name.strip(): c for c, name in enumerate(names)}
+    labels: list[int | None] = []
+    strings: set[str] = set()
     for row in rows:
-        try:
-            label = int(row[field])
-        except (TypeError, ValueError):
-            raise PostError(f"{where}: label {row[field]!r} is not a class index 0..{num_classes - 1}") from None
-        if not 0 <= label < num_classes:
-            raise PostError(f"{where}: label {label} is outside 0..{num_classes - 1} "
+        if field not in row or _missing(row[field]) or (isinstance(row[field], str) and not row[field].strip()):
+            raise PostError(f"{_origin(row, where)}: no label in column {field!r}: fill it in or remove the row")
+        value = row[field]
+        if by_name:
+            key = _label_key(value)
+            if key not in by_name:
+                hint = ("; if the data's labels are class indices, remove task.label_names"
+                        if _label_index(value, row, len(names)) is not None else "")
+                raise PostError(f"{_origin(row, where)}: label {key!r} is not one of task.label_names "
+                                f"({', '.join(names)}): add it there, or fix the row{hint}")
+            labels.append(by_name[key])
+            continue
+        label = _label_index(value, row, num_classes)
+        if label is None:
+            strings.add(_label_key(value))
+        elif not 0 <= label < num_classes:
+            raise PostError(f"{_origin(row, where)}: label {label} is outside 0..{num_classes - 1} "
                             f"(task.label_words has {num_classes} classes)")
         labels.append(label)
+    if strings:
+        found = sorted(strings)
+        shown = ", ".join(found[:10]) + (f", ... ({len(found)} in all)" if len(found) > 10 else "")
+        if len(found) > 20:
+            raise PostError(f"{where}: column {field!r} holds {len(found)} different names ({shown}), not class "
+                            f"indices: is task.label_field the label column?")
+        line = f"label_names = {json.dumps(found, ensure_ascii=False)}"
+        raise PostError(f"{where}: labels are names ({shown}), not class indices: add {line} under [task], "
+                        f"ordered like task.label_words (class 0 first)")
     return labels
 
 
@@ -136,7 +210,7 @@ def load_task(cfg: TaskConfig, tokenizer, seed: int) -> dict[str, Examples]:
         if not rows:
             raise PostError(f"{where} is empty: check task.{name}_split and the data")
         ids = [encode(tokenizer, cfg.template, r, cfg.text_fields, cfg.max_length) for r in rows]
-        splits[name] = Examples(ids, _labels(rows, cfg.label_field, len(cfg.label_words), where))
+        splits[name] = Examples(ids, _labels(rows, cfg.label_field, len(cfg.label_words), where, cfg.label_names))
     return splits
 
 
@@ -153,6 +227,9 @@ def load_public(cfg: PublicConfig, tokenizer, seed: int) -> Examples:
     rows = read_split(cfg.source, cfg.split, cfg.subset, seed)
     if not rows:
         raise PostError(f"public data {cfg.source} split {cfg.split} is empty")
+    if cfg.size > len(rows):
+        raise PostError(f"public.size = {cfg.size} but public data {cfg.source} split {cfg.split} has only "
+                        f"{len(rows)} rows: set public.size to at most {len(rows)}, or give more public data")
     rows = _seeded_head(rows, cfg.size, seed + 1)
     return Examples([encode(tokenizer, cfg.template, r, cfg.text_fields, cfg.max_length) for r in rows])
 
@@ -160,7 +237,7 @@ def load_public(cfg: PublicConfig, tokenizer, seed: int) -> Examples:
 def load_corpus(source: str, subset: str, split: str, field: str, limit: int, seed: int) -> list[str]:
     """Plain text for knowledge distillation."""
     rows = _seeded_head(read_split(source, split, subset, seed), limit, seed + 2)
-    texts = [_text(r, field) for r in rows]
+    texts = [_text(r, field, allow_empty=True) for r in rows]  # a corpus may hold blank lines: skipped
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise PostError(f"distillation corpus {source} split {split} has no text in column {field!r}")

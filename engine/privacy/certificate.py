@@ -21,12 +21,15 @@ def verify_certificate(path: Path) -> dict:
     """Recompute ε of `path`; returns {"epsilon", "recomputed", "steps", ...} or raises PostError."""
     path = Path(path)
     try:
-        cert = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        cert = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or not UTF-8
         raise PostError(f"{path}: not a readable privacy certificate ({err})") from None
+    if not isinstance(cert, dict):
+        raise PostError(f"{path}: not a privacy certificate (a JSON {type(cert).__name__}, not an object)")
     missing = [k for k in REQUIRED if k not in cert]
     if missing:
         raise PostError(f"{path}: not a privacy certificate, missing {', '.join(missing)}")
+    _check_types(path, cert)
     history = accounting.normalize_history(cert["history"])
     if cert["sampling"] != "poisson":
         raise PostError(f"{path}: sampling {cert['sampling']!r} — the accountants assume Poisson sampling")
@@ -50,6 +53,28 @@ def verify_certificate(path: Path) -> dict:
     return {"path": str(path), "epsilon": eps, "recorded": recorded, "delta": cert["delta"],
             "target_epsilon": target, "steps": steps, "accountant": cert["accountant"],
             "recorded_versions": cert["versions"]}
+
+
+def _check_types(path: Path, cert: dict) -> None:
+    """A tampered field of the wrong type is a one-line error, not a TypeError deep in the accountant."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    wrong = [k for k in ("delta", "epsilon", "noise_multiplier", "sample_rate", "clip") if not number(cert[k])]
+    if cert["target_epsilon"] is not None and not number(cert["target_epsilon"]):
+        wrong.append("target_epsilon")
+    for key in ("n_examples", "steps"):
+        if not (isinstance(cert[key], int) and not isinstance(cert[key], bool) and cert[key] >= (1 if key == "n_examples" else 0)):
+            wrong.append(key)
+    if not isinstance(cert["accountant"], str) or cert["accountant"] not in ("rdp", "prv"):
+        wrong.append("accountant")
+    if not isinstance(cert["history"], list) or not all(isinstance(h, list) and all(number(x) for x in h)
+                                                        for h in cert["history"]):
+        wrong.append("history")
+    if not isinstance(cert["versions"], dict):
+        wrong.append("versions")
+    if wrong:
+        raise PostError(f"{path}: not a valid privacy certificate: {', '.join(wrong)} "
+                        f"{'has' if len(wrong) == 1 else 'have'} the wrong type or value")
 
 
 def verify_run(run_dir: Path) -> list[dict]:

@@ -245,7 +245,7 @@ class ConfigScreen(Screen):
         if self.check():
             return False
         self.app.bell()
-        self.notify(self.error, title="the config is not valid", severity="error")
+        self.notify(self.error, title="the config is not valid", severity="error", markup=False)
         if self.error_at:
             self.inputs[self.error_at].focus()
         return True
@@ -269,10 +269,10 @@ class ConfigScreen(Screen):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(to_toml(self.config), encoding="utf-8")
         except OSError as err:
-            self.notify(f"cannot write {target}: {err.strerror or err}", severity="error")
+            self.notify(f"cannot write {target}: {err.strerror or err}", severity="error", markup=False)
             return
         self.saved_to = target
-        self.notify(f"saved {target}\npost run --config {target} runs it", title="saved")
+        self.notify(f"saved {target}\npost run --config {target} runs it", title="saved", markup=False)
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -169,7 +169,8 @@ class DashboardScreen(Screen):
         elif message.outcome == "cancelled":
             self.notify("cancelled; r resumes the run", severity="warning")
         else:
-            self.notify(self.state.error or message.message, title="run failed", severity="error", timeout=10)
+            self.notify(self.state.error or message.message, title="run failed", severity="error", timeout=10,
+                        markup=False)
         self.redraw()
         self.refresh_bindings()
 

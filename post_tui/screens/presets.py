@@ -159,7 +159,7 @@ class PresetsScreen(Screen):
             return None
         info = self.infos[name]
         if info["error"]:
-            self.notify(info["error"], severity="error", title=name)
+            self.notify(info["error"], severity="error", title=name, markup=False)
             return None
         return name
 
