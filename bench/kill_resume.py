@@ -4,9 +4,8 @@
 
 A kill point is `STAGE:STEP` (a stage name as the events log has it, e.g. `transfer:post`): the
 run is killed with SIGKILL as soon as its events log shows that stage at that step — chosen from
-the log, never by sleeping. Each run gets its own cache folder (the fetched models and data are
-linked in, students and teacher states are not), so the killed run cannot reuse the reference's
-student. Reports both runs' accuracies and, per kill, the step killed at, the checkpoint step the
+the log, never by sleeping. Each run gets its own cache folder (the fetched models, data and teacher
+states are linked in, students are not), so the killed run cannot reuse the reference's student. Reports both runs' accuracies and, per kill, the step killed at, the checkpoint step the
 resume continued from, and the seconds of work lost (the killed process's own step times after
 that checkpoint). Re-running with the same --out reuses finished phases.
 """
@@ -78,11 +77,12 @@ def complete(args: list[str], env: dict, timeout: float) -> None:
 
 
 def private_cache(base: Path, folder: Path) -> Path:
-    """A cache with the fetched assets of `base` linked in, but no students or teacher states."""
+    """A cache with everything of `base` linked in but its students (each run distils its own; the
+    teacher's cached hidden states are the teacher's outputs on the corpus, content-keyed, shared)."""
     folder.mkdir(parents=True, exist_ok=True)
     for entry in base.iterdir() if base.is_dir() else []:
         link = folder / entry.name
-        if entry.name not in ("students", "teacher_hidden") and not link.exists():
+        if entry.name not in ("students", ".partial") and not link.exists():
             link.symlink_to(entry.resolve())
     return folder
 

@@ -71,6 +71,8 @@ class Section(BaseModel):
 class ModelsConfig(Section):
     large: str = Field(description="Large model: hub id, local folder, offline asset name, or tiny:gpt2 / tiny:llama")
     small: str = Field("", description="An existing student (folder or hub id); empty: distil one from the large model")
+    kit: str = Field("", description="A student kit folder from the model owner (post kit build): checked against its "
+                     "manifest, then used as the student")
     trust_remote_code: bool = False
 
 

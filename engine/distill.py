@@ -233,7 +233,7 @@ def run_distill(ctx) -> Path | None:
     ctx.emit(StageStarted(stage="distill", total_steps=cfg.distill.steps,
                           description=f"student keeps blocks {keep} of {teacher.config.num_hidden_layers}"))
     start = time.time()
-    summary = {"blocks": keep, "key": key, "path": str(final), "loss": cfg.distill.loss}
+    summary = {"blocks": keep, "key": key, "path": str(final), "loss": cfg.distill.loss, "teacher": identity}
     if (final / "config.json").is_file():
         ctx.log(f"reusing cached student {final}")
         summary["reused"] = True

@@ -35,6 +35,9 @@ def _runtime(cfg) -> dict:
 def _student(ctx) -> dict:
     """The student's identity: its folder's content hash (a re-distilled student is another input)."""
     ref = loading.student_ref(ctx)
+    if ctx.config.models.kit:
+        from engine import kit
+        return {"kit": kit.fingerprint_of(ctx.config.models.kit)}
     return {"ref": ref, "key": ctx.cache.setdefault(("student_hash", ref), _hash_if_folder(ref))}
 
 
@@ -80,7 +83,12 @@ def transfer_settings(ctx) -> dict:
 
 
 def _file_hash(path) -> str:
-    return artifacts.sha256_file(path)[:16] if path.is_file() else "missing"
+    from engine.errors import PostError
+    from engine.prompt import tensor_hash
+    try:
+        return tensor_hash(path) if path.is_file() else "missing"
+    except PostError:
+        return "damaged"
 
 
 def transfer_inputs(ctx, alpha) -> dict:

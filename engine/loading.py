@@ -26,6 +26,10 @@ def large(ctx):
 
 def student_ref(ctx) -> str:
     """Where the student is: models.small, or what the distill stage recorded."""
+    if ctx.config.models.kit:  # checked against its manifest once per run, before anything loads it
+        from engine import kit
+        ctx.once("kit", lambda: kit.verify(ctx.config.models.kit))
+        return str(kit.student_folder(ctx.config.models.kit))
     if ctx.config.models.small:
         return ctx.config.models.small
     record = ctx.run_dir / "distill" / "student.json"

@@ -46,7 +46,7 @@ def new_run_dir(config: RunConfig, out: Path | None = None) -> Path:
 
 
 def stages_for(config: RunConfig) -> list[str]:
-    stages = ["distill"] if config.distill.enabled and not config.models.small else []
+    stages = ["distill"] if config.distill.enabled and not (config.models.small or config.models.kit) else []
     stages.append("tune")
     if config.eval.full_pt:
         stages.append("full_pt")
@@ -192,7 +192,7 @@ def _stage_seconds(ctx: RunContext, stage: str) -> float:
 
 def upstream_of(ctx: RunContext, stage: str) -> list[str]:
     cfg = ctx.config
-    distill = ["distill"] if cfg.distill.enabled and not cfg.models.small else []
+    distill = ["distill"] if cfg.distill.enabled and not (cfg.models.small or cfg.models.kit) else []
     return {"distill": [], "tune": distill, "full_pt": [], "transfer": distill + ["tune"],
             "eval": ["tune", "transfer"] + (["full_pt"] if cfg.eval.full_pt else [])}[stage]
 
@@ -236,10 +236,19 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
     if "transfer" in stages:
         loading.public(ctx, tokenizer)
     if ("transfer" in stages and cfg.transfer.alpha == "auto") or ("eval" in stages and cfg.transfer.alpha == "select"):
-        if cfg.privacy.enabled:
+        if private_prompt(ctx):
             raise PostError(f"transfer.alpha = \"{cfg.transfer.alpha}\" reads accuracy on the private validation "
-                            "split, which the privacy accountant does not cover: set transfer.alpha to a number "
-                            "with [privacy] on")
+                            "split, which the privacy accountant does not cover, and this run's prompt is "
+                            "differentially private: set transfer.alpha to a number")
+
+
+def private_prompt(ctx: RunContext) -> bool:
+    """Is the small prompt of this run DP — by what was run (a certificate, a DP package), not only the config?"""
+    run = ctx.run_dir
+    if ctx.config.privacy.enabled or (run / "tune" / "privacy.json").is_file():
+        return True
+    package = run / "package.json"  # an owner's folder: the package the prompt came in
+    return package.is_file() and bool(artifacts.read_json_dict(package, "package manifest").get("dp"))
 
 
 def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | None:

@@ -75,6 +75,15 @@ class SoftPrompt(nn.Module):
         return prompt
 
 
+def tensor_hash(path: Path) -> str:
+    """Identity of a saved prompt by its values (not its file: metadata may differ between copies)."""
+    import hashlib
+    weight = SoftPrompt.load(path).weight.detach().float().contiguous()
+    digest = hashlib.sha256(str(tuple(weight.shape)).encode())
+    digest.update(weight.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def context_length(model) -> int | None:
     cfg = model.config
     for attr in ("n_positions", "max_position_embeddings"):

@@ -131,16 +131,28 @@ def _check_run_folder(run_dir: Path) -> None:
 
 
 def _execute(config, out, stages=None, resume=False, force=False) -> dict | None:
-    """Run the engine in a worker thread so Ctrl-C can ask it to stop after the current step."""
+    """Run the pipeline in a worker thread (see in_worker); prints the results table."""
+    from engine.pipeline import run
+    from post_tui.render import results_table
+    results = in_worker(lambda bus, cancel: run(config, bus, out=out, cancel=cancel, stages=stages,
+                                                resume=resume, force=force), out)
+    if results:
+        console.print(results_table(results))
+    return results
+
+
+def in_worker(job, out=None):
+    """Run `job(bus, cancel)` in a worker thread, its events drawn here, so Ctrl-C / SIGTERM / SIGHUP
+    can ask it to stop after the current step (StopSignals). Returns what the job returns."""
     from engine.events import EventBus
-    from engine.pipeline import Cancelled, run
-    from post_tui.render import ConsoleRenderer, results_table
+    from engine.pipeline import Cancelled
+    from post_tui.render import ConsoleRenderer
     bus, cancel = EventBus(), threading.Event()
     outcome: dict = {}
 
     def work():
         try:
-            outcome["results"] = run(config, bus, out=out, cancel=cancel, stages=stages, resume=resume, force=force)
+            outcome["results"] = job(bus, cancel)
         except BaseException as err:  # handed to the main thread
             outcome["error"] = err
 
@@ -158,10 +170,8 @@ def _execute(config, out, stages=None, resume=False, force=False) -> dict | None
         raise typer.Exit(130)
     if error is not None:
         raise error
-    results = outcome.get("results")
-    if results:
-        console.print(results_table(results))
-    return results
+    return outcome.get("results")
+
 
 
 @app.command("run")
@@ -228,9 +238,13 @@ def _stage(stage: str):
     return command
 
 
-for _name in ("distill", "tune", "transfer", "eval"):
+for _name in ("distill", "tune"):
     app.command(_name)(_stage(_name))
 app.command("full-pt")(_stage("full_pt"))
+
+from post_tui import cli_parties  # noqa: E402  (post transfer / eval / kit / package: the two-party commands)
+
+cli_parties.register(app, _stage)
 
 
 # ---------------------------------------------------------------- assets

@@ -1,0 +1,105 @@
+"""The prompt package (user → model owner): what crosses the boundary after tuning, and nothing else.
+
+    PKG/manifest.json       kind "post-prompt-package", every file's sha256 and role, the kit's
+                            fingerprint, whether DP was used and its ε, the day it was made
+    PKG/prompt.safetensors  the tuned prompt tensor, no metadata
+    PKG/task_card.json      what the transfer needs and the user chooses to share: template, text
+                            fields, label words, prompt length and the sentence that initialised it
+    PKG/privacy.json        with DP: the certificate (accountant, δ, ε, σ, q, steps, history, C, N)
+
+An allow-list, not a filter: each file is written from named fields. No losses, accuracies,
+paths, data names, ledger keys or times finer than a day. Under DP nothing else computed from
+the private data is inside: the prompt is the noised output, the certificate its accounting.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine import artifacts, manifest, records
+from engine.errors import PostError
+
+KIND = "post-prompt-package"
+CARD_FIELDS = ("template", "text_fields", "label_words", "prompt_init")
+CERTIFICATE_FIELDS = ("accountant", "delta", "epsilon", "target_epsilon", "clip", "n_examples", "sample_rate",
+                      "noise_multiplier", "sampling", "steps", "history", "versions")
+MEANING = {
+    "prompt.safetensors": "the soft prompt tuned on the student (length × width floats); with DP, the noised result",
+    "task_card.json": "how inputs are written and scored: template, text fields, label words per class, prompt length, "
+                      "the sentence whose embeddings initialised the prompt",
+    "privacy.json": "the DP certificate: ε at δ from Opacus' accountant over the (σ, q, steps) history, clip C, "
+                    "training-set size N (needed to check δ < 1/N)",
+}
+
+
+def package_prompt_bytes(prompt_path: Path) -> bytes:
+    """The prompt as a package holds it: the tensor alone, no metadata (its shape is in the header)."""
+    from safetensors.torch import save
+    from engine.prompt import SoftPrompt
+    return save({"prompt": SoftPrompt.load(prompt_path).weight.detach().float().contiguous()})
+
+
+def build(run_dir: Path, out: Path) -> dict:
+    """Write the package of a user's finished tune stage."""
+    from engine.config import read_toml, validate
+    run_dir, out = Path(run_dir), Path(out)
+    if not (run_dir / "config.toml").is_file():
+        raise PostError(f"{run_dir} is not a run folder (no config.toml): give the folder post tune wrote")
+    record = records.read(run_dir / "tune")
+    if record is None or record.get("status") not in records.DONE_STATUSES:
+        state = "has not run" if record is None else f"was {record.get('status')}"
+        raise PostError(f"the tune stage in {run_dir} {state}: finish it (post tune {run_dir}) before packaging")
+    if out.exists() and any(out.iterdir()):
+        raise PostError(f"{out} already exists and is not empty: give a new folder for the package")
+    cfg = validate(read_toml(run_dir / "config.toml"))
+    student = (record.get("inputs") or {}).get("student") or {}
+    kit = student.get("kit") or student.get("key")
+    card = {**{f: getattr(cfg.task, f) for f in CARD_FIELDS}, "prompt_length": cfg.tune.prompt_length}
+    certificate = run_dir / "tune" / "privacy.json"
+    with artifacts.atomic_dir(out) as temp:
+        artifacts.write_bytes(temp / "prompt.safetensors", package_prompt_bytes(run_dir / "tune" / "prompt.safetensors"))
+        artifacts.write_json(temp / "task_card.json", card)
+        roles = {"prompt.safetensors": "soft prompt", "task_card.json": "task card"}
+        epsilon = None
+        if certificate.is_file():
+            cert = artifacts.read_json_dict(certificate, "privacy certificate")
+            artifacts.write_json(temp / "privacy.json", {k: cert[k] for k in CERTIFICATE_FIELDS if k in cert})
+            roles["privacy.json"] = "privacy certificate"
+            epsilon = cert.get("epsilon")
+        written = manifest.write(temp, KIND, roles, kit=kit, dp=certificate.is_file(), epsilon=epsilon)
+    return written
+
+
+def verify(folder: Path, kit_fingerprint: str | None = None) -> dict:
+    """The package's manifest after checking files, certificate and (if given) that it was made for this kit."""
+    from engine.privacy import verify_certificate
+    found = manifest.verify(folder, KIND)
+    if kit_fingerprint is not None and found.get("kit") != kit_fingerprint:
+        raise PostError(f"{folder} was made for another student kit ({found.get('kit')}), not this one "
+                        f"({kit_fingerprint}): the user must tune with the kit the transfer uses")
+    if found.get("dp") and "privacy.json" not in found["files"]:
+        raise PostError(f"{folder}: the manifest says DP but the package has no privacy.json")
+    if "privacy.json" in found["files"]:
+        verify_certificate(Path(folder) / "privacy.json")
+    card = artifacts.read_json_dict(Path(folder) / "task_card.json", "task card")
+    missing = [f for f in (*CARD_FIELDS, "prompt_length") if f not in card]
+    if missing:
+        raise PostError(f"{folder}/task_card.json lacks {', '.join(missing)}: the package is damaged")
+    return found
+
+
+def inspect(folder: Path) -> list[str]:
+    """Every file and field of a package, with what it means (for `post package inspect`)."""
+    found = verify(folder)
+    lines = [f"{folder}: a prompt package made {found['created']} by post {found['versions'].get('post')}",
+             f"  for the student kit {found.get('kit')}; "
+             + (f"differentially private, ε = {found['epsilon']:.4g}" if found.get("dp") else "NOT differentially private")]
+    for name, entry in found["files"].items():
+        lines.append(f"  {name}  ({entry['bytes']} bytes, sha256 {entry['sha256'][:16]}…): {MEANING.get(name, entry['role'])}")
+    card = artifacts.read_json_dict(Path(folder) / "task_card.json", "task card")
+    for key, value in card.items():
+        lines.append(f"    task_card.{key} = {value!r}")
+    if "privacy.json" in found["files"]:
+        cert = artifacts.read_json_dict(Path(folder) / "privacy.json", "privacy certificate")
+        for key in CERTIFICATE_FIELDS:
+            lines.append(f"    privacy.{key} = {cert.get(key)!r}")
+    return lines

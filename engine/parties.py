@@ -1,0 +1,77 @@
+"""The two-party flow: what each side runs with the artifacts that cross between them.
+
+    owner:  post kit build --preset P --out KIT                       → KIT (engine.kit)
+    user:   post tune --preset P --set models.kit=KIT --out RUN       (private data stays here)
+    user:   post package RUN --out PKG                                → PKG (engine.package)
+    owner:  post transfer --kit KIT --package PKG --out OWNER --preset P   (public data only)
+    user:   post eval RUN --from OWNER                                (the owner's prompts, scored locally)
+
+The owner's run folder is made from the kit, the package and the owner's own config (large model,
+public data, transfer settings); its task section holds only the package's task card, its
+`task.source` is "withheld": no private path, label, loss or accuracy can be written there.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engine import artifacts, kit, manifest, package, records
+from engine.errors import PostError
+
+WITHHELD = "withheld"
+
+
+def owner_config(config, kit_dir: Path, card: dict):
+    """The owner's config with the student from the kit and the task from the card, nothing private."""
+    from engine.config import validate
+    data = json.loads(config.model_dump_json())
+    data["models"].update(kit=str(Path(kit_dir).resolve()), small="")
+    task = {"source": WITHHELD, **{k: card[k] for k in package.CARD_FIELDS}}
+    data["task"] = task
+    data["tune"]["prompt_length"] = card["prompt_length"]
+    data["privacy"] = {}
+    data["eval"]["full_pt"] = False
+    return validate(data)
+
+
+def owner_transfer(config, kit_dir: Path, package_dir: Path, out: Path, bus=None, cancel=None) -> None:
+    """Transfer a user's package to the large model in the owner's own folder (public data only)."""
+    from engine.pipeline import run
+    if config.transfer.alpha == "auto":
+        raise PostError("transfer.alpha = \"auto\" reads accuracy on the user's private validation split, which the "
+                        "owner does not have: give a number, or \"select\" (the user picks among the candidates)")
+    found = package.verify(package_dir, kit.fingerprint_of(kit_dir))
+    card = artifacts.read_json_dict(Path(package_dir) / "task_card.json", "task card")
+    cfg = owner_config(config, kit_dir, card)
+    out = Path(out)
+    prompt = out / "tune" / "prompt.safetensors"
+    incoming = (Path(package_dir) / "prompt.safetensors").read_bytes()
+    if prompt.is_file() and prompt.read_bytes() != incoming:
+        raise PostError(f"{out} holds the transfer of another package: give a new --out folder")
+    artifacts.write_bytes(prompt, incoming)
+    artifacts.write_json(out / "package.json", {k: found[k] for k in ("kind", "format", "files", "kit", "dp", "epsilon", "created")})
+    records.write(out / "tune", "tune", records.COMPLETED, {"package": manifest.fingerprint(found)},
+                  {"prompt": prompt, "package": out / "package.json"})
+    run(cfg, bus=bus, out=out, cancel=cancel, stages=["transfer"], resume=True)
+
+
+def import_transfer(run_dir: Path, owner_dir: Path) -> list[str]:
+    """Copy the owner's finished transfer prompts into the user's run, checked to be of this run's prompt."""
+    run_dir, owner_dir = Path(run_dir), Path(owner_dir)
+    record = records.read(owner_dir / "transfer")
+    if record is None or record.get("status") not in records.DONE_STATUSES:
+        raise PostError(f"{owner_dir} has no finished transfer (transfer/done.json): the owner runs post transfer first")
+    from engine.prompt import tensor_hash
+    ours = tensor_hash(run_dir / "tune" / "prompt.safetensors")
+    theirs = (record.get("inputs") or {}).get("small_prompt")
+    if theirs != ours:
+        raise PostError(f"{owner_dir} transferred another prompt ({theirs}), not this run's tuned prompt ({ours}): "
+                        "send the owner the package of this run")
+    copied = []
+    source, target = owner_dir / "transfer", run_dir / "transfer"
+    for path in sorted(source.iterdir()):
+        if path.suffix in (".safetensors", ".json") and path.name != records.RECORD:
+            artifacts.copy_file(path, target / path.name)
+            copied.append(path.name)
+    artifacts.copy_file(source / records.RECORD, target / records.RECORD)  # last: the stage is done once it lands
+    return copied

@@ -1,0 +1,167 @@
+"""The privacy boundary: kit → user tune → package → owner transfer → user eval; tampering; the ledger."""
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.data.smoke import make_rows
+from post_tui.cli import app
+
+runner = CliRunner()
+FAST = ["distill.steps=10", "tune.steps=12", "transfer.steps=10", "tune.eval_every=6", "eval.full_pt=false"]
+LABELS = ["gloomy-review", "sunny-review"]  # string labels: they must never reach the owner
+
+
+def sets(*extra):
+    return [a for s in (*FAST, *extra) for a in ("--set", s)]
+
+
+def write_private(folder: Path) -> Path:
+    path = folder / "private-reviews-of-alice.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for row in make_rows(300, seed=7):
+            writer.writerow([row["text"], LABELS[row["label"]]])
+    return path
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory):
+    """The whole two-party flow, each side in its own folder."""
+    import os
+    root = tmp_path_factory.mktemp("parties")
+    os.environ["POST_CACHE"] = str(root / "cache")
+    os.environ["POST_LEDGER"] = str(root / "ledger")
+    data = write_private(root)
+    user_sets = sets(f'task.source="{data}"', f'task.label_names={json.dumps(LABELS)}', "privacy.epsilon=8")
+    invoke("kit", "build", "--preset", "smoke", *sets(), "--out", root / "KIT")
+    invoke("tune", "--preset", "smoke", *user_sets, "--set", f'models.kit="{root / "KIT"}"', "--out", root / "user")
+    invoke("package", root / "user", "--out", root / "PKG")
+    hidden = data.with_suffix(".away")
+    data.rename(hidden)  # the owner's transfer runs with the private data gone from where the config says
+    try:
+        invoke("transfer", "--kit", root / "KIT", "--package", root / "PKG", "--out", root / "owner",
+               "--preset", "smoke", *sets())
+    finally:
+        hidden.rename(data)
+    invoke("eval", root / "user", "--from", root / "owner")
+    return root, data
+
+
+def test_owner_side_holds_nothing_private(flow):
+    root, data = flow
+    user = root / "user"
+    secrets = {str(data), data.name, data.stem, *LABELS}
+    tune_events = [json.loads(line) for line in (user / "events.jsonl").read_text().splitlines()]
+    # the user's private numbers: tune losses and validation accuracies, test accuracies
+    numbers = {repr(e["value"]) for e in tune_events if e["event"] == "Metric" and e["stage"] == "tune"}
+    numbers |= {repr(v) for v in json.loads((user / "results.json").read_text())["accuracy"].values()}
+    numbers = {n for n in numbers if len(n) >= 6}  # '0.5' would match any number; 0.515625 or a loss would not
+    rows = [r["text"] for r in make_rows(300, seed=7)[:50]]
+    for folder in (root / "PKG", root / "owner"):
+        for path in folder.rglob("*"):
+            if not path.is_file():
+                continue
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            for secret in secrets | numbers:
+                assert secret not in text, f"{secret!r} found in {path}"
+            for row in rows:
+                assert row not in text, f"private text in {path}"
+    assert sorted(p.name for p in (root / "PKG").iterdir()) == ["manifest.json", "privacy.json", "prompt.safetensors",
+                                                                "task_card.json"]
+    assert "withheld" in (root / "owner" / "config.toml").read_text()
+
+
+def test_user_scores_the_owners_prompts(flow):
+    root, _ = flow
+    results = json.loads((root / "user" / "results.json").read_text())
+    assert {"post", "direct", "cpt", "full_zs"} <= results["accuracy"].keys()
+    assert results["privacy"]["epsilon"] <= 8.0
+
+
+@pytest.mark.parametrize("damage", ["prompt", "manifest", "truncated", "extra", "wrong_kit"])
+def test_tampered_package_or_wrong_kit_is_refused(flow, tmp_path, damage):
+    root, _ = flow
+    pkg = tmp_path / "PKG"
+    shutil.copytree(root / "PKG", pkg)
+    kit = root / "KIT"
+    if damage == "prompt":
+        raw = bytearray((pkg / "prompt.safetensors").read_bytes())
+        raw[-1] ^= 1
+        (pkg / "prompt.safetensors").write_bytes(bytes(raw))
+    elif damage == "manifest":
+        manifest = json.loads((pkg / "manifest.json").read_text())
+        manifest["epsilon"] = 0.1
+        manifest["files"]["privacy.json"]["sha256"] = "0" * 64
+        (pkg / "manifest.json").write_text(json.dumps(manifest))
+    elif damage == "truncated":
+        (pkg / "task_card.json").unlink()
+    elif damage == "extra":
+        (pkg / "losses.json").write_text("[0.7, 0.6]")
+    else:
+        kit = tmp_path / "KIT"
+        shutil.copytree(root / "KIT", kit)
+        manifest = json.loads((kit / "manifest.json").read_text())
+        weights = kit / "student" / "model.safetensors"
+        raw = bytearray(weights.read_bytes())
+        raw[-1] ^= 1
+        weights.write_bytes(bytes(raw))
+        manifest["files"]["student/model.safetensors"]["sha256"] = __import__("hashlib").sha256(raw).hexdigest()
+        (kit / "manifest.json").write_text(json.dumps(manifest))  # a consistent kit, but another one
+    result = runner.invoke(app, ["transfer", "--kit", str(kit), "--package", str(pkg), "--out", str(tmp_path / "o"),
+                                 "--preset", "smoke"])
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_package_inspect_lists_every_field(flow):
+    root, _ = flow
+    out = invoke("package", "inspect", root / "PKG").stdout
+    assert "differentially private" in out and "privacy.history" in out and "task_card.label_words" in out
+
+
+# ---------------------------------------------------------------- the ledger
+
+def test_three_dp_tunes_compose_budget_refuses_and_new_data_is_new_entry(tmp_path, monkeypatch):
+    from engine.privacy import epsilon
+    from engine.privacy.ledger import composed, entries, root as ledger_root
+    monkeypatch.setenv("POST_CACHE", str(tmp_path / "cache"))
+    data = write_private(tmp_path)
+    task = [f'task.source="{data}"', f'task.label_names={json.dumps(LABELS)}', "tune.steps=8"]
+    runs = [tmp_path / f"run{i}" for i in range(3)]
+    invoke("run", "--preset", "smoke", *sets(*task), "--out", runs[0])  # non-DP: ε = ∞ for this data
+    [key] = [p.name for p in ledger_root().iterdir()]
+    assert composed(key)["epsilon"] == float("inf")
+    for entry in (ledger_root() / key).iterdir():
+        entry.unlink()  # start the DP part of the story from a clean ledger
+    for i, sigma in enumerate((1.0, 1.2, 0.9)):
+        invoke("tune", runs[0], *sets(*task, f"privacy.noise_multiplier={sigma}"))
+    found = entries(key)
+    assert len(found) == 3 and all(e["private"] and e["steps"] == 8 for e in found)
+    history = [h for e in found for h in e["history"]]
+    total = composed(key)
+    assert total["epsilon"] == pytest.approx(epsilon(history, found[0]["delta"], "rdp"))
+    listing = invoke("privacy", "ledger", key[:10]).stdout
+    assert f"composed epsilon = {total['epsilon']:.3f}" in listing
+    assert sum(1 for line in listing.splitlines() if line.startswith("  ") and " DP " in line) == 3
+    # a budget one more run would exceed: refused before any step
+    before = (runs[0] / "tune" / "prompt.safetensors").read_bytes()
+    result = runner.invoke(app, ["tune", str(runs[0]), *sets(*task, "privacy.noise_multiplier=1.0",
+                                                               f"privacy.budget={total['epsilon'] + 0.01}")])
+    assert result.exit_code == 2 and "privacy.budget" in result.stderr
+    assert len(entries(key)) == 3 and (runs[0] / "tune" / "prompt.safetensors").read_bytes() == before
+    # one byte of the data changed: another data set, another entry
+    data.write_text(data.read_text().replace("the movie", "the movie!", 1))
+    invoke("tune", runs[0], *sets(*task, "privacy.noise_multiplier=1.0"))
+    assert len([p for p in ledger_root().iterdir() if p.is_dir()]) == 2
