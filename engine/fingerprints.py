@@ -79,7 +79,7 @@ def transfer_settings(ctx) -> dict:
     cfg = ctx.config
     return {"transfer": cfg.transfer.model_dump(exclude={"alpha", "methods"}), "public": cfg.public.model_dump(),
             "large": cfg.models.large, "student": loading.student_ref(ctx), **_runtime(cfg),
-            "small_prompt": _file_hash(loading.prompt_path(ctx, "tune"))}
+            "small_prompt": _file_hash(loading.small_prompt_path(ctx))}
 
 
 def _file_hash(path) -> str:

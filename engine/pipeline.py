@@ -247,7 +247,7 @@ def private_prompt(ctx: RunContext) -> bool:
     run = ctx.run_dir
     if ctx.config.privacy.enabled or (run / "tune" / "privacy.json").is_file():
         return True
-    package = run / "package.json"  # an owner's folder: the package the prompt came in
+    package = run / "package" / "manifest.json"  # the package the prompt travels in
     return package.is_file() and bool(artifacts.read_json_dict(package, "package manifest").get("dp"))
 
 
