@@ -128,3 +128,19 @@ def test_verbalizer_first_used_under_inference_mode_still_serves_training():
     logits = torch.randn(2, len(tok), requires_grad=True)
     v.class_scores(logits).sum().backward()
     assert logits.grad is not None
+
+
+def test_verbalizer_scores_the_word_not_a_shared_boundary_marker():
+    # Llama-2-style SentencePiece: " great" → ["▁", "▁great"]; the first token is shared by every word
+    from tests.helpers import sentencepiece_style_tokenizer
+    tok = sentencepiece_style_tokenizer()
+    assert tok.convert_ids_to_tokens(tok(" great", add_special_tokens=False).input_ids)[0] == "▁"  # the trap
+    v = Verbalizer.build(tok, LABEL_WORDS)
+    tokens = [tok.convert_ids_to_tokens(ids) for ids in v.token_ids]
+    assert tokens == [["▁terrible", "▁bad", "▁awful"], ["▁great", "▁good", "▁amazing"]]
+    # the scored token is the one that follows the task's cue in an input
+    for tokenizer in (tok, tiny_pair("gpt2")[1]):
+        verbalizer = Verbalizer.build(tokenizer, LABEL_WORDS)
+        for c, words in enumerate(LABEL_WORDS):
+            for word, tid in zip(words, verbalizer.token_ids[c]):
+                assert tokenizer("the movie It was " + word, add_special_tokens=False).input_ids[-1] == tid
