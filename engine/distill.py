@@ -29,17 +29,26 @@ from engine.prompt import autocast
 
 
 def pack(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
-    """Concatenate texts (EOS between them) and cut into full rows: no padding to compute on."""
+    """Concatenate texts (EOS between them) and cut into full rows: no padding to compute on.
+
+    Each row begins the way tuning and eval inputs begin: with BOS where the tokenizer starts
+    sequences with one (`bos_id`; Gemma's states without it are far from those the student meets later).
+    """
+    from engine.prompt import bos_id
+    bos = bos_id(tokenizer)
+    head = [] if bos is None else [bos]
     sep = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stream: list[int] = []
     for ids in tokenizer(texts, add_special_tokens=False).input_ids:
         stream += ids + sep
-    rows = len(stream) // seq_len
+    width = seq_len - len(head)
+    rows = len(stream) // width if width > 0 else 0
     if rows == 0:
         from engine.errors import PostError
         raise PostError(f"the distillation corpus has {len(stream)} tokens, fewer than one row of "
                         f"distill.seq_len={seq_len}: use a bigger corpus or a shorter seq_len")
-    return torch.tensor(stream[:rows * seq_len], dtype=torch.long).view(rows, seq_len)
+    body = torch.tensor(stream[:rows * width], dtype=torch.long).view(rows, width)
+    return torch.cat([torch.tensor(head, dtype=torch.long).expand(rows, len(head)), body], dim=1)
 
 
 def weights_fingerprint(model) -> str:
@@ -52,8 +61,12 @@ def weights_fingerprint(model) -> str:
 
 
 def teacher_identity(cfg, teacher, tokenizer) -> dict:
-    return {"teacher": cfg.models.large, "tokenizer": tokenizer_fingerprint(tokenizer),
-            "weights": weights_fingerprint(teacher), "seed": cfg.runtime.seed, "dtype": cfg.runtime.dtype}
+    from engine.prompt import bos_id
+    identity = {"teacher": cfg.models.large, "tokenizer": tokenizer_fingerprint(tokenizer),
+                "weights": weights_fingerprint(teacher), "seed": cfg.runtime.seed, "dtype": cfg.runtime.dtype}
+    if bos_id(tokenizer) is not None:  # rows begin with BOS (pack): students distilled without it are not reused
+        identity["rows_begin_with_bos"] = True
+    return identity
 
 
 def _digest(blob: dict) -> str:
