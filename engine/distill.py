@@ -77,9 +77,12 @@ def _digest(blob: dict) -> str:
 _UNUSED_BY = {"hidden": {"temperature", "weight_kd", "weight_lm", "freeze_head"}, "kd": {"weight_mse"}}
 
 
-def student_key(cfg, identity: dict) -> str:
-    """Everything that determines the distilled student."""
+def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
+    """Everything that determines the distilled student; `keep`: the blocks resolved against the
+    teacher, so [0, 1, -2, -1] and [0, 1, 28, 29] of a 30-block model are the same student."""
     d = cfg.distill.model_dump(exclude={"enabled", "eval_every"} | _UNUSED_BY[cfg.distill.loss])
+    if keep is not None:
+        d["blocks"] = list(keep)
     d["corpus"] = corpus_source(cfg)
     return _digest({**identity, "distill": d, "v": 2})
 
@@ -215,7 +218,7 @@ def run_distill(ctx) -> Path:
     teacher, tokenizer = loading.large(ctx)
     keep = resolve_blocks(cfg.distill.blocks, teacher.config.num_hidden_layers)
     identity = teacher_identity(cfg, teacher, tokenizer)
-    key = student_key(cfg, identity)
+    key = student_key(cfg, identity, keep)
     final = _cache_dir("students") / key
     folder = ctx.stage_dir("distill")
     ctx.emit(StageStarted(stage="distill", total_steps=cfg.distill.steps,

@@ -92,6 +92,8 @@ def test_what_the_student_key_holds(tmp_path):
     assert again["key"] == first["key"] and again["reused"]
     assert templated["key"] != first["key"] and not templated["reused"]
     assert kd["key"] not in (first["key"], templated["key"]) and kd["loss"] == "kd"
+    absolute, _ = distill(tmp_path, "e", "distill.blocks=[0, 3]")  # smoke's [0, -1] of tiny's 4 blocks
+    assert absolute["key"] == first["key"] and absolute["reused"] and absolute["blocks"] == [0, 3]
 
 
 def test_template_without_text_is_a_one_line_error(tmp_path):
