@@ -74,13 +74,15 @@ def _digest(blob: dict) -> str:
 
 
 # settings one loss never reads: changing them must not force a new student
-_UNUSED_BY = {"hidden": {"temperature", "weight_kd", "weight_lm", "freeze_head"}, "kd": {"weight_mse"}}
+_UNUSED_BY = {"hidden": {"temperature", "weight_kd", "weight_lm", "freeze_head"}, "kd": {"weight_mse", "cue_weight"}}
 
 
 def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
     """Everything that determines the distilled student; `keep`: the blocks resolved against the
     teacher, so [0, 1, -2, -1] and [0, 1, 28, 29] of a 30-block model are the same student."""
     d = cfg.distill.model_dump(exclude={"enabled", "eval_every"} | _UNUSED_BY[cfg.distill.loss])
+    if d.get("cue_weight") == 1.0:  # the default: keys of students made before this setting stay valid
+        d.pop("cue_weight")
     if keep is not None:
         d["blocks"] = list(keep)
     d["corpus"] = corpus_source(cfg)
@@ -154,17 +156,34 @@ def _kd_step_loss(cfg, teacher, student, batch, ctx):
                              batch, torch.ones_like(batch), cfg.temperature, cfg.weight_kd, cfg.weight_lm, cfg.weight_cos)
 
 
-def _hidden_step_loss(cfg, teacher, student, batch, ctx, target=None):
+def cue_positions(tokenizer, template: str, rows: torch.Tensor) -> torch.Tensor:
+    """(rows, L) bool: positions whose token ends the template's cue (the text after `{text}`,
+    e.g. " It was"), where the teacher predicts the task's label word."""
+    cue = tokenizer(template.split("{text}", 1)[1], add_special_tokens=False).input_ids
+    found = torch.zeros_like(rows, dtype=torch.bool)
+    if not cue:
+        return found
+    k = len(cue)
+    if rows.shape[1] >= k:
+        windows = rows.unfold(1, k, 1)  # (rows, L - k + 1, k)
+        found[:, k - 1:] = (windows == torch.tensor(cue, dtype=rows.dtype)).all(-1)
+    return found
+
+
+def _hidden_step_loss(cfg, teacher, student, batch, ctx, target=None, weights=None):
     if target is None:  # corpus read once: no cache, the teacher runs beside the student
         with torch.no_grad(), autocast(ctx.device, ctx.dtype):
             target = final_hidden(teacher, batch)
     with autocast(ctx.device, ctx.dtype):
         hidden = final_hidden(student, batch)
-    return hidden_state_loss(hidden, target.to(hidden.device), cfg.weight_mse, cfg.weight_cos)
+    return hidden_state_loss(hidden, target.to(hidden.device), cfg.weight_mse, cfg.weight_cos,
+                             None if weights is None else weights.to(hidden.device))
 
 
-def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tensor | None = None) -> list[float]:
-    """`targets`: the teacher's cached hidden states per row (hidden loss only), else computed per step."""
+def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tensor | None = None,
+                  weights: torch.Tensor | None = None) -> list[float]:
+    """`targets`: the teacher's cached hidden states per row (hidden loss only), else computed per step;
+    `weights`: per-position loss weights (hidden loss only; `distill.cue_weight`)."""
     cfg = ctx.config.distill
     if cfg.freeze_embeddings:
         student.get_input_embeddings().requires_grad_(False)
@@ -186,7 +205,8 @@ def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tens
         cursor += cfg.batch_size
         start = time.perf_counter()
         if cfg.loss == "hidden":
-            loss, parts = _hidden_step_loss(cfg, teacher, student, batch, ctx, None if targets is None else targets[picked])
+            loss, parts = _hidden_step_loss(cfg, teacher, student, batch, ctx, None if targets is None else targets[picked],
+                                            None if weights is None else weights[picked])
         else:
             loss, parts = _kd_step_loss(cfg, teacher, student, batch, ctx)
         optimizer.zero_grad(set_to_none=True)
@@ -238,8 +258,13 @@ def run_distill(ctx) -> Path:
             cache_start = time.time()
             targets = teacher_hidden_states(ctx, teacher, rows, corpus_key(identity, rows))
             summary["teacher_cache_seconds"] = time.time() - cache_start
+        weights = None
+        if d.loss == "hidden" and d.cue_weight != 1.0:
+            cues = cue_positions(tokenizer, d.template, rows)
+            weights = 1.0 + (d.cue_weight - 1.0) * cues.float()
+            summary["cue_positions"] = int(cues.sum())
         student = make_student(teacher, keep).to(ctx.device)
-        losses = train_student(ctx, teacher, student, rows, targets)
+        losses = train_student(ctx, teacher, student, rows, targets, weights)
         summary.update(reused=False, first_loss=losses[0] if losses else None,
                        final_loss=losses[-1] if losses else None, steps=len(losses), corpus_rows=len(rows),
                        tokens=len(losses) * cfg.distill.batch_size * cfg.distill.seq_len)

@@ -94,6 +94,8 @@ def test_what_the_student_key_holds(tmp_path):
     assert kd["key"] not in (first["key"], templated["key"]) and kd["loss"] == "kd"
     absolute, _ = distill(tmp_path, "e", "distill.blocks=[0, 3]")  # smoke's [0, -1] of tiny's 4 blocks
     assert absolute["key"] == first["key"] and absolute["reused"] and absolute["blocks"] == [0, 3]
+    cued, _ = distill(tmp_path, "f", 'distill.template="{text} It was"', "distill.cue_weight=4.0")
+    assert cued["key"] != templated["key"] and cued["cue_positions"] > 0
 
 
 def test_template_without_text_is_a_one_line_error(tmp_path):
