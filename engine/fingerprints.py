@@ -55,8 +55,10 @@ def _hash_if_folder(ref: str) -> str:
 
 def distill_inputs(ctx) -> dict:
     from engine.distill import student_key, teacher_identity
+    from engine.models import resolve_blocks
     teacher, tokenizer = loading.large(ctx)
-    return {"student_key": student_key(ctx.config, teacher_identity(ctx.config, teacher, tokenizer))}
+    keep = resolve_blocks(ctx.config.distill.blocks, teacher.config.num_hidden_layers)
+    return {"student_key": student_key(ctx.config, teacher_identity(ctx.config, teacher, tokenizer), keep)}
 
 
 def tune_inputs(ctx) -> dict:
