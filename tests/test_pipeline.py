@@ -245,7 +245,8 @@ def test_post_at_alpha_one_is_shift_and_is_copied_not_retrained(smoke_run, tmp_p
     assert (folder / "shift.safetensors").read_bytes() == (folder / "post.safetensors").read_bytes()
     from engine.prompt import SoftPrompt
     trained_shift = SoftPrompt.load(smoke_run / "transfer" / "shift.safetensors").weight
-    assert torch.equal(SoftPrompt.load(folder / "post.safetensors").weight, trained_shift)  # what training gives
+    # what training gives: trained in two runs, so equal up to float reordering (thread counts), not bit for bit
+    assert torch.allclose(SoftPrompt.load(folder / "post.safetensors").weight, trained_shift, atol=1e-4)
 
 
 def test_alpha_select_without_its_prompts_fails_before_evaluating(smoke_run, tmp_path):
