@@ -246,9 +246,9 @@ def test_post_at_alpha_one_is_shift_and_is_copied_not_retrained(smoke_run, tmp_p
     from engine.prompt import SoftPrompt
     trained_shift = SoftPrompt.load(smoke_run / "transfer" / "shift.safetensors").weight
     # What training gives: same loss, start, batches and seed, so only the order of float sums can
-    # differ (thread count, kernels of another CPU), which moves 60 Adam steps by ~1e-6 relative;
+    # differ (thread count, kernels of another CPU), which moves 60 Adam steps by up to ~1e-5;
     # a different α or batch order moves the prompt by more than 1e-2.
-    torch.testing.assert_close(SoftPrompt.load(folder / "post.safetensors").weight, trained_shift, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(SoftPrompt.load(folder / "post.safetensors").weight, trained_shift, rtol=1e-4, atol=1e-4)
 
 
 def test_alpha_select_without_its_prompts_fails_before_evaluating(smoke_run, tmp_path):
