@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
+from engine import distributed
 from engine.events import Metric, Progress
 from engine.prompt import SoftPrompt
 
@@ -34,16 +35,23 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 def prompt_step(prompt: SoftPrompt, optimizer, loss_fn: LossFn, indices: list[int],
                 aggregate: Aggregator) -> float | None:
-    """One update; returns the batch's mean loss (None for an empty batch, a noise-only step)."""
+    """One update; returns the batch's mean loss (None for an empty batch, a noise-only step).
+
+    Over several processes `indices` is this rank's share of the global batch (maybe empty) and
+    `aggregate` an engine.distributed.ShardedAggregator: gradient and loss of the global batch."""
     copy = prompt.per_example(len(indices))
     if indices:
         losses = loss_fn(copy, indices)
         losses.sum().backward()
-        grads, loss = copy.grad, losses.mean().item()
+        grads, losses = copy.grad, losses.detach()
     else:
-        grads, loss = torch.zeros_like(copy), None
+        grads, losses = torch.zeros_like(copy), torch.zeros(0)
     optimizer.zero_grad(set_to_none=True)
-    prompt.weight.grad = aggregate(grads).to(prompt.weight.dtype)
+    if getattr(aggregate, "distributed", False):
+        grad, loss = aggregate.reduce(grads, losses)  # every rank, every step: one all-reduce
+    else:
+        grad, loss = aggregate(grads), (losses.mean().item() if losses.numel() else None)
+    prompt.weight.grad = grad.to(prompt.weight.dtype)
     optimizer.step()
     return loss
 
@@ -106,6 +114,7 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
             break
         if save and checkpoint.due(step) and step < steps:
             save()
+    distributed.sync_tensor_(prompt.weight)  # several processes: every rank keeps rank 0's prompt
     if result.cancelled:
         if save and result.steps:
             save()  # the next run continues from here

@@ -1,0 +1,209 @@
+"""Several processes (engine.distributed): 2 ranks on the CPU over gloo, spawned from pytest.
+
+Each spawned rank joins through a file store (no ports) with a one-minute collective timeout, and
+the test itself gives up after a deadline, so a desynchronised rank fails the test instead of
+hanging it. World size 1 is the same code in this process without a process group.
+"""
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+WORLD = 2
+DEADLINE_S = 240  # whole spawn: 2 fresh interpreters importing torch + transformers on a busy 2-core box
+
+
+# ---------------------------------------------------------------- harness
+
+def _rank_main(rank: int, world: int, init_file: str, out: str, scenario: str) -> None:
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["POST_LEDGER"] = str(Path(out) / f"ledger{rank}")
+    os.environ["POST_CACHE"] = str(Path(out) / f"cache{rank}")
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        result = SCENARIOS[scenario](Path(out), rank, world)
+        torch.save(result, Path(out) / f"{scenario}.rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn(tmp_path: Path, scenario: str, world: int = WORLD) -> list:
+    """Run `scenario` on `world` ranks; returns each rank's result."""
+    import torch.multiprocessing as mp
+    init_file = tmp_path / f"store-{scenario}"
+    context = mp.spawn(_rank_main, args=(world, str(init_file), str(tmp_path), scenario), nprocs=world,
+                       join=False)
+    deadline = time.monotonic() + DEADLINE_S
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in context.processes:
+                p.kill()
+            pytest.fail(f"{scenario}: the ranks did not finish within {DEADLINE_S} s (a hang)")
+    return [torch.load(tmp_path / f"{scenario}.rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+def single(tmp_path: Path, scenario: str):
+    """The same scenario as one process, no process group (world size 1)."""
+    return SCENARIOS[scenario](tmp_path, 0, 1)
+
+
+def _ctx(out: Path, rank: int, overrides=()):
+    from engine.context import RunContext
+    from engine.presets import load_config
+    return RunContext(load_config("smoke", overrides=list(overrides)), out / f"run-w-rank{rank}-{time.monotonic_ns()}")
+
+
+# ---------------------------------------------------------------- scenarios (run on every rank)
+
+N, BATCH, SHAPE = 64, 8, (4, 8)  # q = 1/8: with 2 ranks a rank's share is often empty
+
+
+def _targets() -> torch.Tensor:
+    """Per-example gradient of example i: a fixed random (m, d) tensor of norm ≫ C."""
+    return torch.randn(N, *SHAPE, generator=torch.Generator().manual_seed(7)) * 5
+
+
+def _dp_loop(out: Path, rank: int, world: int, *, sigma: float, clip: float, steps: int, seed, batch=BATCH):
+    """The DP loop (engine.training.train_prompt) on a linear loss: loss_i = <p, t_i>, so g_i = t_i.
+    Returns the prompt after each step, the local batch sizes and the global batches seen."""
+    from engine import distributed
+    from engine.config import PrivacyConfig
+    from engine.privacy import DPSession
+    from engine.prompt import SoftPrompt
+    from engine.training import make_optimizer, train_prompt
+    ctx = _ctx(out, rank)
+    targets = _targets()
+    dp = DPSession.create(ctx, "tune", PrivacyConfig(noise_multiplier=sigma, clip=clip), n_examples=N,
+                          batch_size=batch, steps=steps, shape=SHAPE, reproducible=seed is not None, seed=seed)
+    prompt = SoftPrompt(*SHAPE)
+    weights, local_sizes, global_batches = [], [], []
+
+    def loss_fn(copy, indices):
+        return (copy * targets[indices]).flatten(1).sum(1)
+
+    def logged(batches):
+        for batch in batches:
+            global_batches.append(list(batch))
+            yield batch
+
+    batches, aggregate = distributed.spread(logged(dp.batches(0)), dp.aggregate, dp)
+
+    def sizes(batches):
+        for batch in batches:
+            local_sizes.append(len(batch))
+            yield batch
+
+    def after(step):
+        weights.append(prompt.weight.detach().clone())
+        return dp.after_step(step)
+
+    train_prompt(ctx, "tune", prompt, loss_fn, sizes(batches), steps, make_optimizer("sgd", [prompt.weight], 1.0),
+                 aggregate, after_step=after, before_step=dp.before_step)
+    return {"weights": torch.stack(weights), "local_sizes": local_sizes, "global_batches": global_batches,
+            "epsilon": dp.certificate()["epsilon"], "sigma": dp.noise_multiplier, "q": dp.sample_rate}
+
+
+def scenario_dp_noise(out, rank, world):
+    """Secure default (noise seed from OS entropy, broadcast from rank 0): large σ, tiny C."""
+    return _dp_loop(out, rank, world, sigma=50.0, clip=1e-3, steps=150, seed=None)
+
+
+def scenario_dp_same_seed(out, rank, world):
+    """Reproducible seeds, σ and C where clipping and noise both matter."""
+    return _dp_loop(out, rank, world, sigma=0.7, clip=2.0, steps=40, seed=3, batch=2)  # q·N = 2: shares often empty
+
+
+def scenario_tune(out, rank, world):
+    """The tune stage's own code (engine.tune.tune_prompt) on the tiny model, without DP."""
+    from engine.tiny import tiny
+    from engine.tune import tune_prompt
+    ctx = _ctx(out, rank, ["tune.steps=20", "tune.eval_every=0", "tune.batch_size=6"])
+    model, tok = tiny("tiny:gpt2")
+    prompt, result, _ = tune_prompt(ctx, "tune", model, tok, "tiny:gpt2")
+    return {"prompt": prompt.weight.detach().clone(), "losses": result.losses, "steps": result.steps}
+
+
+def scenario_tune_dp(out, rank, world):
+    """The tune stage with DP at a target ε (secure seeds): the certificate's ε and plan."""
+    from engine.tiny import tiny
+    from engine.tune import tune_prompt
+    ctx = _ctx(out, rank, ["tune.steps=12", "tune.eval_every=0", "privacy.epsilon=4"])
+    model, tok = tiny("tiny:gpt2")
+    prompt, result, dp = tune_prompt(ctx, "tune", model, tok, "tiny:gpt2")
+    cert = dp.certificate()
+    return {k: cert[k] for k in ("epsilon", "noise_multiplier", "sample_rate", "steps", "n_examples")}
+
+
+SCENARIOS = {"dp_noise": scenario_dp_noise, "dp_same_seed": scenario_dp_same_seed,
+             "tune": scenario_tune, "tune_dp": scenario_tune_dp}
+
+
+# ---------------------------------------------------------------- tests
+
+def _update_variance(weights: torch.Tensor) -> float:
+    updates = torch.diff(torch.cat([torch.zeros(1, *SHAPE), weights]), dim=0)  # SGD lr 1: update = −g
+    return updates.double().var().item()
+
+
+def test_dp_noise_is_added_once_over_two_ranks(tmp_path):
+    """Large σ, tiny C: the update is almost only noise, of variance σ²C²/(qN)² at W = 1 and at W = 2
+    (noise on every rank would give W times that). 150 steps × 32 entries: the sample variance has a
+    relative standard error of √(2/4800) ≈ 2 %; the tolerance is 12 % (6 standard errors), and W× is 100 %."""
+    expected = (50.0 * 1e-3 / (BATCH / N * N)) ** 2
+    one = single(tmp_path, "dp_noise")
+    ranks = spawn(tmp_path, "dp_noise")
+    assert _update_variance(one["weights"]) == pytest.approx(expected, rel=0.12)
+    assert _update_variance(ranks[0]["weights"]) == pytest.approx(expected, rel=0.12)
+    # every rank ends with the same prompt (the same all-reduced gradient, then rank 0's copy)
+    assert torch.equal(ranks[0]["weights"][-1], ranks[1]["weights"][-1])
+    # the same global Poisson batch on every rank (the seed broadcast from rank 0), each rank keeps its share
+    assert ranks[0]["global_batches"] == ranks[1]["global_batches"]
+    for step, batch in enumerate(ranks[0]["global_batches"]):
+        assert ranks[0]["local_sizes"][step] + ranks[1]["local_sizes"][step] == len(batch)
+    # ε does not depend on the world size
+    assert ranks[0]["epsilon"] == one["epsilon"] and ranks[0]["q"] == one["q"]
+
+
+def test_dp_update_with_the_same_seed_matches_one_process(tmp_path):
+    """Reproducible seeds: the same Poisson batches and the same noise (drawn once, on rank 0) as one
+    process, so the DP-trained prompt matches W = 1 up to float summation order (clipped sums added
+    per rank, then across ranks): atol 1e-5 on entries of size ~1 after 40 SGD steps.
+    A rank with an empty share of the batch still takes part (q·N = 2 split over 2 ranks)."""
+    one = single(tmp_path, "dp_same_seed")
+    ranks = spawn(tmp_path, "dp_same_seed")
+    assert ranks[0]["global_batches"] == one["global_batches"]
+    torch.testing.assert_close(ranks[0]["weights"], one["weights"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ranks[1]["weights"], one["weights"], atol=1e-5, rtol=1e-5)
+    sizes = list(zip(ranks[0]["local_sizes"], ranks[1]["local_sizes"]))
+    assert any(a == 0 or b == 0 for a, b in sizes), "no step with an empty local batch: the test lost its point"
+    assert ranks[0]["epsilon"] == one["epsilon"]
+
+
+def test_tune_without_dp_matches_one_process(tmp_path):
+    """The tune stage over 2 ranks: each rank's half of each batch, gradients averaged over the global
+    batch in one all-reduce. Per-example losses do not depend on the other examples of the batch except
+    through padding length, and the sum is split differently, so the prompts agree up to float32
+    rounding amplified by 20 Adam steps (lr 0.03): atol 1e-4 on prompt entries of size ~1."""
+    one = single(tmp_path, "tune")
+    ranks = spawn(tmp_path, "tune")
+    assert ranks[0]["steps"] == one["steps"] == 20
+    torch.testing.assert_close(ranks[0]["prompt"], one["prompt"], atol=1e-4, rtol=1e-4)
+    assert torch.equal(ranks[0]["prompt"], ranks[1]["prompt"])
+    assert ranks[0]["losses"] == pytest.approx(one["losses"], rel=1e-4, abs=1e-5)  # the global batch's loss
+
+
+def test_dp_tune_epsilon_does_not_depend_on_world_size(tmp_path):
+    one = single(tmp_path, "tune_dp")
+    ranks = spawn(tmp_path, "tune_dp")
+    assert ranks[0] == one and ranks[1] == one
