@@ -20,6 +20,7 @@ With one process (WORLD_SIZE unset or 1) nothing here is active and the loop is 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import tempfile
@@ -31,7 +32,10 @@ import torch.distributed as dist
 
 from engine.errors import PostError
 
-TIMEOUT_S = 1800  # a collective waits this long for a rank that is gone (torchrun stops the others sooner)
+# A collective waits this long for a rank that is gone; torchrun stops the other ranks as soon as one
+# exits with an error, so this only bounds the odd case it cannot see. Long: the other ranks wait at a
+# barrier while rank 0 distils (minutes to hours on real models).
+TIMEOUT_S = 4 * 3600
 
 
 def world_size() -> int:
@@ -80,6 +84,20 @@ def init_from_env(timeout_s: float = TIMEOUT_S) -> bool:
     if seen != want:
         raise PostError(f"torch.distributed sees {seen} processes but WORLD_SIZE={want}")
     return True
+
+
+@contextlib.contextmanager
+def main_first():
+    """Rank 0 runs the block first while the others wait; then the others run it (and find rank 0's
+    cached result). A no-op with one process."""
+    if not active():
+        yield
+        return
+    if not is_main():
+        dist.barrier()
+    yield
+    if is_main():
+        dist.barrier()
 
 
 def follower_scratch() -> Path:

@@ -131,14 +131,40 @@ def _check_run_folder(run_dir: Path) -> None:
 
 
 def _execute(config, out, stages=None, resume=False, force=False) -> dict | None:
-    """Run the pipeline in a worker thread (see in_worker); prints the results table."""
+    """Run the pipeline in a worker thread (see in_worker); prints the results table.
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs the same stages; rank 0 alone writes the run
+    folder and draws, the others run silently in a scratch folder (engine.distributed)."""
+    from engine import distributed
     from engine.pipeline import run
     from post_tui.render import results_table
+    if distributed.init_from_env():
+        if resume or stages is not None:
+            raise PostError("several processes (torchrun) run the whole pipeline on a new run folder only: "
+                            "--resume and single stages run with one process (post run --resume RUN_DIR)")
+        if not distributed.is_main():
+            return _follow(config)
     results = in_worker(lambda bus, cancel: run(config, bus, out=out, cancel=cancel, stages=stages,
                                                 resume=resume, force=force), out)
     if results:
         console.print(results_table(results))
     return results
+
+
+def _follow(config) -> None:
+    """A rank other than 0: the same stages, silently, in a scratch folder; one line on failure."""
+    import shutil
+    from engine import distributed
+    from engine.events import EventBus
+    from engine.pipeline import run
+    scratch = distributed.follower_scratch()
+    try:
+        run(config, EventBus(), out=scratch / "run", cancel=threading.Event())
+    except PostError as err:
+        raise PostError(f"rank {distributed.rank()}: {err}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return None
 
 
 def in_worker(job, out=None):
