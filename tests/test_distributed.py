@@ -207,3 +207,46 @@ def test_dp_tune_epsilon_does_not_depend_on_world_size(tmp_path):
     one = single(tmp_path, "tune_dp")
     ranks = spawn(tmp_path, "tune_dp")
     assert ranks[0] == one and ranks[1] == one
+
+
+# ---------------------------------------------------------------- launch
+
+def _cli(tmp_path: Path, out: str, world: int, extra=()) -> dict:
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[1]
+    launcher = [str(Path(sys.executable).with_name("torchrun")), "--standalone", f"--nproc_per_node={world}"] \
+        if world > 1 else [sys.executable]
+    sets = ["distill.steps=20", "tune.steps=20", "transfer.steps=20", "eval.full_pt=false", *extra]
+    cmd = [*launcher, "-m", "post_tui.cli", "run", "--preset", "smoke", "--out", str(tmp_path / out)]
+    for s in sets:
+        cmd += ["--set", s]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=DEADLINE_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((tmp_path / out / "results.json").read_text())
+
+
+def test_torchrun_two_processes_give_the_single_process_results(tmp_path):
+    """`torchrun --nproc_per_node=2 -m post_tui.cli run`: rank 0 writes the one run folder, and its
+    accuracies are those of one process. The prompts agree to ~1e-5 (float summation order), so an
+    accuracy may differ by at most one test example whose margin is that small (1/128)."""
+    one = _cli(tmp_path, "w1", 1)
+    two = _cli(tmp_path, "w2", 2)
+    assert one["accuracy"].keys() == two["accuracy"].keys()
+    for method, acc in one["accuracy"].items():
+        assert abs(two["accuracy"][method] - acc) <= 1 / 128 + 1e-9, method
+    events = [json.loads(line) for line in (tmp_path / "w2" / "events.jsonl").read_text().splitlines()]
+    assert sum(e["event"] == "RunStarted" for e in events) == 1  # rank 1 wrote nothing here
+
+
+def test_world_size_must_match_what_the_launcher_asked(monkeypatch):
+    from engine import distributed
+    from engine.errors import PostError
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for key in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(PostError, match="torchrun"):
+        distributed.init_from_env()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.init_from_env() is False and distributed.world_size() == 1
