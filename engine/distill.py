@@ -253,7 +253,7 @@ def _run_distill(ctx) -> Path | None:
             cache_start = time.time()
             targets = teacher_hidden_states(ctx, teacher, rows, corpus_key(identity, rows))
             summary["teacher_cache_seconds"] = time.time() - cache_start
-        student = make_student(teacher, keep).to(ctx.device)
+        student = make_student(teacher, keep).to(ctx.device, torch.float32)  # trained: float32 master weights
         checkpoint = Checkpointer(ctx, folder / "checkpoint.pt", records.digest(inputs))
         losses = [] if ctx.cancelled else train_student(ctx, teacher, student, rows, targets, checkpoint)
         if ctx.cancelled:  # a half-trained student is never cached as if complete
