@@ -94,10 +94,10 @@ def main_first():
         yield
         return
     if not is_main():
-        dist.barrier()
+        _collective(dist.barrier)
     yield
     if is_main():
-        dist.barrier()
+        _collective(dist.barrier)
 
 
 def follower_scratch() -> Path:
@@ -110,6 +110,16 @@ def follower_scratch() -> Path:
 
 # ---------------------------------------------------------------- collectives
 
+def _collective(collective, *args, **kwargs):
+    """A collective; a peer that died or timed out becomes a one-line PostError, not a traceback."""
+    try:
+        return collective(*args, **kwargs)
+    except RuntimeError as err:  # gloo / nccl errors (DistBackendError is a RuntimeError)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise PostError(f"rank {rank()}: another process of this run stopped or timed out ({first}); "
+                        "see its own error above") from None
+
+
 def _device_for_collectives(like: torch.device | None = None) -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
@@ -121,7 +131,7 @@ def same_on_every_rank(value: int) -> int:
     if not active():
         return value
     box = torch.tensor([int(value)], dtype=torch.int64, device=_device_for_collectives())
-    dist.broadcast(box, src=0)
+    _collective(dist.broadcast, box, src=0)
     return int(box.item())
 
 
@@ -130,7 +140,7 @@ def sync_tensor_(tensor: torch.Tensor) -> torch.Tensor:
     if active():
         device = _device_for_collectives(tensor.device)
         box = tensor.detach().to(device, torch.float32).contiguous()
-        dist.broadcast(box, src=0)
+        _collective(dist.broadcast, box, src=0)
         tensor.data.copy_(box.to(tensor.device, tensor.dtype))
     return tensor
 
@@ -167,7 +177,7 @@ class ShardedAggregator:
         stats = torch.tensor([float(losses.detach().float().sum()) if losses.numel() else 0.0,
                               float(grads.shape[0])], dtype=torch.float32)
         packed = torch.cat([local.flatten().to(device), stats.to(device)])
-        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+        _collective(dist.all_reduce, packed, op=dist.ReduceOp.SUM)
         packed = packed.to(local.device)
         total, loss_sum, count = packed[:-2].view_as(local), float(packed[-2]), int(round(float(packed[-1])))
         if self.dp is not None:

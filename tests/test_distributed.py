@@ -38,19 +38,29 @@ def _rank_main(rank: int, world: int, init_file: str, out: str, scenario: str) -
         dist.destroy_process_group()
 
 
-def spawn(tmp_path: Path, scenario: str, world: int = WORLD) -> list:
-    """Run `scenario` on `world` ranks; returns each rank's result."""
+def spawn(tmp_path: Path, scenario: str, world: int = WORLD, must_succeed: bool = True) -> list:
+    """Run `scenario` on `world` ranks (torch.multiprocessing, spawn); each rank's result (None for
+    a rank that exited without one). Fails the test if a rank is still running at the deadline."""
     import torch.multiprocessing as mp
     init_file = tmp_path / f"store-{scenario}"
-    context = mp.spawn(_rank_main, args=(world, str(init_file), str(tmp_path), scenario), nprocs=world,
-                       join=False)
+    spawn_ctx = mp.get_context("spawn")
+    procs = [spawn_ctx.Process(target=_rank_main, args=(r, world, str(init_file), str(tmp_path), scenario))
+             for r in range(world)]
+    for proc in procs:
+        proc.start()
     deadline = time.monotonic() + DEADLINE_S
-    while not context.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in context.processes:
-                p.kill()
-            pytest.fail(f"{scenario}: the ranks did not finish within {DEADLINE_S} s (a hang)")
-    return [torch.load(tmp_path / f"{scenario}.rank{r}.pt", weights_only=False) for r in range(world)]
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    hung = [r for r, proc in enumerate(procs) if proc.is_alive()]
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+    if hung:
+        pytest.fail(f"{scenario}: rank(s) {hung} did not finish within {DEADLINE_S} s (a hang)")
+    if must_succeed:
+        assert [proc.exitcode for proc in procs] == [0] * world, f"{scenario}: a rank failed"
+    files = [tmp_path / f"{scenario}.rank{r}.pt" for r in range(world)]
+    return [torch.load(f, weights_only=False) if f.is_file() else None for f in files]
 
 
 def single(tmp_path: Path, scenario: str):
@@ -145,8 +155,31 @@ def scenario_tune_dp(out, rank, world):
     return {k: cert[k] for k in ("epsilon", "noise_multiplier", "sample_rate", "steps", "n_examples")}
 
 
+def scenario_rank_dies(out, rank, world):
+    """Rank 1 dies at step 3 (kill -9 alike); rank 0 must stop with a one-line error, not hang."""
+    from engine.errors import PostError
+
+    def loss_fn(copy, indices):
+        if rank == 1 and len(steps) == 3:
+            os._exit(3)
+        return (copy ** 2).flatten(1).sum(1)
+
+    from engine import distributed
+    from engine.prompt import SoftPrompt
+    from engine.training import make_optimizer, mean_gradient, train_prompt
+    ctx, prompt, steps = _ctx(out, rank), SoftPrompt(*SHAPE), []
+    batches, aggregate = distributed.spread(itertools.repeat(list(range(4))), mean_gradient)
+    start = time.monotonic()
+    try:
+        train_prompt(ctx, "tune", prompt, loss_fn, batches, 20, make_optimizer("sgd", [prompt.weight], 0.1),
+                     aggregate, after_step=lambda step: steps.append(step))
+    except PostError as err:
+        return {"error": str(err), "seconds": time.monotonic() - start, "steps": len(steps)}
+    return {"error": None, "steps": len(steps)}
+
+
 SCENARIOS = {"dp_noise": scenario_dp_noise, "dp_same_seed": scenario_dp_same_seed,
-             "tune": scenario_tune, "tune_dp": scenario_tune_dp}
+             "tune": scenario_tune, "tune_dp": scenario_tune_dp, "rank_dies": scenario_rank_dies}
 
 
 # ---------------------------------------------------------------- tests
@@ -207,6 +240,13 @@ def test_dp_tune_epsilon_does_not_depend_on_world_size(tmp_path):
     one = single(tmp_path, "tune_dp")
     ranks = spawn(tmp_path, "tune_dp")
     assert ranks[0] == one and ranks[1] == one
+
+
+def test_a_rank_that_dies_stops_the_others_with_one_line(tmp_path):
+    survivor, dead = spawn(tmp_path, "rank_dies", must_succeed=False)
+    assert dead is None and survivor is not None
+    assert survivor["steps"] == 3 and survivor["error"].startswith("rank 0: another process of this run stopped")
+    assert "\n" not in survivor["error"] and survivor["seconds"] < 60  # the peer's exit is seen, not waited out
 
 
 # ---------------------------------------------------------------- launch
