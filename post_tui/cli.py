@@ -203,12 +203,37 @@ def in_worker(job, out=None):
 @app.command("run")
 def run_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt,
             sets: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
-            resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder")) -> None:
+            resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder"),
+            nproc: int = typer.Option(1, "--nproc", min=1, help="Processes on this machine (re-launches under torchrun)")) -> None:
     """The whole pipeline: distill → tune → (full PT) → transfer → eval."""
     def go():
+        if nproc > 1:
+            _relaunch_under_torchrun(nproc)
         cfg = _config_for(preset, config, sets, resume)
         _execute(cfg, resume or out, resume=resume is not None)
     guarded(go)
+
+
+def _relaunch_under_torchrun(nproc: int) -> None:
+    """`post run --nproc N ...` → `torchrun --standalone --nproc_per_node=N -m post_tui.cli run ...`
+    (this process is replaced; torchrun's exit status is post's)."""
+    import shutil
+    if os.environ.get("WORLD_SIZE"):
+        raise PostError("--nproc is for a plain `post run`; this process was already started by a launcher")
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            argv.append(arg)
+    torchrun = shutil.which("torchrun", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if torchrun is None:
+        raise PostError("--nproc needs torchrun (it comes with torch) next to this Python or on PATH")
+    command = [torchrun, "--standalone", f"--nproc_per_node={nproc}", "-m", "post_tui.cli", *argv]
+    sys.stdout.flush()
+    os.execv(torchrun, command)
 
 
 @app.command("bench")
