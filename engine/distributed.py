@@ -13,8 +13,8 @@ same stages on the same data; rank 0 alone writes the run folder and talks to th
   waits on a collective the others skip. Without DP that is the mean over the global batch. With
   DP each rank clips its own examples and sums them, rank 0 alone adds the noise N(0, σ²C²) to its
   sum before the all-reduce (noise once, not W times), and the total is divided by q·N: the same
-  update as one process, so σ, q and ε do not depend on W. The batch's loss rides in the same
-  all-reduce.
+  update as one process, so σ, q and ε do not depend on W. The batch's loss, and whether any rank
+  was asked to stop (Ctrl-C, SIGTERM), ride in the same all-reduce: all ranks stop after the same step.
 
 With one process (WORLD_SIZE unset or 1) nothing here is active and the loop is unchanged.
 """
@@ -161,8 +161,9 @@ class ShardedAggregator:
 
     distributed = True
 
-    def __init__(self, dp=None):
-        self.dp = dp
+    def __init__(self, dp=None, cancel=None):
+        self.dp, self.cancel = dp, cancel  # cancel: the run's threading.Event (Ctrl-C / SIGTERM)
+        self.stop_requested = False  # set on every rank in the same step: the loop reads this, not `cancel`
 
     def reduce(self, per_example_grads: torch.Tensor, losses: torch.Tensor) -> tuple[torch.Tensor, float | None]:
         """(B_local, m, d) gradients and (B_local,) losses → (m, d) gradient, mean loss of the global batch."""
@@ -174,12 +175,17 @@ class ShardedAggregator:
         else:
             local = grads.sum(0)
         device = _device_for_collectives(local.device)
+        cancelled = self.cancel is not None and self.cancel.is_set()
         stats = torch.tensor([float(losses.detach().float().sum()) if losses.numel() else 0.0,
-                              float(grads.shape[0])], dtype=torch.float32)
+                              float(grads.shape[0]), float(cancelled)], dtype=torch.float32)
         packed = torch.cat([local.flatten().to(device), stats.to(device)])
         _collective(dist.all_reduce, packed, op=dist.ReduceOp.SUM)
         packed = packed.to(local.device)
-        total, loss_sum, count = packed[:-2].view_as(local), float(packed[-2]), int(round(float(packed[-1])))
+        total, loss_sum, count = packed[:-3].view_as(local), float(packed[-3]), int(round(float(packed[-2])))
+        if float(packed[-1]) > 0:  # a rank was asked to stop: every rank stops after this same step
+            self.stop_requested = True
+            if self.cancel is not None:
+                self.cancel.set()  # and the pipeline after the stage, as for a local Ctrl-C
         if self.dp is not None:
             grad = total / (self.dp.sample_rate * self.dp.n_examples)
         else:
@@ -187,9 +193,10 @@ class ShardedAggregator:
         return grad, (loss_sum / count if count else None)
 
 
-def spread(batches: Iterator[list[int]], aggregate, dp=None):
+def spread(batches: Iterator[list[int]], aggregate, dp=None, cancel=None):
     """The training loop's (batches, aggregator) for this world: unchanged with one process, else
-    this rank's shard of each global batch and the one-all-reduce aggregator."""
+    this rank's shard of each global batch and the one-all-reduce aggregator (which also carries a
+    cancel request of any rank to all, so all stop after the same step)."""
     if not active():
         return batches, aggregate
-    return shard(batches), ShardedAggregator(dp)
+    return shard(batches), ShardedAggregator(dp, cancel)

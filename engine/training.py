@@ -87,7 +87,7 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
     result = start or LoopResult()
     save = (lambda: checkpoint.save(result.steps, loop_state(prompt, optimizer, result))) if checkpoint else None
     for step in range(result.steps + 1, steps + 1):
-        if ctx.cancelled:
+        if _stop_requested(ctx, aggregate):
             result.cancelled, result.stopped_reason = True, "cancelled"
             break
         if before_step:
@@ -122,6 +122,12 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
     if validate is not None and result.steps and (not result.validation or result.validation[-1][0] != result.steps):
         _validate(ctx, stage, result.steps, prompt, validate, result)
     return result
+
+
+def _stop_requested(ctx, aggregate) -> bool:
+    """Cancelled? Over several processes only a request every rank has seen in the same step's
+    all-reduce counts (engine.distributed.ShardedAggregator), so all ranks stop at the same step."""
+    return aggregate.stop_requested if getattr(aggregate, "distributed", False) else ctx.cancelled
 
 
 def loop_state(prompt: SoftPrompt, optimizer, result: LoopResult) -> dict:

@@ -73,7 +73,7 @@ def transfer_prompt(ctx, method: str, alpha: float, large, tokenizer, public, ta
             next(batches)
         ctx.log(f"{stage}: continuing from the checkpoint at step {start.steps} of {cfg.transfer.steps}")
     ctx.emit(StageStarted(stage=stage, total_steps=cfg.transfer.steps, description=f"{method} transfer, alpha={alpha:g}"))
-    batches, aggregate = distributed.spread(batches, mean_gradient)  # several processes: a shard of each batch
+    batches, aggregate = distributed.spread(batches, mean_gradient, cancel=ctx.cancel_event)  # several processes: a shard of each batch
     result = train_prompt(ctx, stage, prompt, loss_fn, batches, cfg.transfer.steps, optimizer, aggregate,
                           tokens_of=lambda idx: sum(len(public.input_ids[i]) + prompt.length for i in idx),
                           checkpoint=checkpoint, start=start)

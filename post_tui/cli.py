@@ -89,8 +89,8 @@ class StopSignals:
 
     SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
-    def __init__(self, cancel: threading.Event):
-        self.cancel, self.count, self.previous = cancel, 0, {}
+    def __init__(self, cancel: threading.Event, quiet: bool = False):
+        self.cancel, self.count, self.previous, self.quiet = cancel, 0, {}, quiet
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
@@ -106,6 +106,8 @@ class StopSignals:
     def _handle(self, signum, frame) -> None:
         self.count += 1
         self.cancel.set()
+        if self.quiet and self.count < 3:
+            return
         if self.count == 1:
             _say("cancelling: the current step finishes, then the stage saves a checkpoint "
                  "(post run --resume continues it)")
@@ -157,11 +159,15 @@ def _follow(config) -> None:
     from engine import distributed
     from engine.events import EventBus
     from engine.pipeline import run
-    scratch = distributed.follower_scratch()
+    from engine.pipeline import Cancelled
+    scratch, cancel = distributed.follower_scratch(), threading.Event()
     try:
-        run(config, EventBus(), out=scratch / "run", cancel=threading.Event())
+        with StopSignals(cancel, quiet=True):  # stops after the step every rank stops at (see ShardedAggregator)
+            run(config, EventBus(), out=scratch / "run", cancel=cancel)
     except PostError as err:
         raise PostError(f"rank {distributed.rank()}: {err}") from None
+    except Cancelled:
+        raise typer.Exit(130)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return None

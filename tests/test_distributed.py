@@ -178,7 +178,26 @@ def scenario_rank_dies(out, rank, world):
     return {"error": None, "steps": len(steps)}
 
 
-SCENARIOS = {"dp_noise": scenario_dp_noise, "dp_same_seed": scenario_dp_same_seed,
+def scenario_cancel(out, rank, world):
+    """Rank 1 alone is asked to stop (its Ctrl-C / SIGTERM) during step 3: every rank stops after step 3."""
+    from engine import distributed
+    from engine.prompt import SoftPrompt
+    from engine.training import make_optimizer, mean_gradient, train_prompt
+    ctx, prompt = _ctx(out, rank), SoftPrompt(*SHAPE)
+    steps = []
+
+    def loss_fn(copy, indices):
+        if rank == 1 and len(steps) == 2:
+            ctx.cancel_event.set()
+        return (copy ** 2).flatten(1).sum(1)
+
+    batches, aggregate = distributed.spread(itertools.repeat(list(range(4))), mean_gradient, cancel=ctx.cancel_event)
+    result = train_prompt(ctx, "tune", prompt, loss_fn, batches, 20, make_optimizer("sgd", [prompt.weight], 0.1),
+                          aggregate, after_step=lambda step: steps.append(step))
+    return {"steps": result.steps, "cancelled": result.cancelled, "ctx_cancelled": ctx.cancelled}
+
+
+SCENARIOS = {"cancel": scenario_cancel, "dp_noise": scenario_dp_noise, "dp_same_seed": scenario_dp_same_seed,
              "tune": scenario_tune, "tune_dp": scenario_tune_dp, "rank_dies": scenario_rank_dies}
 
 
@@ -247,6 +266,11 @@ def test_a_rank_that_dies_stops_the_others_with_one_line(tmp_path):
     assert dead is None and survivor is not None
     assert survivor["steps"] == 3 and survivor["error"].startswith("rank 0: another process of this run stopped")
     assert "\n" not in survivor["error"] and survivor["seconds"] < 60  # the peer's exit is seen, not waited out
+
+
+def test_a_stop_request_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    ranks = spawn(tmp_path, "cancel")
+    assert ranks[0] == ranks[1] == {"steps": 3, "cancelled": True, "ctx_cancelled": True}
 
 
 # ---------------------------------------------------------------- launch
