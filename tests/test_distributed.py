@@ -302,6 +302,8 @@ def test_torchrun_two_processes_give_the_single_process_results(tmp_path):
         assert abs(two["accuracy"][method] - acc) <= 1 / 128 + 1e-9, method
     events = [json.loads(line) for line in (tmp_path / "w2" / "events.jsonl").read_text().splitlines()]
     assert sum(e["event"] == "RunStarted" for e in events) == 1  # rank 1 wrote nothing here
+    releases = [json.loads(f.read_text()) for f in Path(os.environ["POST_LEDGER"]).rglob("*.json")]
+    assert sorted(Path(r["run_dir"]).name for r in releases) == ["w1", "w2"]  # the ledger: once per run, from rank 0
 
 
 def test_world_size_must_match_what_the_launcher_asked(monkeypatch):
