@@ -220,6 +220,14 @@ def run_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOp
     guarded(go)
 
 
+def _only_run_under_a_launcher(argv: list[str]) -> None:
+    """Under torchrun (WORLD_SIZE > 1) only `post run` knows to leave the writing to rank 0; every
+    other command would have each rank write the same files."""
+    from engine.distributed import launched_world
+    if launched_world() > 1 and argv and not argv[0].startswith("-") and argv[0] != "run":
+        raise PostError(f"post {argv[0]} runs with one process: under torchrun only `post run` is distributed")
+
+
 def _relaunch_under_torchrun(nproc: int) -> None:
     """`post run --nproc N ...` → `torchrun --standalone --nproc_per_node=N -m post_tui.cli run ...`
     (this process is replaced; torchrun's exit status is post's)."""
@@ -336,6 +344,7 @@ def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Assets to 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        _only_run_under_a_launcher(sys.argv[1:])
         app()
     except PostError as err:
         from post_tui.render import print_error

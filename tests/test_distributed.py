@@ -316,3 +316,14 @@ def test_world_size_must_match_what_the_launcher_asked(monkeypatch):
         distributed.init_from_env()
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert distributed.init_from_env() is False and distributed.world_size() == 1
+
+
+def test_under_a_launcher_only_post_run_is_accepted(monkeypatch):
+    from engine.errors import PostError
+    from post_tui.cli import _only_run_under_a_launcher
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    _only_run_under_a_launcher(["run", "--preset", "smoke"])
+    with pytest.raises(PostError, match="post bench runs with one process"):
+        _only_run_under_a_launcher(["bench", "--preset", "smoke"])
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    _only_run_under_a_launcher(["bench", "--preset", "smoke"])
