@@ -145,6 +145,20 @@ def sync_tensor_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def my_share(items: list) -> list:
+    """Every W-th item, starting at this rank: each item is handled by exactly one rank."""
+    return list(items)[rank()::world_size()]
+
+
+def sum_over_ranks(count: int) -> int:
+    """An integer summed over the ranks (exact, int64); the value itself when W = 1."""
+    if not active():
+        return count
+    box = torch.tensor([int(count)], dtype=torch.int64, device=_device_for_collectives())
+    _collective(dist.all_reduce, box, op=dist.ReduceOp.SUM)
+    return int(box.item())
+
+
 def shard(batches: Iterator[list[int]], rank_: int | None = None, world: int | None = None) -> Iterator[list[int]]:
     """This rank's share of each global batch: every W-th example, starting at the rank (may be empty)."""
     r = rank() if rank_ is None else rank_

@@ -197,7 +197,21 @@ def scenario_cancel(out, rank, world):
     return {"steps": result.steps, "cancelled": result.cancelled, "ctx_cancelled": ctx.cancelled}
 
 
-SCENARIOS = {"cancel": scenario_cancel, "dp_noise": scenario_dp_noise, "dp_same_seed": scenario_dp_same_seed,
+def scenario_accuracy(out, rank, world):
+    """Accuracy on the smoke test split: each batch scored by one rank, the counts summed."""
+    from engine import loading
+    from engine.evaluate import accuracy, prompt_logit_fn
+    from engine.tiny import tiny
+    ctx = _ctx(out, rank)
+    model, tok = tiny("tiny:gpt2")
+    test = loading.task(ctx, tok)["test"]
+    batches = []
+    acc = accuracy(prompt_logit_fn(model, tok, None, "float32"), test, loading.verbalizer(ctx, tok), 16,
+                   tok.pad_token_id, ctx.device, on_batch=lambda: batches.append(1))
+    return {"accuracy": acc, "batches": len(batches), "examples": len(test)}
+
+
+SCENARIOS = {"accuracy": scenario_accuracy, "cancel": scenario_cancel, "dp_noise": scenario_dp_noise, "dp_same_seed": scenario_dp_same_seed,
              "tune": scenario_tune, "tune_dp": scenario_tune_dp, "rank_dies": scenario_rank_dies}
 
 
@@ -271,6 +285,17 @@ def test_a_rank_that_dies_stops_the_others_with_one_line(tmp_path):
 def test_a_stop_request_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     ranks = spawn(tmp_path, "cancel")
     assert ranks[0] == ranks[1] == {"steps": 3, "cancelled": True, "ctx_cancelled": True}
+
+
+def test_eval_is_sharded_and_gathered_without_duplicates(tmp_path):
+    """Every batch is scored by exactly one rank (the batch counts add up to W = 1's) and the counts are
+    summed exactly. The batches are the same as with one process, so the accuracy should be equal; a
+    prediction at a near-tie could still flip across processes, so one example of slack is allowed."""
+    one = single(tmp_path, "accuracy")
+    ranks = spawn(tmp_path, "accuracy")
+    assert ranks[0]["batches"] + ranks[1]["batches"] == one["batches"] and ranks[1]["batches"] > 0
+    assert ranks[0]["accuracy"] == ranks[1]["accuracy"]
+    assert abs(ranks[0]["accuracy"] - one["accuracy"]) <= 1 / one["examples"] + 1e-12
 
 
 # ---------------------------------------------------------------- launch
