@@ -164,7 +164,15 @@ def shard(batches: Iterator[list[int]], rank_: int | None = None, world: int | N
     r = rank() if rank_ is None else rank_
     w = world_size() if world is None else world
     for batch in batches:
-        yield list(batch)[r::w]
+        yield Share(list(batch)[r::w], batch)
+
+
+class Share(list):
+    """This rank's indices of a step; `.global_batch` is the whole batch (for tokens/s of the step)."""
+
+    def __init__(self, mine: list[int], global_batch: list[int]):
+        super().__init__(mine)
+        self.global_batch = list(global_batch)
 
 
 class ShardedAggregator:

@@ -97,12 +97,13 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
         loss = prompt_step(prompt, optimizer, loss_fn, indices, aggregate)
         seconds = time.perf_counter() - start_time
         result.steps = step
-        result.tokens += tokens_of(indices)
+        tokens = tokens_of(getattr(indices, "global_batch", indices))  # several processes: the whole step's
+        result.tokens += tokens
         if loss is not None:
             result.losses.append(loss)
             ctx.emit(Metric(stage=stage, step=step, name="loss", value=loss))
         ctx.emit(Progress(stage=stage, step=step, total_steps=steps, step_seconds=seconds,
-                          tokens_per_s=tokens_of(indices) / seconds if seconds > 0 else None))
+                          tokens_per_s=tokens / seconds if seconds > 0 else None))
         if validate is not None and eval_every and (step % eval_every == 0 or step == steps):
             _validate(ctx, stage, step, prompt, validate, result)
             if patience and _since_best(result) >= patience:

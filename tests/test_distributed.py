@@ -141,7 +141,8 @@ def scenario_tune(out, rank, world):
     ctx = _ctx(out, rank, ["tune.steps=20", "tune.eval_every=0", "tune.batch_size=6"])
     model, tok = tiny("tiny:gpt2")
     prompt, result, _ = tune_prompt(ctx, "tune", model, tok, "tiny:gpt2")
-    return {"prompt": prompt.weight.detach().clone(), "losses": result.losses, "steps": result.steps}
+    return {"prompt": prompt.weight.detach().clone(), "losses": result.losses, "steps": result.steps,
+            "tokens": result.tokens}
 
 
 def scenario_tune_dp(out, rank, world):
@@ -267,6 +268,7 @@ def test_tune_without_dp_matches_one_process(tmp_path):
     torch.testing.assert_close(ranks[0]["prompt"], one["prompt"], atol=1e-4, rtol=1e-4)
     assert torch.equal(ranks[0]["prompt"], ranks[1]["prompt"])
     assert ranks[0]["losses"] == pytest.approx(one["losses"], rel=1e-4, abs=1e-5)  # the global batch's loss
+    assert ranks[0]["tokens"] == ranks[1]["tokens"] == one["tokens"]  # tokens of the whole step, not a share
 
 
 def test_dp_tune_epsilon_does_not_depend_on_world_size(tmp_path):
