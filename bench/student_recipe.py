@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--alphas", default="", help="comma-separated α values for POST (default: the preset's α)")
     ap.add_argument("--nval", type=int, default=300, help="validation examples scored")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="", help="also write the result as JSON here (e.g. bench/results/ablation/NAME.json)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -70,7 +71,9 @@ def main() -> None:
     def score(fn) -> float:
         return accuracy(fn, val, verbalizer, 32, pad, ctx.device)
 
-    small_prompt, _, _ = tune_prompt(ctx, "tune", student, tok, "student")
+    start = time.time()
+    small_prompt, tuned, _ = tune_prompt(ctx, "tune", student, tok, "student")
+    res["tune_s"], res["tune_validation"] = round(time.time() - start, 1), tuned.validation
     plain_t, plain_s = prompt_logit_fn(teacher, tok, None, "float32"), prompt_logit_fn(student, tok, None, "float32")
     prompted_s = prompt_logit_fn(student, tok, small_prompt, "float32")
     res.update(zs=score(plain_t), cpt=score(prompted_s), direct=score(prompt_logit_fn(teacher, tok, small_prompt, "float32")),
@@ -78,9 +81,14 @@ def main() -> None:
     public = loading.public(ctx, tok)
     fixed = fixed_targets(ctx, teacher, student, tok, small_prompt, public)
     for alpha in alphas:
+        start = time.time()
         prompt, _ = transfer_prompt(ctx, "post", alpha, teacher, tok, public, fixed)
+        res[f"transfer_alpha{alpha:g}_s"] = round(time.time() - start, 1)
         res[f"post_alpha{alpha:g}"] = score(prompt_logit_fn(teacher, tok, prompt, "float32"))
     print(json.dumps(res))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

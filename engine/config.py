@@ -180,6 +180,8 @@ class DistillConfig(Section):
     weight_lm: float = Field(2.0, ge=0)
     weight_cos: float = Field(1.0, ge=0)
     weight_mse: float = Field(10.0, ge=0, description="hidden loss only: weight of the mean squared error")
+    cue_weight: float = Field(1.0, ge=1, description="hidden loss only: how much more the positions that end the "
+                              "template's cue (where the task's label word comes next) count than other positions")
     freeze_embeddings: bool = True
     freeze_head: bool = True
     eval_every: int = Field(0, ge=0)

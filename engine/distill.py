@@ -28,17 +28,26 @@ from engine.prompt import autocast
 
 
 def pack(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
-    """Concatenate texts (EOS between them) and cut into full rows: no padding to compute on."""
+    """Concatenate texts (EOS between them) and cut into full rows: no padding to compute on.
+
+    Each row begins the way tuning and eval inputs begin: with BOS where the tokenizer starts
+    sequences with one (`bos_id`; Gemma's states without it are far from those the student meets later).
+    """
+    from engine.prompt import bos_id
+    bos = bos_id(tokenizer)
+    head = [] if bos is None else [bos]
     sep = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stream: list[int] = []
     for ids in tokenizer(texts, add_special_tokens=False).input_ids:
         stream += ids + sep
-    rows = len(stream) // seq_len
+    width = seq_len - len(head)
+    rows = len(stream) // width if width > 0 else 0
     if rows == 0:
         from engine.errors import PostError
         raise PostError(f"the distillation corpus has {len(stream)} tokens, fewer than one row of "
                         f"distill.seq_len={seq_len}: use a bigger corpus or a shorter seq_len")
-    return torch.tensor(stream[:rows * seq_len], dtype=torch.long).view(rows, seq_len)
+    body = torch.tensor(stream[:rows * width], dtype=torch.long).view(rows, width)
+    return torch.cat([torch.tensor(head, dtype=torch.long).expand(rows, len(head)), body], dim=1)
 
 
 def weights_fingerprint(model) -> str:
@@ -51,8 +60,12 @@ def weights_fingerprint(model) -> str:
 
 
 def teacher_identity(cfg, teacher, tokenizer) -> dict:
-    return {"teacher": cfg.models.large, "tokenizer": tokenizer_fingerprint(tokenizer),
-            "weights": weights_fingerprint(teacher), "seed": cfg.runtime.seed, "dtype": cfg.runtime.dtype}
+    from engine.prompt import bos_id
+    identity = {"teacher": cfg.models.large, "tokenizer": tokenizer_fingerprint(tokenizer),
+                "weights": weights_fingerprint(teacher), "seed": cfg.runtime.seed, "dtype": cfg.runtime.dtype}
+    if bos_id(tokenizer) is not None:  # rows begin with BOS (pack): students distilled without it are not reused
+        identity["rows_begin_with_bos"] = True
+    return identity
 
 
 def _digest(blob: dict) -> str:
@@ -60,12 +73,17 @@ def _digest(blob: dict) -> str:
 
 
 # settings one loss never reads: changing them must not force a new student
-_UNUSED_BY = {"hidden": {"temperature", "weight_kd", "weight_lm", "freeze_head"}, "kd": {"weight_mse"}}
+_UNUSED_BY = {"hidden": {"temperature", "weight_kd", "weight_lm", "freeze_head"}, "kd": {"weight_mse", "cue_weight"}}
 
 
-def student_key(cfg, identity: dict) -> str:
-    """Everything that determines the distilled student."""
+def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
+    """Everything that determines the distilled student; `keep`: the blocks resolved against the
+    teacher, so [0, 1, -2, -1] and [0, 1, 28, 29] of a 30-block model are the same student."""
     d = cfg.distill.model_dump(exclude={"enabled", "eval_every"} | _UNUSED_BY[cfg.distill.loss])
+    if d.get("cue_weight") == 1.0:  # the default: keys of students made before this setting stay valid
+        d.pop("cue_weight")
+    if keep is not None:
+        d["blocks"] = list(keep)
     d["corpus"] = corpus_source(cfg)
     return _digest({**identity, "distill": d, "v": 2})
 
@@ -132,18 +150,34 @@ def _kd_step_loss(cfg, teacher, student, batch, ctx):
                              batch, torch.ones_like(batch), cfg.temperature, cfg.weight_kd, cfg.weight_lm, cfg.weight_cos)
 
 
-def _hidden_step_loss(cfg, teacher, student, batch, ctx, target=None):
+def cue_positions(tokenizer, template: str, rows: torch.Tensor) -> torch.Tensor:
+    """(rows, L) bool: positions whose token ends the template's cue (the text after `{text}`,
+    e.g. " It was"), where the teacher predicts the task's label word."""
+    cue = tokenizer(template.split("{text}", 1)[1], add_special_tokens=False).input_ids
+    found = torch.zeros_like(rows, dtype=torch.bool)
+    if not cue:
+        return found
+    k = len(cue)
+    if rows.shape[1] >= k:
+        windows = rows.unfold(1, k, 1)  # (rows, L - k + 1, k)
+        found[:, k - 1:] = (windows == torch.tensor(cue, dtype=rows.dtype)).all(-1)
+    return found
+
+
+def _hidden_step_loss(cfg, teacher, student, batch, ctx, target=None, weights=None):
     if target is None:  # corpus read once: no cache, the teacher runs beside the student
         with torch.no_grad(), autocast(ctx.device, ctx.dtype):
             target = final_hidden(teacher, batch)
     with autocast(ctx.device, ctx.dtype):
         hidden = final_hidden(student, batch)
-    return hidden_state_loss(hidden, target.to(hidden.device), cfg.weight_mse, cfg.weight_cos)
+    return hidden_state_loss(hidden, target.to(hidden.device), cfg.weight_mse, cfg.weight_cos,
+                             None if weights is None else weights.to(hidden.device))
 
 
 def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tensor | None = None,
-                  checkpoint=None) -> list[float]:
-    """`targets`: the teacher's cached hidden states per row (hidden loss only), else computed per step.
+                  weights: torch.Tensor | None = None, checkpoint=None) -> list[float]:
+    """`targets`: the teacher's cached hidden states per row (hidden loss only), else computed per step;
+    `weights`: per-position loss weights (hidden loss only; `distill.cue_weight`).
 
     `checkpoint` (engine.checkpoint.Checkpointer) saves the student, optimizer, schedule, data
     order and random states when due and on cancel; a matching checkpoint is continued exactly.
@@ -187,7 +221,8 @@ def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tens
         cursor += cfg.batch_size
         start = time.perf_counter()
         if cfg.loss == "hidden":
-            loss, parts = _hidden_step_loss(cfg, teacher, student, batch, ctx, None if targets is None else targets[picked])
+            loss, parts = _hidden_step_loss(cfg, teacher, student, batch, ctx, None if targets is None else targets[picked],
+                                            None if weights is None else weights[picked])
         else:
             loss, parts = _kd_step_loss(cfg, teacher, student, batch, ctx)
         optimizer.zero_grad(set_to_none=True)
@@ -231,7 +266,7 @@ def _run_distill(ctx) -> Path | None:
     teacher, tokenizer = loading.large(ctx)
     keep = resolve_blocks(cfg.distill.blocks, teacher.config.num_hidden_layers)
     identity = teacher_identity(cfg, teacher, tokenizer)
-    key = student_key(cfg, identity)
+    key = student_key(cfg, identity, keep)
     inputs = {"student_key": key}
     final = _cache_dir("students") / key
     folder = ctx.stage_dir("distill")
@@ -253,9 +288,14 @@ def _run_distill(ctx) -> Path | None:
             cache_start = time.time()
             targets = teacher_hidden_states(ctx, teacher, rows, corpus_key(identity, rows))
             summary["teacher_cache_seconds"] = time.time() - cache_start
+        weights = None
+        if d.loss == "hidden" and d.cue_weight != 1.0:
+            cues = cue_positions(tokenizer, d.template, rows)
+            weights = 1.0 + (d.cue_weight - 1.0) * cues.float()
+            summary["cue_positions"] = int(cues.sum())
         student = make_student(teacher, keep).to(ctx.device, torch.float32)  # trained: float32 master weights
         checkpoint = Checkpointer(ctx, folder / "checkpoint.pt", records.digest(inputs))
-        losses = [] if ctx.cancelled else train_student(ctx, teacher, student, rows, targets, checkpoint)
+        losses = [] if ctx.cancelled else train_student(ctx, teacher, student, rows, targets, weights, checkpoint)
         if ctx.cancelled:  # a half-trained student is never cached as if complete
             records.write(folder, "distill", records.CANCELLED, inputs, {}, steps=len(losses),
                           seconds=time.time() - start)

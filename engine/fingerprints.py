@@ -55,8 +55,10 @@ def _hash_if_folder(ref: str) -> str:
 
 def distill_inputs(ctx) -> dict:
     from engine.distill import student_key, teacher_identity
+    from engine.models import resolve_blocks
     teacher, tokenizer = loading.large(ctx)
-    return {"student_key": student_key(ctx.config, teacher_identity(ctx.config, teacher, tokenizer))}
+    keep = resolve_blocks(ctx.config.distill.blocks, teacher.config.num_hidden_layers)
+    return {"student_key": student_key(ctx.config, teacher_identity(ctx.config, teacher, tokenizer), keep)}
 
 
 def tune_inputs(ctx) -> dict:
@@ -79,7 +81,7 @@ def transfer_settings(ctx) -> dict:
     cfg = ctx.config
     return {"transfer": cfg.transfer.model_dump(exclude={"alpha", "methods"}), "public": cfg.public.model_dump(),
             "large": cfg.models.large, "student": loading.student_ref(ctx), **_runtime(cfg),
-            "small_prompt": _file_hash(loading.prompt_path(ctx, "tune"))}
+            "small_prompt": _file_hash(loading.small_prompt_path(ctx))}
 
 
 def _file_hash(path) -> str:

@@ -76,5 +76,16 @@ def verbalizer(ctx, tokenizer) -> Verbalizer:
     return ctx.once("verbalizer", lambda: Verbalizer.build(tokenizer, ctx.config.task.label_words))
 
 
+def small_prompt_path(ctx) -> Path:
+    """The small prompt the transfer reads: the prompt package's (checked against its manifest), the
+    same artifact in the one-machine flow and the owner's; a folder from before packages: tune's."""
+    folder = ctx.run_dir / "package"
+    if (folder / "manifest.json").is_file():
+        from engine import package
+        ctx.once("package", lambda: package.verify(folder))
+        return folder / "prompt.safetensors"
+    return prompt_path(ctx, "tune")
+
+
 def prompt_path(ctx, stage: str, name: str = "prompt") -> Path:
     return ctx.run_dir / stage / f"{name}.safetensors"

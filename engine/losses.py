@@ -35,16 +35,23 @@ def distillation_loss(student_logits, teacher_logits, student_hidden, teacher_hi
     return total, {"kd": kd.detach(), "lm": lm.detach(), "cos": cos.detach()}
 
 
-def hidden_state_loss(student_hidden, teacher_hidden, w_mse: float = 10.0, w_cos: float = 1.0):
+def hidden_state_loss(student_hidden, teacher_hidden, w_mse: float = 10.0, w_cos: float = 1.0,
+                      weights: torch.Tensor | None = None):
     """L = w_mse·MSE(h_s, h_t) + w_cos·(1 − cos(h_s, h_t)) on the final normalised hidden states.
 
     Every position counts (distillation rows are packed, so there is no padding). Matching the
     states that feed the teacher's own LM head needs no head in the loop: on SmolLM2 the head is
-    2/3 of a 4-block student's step (BENCHMARKS.md). Returns (total, {"mse", "cos"}).
+    2/3 of a 4-block student's step (BENCHMARKS.md). `weights` (B, L): a weighted mean over
+    positions instead (e.g. the task's cue positions counted more). Returns (total, {"mse", "cos"}).
     """
     s, t = student_hidden.float(), teacher_hidden.float()
-    mse = F.mse_loss(s, t)
-    cos = (1 - F.cosine_similarity(s, t, dim=-1)).mean()
+    if weights is None:
+        mse = F.mse_loss(s, t)
+        cos = (1 - F.cosine_similarity(s, t, dim=-1)).mean()
+    else:
+        w = weights.float() / weights.float().sum()
+        mse = (w * (s - t).pow(2).mean(-1)).sum()
+        cos = (w * (1 - F.cosine_similarity(s, t, dim=-1))).sum()
     return w_mse * mse + w_cos * cos, {"mse": mse.detach(), "cos": cos.detach()}
 
 

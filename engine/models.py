@@ -120,6 +120,47 @@ def resolve_blocks(blocks: list[int], n_layers: int) -> list[int]:
     return sorted(resolved)
 
 
+def layer_count(ref: str) -> int | None:
+    """The number of blocks of model `ref`, read from its config.json without loading (or fetching)
+    anything; None when that file is not on this machine yet (the blocks are then checked at load)."""
+    if ref.startswith("tiny:"):
+        from engine.tiny import LAYERS
+        return LAYERS
+    path = Path(ref).expanduser()
+    if not path.is_dir():
+        try:
+            from engine.assets import CATALOGUE, asset_dir
+        except ImportError:
+            CATALOGUE = {}
+        if ref in CATALOGUE:
+            path = asset_dir(ref)
+        else:
+            try:
+                from huggingface_hub import try_to_load_from_cache
+                found = try_to_load_from_cache(ref, "config.json")
+            except Exception:  # not a hub id either: load() says what is wrong
+                return None
+            if not isinstance(found, str):
+                return None
+            path = Path(found).parent
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for section in (config, config.get("text_config") or {}):
+        for key in ("num_hidden_layers", "n_layer"):
+            if isinstance(section.get(key), int):
+                return section[key]
+    return None
+
+
+def check_blocks(ref: str, blocks: list[int]) -> None:
+    """distill.blocks against the model's block count when it can be read without loading the model."""
+    n = layer_count(ref)
+    if n is not None:
+        resolve_blocks(blocks, n)
+
+
 def _student_config(config, keep: list[int]):
     cfg = copy.deepcopy(config)
     cfg.num_hidden_layers = len(keep)

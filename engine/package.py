@@ -38,8 +38,8 @@ def package_prompt_bytes(prompt_path: Path) -> bytes:
     return save({"prompt": SoftPrompt.load(prompt_path).weight.detach().float().contiguous()})
 
 
-def build(run_dir: Path, out: Path) -> dict:
-    """Write the package of a user's finished tune stage."""
+def build(run_dir: Path, out: Path, replace: bool = False) -> dict:
+    """Write the package of a user's finished tune stage (`replace`: the run folder's own package/)."""
     from engine.config import read_toml, validate
     run_dir, out = Path(run_dir), Path(out)
     if not (run_dir / "config.toml").is_file():
@@ -48,7 +48,7 @@ def build(run_dir: Path, out: Path) -> dict:
     if record is None or record.get("status") not in records.DONE_STATUSES:
         state = "has not run" if record is None else f"was {record.get('status')}"
         raise PostError(f"the tune stage in {run_dir} {state}: finish it (post tune {run_dir}) before packaging")
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(out.iterdir()) and not replace:
         raise PostError(f"{out} already exists and is not empty: give a new folder for the package")
     cfg = validate(read_toml(run_dir / "config.toml"))
     student = (record.get("inputs") or {}).get("student") or {}

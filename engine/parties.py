@@ -6,9 +6,11 @@
     owner:  post transfer --kit KIT --package PKG --out OWNER --preset P   (public data only)
     user:   post eval RUN --from OWNER                                (the owner's prompts, scored locally)
 
-The owner's run folder is made from the kit, the package and the owner's own config (large model,
-public data, transfer settings); its task section holds only the package's task card, its
-`task.source` is "withheld": no private path, label, loss or accuracy can be written there.
+The owner's run folder is made from the kit, the package (kept as received in `package/`, which
+the transfer reads — as the one-machine `post run` does with the package its tune stage writes)
+and the owner's own config (large model, public data, transfer settings); its task section holds
+only the package's task card, its `task.source` is "withheld": no private path, label, loss or
+accuracy can be written there.
 """
 from __future__ import annotations
 
@@ -44,14 +46,15 @@ def owner_transfer(config, kit_dir: Path, package_dir: Path, out: Path, bus=None
     card = artifacts.read_json_dict(Path(package_dir) / "task_card.json", "task card")
     cfg = owner_config(config, kit_dir, card)
     out = Path(out)
-    prompt = out / "tune" / "prompt.safetensors"
-    incoming = (Path(package_dir) / "prompt.safetensors").read_bytes()
-    if prompt.is_file() and prompt.read_bytes() != incoming:
+    target = out / "package"
+    if (target / "manifest.json").is_file() and artifacts.sha256_file(target / "manifest.json") != \
+            artifacts.sha256_file(Path(package_dir) / "manifest.json"):
         raise PostError(f"{out} holds the transfer of another package: give a new --out folder")
-    artifacts.write_bytes(prompt, incoming)
-    artifacts.write_json(out / "package.json", {k: found[k] for k in ("kind", "format", "files", "kit", "dp", "epsilon", "created")})
+    with artifacts.atomic_dir(target) as temp:  # the package as received: the transfer reads it from here
+        for name in [*found["files"], manifest.MANIFEST]:
+            artifacts.copy_file(Path(package_dir) / name, temp / name)
     records.write(out / "tune", "tune", records.COMPLETED, {"package": manifest.fingerprint(found)},
-                  {"prompt": prompt, "package": out / "package.json"})
+                  {"package": target / "manifest.json"})
     run(cfg, bus=bus, out=out, cancel=cancel, stages=["transfer"], resume=True)
 
 

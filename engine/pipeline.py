@@ -215,11 +215,14 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
 
     Private data is only opened for stages that use it — never for transfer alone.
     """
+    from engine.models import check_blocks
     from engine.prompt import context_length
     check_upstream(ctx, stages)
+    cfg = ctx.config
+    if "distill" in stages and not cfg.models.small:  # blocks out of range: before a minute of loading
+        check_blocks(cfg.models.large, cfg.distill.blocks)
     owner_side = any(s in stages for s in ("distill", "full_pt", "transfer", "eval"))
     model, tokenizer = loading.large(ctx) if owner_side else loading.small(ctx)  # the user may lack the large model
-    cfg = ctx.config
     limit = context_length(model)
     need = cfg.tune.prompt_length + max(cfg.task.max_length, cfg.public.max_length) + 1
     if limit is not None and need > limit:
@@ -247,7 +250,7 @@ def private_prompt(ctx: RunContext) -> bool:
     run = ctx.run_dir
     if ctx.config.privacy.enabled or (run / "tune" / "privacy.json").is_file():
         return True
-    package = run / "package.json"  # an owner's folder: the package the prompt came in
+    package = run / "package" / "manifest.json"  # the package the prompt travels in
     return package.is_file() and bool(artifacts.read_json_dict(package, "package manifest").get("dp"))
 
 

@@ -13,6 +13,7 @@ from transformers import (GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCaus
 from engine.data.smoke import vocabulary_text
 
 FAMILIES = ("gpt2", "llama")
+LAYERS = 4  # blocks of a tiny:* model
 EOS = "<|endoftext|>"
 
 
@@ -51,4 +52,4 @@ def tiny(ref: str, seed: int = 0):
     """
     family = ref.split(":", 1)[1]
     tokenizer = build_tokenizer()
-    return build_model(family, len(tokenizer), seed=seed, init_std=0.2), tokenizer
+    return build_model(family, len(tokenizer), layers=LAYERS, seed=seed, init_std=0.2), tokenizer

@@ -102,7 +102,7 @@ def finished_methods(ctx, alpha: float | None) -> dict[str, float]:
     A resumed run trains only the rest: three transfers cost minutes each on a CPU.
     """
     folder = ctx.stage_dir("transfer")
-    if not loading.prompt_path(ctx, "tune").is_file():
+    if not loading.small_prompt_path(ctx).is_file():
         return {}
     inputs, done = transfer_inputs(ctx), {}
     for method in (m for m in ctx.config.transfer.methods if m in TRAINED):
@@ -133,7 +133,7 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
     stage_inputs = fingerprints.transfer_inputs(ctx, alpha)
     records.clear(folder)
     large, small, tokenizer = loading.both(ctx)
-    small_prompt = SoftPrompt.load(loading.prompt_path(ctx, "tune"))
+    small_prompt = SoftPrompt.load(loading.small_prompt_path(ctx))
     public = loading.public(ctx, tokenizer)
     used = {m: FIXED_ALPHA.get(m, alpha) for m in skip}
     for method in skip:

@@ -103,6 +103,8 @@ def _dp_session(ctx, stage, inputs: dict, fingerprint: str, n_train: int, total:
         history, planned, inherited = earlier["history"], earlier["steps"] + total, earlier["steps"]
         start = None
         ctx.log(f"{stage}: composing with {earlier['steps']} earlier DP steps on the same data")
+    else:
+        start = None  # a DP checkpoint is only continued with the journal that accounts for its steps
     key = ledger.task_key(cfg.task, cfg.runtime.seed)
     release = release or ledger.new_release_id()
     dp = DPSession.create(ctx, stage, cfg.privacy, n_examples=n_train, batch_size=cfg.tune.batch_size,
@@ -151,7 +153,9 @@ def save_tuned(ctx, stage: str, prompt: SoftPrompt, result, dp, seconds: float, 
                "val_accuracy": result.best_accuracy if dp is None else (result.validation[-1][1] if result.validation else None),
                "validation": result.validation, "seconds": seconds, "stopped": result.stopped_reason}
     files = {"prompt": path}
-    if dp is not None:
+    if dp is not None:  # the losses and accuracies above are not noised: they stay on the user's machine
+        summary["private_statistics"] = ("losses and validation accuracies here are computed from the private data "
+                                         "without noise: keep them on this machine (post package never includes them)")
         own = accounting.drop_steps(dp.history, dp.journal_extra.get("inherited_steps", 0))
         dp.release.update(own, epsilon=accounting.epsilon(own, dp.delta, dp.accountant), finished=True)
         total = ledger.composed(dp.release.key)
@@ -175,6 +179,9 @@ def _begin(ctx, stage: str) -> None:
     records.clear(folder)
     for name in ("privacy.json", "summary.json", "prompt.safetensors"):
         (folder / name).unlink(missing_ok=True)
+    if stage == "tune":  # the package of the old prompt goes with it
+        import shutil
+        shutil.rmtree(ctx.run_dir / "package", ignore_errors=True)
 
 
 def _run(ctx, stage: str, model, tokenizer, model_id: str, steps: int | None) -> None:
@@ -191,9 +198,15 @@ def _run(ctx, stage: str, model, tokenizer, model_id: str, steps: int | None) ->
 
 
 def run_tune(ctx) -> None:
-    """The user's stage: tune p_s on the student with the private data."""
+    """The user's stage: tune p_s on the student with the private data, then pack it as the owner
+    receives it (`<run>/package`, engine.package): the transfer reads that package in either flow."""
     model, tokenizer = loading.small(ctx)
     _run(ctx, "tune", model, tokenizer, loading.student_ref(ctx), None)
+    record = records.read(ctx.stage_dir("tune"))
+    if record and record.get("status") in records.DONE_STATUSES:
+        from engine import package
+        package.build(ctx.run_dir, ctx.run_dir / "package", replace=True)
+        ctx.saved("tune", ctx.run_dir / "package", "prompt package (what the model owner receives)")
 
 
 def run_full_pt(ctx) -> None:

@@ -8,10 +8,26 @@ import torch
 from engine.errors import PostError
 
 
+_ANCHOR = "a"  # any short word: the label word is tokenized as it appears after text ("… It was great")
+
+
 def first_token(tokenizer, word: str) -> int | None:
-    # Label words follow the template (" It was great"), so they carry a leading space.
-    ids = tokenizer(" " + word.strip(), add_special_tokens=False).input_ids
-    return ids[0] if ids else None
+    """The first token of `word` as it appears after a space inside a text.
+
+    Tokenizing " word" alone is not enough: SentencePiece tokenizers that prepend a word-boundary
+    marker (Llama-2 style) give " great" → ["▁", "▁great"], whose shared first token "▁" would score
+    every label word alike. So the word is tokenized after an anchor, the anchor's tokens are
+    removed, and tokens that are only whitespace / boundary markers are skipped.
+    """
+    base = tokenizer(_ANCHOR, add_special_tokens=False).input_ids
+    ids = tokenizer(f"{_ANCHOR} {word.strip()}", add_special_tokens=False).input_ids
+    k = 0
+    while k < min(len(base), len(ids)) and base[k] == ids[k]:
+        k += 1
+    for tid in ids[k:]:
+        if tokenizer.decode([tid]).replace("\u2581", " ").strip():
+            return tid
+    return None
 
 
 @dataclass

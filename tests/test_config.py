@@ -3,6 +3,7 @@ import pytest
 
 from engine.config import all_keys, apply_overrides, to_toml, validate
 from engine.errors import PostError
+from engine.models import resolve_blocks
 from engine.presets import load_config, preset_data, preset_names
 
 
@@ -17,7 +18,16 @@ def test_presets_exist_and_validate():
 def test_sst2_preset_is_the_papers_setting():
     cfg = load_config("sst2-gpt2")
     assert cfg.models.large == "openai-community/gpt2-xl"
-    assert cfg.distill.blocks == [0, 1, 46, 47]
+    assert resolve_blocks(cfg.distill.blocks, 48) == [0, 1, 46, 47]  # GPT2-XL's 48 blocks
+
+
+def test_real_model_presets_give_blocks_relative_to_the_model():
+    # `extends = "demo"` with another large model must keep the same kind of student, not fail
+    for name in preset_names():
+        cfg = load_config(name)
+        for n_layers in (18, 30, 48):  # Gemma-3-270M, SmolLM2-135M, GPT2-XL
+            keep = resolve_blocks(cfg.distill.blocks, n_layers)
+            assert keep[-1] == n_layers - 1, (name, n_layers, keep)
     assert cfg.tune.prompt_length == 100
 
 

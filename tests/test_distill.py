@@ -92,9 +92,32 @@ def test_what_the_student_key_holds(tmp_path):
     assert again["key"] == first["key"] and again["reused"]
     assert templated["key"] != first["key"] and not templated["reused"]
     assert kd["key"] not in (first["key"], templated["key"]) and kd["loss"] == "kd"
+    absolute, _ = distill(tmp_path, "e", "distill.blocks=[0, 3]")  # smoke's [0, -1] of tiny's 4 blocks
+    assert absolute["key"] == first["key"] and absolute["reused"] and absolute["blocks"] == [0, 3]
+    cued, _ = distill(tmp_path, "f", 'distill.template="{text} It was"', "distill.cue_weight=4.0")
+    assert cued["key"] != templated["key"] and cued["cue_positions"] > 0
 
 
 def test_template_without_text_is_a_one_line_error(tmp_path):
     result = runner.invoke(app, ["run", "--preset", "smoke", "--out", str(tmp_path / "r"),
                                  "--set", 'distill.template="It was"'])
     assert result.exit_code == 2 and "{text}" in result.output and "Traceback" not in result.output
+
+
+def test_distillation_rows_begin_like_tuning_inputs():
+    # a tokenizer that starts sequences with BOS: every packed row starts with it, as prompted inputs do
+    from engine.distill import pack
+    from engine.prompt import bos_id
+    from tests.helpers import sentencepiece_style_tokenizer
+    texts = ["the movie was great It was", "this film felt dull It was"] * 20
+    sp = sentencepiece_style_tokenizer()
+    rows = pack(sp, texts, 8)
+    assert bos_id(sp) is not None and (rows[:, 0] == bos_id(sp)).all() and rows.shape[1] == 8
+    assert (rows[:, 1:] != bos_id(sp)).all()
+    stream = [t for ids in sp(texts, add_special_tokens=False).input_ids for t in ids + [sp.eos_token_id]]
+    assert rows[:, 1:].flatten().tolist() == stream[:rows.shape[0] * 7]  # the text, in order, nothing lost between rows
+    gpt2 = build_tokenizer()  # no BOS on its inputs: rows are the plain stream
+    plain = pack(gpt2, texts, 8)
+    assert bos_id(gpt2) is None
+    stream = [t for ids in gpt2(texts, add_special_tokens=False).input_ids for t in ids + [gpt2.eos_token_id]]
+    assert plain.flatten().tolist() == stream[:plain.numel()]

@@ -76,3 +76,30 @@ def test_hidden_state_loss_by_hand():
     # MSE = (0 + 0 + 4 + 4) / 4 = 2; cosines 1 and 0 → mean(1 − cos) = 0.5
     assert parts["mse"].item() == pytest.approx(2.0) and parts["cos"].item() == pytest.approx(0.5)
     assert total.item() == pytest.approx(20.5)
+
+
+def test_weighted_hidden_state_loss_is_the_weighted_mean_over_positions():
+    from engine.losses import hidden_state_loss
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(2, 5, 8, generator=g), torch.randn(2, 5, 8, generator=g)
+    plain, _ = hidden_state_loss(s, t)
+    ones, _ = hidden_state_loss(s, t, weights=torch.ones(2, 5))
+    assert torch.allclose(plain, ones, atol=1e-5)  # float sums in another order: equal up to rounding
+    only = torch.zeros(2, 5)
+    only[1, 3] = 1.0
+    picked, _ = hidden_state_loss(s, t, weights=only)
+    one, _ = hidden_state_loss(s[1:, 3:4], t[1:, 3:4])
+    assert torch.allclose(picked, one, atol=1e-5)
+
+
+def test_cue_positions_mark_where_the_label_word_comes_next():
+    from engine.distill import cue_positions, pack
+    from engine.tiny import build_tokenizer
+    tok = build_tokenizer()
+    rows = pack(tok, ["the movie was great It was", "a dull film It was"] * 4, 8)
+    marks = cue_positions(tok, "{text} It was", rows)
+    cue = tok(" It was", add_special_tokens=False).input_ids
+    k = len(cue)
+    expected = [[i >= k - 1 and row[i - k + 1:i + 1] == cue for i in range(len(row))] for row in rows.tolist()]
+    assert marks.tolist() == expected and marks.any()  # within a row: each row is its own sequence
+    assert not cue_positions(tok, "{text}", rows).any()

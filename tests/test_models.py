@@ -128,3 +128,39 @@ def test_verbalizer_first_used_under_inference_mode_still_serves_training():
     logits = torch.randn(2, len(tok), requires_grad=True)
     v.class_scores(logits).sum().backward()
     assert logits.grad is not None
+
+
+def test_verbalizer_scores_the_word_not_a_shared_boundary_marker():
+    # Llama-2-style SentencePiece: " great" → ["▁", "▁great"]; the first token is shared by every word
+    from tests.helpers import sentencepiece_style_tokenizer
+    tok = sentencepiece_style_tokenizer()
+    assert tok.convert_ids_to_tokens(tok(" great", add_special_tokens=False).input_ids)[0] == "▁"  # the trap
+    v = Verbalizer.build(tok, LABEL_WORDS)
+    tokens = [tok.convert_ids_to_tokens(ids) for ids in v.token_ids]
+    assert tokens == [["▁terrible", "▁bad", "▁awful"], ["▁great", "▁good", "▁amazing"]]
+    # the scored token is the one that follows the task's cue in an input
+    for tokenizer in (tok, tiny_pair("gpt2")[1]):
+        verbalizer = Verbalizer.build(tokenizer, LABEL_WORDS)
+        for c, words in enumerate(LABEL_WORDS):
+            for word, tid in zip(words, verbalizer.token_ids[c]):
+                assert tokenizer("the movie It was " + word, add_special_tokens=False).input_ids[-1] == tid
+
+
+def test_blocks_are_checked_from_the_config_before_any_model_loads(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import engine.models
+    from engine.models import layer_count
+    from post_tui.cli import app
+    model, tok = tiny_pair("llama", layers=3)
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    assert layer_count(str(tmp_path / "m")) == 3 and layer_count("tiny:gpt2") == 4
+    assert layer_count(str(tmp_path / "nowhere")) is None
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before the blocks were checked")
+    monkeypatch.setattr(engine.models, "load", no_loading)
+    result = CliRunner().invoke(app, ["run", "--preset", "smoke", "--out", str(tmp_path / "run"),
+                                      "--set", f'models.large="{tmp_path / "m"}"', "--set", "distill.blocks=[0, 1, -5]"])
+    assert result.exit_code == 2 and "out of range" in result.stderr and "3 blocks" in result.stderr, result.output

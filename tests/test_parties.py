@@ -156,11 +156,12 @@ def test_three_dp_tunes_compose_budget_refuses_and_new_data_is_new_entry(tmp_pat
     assert f"composed epsilon = {total['epsilon']:.3f}" in listing
     assert sum(1 for line in listing.splitlines() if line.startswith("  ") and " DP " in line) == 3
     # a budget one more run would exceed: refused before any step
-    before = (runs[0] / "tune" / "prompt.safetensors").read_bytes()
+    from engine.artifacts import sha256_file
+    before = sha256_file(runs[0] / "tune" / "prompt.safetensors")  # the file must stay untouched
     result = runner.invoke(app, ["tune", str(runs[0]), *sets(*task, "privacy.noise_multiplier=1.0",
                                                                f"privacy.budget={total['epsilon'] + 0.01}")])
     assert result.exit_code == 2 and "privacy.budget" in result.stderr
-    assert len(entries(key)) == 3 and (runs[0] / "tune" / "prompt.safetensors").read_bytes() == before
+    assert len(entries(key)) == 3 and sha256_file(runs[0] / "tune" / "prompt.safetensors") == before
     # one byte of the data changed: another data set, another entry
     data.write_text(data.read_text().replace("the movie", "the movie!", 1))
     invoke("tune", runs[0], *sets(*task, "privacy.noise_multiplier=1.0"))

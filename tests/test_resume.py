@@ -197,3 +197,14 @@ def test_dp_tune_again_composes_and_non_dp_tune_drops_the_certificate(finished, 
     assert result.exit_code == 0, result.output
     assert not (run_dir / "tune" / "privacy.json").exists()  # no certificate for a prompt trained without noise
     assert json.loads((run_dir / "tune" / "privacy.journal.json").read_text())["steps"] == 20  # spent stays spent
+
+
+def test_damaged_privacy_journal_is_refused_not_forgotten(finished, tmp_path):
+    run_dir = copy(finished, tmp_path)
+    dp = ["--set", "privacy.noise_multiplier=1.0", "--set", "tune.steps=6"]
+    assert runner.invoke(app, ["tune", str(run_dir), *dp]).exit_code == 0
+    journal = run_dir / "tune" / "privacy.journal.json"
+    journal.write_text(journal.read_text()[:40])
+    result = runner.invoke(app, ["tune", str(run_dir), *dp])
+    assert result.exit_code == 2 and "privacy journal is unreadable" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

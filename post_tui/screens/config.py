@@ -267,7 +267,8 @@ class ConfigScreen(Screen):
         target = Path(path).expanduser()
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(to_toml(self.config), encoding="utf-8")
+            from engine.artifacts import write_text
+            write_text(target, to_toml(self.config))
         except OSError as err:
             self.notify(f"cannot write {target}: {err.strerror or err}", severity="error", markup=False)
             return
