@@ -117,6 +117,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--set", dest="sets", action="append", default=[], help="--set for both runs")
     ap.add_argument("--timeout", type=float, default=7200)
+    ap.add_argument("--only", choices=("reference", "killed"), help="run one phase (the two may run side by side); "
+                    "a later run without --only writes the comparison")
     args = ap.parse_args()
     from engine.assets import cache_root
     sets = [a for s in args.sets for a in ("--set", s)]
@@ -126,7 +128,7 @@ def main() -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
     reference = out / "reference"
-    if not (reference / "results.json").is_file():
+    if args.only != "killed" and not (reference / "results.json").is_file():
         start = time.time()
         env_ref = {**env, "POST_CACHE": str(private_cache(cache_root(), out / "cache-reference"))}
         args_ref = cli("run", "--resume", str(reference), *sets) if reference.exists() else \
@@ -136,7 +138,7 @@ def main() -> None:
 
     killed = out / "killed"
     env_kill = {**env, "POST_CACHE": str(private_cache(cache_root(), out / "cache-killed"))}
-    if not (killed / "results.json").is_file():
+    if args.only != "reference" and not (killed / "results.json").is_file():
         report["kills"], start = [], time.time()
         for point in args.kill:
             stage, step = point.rsplit(":", 1)
@@ -152,6 +154,10 @@ def main() -> None:
         for i, kill in enumerate(report["kills"]):
             kill.update(lost_work(runs[i], runs[i + 1], kill["point"].rsplit(":", 1)[0]))
 
+    out.mkdir(parents=True, exist_ok=True)
+    if not ((reference / "results.json").is_file() and (killed / "results.json").is_file()):
+        report_path.write_text(json.dumps(report, indent=2))
+        return
     want = json.loads((reference / "results.json").read_text())["accuracy"]
     got = json.loads((killed / "results.json").read_text())["accuracy"]
     report["accuracy"] = {m: {"reference": want[m], "killed_and_resumed": got.get(m),

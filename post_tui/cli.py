@@ -97,6 +97,8 @@ class StopSignals:
             for name in self.SIGNALS:
                 if hasattr(signal, name):
                     self.previous[name] = signal.signal(getattr(signal, name), self._handle)
+            if hasattr(signal, "SIGPIPE"):  # output piped to a reader that died (`| tee` over a dropped SSH):
+                self.previous["SIGPIPE"] = signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # the run goes on
         return self
 
     def __exit__(self, *exc):

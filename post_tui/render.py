@@ -19,10 +19,26 @@ def print_error(console: Console, message: str) -> None:
     console.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
 
 
+class QuietOnBrokenPipe(Console):
+    """Rich exits the process (SystemExit 1) when its output's reader is gone; a long run must not
+    die because `| tee` or the SSH session did: go quiet and let the run finish."""
+
+    def on_broken_pipe(self) -> None:
+        import os
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, self.file.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        finally:
+            os.close(devnull)
+
+
 def make_console(**kwargs) -> Console:
     """The CLI's console. Not a terminal (nohup, CI, a pipe): no wrapping, so a results line or a data path
     is never broken across lines (tables keep their natural width)."""
-    console = Console(**kwargs)
+    console = QuietOnBrokenPipe(**kwargs)
     if not console.is_terminal:
         console.soft_wrap = True
     return console

@@ -123,3 +123,22 @@ def test_ctrl_c_kill_and_hangup_cancel_gracefully_and_resume(tmp_path, signame):
     _complete(_cli("run", "--resume", str(run_dir)), env)
     assert json.loads((run_dir / "tune" / "done.json").read_text())["status"] == "completed"
     assert (run_dir / "results.json").is_file()
+
+
+def test_run_survives_the_death_of_whoever_reads_its_output(tmp_path):
+    """`post run … | tee log` over SSH: when the reader dies, writes fail (EPIPE / SIGPIPE); the run
+    must go on to its results, not die silently mid-stage."""
+    import subprocess
+    import time
+    run_dir, env = tmp_path / "run", _env(tmp_path / "cache")
+    fast = [a for s in ("distill.steps=20", "tune.steps=20", "transfer.steps=20", "eval.full_pt=false")
+            for a in ("--set", s)]
+    proc = subprocess.Popen(_cli("run", "--preset", "smoke", "--out", str(run_dir), *fast),
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline and not any(e.get("stage") == "distill" for e in _events(run_dir)):
+        time.sleep(0.05)
+    proc.stdout.close()  # the reader is gone
+    proc.stderr.close()
+    assert proc.wait(TIMEOUT) == 0
+    assert json.loads((run_dir / "results.json").read_text())["accuracy"]
