@@ -284,7 +284,9 @@ class PrivacyConfig(Section):
 
 class RuntimeConfig(Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Compute dtype (bfloat16 autocast; prompts stay float32)")
+    dtype: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32", description="Compute dtype (bfloat16: autocast; auto: bfloat16 with frozen weights stored in "
+        "bf16 where the device computes it fast, else float32; prompts stay float32)")
     seed: int = 0
     out_dir: str = "runs"
     threads: int = Field(0, ge=0, description="torch CPU threads (0: library default)")

@@ -25,6 +25,36 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with bf16 matrix units
+
+
+def cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def pick_dtype(name: str, device: torch.device) -> tuple[str, str]:
+    """runtime.dtype → (compute dtype, why). "auto": bfloat16 where the device computes it fast
+    (CUDA with bf16 support, CPUs with AMX or AVX-512-BF16), float32 otherwise."""
+    if name != "auto":
+        return name, f"runtime.dtype = {name}"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bfloat16", f"{torch.cuda.get_device_name(device)} computes bf16"
+        return "float32", f"{torch.cuda.get_device_name(device)} has no fast bf16"
+    if device.type == "cpu":
+        fast = sorted(set(FAST_BF16_CPU_FLAGS) & cpu_flags())
+        if fast:
+            return "bfloat16", f"the CPU has {', '.join(fast)}"
+        return "float32", "the CPU has neither AMX nor AVX-512-BF16"
+    return "float32", f"{device.type}: no bf16 check, float32"
+
+
 @dataclass
 class RunContext:
     config: RunConfig
@@ -35,7 +65,11 @@ class RunContext:
 
     def __post_init__(self) -> None:
         self.device = pick_device(self.config.runtime.device)
-        self.dtype = self.config.runtime.dtype
+        self.dtype, self.dtype_reason = pick_dtype(self.config.runtime.dtype, self.device)
+        # "auto" with bf16 also stores the frozen models' weights in bf16 (half the memory);
+        # prompts, and a student in training, stay float32. An explicit "bfloat16" is autocast only.
+        auto_bf16 = self.config.runtime.dtype == "auto" and self.dtype == "bfloat16"
+        self.frozen_dtype = torch.bfloat16 if auto_bf16 else torch.float32
 
     @property
     def cancelled(self) -> bool:

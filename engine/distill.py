@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from engine import artifacts, loading, records
+from engine import artifacts, distributed, loading, records
 from engine.checkpoint import Checkpointer
 from engine.data.tasks import load_corpus
 from engine.events import Metric, Progress, StageFinished, StageStarted
@@ -254,8 +254,14 @@ def run_distill(ctx) -> Path | None:
     """Make (or reuse) the student; records its folder in `<run>/distill/student.json`.
 
     Returns None when cancelled: then only the checkpoint and a `cancelled` record are written,
-    never a half-trained student in the cache.
+    never a half-trained student in the cache. Over several processes rank 0 distils (one
+    process, not yet data parallel) while the others wait, then they reuse its cached student.
     """
+    with distributed.main_first():
+        return _run_distill(ctx)
+
+
+def _run_distill(ctx) -> Path | None:
     cfg = ctx.config
     teacher, tokenizer = loading.large(ctx)
     keep = resolve_blocks(cfg.distill.blocks, teacher.config.num_hidden_layers)
@@ -287,7 +293,7 @@ def run_distill(ctx) -> Path | None:
             cues = cue_positions(tokenizer, d.template, rows)
             weights = 1.0 + (d.cue_weight - 1.0) * cues.float()
             summary["cue_positions"] = int(cues.sum())
-        student = make_student(teacher, keep).to(ctx.device)
+        student = make_student(teacher, keep).to(ctx.device, torch.float32)  # trained: float32 master weights
         checkpoint = Checkpointer(ctx, folder / "checkpoint.pt", records.digest(inputs))
         losses = [] if ctx.cancelled else train_student(ctx, teacher, student, rows, targets, weights, checkpoint)
         if ctx.cancelled:  # a half-trained student is never cached as if complete

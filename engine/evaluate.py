@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from engine import distributed
 from engine.data.tasks import Examples, collate, eval_batches
 from engine.events import Progress
 from engine.prompt import bos_id, prompted_logits
@@ -23,14 +24,15 @@ def prompt_logit_fn(model, tokenizer, prompt, dtype: str) -> LogitFn:
 @torch.inference_mode()
 def accuracy(logit_fn: LogitFn, examples: Examples, verbalizer, batch_size: int, pad_id: int, device,
              on_batch: Callable[[], None] | None = None) -> float:
+    """Several processes: each batch is scored by one rank, and the counts are summed over the ranks."""
     correct = 0
-    for indices in eval_batches(examples, batch_size):
+    for indices in distributed.my_share(eval_batches(examples, batch_size)):
         batch = collate(examples, indices, pad_id, device)
         predictions = verbalizer.class_scores(logit_fn(batch)).argmax(-1)
         correct += (predictions == batch["labels"]).sum().item()
         if on_batch is not None:
             on_batch()
-    return correct / max(len(examples), 1)
+    return distributed.sum_over_ranks(correct) / max(len(examples), 1)
 
 
 class EvalProgress:
@@ -89,7 +91,7 @@ def eval_batches_needed(ctx, split: str, names=None) -> int:
     from engine import loading
     fns, tokenizer = method_logit_fns(ctx, names)
     examples = loading.task(ctx, tokenizer)[split]
-    return len(fns) * len(list(eval_batches(examples, ctx.config.eval.batch_size)))
+    return len(fns) * len(distributed.my_share(eval_batches(examples, ctx.config.eval.batch_size)))  # this rank's
 
 
 def evaluate_methods(ctx, split: str, names=None, progress: EvalProgress | None = None) -> dict[str, float]:

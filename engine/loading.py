@@ -11,7 +11,11 @@ from engine.verbalizer import Verbalizer
 
 def _prepare(ctx, model):
     model.requires_grad_(False)  # only prompts (or the student, in distill) ever get gradients
-    return model.to(ctx.device).eval()
+    if ctx.config.runtime.dtype == "auto":
+        ctx.once("dtype-said", lambda: ctx.log(
+            f"runtime.dtype = auto → {ctx.dtype} ({ctx.dtype_reason}): frozen model weights in "
+            f"{str(ctx.frozen_dtype).removeprefix('torch.')}, prompts and a student in training in float32"))
+    return model.to(ctx.device, ctx.frozen_dtype).eval()
 
 
 def large(ctx):

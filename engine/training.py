@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
+from engine import distributed
 from engine.events import Metric, Progress
 from engine.prompt import SoftPrompt
 
@@ -34,16 +35,23 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 def prompt_step(prompt: SoftPrompt, optimizer, loss_fn: LossFn, indices: list[int],
                 aggregate: Aggregator) -> float | None:
-    """One update; returns the batch's mean loss (None for an empty batch, a noise-only step)."""
+    """One update; returns the batch's mean loss (None for an empty batch, a noise-only step).
+
+    Over several processes `indices` is this rank's share of the global batch (maybe empty) and
+    `aggregate` an engine.distributed.ShardedAggregator: gradient and loss of the global batch."""
     copy = prompt.per_example(len(indices))
     if indices:
         losses = loss_fn(copy, indices)
         losses.sum().backward()
-        grads, loss = copy.grad, losses.mean().item()
+        grads, losses = copy.grad, losses.detach()
     else:
-        grads, loss = torch.zeros_like(copy), None
+        grads, losses = torch.zeros_like(copy), torch.zeros(0)
     optimizer.zero_grad(set_to_none=True)
-    prompt.weight.grad = aggregate(grads).to(prompt.weight.dtype)
+    if getattr(aggregate, "distributed", False):
+        grad, loss = aggregate.reduce(grads, losses)  # every rank, every step: one all-reduce
+    else:
+        grad, loss = aggregate(grads), (losses.mean().item() if losses.numel() else None)
+    prompt.weight.grad = grad.to(prompt.weight.dtype)
     optimizer.step()
     return loss
 
@@ -79,7 +87,7 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
     result = start or LoopResult()
     save = (lambda: checkpoint.save(result.steps, loop_state(prompt, optimizer, result))) if checkpoint else None
     for step in range(result.steps + 1, steps + 1):
-        if ctx.cancelled:
+        if _stop_requested(ctx, aggregate):
             result.cancelled, result.stopped_reason = True, "cancelled"
             break
         if before_step:
@@ -89,12 +97,13 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
         loss = prompt_step(prompt, optimizer, loss_fn, indices, aggregate)
         seconds = time.perf_counter() - start_time
         result.steps = step
-        result.tokens += tokens_of(indices)
+        tokens = tokens_of(getattr(indices, "global_batch", indices))  # several processes: the whole step's
+        result.tokens += tokens
         if loss is not None:
             result.losses.append(loss)
             ctx.emit(Metric(stage=stage, step=step, name="loss", value=loss))
         ctx.emit(Progress(stage=stage, step=step, total_steps=steps, step_seconds=seconds,
-                          tokens_per_s=tokens_of(indices) / seconds if seconds > 0 else None))
+                          tokens_per_s=tokens / seconds if seconds > 0 else None))
         if validate is not None and eval_every and (step % eval_every == 0 or step == steps):
             _validate(ctx, stage, step, prompt, validate, result)
             if patience and _since_best(result) >= patience:
@@ -106,6 +115,7 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
             break
         if save and checkpoint.due(step) and step < steps:
             save()
+    distributed.sync_tensor_(prompt.weight)  # several processes: every rank keeps rank 0's prompt
     if result.cancelled:
         if save and result.steps:
             save()  # the next run continues from here
@@ -113,6 +123,12 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
     if validate is not None and result.steps and (not result.validation or result.validation[-1][0] != result.steps):
         _validate(ctx, stage, result.steps, prompt, validate, result)
     return result
+
+
+def _stop_requested(ctx, aggregate) -> bool:
+    """Cancelled? Over several processes only a request every rank has seen in the same step's
+    all-reduce counts (engine.distributed.ShardedAggregator), so all ranks stop at the same step."""
+    return aggregate.stop_requested if getattr(aggregate, "distributed", False) else ctx.cancelled
 
 
 def loop_state(prompt: SoftPrompt, optimizer, result: LoopResult) -> dict:

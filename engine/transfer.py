@@ -12,7 +12,7 @@ from typing import Iterable
 
 import torch
 
-from engine import artifacts, fingerprints, loading, records
+from engine import artifacts, distributed, fingerprints, loading, records
 from engine.checkpoint import Checkpointer
 from engine.data.tasks import collate, eval_batches
 from engine.events import StageFinished, StageStarted
@@ -20,7 +20,7 @@ from engine.losses import transfer_loss
 from engine.models import tokenizer_fingerprint
 from engine.prompt import SoftPrompt, bos_id, prompted_logits
 from engine.sampling import shuffled_batches
-from engine.training import make_optimizer, restore_loop, train_prompt
+from engine.training import make_optimizer, mean_gradient, restore_loop, train_prompt
 
 TRAINED = {"post", "output", "shift"}
 FIXED_ALPHA = {"output": 0.0, "shift": 1.0}
@@ -73,7 +73,8 @@ def transfer_prompt(ctx, method: str, alpha: float, large, tokenizer, public, ta
             next(batches)
         ctx.log(f"{stage}: continuing from the checkpoint at step {start.steps} of {cfg.transfer.steps}")
     ctx.emit(StageStarted(stage=stage, total_steps=cfg.transfer.steps, description=f"{method} transfer, alpha={alpha:g}"))
-    result = train_prompt(ctx, stage, prompt, loss_fn, batches, cfg.transfer.steps, optimizer,
+    batches, aggregate = distributed.spread(batches, mean_gradient, cancel=ctx.cancel_event)  # several processes: a shard of each batch
+    result = train_prompt(ctx, stage, prompt, loss_fn, batches, cfg.transfer.steps, optimizer, aggregate,
                           tokens_of=lambda idx: sum(len(public.input_ids[i]) + prompt.length for i in idx),
                           checkpoint=checkpoint, start=start)
     return prompt, result

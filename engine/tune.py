@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from engine import artifacts, fingerprints, loading, records
+from engine import artifacts, distributed, fingerprints, loading, records
 from engine.errors import PostError
 from engine.privacy import accounting, ledger
 from engine.checkpoint import Checkpointer
@@ -69,6 +69,7 @@ def tune_prompt(ctx, stage: str, model, tokenizer, model_id: str, steps: int | N
         ctx.log(f"{stage}: continuing from the checkpoint at step {saved[0]} of {total}")
     _begin(ctx, stage)  # only now, after every check passed: a refused run leaves the last prompt as it was
     ctx.emit(StageStarted(stage=stage, total_steps=total, description=f"prompt tuning on {model_id}"))
+    batches, aggregate = distributed.spread(batches, aggregate, dp, ctx.cancel_event)  # several processes: a shard of each batch
     result = train_prompt(ctx, stage, prompt, loss_fn, batches, total, optimizer, aggregate,
                           tokens_of=lambda idx: sum(len(train.input_ids[i]) + prompt.length for i in idx),
                           validate=validate, eval_every=cfg.tune.eval_every, after_step=after_step,

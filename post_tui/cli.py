@@ -89,8 +89,8 @@ class StopSignals:
 
     SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
-    def __init__(self, cancel: threading.Event):
-        self.cancel, self.count, self.previous = cancel, 0, {}
+    def __init__(self, cancel: threading.Event, quiet: bool = False):
+        self.cancel, self.count, self.previous, self.quiet = cancel, 0, {}, quiet
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
@@ -108,6 +108,8 @@ class StopSignals:
     def _handle(self, signum, frame) -> None:
         self.count += 1
         self.cancel.set()
+        if self.quiet and self.count < 3:
+            return
         if self.count == 1:
             _say("cancelling: the current step finishes, then the stage saves a checkpoint "
                  "(post run --resume continues it)")
@@ -133,14 +135,44 @@ def _check_run_folder(run_dir: Path) -> None:
 
 
 def _execute(config, out, stages=None, resume=False, force=False) -> dict | None:
-    """Run the pipeline in a worker thread (see in_worker); prints the results table."""
+    """Run the pipeline in a worker thread (see in_worker); prints the results table.
+
+    Under torchrun (WORLD_SIZE > 1) every rank runs the same stages; rank 0 alone writes the run
+    folder and draws, the others run silently in a scratch folder (engine.distributed)."""
+    from engine import distributed
     from engine.pipeline import run
     from post_tui.render import results_table
+    if distributed.init_from_env():
+        if resume or stages is not None:
+            raise PostError("several processes (torchrun) run the whole pipeline on a new run folder only: "
+                            "--resume and single stages run with one process (post run --resume RUN_DIR)")
+        if not distributed.is_main():
+            return _follow(config)
     results = in_worker(lambda bus, cancel: run(config, bus, out=out, cancel=cancel, stages=stages,
                                                 resume=resume, force=force), out)
     if results:
         console.print(results_table(results))
     return results
+
+
+def _follow(config) -> None:
+    """A rank other than 0: the same stages, silently, in a scratch folder; one line on failure."""
+    import shutil
+    from engine import distributed
+    from engine.events import EventBus
+    from engine.pipeline import run
+    from engine.pipeline import Cancelled
+    scratch, cancel = distributed.follower_scratch(), threading.Event()
+    try:
+        with StopSignals(cancel, quiet=True):  # stops after the step every rank stops at (see ShardedAggregator)
+            run(config, EventBus(), out=scratch / "run", cancel=cancel)
+    except PostError as err:
+        raise PostError(f"rank {distributed.rank()}: {err}") from None
+    except Cancelled:
+        raise typer.Exit(130)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return None
 
 
 def in_worker(job, out=None):
@@ -179,12 +211,45 @@ def in_worker(job, out=None):
 @app.command("run")
 def run_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt,
             sets: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
-            resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder")) -> None:
+            resume: Optional[Path] = typer.Option(None, "--resume", help="Continue an interrupted run folder"),
+            nproc: int = typer.Option(1, "--nproc", min=1, help="Processes on this machine (re-launches under torchrun)")) -> None:
     """The whole pipeline: distill → tune → (full PT) → transfer → eval."""
     def go():
+        if nproc > 1:
+            _relaunch_under_torchrun(nproc)
         cfg = _config_for(preset, config, sets, resume)
         _execute(cfg, resume or out, resume=resume is not None)
     guarded(go)
+
+
+def _only_run_under_a_launcher(argv: list[str]) -> None:
+    """Under torchrun (WORLD_SIZE > 1) only `post run` knows to leave the writing to rank 0; every
+    other command would have each rank write the same files."""
+    from engine.distributed import launched_world
+    if launched_world() > 1 and argv and not argv[0].startswith("-") and argv[0] != "run":
+        raise PostError(f"post {argv[0]} runs with one process: under torchrun only `post run` is distributed")
+
+
+def _relaunch_under_torchrun(nproc: int) -> None:
+    """`post run --nproc N ...` → `torchrun --standalone --nproc_per_node=N -m post_tui.cli run ...`
+    (this process is replaced; torchrun's exit status is post's)."""
+    import shutil
+    if os.environ.get("WORLD_SIZE"):
+        raise PostError("--nproc is for a plain `post run`; this process was already started by a launcher")
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            argv.append(arg)
+    torchrun = shutil.which("torchrun", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if torchrun is None:
+        raise PostError("--nproc needs torchrun (it comes with torch) next to this Python or on PATH")
+    command = [torchrun, "--standalone", f"--nproc_per_node={nproc}", "-m", "post_tui.cli", *argv]
+    sys.stdout.flush()
+    os.execv(torchrun, command)
 
 
 @app.command("bench")
@@ -281,6 +346,7 @@ def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Assets to 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        _only_run_under_a_launcher(sys.argv[1:])
         app()
     except PostError as err:
         from post_tui.render import print_error

@@ -38,6 +38,7 @@ from typing import Iterator
 
 import torch
 
+from engine import distributed
 from engine.errors import PostError
 from engine.events import PrivacySpent
 from engine.privacy import accounting
@@ -118,7 +119,9 @@ class DPSession:
         self.epsilon_spent = accounting.epsilon(self.history, delta, accountant)
         self.stopped = ""
         self.secure = seed is None
-        self._seed = secrets.randbits(63) if seed is None else int(seed)
+        # several processes (engine.distributed): rank 0's seed on every rank, so all draw the same
+        # Poisson mask; only rank 0 draws noise from it
+        self._seed = distributed.same_on_every_rank(secrets.randbits(63) if seed is None else int(seed))
         self._noise_gen: dict[torch.device, torch.Generator] = {}
         self._epsilon_steps = self.total_steps   # ε_spent is that of this many steps
         self._epsilon_cost = 0.0
@@ -186,12 +189,17 @@ class DPSession:
         return torch.randn(self.shape, generator=self._generator(like.device), device=like.device,
                            dtype=like.dtype) * std
 
-    def aggregate(self, per_example_grads: torch.Tensor) -> torch.Tensor:
-        """(B, m, d) per-example gradients → (m, d): clip each to C, sum, add noise, divide by q·N."""
+    def clipped_sum(self, per_example_grads: torch.Tensor) -> torch.Tensor:
+        """(B, m, d) per-example gradients → (m, d): each clipped to C, summed (zeros when B = 0)."""
         grads = per_example_grads
         if tuple(grads.shape[1:]) != self.shape:
             raise ValueError(f"per-example gradients of shape {tuple(grads.shape)} for a prompt of shape {self.shape}")
-        total = clip_per_example(grads, self.clip).sum(0) if grads.shape[0] else grads.new_zeros(self.shape)
+        return clip_per_example(grads, self.clip).sum(0) if grads.shape[0] else grads.new_zeros(self.shape)
+
+    def aggregate(self, per_example_grads: torch.Tensor) -> torch.Tensor:
+        """(B, m, d) per-example gradients → (m, d): clip each to C, sum, add noise, divide by q·N.
+        (Over several processes engine.distributed.ShardedAggregator does the same in one all-reduce.)"""
+        total = self.clipped_sum(per_example_grads)
         return (total + self.noise(total)) / (self.sample_rate * self.n_examples)
 
     # ------------------------------------------------------------ the budget

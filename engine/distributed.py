@@ -1,0 +1,224 @@
+"""Several processes on torch.distributed (launched by torchrun): who is who, and one step's collective.
+
+One process per device (torchrun sets RANK, WORLD_SIZE, MASTER_ADDR, ...). Every rank runs the
+same stages on the same data; rank 0 alone writes the run folder and talks to the user (see
+`follower_scratch`). In the prompt-training loop each logical step is one *global* batch:
+
+- every rank draws the same global batch (the same seeded sampler; under DP the same Poisson
+  mask, its seed drawn from OS entropy on rank 0 and broadcast once: `same_on_every_rank`) and
+  keeps its share of it (`shard`: every W-th example of the batch, so the union is exactly the
+  batch one process would train on, whatever W is);
+- `ShardedAggregator` turns the local per-example gradients into the global batch's gradient with
+  ONE all-reduce (SUM, float32) per step — also on a rank whose share is empty, so no rank ever
+  waits on a collective the others skip. Without DP that is the mean over the global batch. With
+  DP each rank clips its own examples and sums them, rank 0 alone adds the noise N(0, σ²C²) to its
+  sum before the all-reduce (noise once, not W times), and the total is divided by q·N: the same
+  update as one process, so σ, q and ε do not depend on W. The batch's loss, and whether any rank
+  was asked to stop (Ctrl-C, SIGTERM), ride in the same all-reduce: all ranks stop after the same step.
+
+With one process (WORLD_SIZE unset or 1) nothing here is active and the loop is unchanged.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+
+from engine.errors import PostError
+
+# A collective waits this long for a rank that is gone; torchrun stops the other ranks as soon as one
+# exits with an error, so this only bounds the odd case it cannot see. Long: the other ranks wait at a
+# barrier while rank 0 distils (minutes to hours on real models).
+TIMEOUT_S = 4 * 3600
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def active() -> bool:
+    return world_size() > 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched_world() -> int:
+    """The world size the launcher asked for (torchrun's WORLD_SIZE), 1 without a launcher."""
+    raw = os.environ.get("WORLD_SIZE", "").strip() or "1"
+    try:
+        return int(raw)
+    except ValueError:
+        raise PostError(f"WORLD_SIZE={raw!r} is not a number of processes") from None
+
+
+def init_from_env(timeout_s: float = TIMEOUT_S) -> bool:
+    """Join the process group torchrun set up (gloo on CPU, nccl on CUDA); True when W > 1.
+
+    The world size seen is checked against WORLD_SIZE: a launcher that silently fell back to one
+    process must not look like a distributed run."""
+    want = launched_world()
+    if want <= 1:
+        return False
+    if not dist.is_initialized():
+        missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(k)]
+        if missing:
+            raise PostError(f"WORLD_SIZE={want} but {', '.join(missing)} not set: start post with "
+                            "torchrun --nproc_per_node=N -m post_tui.cli ...")
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    seen = dist.get_world_size()
+    if seen != want:
+        raise PostError(f"torch.distributed sees {seen} processes but WORLD_SIZE={want}")
+    return True
+
+
+@contextlib.contextmanager
+def main_first():
+    """Rank 0 runs the block first while the others wait; then the others run it (and find rank 0's
+    cached result). A no-op with one process."""
+    if not active():
+        yield
+        return
+    if not is_main():
+        _collective(dist.barrier)
+    yield
+    if is_main():
+        _collective(dist.barrier)
+
+
+def follower_scratch() -> Path:
+    """A throwaway folder for a rank other than 0: its run folder, and its privacy ledger (so the
+    user's ledger records each release once, from rank 0). Removed with the process's temp files."""
+    folder = Path(tempfile.mkdtemp(prefix=f"post-rank{rank()}-"))
+    os.environ["POST_LEDGER"] = str(folder / "ledger")
+    return folder
+
+
+# ---------------------------------------------------------------- collectives
+
+def _collective(collective, *args, **kwargs):
+    """A collective; a peer that died or timed out becomes a one-line PostError, not a traceback."""
+    try:
+        return collective(*args, **kwargs)
+    except RuntimeError as err:  # gloo / nccl errors (DistBackendError is a RuntimeError)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise PostError(f"rank {rank()}: another process of this run stopped or timed out ({first}); "
+                        "see its own error above") from None
+
+
+def _device_for_collectives(like: torch.device | None = None) -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return like if like is not None else torch.device("cpu")
+
+
+def same_on_every_rank(value: int) -> int:
+    """Rank 0's `value` on every rank (one broadcast); the value itself when W = 1."""
+    if not active():
+        return value
+    box = torch.tensor([int(value)], dtype=torch.int64, device=_device_for_collectives())
+    _collective(dist.broadcast, box, src=0)
+    return int(box.item())
+
+
+def sync_tensor_(tensor: torch.Tensor) -> torch.Tensor:
+    """Overwrite `tensor` with rank 0's copy (in place); a no-op when W = 1."""
+    if active():
+        device = _device_for_collectives(tensor.device)
+        box = tensor.detach().to(device, torch.float32).contiguous()
+        _collective(dist.broadcast, box, src=0)
+        tensor.data.copy_(box.to(tensor.device, tensor.dtype))
+    return tensor
+
+
+def my_share(items: list) -> list:
+    """Every W-th item, starting at this rank: each item is handled by exactly one rank."""
+    return list(items)[rank()::world_size()]
+
+
+def sum_over_ranks(count: int) -> int:
+    """An integer summed over the ranks (exact, int64); the value itself when W = 1."""
+    if not active():
+        return count
+    box = torch.tensor([int(count)], dtype=torch.int64, device=_device_for_collectives())
+    _collective(dist.all_reduce, box, op=dist.ReduceOp.SUM)
+    return int(box.item())
+
+
+def shard(batches: Iterator[list[int]], rank_: int | None = None, world: int | None = None) -> Iterator[list[int]]:
+    """This rank's share of each global batch: every W-th example, starting at the rank (may be empty)."""
+    r = rank() if rank_ is None else rank_
+    w = world_size() if world is None else world
+    for batch in batches:
+        yield Share(list(batch)[r::w], batch)
+
+
+class Share(list):
+    """This rank's indices of a step; `.global_batch` is the whole batch (for tokens/s of the step)."""
+
+    def __init__(self, mine: list[int], global_batch: list[int]):
+        super().__init__(mine)
+        self.global_batch = list(global_batch)
+
+
+class ShardedAggregator:
+    """The global batch's gradient from each rank's per-example gradients, in one all-reduce.
+
+    `dp`: a DPSession (clip each, sum, noise once on rank 0, divide by q·N) or None (the mean over
+    the global batch, weighted by each rank's number of examples)."""
+
+    distributed = True
+
+    def __init__(self, dp=None, cancel=None):
+        self.dp, self.cancel = dp, cancel  # cancel: the run's threading.Event (Ctrl-C / SIGTERM)
+        self.stop_requested = False  # set on every rank in the same step: the loop reads this, not `cancel`
+
+    def reduce(self, per_example_grads: torch.Tensor, losses: torch.Tensor) -> tuple[torch.Tensor, float | None]:
+        """(B_local, m, d) gradients and (B_local,) losses → (m, d) gradient, mean loss of the global batch."""
+        grads = per_example_grads.detach().float()
+        if self.dp is not None:
+            local = self.dp.clipped_sum(grads)
+            if is_main():
+                local = local + self.dp.noise(local)  # once, in the sum every rank receives
+        else:
+            local = grads.sum(0)
+        device = _device_for_collectives(local.device)
+        cancelled = self.cancel is not None and self.cancel.is_set()
+        stats = torch.tensor([float(losses.detach().float().sum()) if losses.numel() else 0.0,
+                              float(grads.shape[0]), float(cancelled)], dtype=torch.float32)
+        packed = torch.cat([local.flatten().to(device), stats.to(device)])
+        _collective(dist.all_reduce, packed, op=dist.ReduceOp.SUM)
+        packed = packed.to(local.device)
+        total, loss_sum, count = packed[:-3].view_as(local), float(packed[-3]), int(round(float(packed[-2])))
+        if float(packed[-1]) > 0:  # a rank was asked to stop: every rank stops after this same step
+            self.stop_requested = True
+            if self.cancel is not None:
+                self.cancel.set()  # and the pipeline after the stage, as for a local Ctrl-C
+        if self.dp is not None:
+            grad = total / (self.dp.sample_rate * self.dp.n_examples)
+        else:
+            grad = total / max(count, 1)
+        return grad, (loss_sum / count if count else None)
+
+
+def spread(batches: Iterator[list[int]], aggregate, dp=None, cancel=None):
+    """The training loop's (batches, aggregator) for this world: unchanged with one process, else
+    this rank's shard of each global batch and the one-all-reduce aggregator (which also carries a
+    cancel request of any rank to all, so all stop after the same step)."""
+    if not active():
+        return batches, aggregate
+    return shard(batches), ShardedAggregator(dp, cancel)
