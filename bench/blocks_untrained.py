@@ -12,7 +12,6 @@ from engine import loading
 from engine.context import RunContext
 from engine.models import make_student
 from engine.presets import load_config
-from engine.prompt import bos_id
 torch.set_num_threads(1)
 cfg = load_config("demo", overrides=["runtime.threads=1"])
 ctx = RunContext(cfg, Path("/tmp/post-blocks-untrained"))

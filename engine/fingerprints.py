@@ -43,14 +43,7 @@ def _student(ctx) -> dict:
 
 def _hash_if_folder(ref: str) -> str:
     from pathlib import Path
-    path = Path(ref)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json", ".bin"))
-        digest = hashlib.sha256()
-        for file in files:
-            digest.update(file.name.encode() + artifacts.sha256_file(file).encode())
-        return digest.hexdigest()[:16]
-    return ref  # a hub id or an offline asset name
+    return artifacts.sha256_tree(Path(ref))[:16] if Path(ref).is_dir() else ref  # else a hub id or asset name
 
 
 def distill_inputs(ctx) -> dict:

@@ -28,7 +28,7 @@ from engine.events import (EventBus, JsonlWriter, RunFailed, RunFinished, RunSta
                            StageFinished, StageStarted)
 from engine.evaluate import EvalProgress, eval_batches_needed, evaluate_methods
 from engine.memory import MemoryMonitor
-from engine.transfer import TRAINED, auto_alpha, finished_methods, run_transfer
+from engine.transfer import auto_alpha, finished_methods, run_transfer
 from engine.tune import run_full_pt, run_tune
 
 STAGES = ("distill", "tune", "full_pt", "transfer", "eval")

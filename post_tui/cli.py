@@ -1,7 +1,6 @@
 """`post`: the headless command line. Every user error ends in one line on stderr and exit code 2."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys

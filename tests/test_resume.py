@@ -9,7 +9,6 @@ import torch
 from typer.testing import CliRunner
 
 from engine import artifacts, records
-from engine.config import validate
 from engine.events import EventBus, Progress
 from engine.pipeline import Cancelled, run
 from engine.presets import load_config
