@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from engine import artifacts, distributed, loading, records
+from engine import artifacts, distributed, kit, loading, records
 from engine.checkpoint import Checkpointer
 from engine.data.tasks import load_corpus
+from engine.errors import PostError
 from engine.events import Metric, Progress, StageFinished, StageStarted
 from engine.losses import distillation_loss, hidden_state_loss
 from engine.models import make_student, resolve_blocks, tokenizer_fingerprint
@@ -275,7 +276,7 @@ def _run_distill(ctx) -> Path | None:
                           description=f"student keeps blocks {keep} of {teacher.config.num_hidden_layers}"))
     start = time.time()
     summary = {"blocks": keep, "key": key, "path": str(final), "loss": cfg.distill.loss, "teacher": identity}
-    if (final / "config.json").is_file():
+    if _cached_kit(ctx, final):
         ctx.log(f"reusing cached student {final}")
         summary["reused"] = True
     else:
@@ -303,11 +304,11 @@ def _run_distill(ctx) -> Path | None:
         summary.update(reused=False, first_loss=losses[0] if losses else None,
                        final_loss=losses[-1] if losses else None, steps=len(losses), corpus_rows=len(rows),
                        tokens=len(losses) * cfg.distill.batch_size * cfg.distill.seq_len)
-        _save_atomic(student, tokenizer, final)
+        kit.write(final, student, tokenizer, cfg.models.large, identity, keep, key)  # the same kit post kit build hands out
         checkpoint.discard()
         ctx.cache["small"] = (student, tokenizer)
-    artifacts.write_json(folder / "student.json", {"path": str(final), "key": key})
-    ctx.saved("distill", final, "student model")
+    artifacts.write_json(folder / "student.json", {"path": str(kit.student_folder(final)), "kit": str(final), "key": key})
+    ctx.saved("distill", final, "student kit")
     seconds = time.time() - start
     summary["seconds"] = seconds
     artifacts.write_json(folder / "summary.json", summary)
@@ -318,7 +319,13 @@ def _run_distill(ctx) -> Path | None:
     return final
 
 
-def _save_atomic(model, tokenizer, final: Path) -> None:
-    with artifacts.atomic_dir(final) as temp:
-        model.save_pretrained(temp)
-        tokenizer.save_pretrained(temp)
+def _cached_kit(ctx, final: Path) -> bool:
+    """A cached student is reused only as a whole, unchanged kit; a damaged or pre-kit one is made again."""
+    if not kit.is_kit(final):
+        return False
+    try:
+        kit.verify(final)
+    except PostError as err:
+        ctx.log(f"cached student not reused, distilled again: {err}")
+        return False
+    return True

@@ -32,13 +32,14 @@ def _runtime(cfg) -> dict:
     return {"seed": cfg.runtime.seed, "dtype": cfg.runtime.dtype}
 
 
-def _student(ctx) -> dict:
+def student_identity(ctx) -> dict:
     """The student's identity: its folder's content hash (a re-distilled student is another input)."""
-    ref = loading.student_ref(ctx)
-    if ctx.config.models.kit:
-        from engine import kit
-        return {"kit": kit.fingerprint_of(ctx.config.models.kit)}
-    return {"ref": ref, "key": ctx.cache.setdefault(("student_hash", ref), _hash_if_folder(ref))}
+    ref = loading.student_ref(ctx)  # checks a kit against its manifest
+    folder = None if ctx.config.models.small and not ctx.config.models.kit else loading.student_kit(ctx)
+    if folder is not None:
+        from engine import kit, manifest
+        return {"kit": manifest.fingerprint(ctx.once(("kit", str(folder)), lambda: kit.verify(folder)))}
+    return {"ref": ref, "key": ctx.once(("student_hash", ref), lambda: _hash_if_folder(ref))}
 
 
 def _hash_if_folder(ref: str) -> str:
@@ -58,7 +59,7 @@ def tune_inputs(ctx) -> dict:
     cfg = ctx.config
     _, tokenizer = loading.small(ctx)
     return {"task": cfg.task.model_dump(), "tune": cfg.tune.model_dump(), "privacy": cfg.privacy.model_dump(),
-            "student": _student(ctx), "data": private_data_hash(ctx, tokenizer), **_runtime(cfg)}
+            "student": student_identity(ctx), "data": private_data_hash(ctx, tokenizer), **_runtime(cfg)}
 
 
 def full_pt_inputs(ctx) -> dict:
@@ -73,7 +74,7 @@ def transfer_settings(ctx) -> dict:
     """Everything a transfer prompt depends on except α (the small prompt's bytes included)."""
     cfg = ctx.config
     return {"transfer": cfg.transfer.model_dump(exclude={"alpha", "methods"}), "public": cfg.public.model_dump(),
-            "large": cfg.models.large, "student": loading.student_ref(ctx), **_runtime(cfg),
+            "large": cfg.models.large, "student": student_identity(ctx), **_runtime(cfg),
             "small_prompt": _file_hash(loading.small_prompt_path(ctx))}
 
 

@@ -21,7 +21,10 @@ KIND = "post-student-kit"
 
 
 def build(config, out: Path, bus=None, cancel=None) -> dict:
-    """Distil (or reuse the cached) student for `config` and write it as a kit at `out`."""
+    """Distil (or reuse the cached) student for `config` and copy its kit to `out`.
+
+    The distill stage writes every student as a kit (`write`), so the one-machine `post run` and
+    the user of a kit built here tune the very same artifact, checked by the same manifest."""
     from engine.pipeline import run
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -32,17 +35,29 @@ def build(config, out: Path, bus=None, cancel=None) -> dict:
     try:
         run(config, bus=bus, out=scratch, cancel=cancel, stages=["distill"])
         record = artifacts.read_json_dict(scratch / "distill" / "student.json", "student record")
-        summary = artifacts.read_json_dict(scratch / "distill" / "summary.json", "distill summary")
-        identity = summary.get("teacher") or {}
-        with artifacts.atomic_dir(out) as temp:
-            shutil.copytree(record["path"], temp / "student")
-            roles = {str(p.relative_to(temp)): "student weights" if p.suffix == ".safetensors" else "student config / tokenizer"
-                     for p in (temp / "student").rglob("*") if p.is_file()}
-            written = manifest.write(temp, KIND, roles, teacher=config.models.large, teacher_identity=identity,
-                                     blocks=summary.get("blocks"), student_key=record.get("key"))
+        source = Path(record.get("kit") or "")
+        verify(source)
+        with artifacts.atomic_dir(out) as temp:  # files fsynced, the folder renamed into place whole
+            shutil.copytree(source, temp, dirs_exist_ok=True)
+        return verify(out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write(folder: Path, model, tokenizer, teacher: str, identity: dict, blocks: list[int], key: str) -> dict:
+    """Save a freshly distilled student as a kit at `folder`, atomically (the manifest last)."""
+    with artifacts.atomic_dir(folder) as temp:
+        model.save_pretrained(temp / "student")
+        tokenizer.save_pretrained(temp / "student")
+        roles = {str(p.relative_to(temp)): "student weights" if p.suffix == ".safetensors" else "student config / tokenizer"
+                 for p in (temp / "student").rglob("*") if p.is_file()}
+        written = manifest.write(temp, KIND, roles, teacher=teacher, teacher_identity=identity,
+                                 blocks=blocks, student_key=key)
     return written
+
+
+def is_kit(folder: Path) -> bool:
+    return (Path(folder) / manifest.MANIFEST).is_file()
 
 
 def verify(folder: Path) -> dict:

@@ -29,21 +29,33 @@ def large(ctx):
 
 
 def student_ref(ctx) -> str:
-    """Where the student is: models.small, or what the distill stage recorded."""
-    if ctx.config.models.kit:  # checked against its manifest once per run, before anything loads it
-        from engine import kit
-        ctx.once("kit", lambda: kit.verify(ctx.config.models.kit))
-        return str(kit.student_folder(ctx.config.models.kit))
-    if ctx.config.models.small:
+    """Where the student is: models.small, or the student folder of a kit — the owner's (models.kit)
+    or the one this run's distill stage wrote; a kit is checked against its manifest once per run."""
+    if ctx.config.models.small and not ctx.config.models.kit:
         return ctx.config.models.small
-    record = ctx.run_dir / "distill" / "student.json"
-    if not record.is_file():
-        raise PostError(f"no student in {ctx.run_dir}: run the distill stage first or set models.small")
+    from engine import kit
+    folder = student_kit(ctx)
+    if folder is not None:
+        ctx.once(("kit", str(folder)), lambda: kit.verify(folder))
+        return str(kit.student_folder(folder))
     from engine.artifacts import DamagedArtifact, read_json_dict
+    record = ctx.run_dir / "distill" / "student.json"
     path = read_json_dict(record, "student record").get("path")
     if not isinstance(path, str) or not path:
         raise DamagedArtifact(f"{record}: damaged student record (no path): resume the run, distill runs again")
-    return path
+    return path  # a folder distilled before students were kits
+
+
+def student_kit(ctx) -> Path | None:
+    """The kit the student comes from: models.kit, or the kit the distill stage recorded."""
+    if ctx.config.models.kit:
+        return Path(ctx.config.models.kit)
+    record = ctx.run_dir / "distill" / "student.json"
+    if not record.is_file():
+        raise PostError(f"no student in {ctx.run_dir}: run the distill stage first or set models.small")
+    from engine.artifacts import read_json_dict
+    found = read_json_dict(record, "student record").get("kit")
+    return Path(found) if isinstance(found, str) and found else None
 
 
 def small(ctx):
@@ -81,8 +93,9 @@ def small_prompt_path(ctx) -> Path:
     same artifact in the one-machine flow and the owner's; a folder from before packages: tune's."""
     folder = ctx.run_dir / "package"
     if (folder / "manifest.json").is_file():
-        from engine import package
-        ctx.once("package", lambda: package.verify(folder))
+        from engine import fingerprints, package
+        made_for = fingerprints.student_identity(ctx).get("kit")  # a package tuned on another kit is refused
+        ctx.once("package", lambda: package.verify(folder, made_for))
         return folder / "prompt.safetensors"
     return prompt_path(ctx, "tune")
 

@@ -125,6 +125,22 @@ def test_tampered_package_or_wrong_kit_is_refused(flow, tmp_path, damage):
     assert not (tmp_path / "o").exists()
 
 
+def test_one_machine_run_goes_through_the_same_kit_and_package(flow, tmp_path):
+    """`post run` distils into a kit (the cached student is one) and tunes into a package: the kit
+    `post kit build` hands out is that very artifact, and the owner accepts the one-machine package."""
+    root, _ = flow
+    run = tmp_path / "one"
+    invoke("run", "--preset", "smoke", *sets(), "--out", run)
+    record = json.loads((run / "distill" / "student.json").read_text())
+    from engine import kit, manifest
+    assert kit.fingerprint_of(Path(record["kit"])) == kit.fingerprint_of(root / "KIT")
+    made_for = manifest.verify(run / "package", "post-prompt-package")["kit"]
+    assert made_for == kit.fingerprint_of(root / "KIT")
+    invoke("transfer", "--kit", root / "KIT", "--package", run / "package", "--out", tmp_path / "owner",
+           "--preset", "smoke", *sets())
+    assert json.loads((tmp_path / "owner" / "transfer" / "done.json").read_text())["status"] == "completed"
+
+
 def test_package_inspect_lists_every_field(flow):
     root, _ = flow
     out = invoke("package", "inspect", root / "PKG").stdout
