@@ -16,13 +16,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from engine import methods
 from engine.artifacts import read_json_dict, write_json, write_text
 from engine.config import RunConfig, validate
 from engine.events import Metric, read_events
 
 DEFAULT_EPSILON = 8.0
-ALL_METHODS = ["post", "output", "shift", "direct", "inference"]
-TABLE = ("full_zs", "full_pt", "cpt", "direct", "post", "output", "shift", "inference")
+ALL_METHODS = list(methods.TRANSFER)
+TABLE = methods.ORDER
 STAGES = ("distill", "tune", "full_pt", "transfer", "eval")
 
 RunBlock = Callable[[RunConfig, Path], dict | None]  # (config, run folder) → results

@@ -17,6 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine import methods as registry
 from engine.errors import PostError
 
 
@@ -212,7 +213,7 @@ class TuneConfig(Section):
 
 
 class TransferConfig(Section):
-    methods: list[Literal["post", "output", "shift", "direct", "inference"]] = Field(default_factory=lambda: ["post", "direct"])
+    methods: list[Literal[registry.TRANSFER]] = Field(default_factory=lambda: ["post", "direct"])
     alpha: Union[float, Literal["auto", "select"]] = Field(0.5, description=(
         "weight of the shift loss L2; \"auto\": the paper's heuristic from validation ZS and CPT; "
         "\"select\": the best of α = 0 / 0.5 / 1 (output, post, shift) on the validation split"))
@@ -231,7 +232,7 @@ class TransferConfig(Section):
 
     @model_validator(mode="after")
     def _select_needs_candidates(self):
-        if self.alpha == "select" and not {"post", "output", "shift"} <= set(self.methods):
+        if self.alpha == "select" and not set(registry.SELECT_CANDIDATES) <= set(self.methods):
             raise ValueError("alpha = \"select\" chooses among output (α = 0), post (α = 0.5) and shift (α = 1) on "
                              "validation: put all three in transfer.methods")
         return self

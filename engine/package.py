@@ -5,6 +5,7 @@
     PKG/prompt.safetensors  the tuned prompt tensor, no metadata
     PKG/task_card.json      what the transfer needs and the user chooses to share: template, text
                             fields, label words, prompt length and the sentence that initialised it
+    PKG/choice.json         optional, without DP only: α the user chose on their validation split
     PKG/privacy.json        with DP: the certificate (accountant, δ, ε, σ, q, steps, history, C, N)
 
 An allow-list, not a filter: each file is written from named fields. No losses, accuracies,
@@ -19,6 +20,7 @@ from engine import artifacts, manifest, records
 from engine.errors import PostError
 
 KIND = "post-prompt-package"
+CHOICE = "choice.json"
 CARD_FIELDS = ("template", "text_fields", "label_words", "prompt_init")
 CERTIFICATE_FIELDS = ("accountant", "delta", "epsilon", "target_epsilon", "clip", "n_examples", "sample_rate",
                       "noise_multiplier", "sampling", "steps", "history", "versions")
@@ -26,6 +28,8 @@ MEANING = {
     "prompt.safetensors": "the soft prompt tuned on the student (length × width floats); with DP, the noised result",
     "task_card.json": "how inputs are written and scored: template, text fields, label words per class, prompt length, "
                       "the sentence whose embeddings initialised the prompt",
+    "choice.json": "α for the transfer, chosen by the user on their validation split (\"auto\"): one number "
+                   "computed from private data, outside ε; never present with DP",
     "privacy.json": "the DP certificate: ε at δ from Opacus' accountant over the (σ, q, steps) history, clip C, "
                     "training-set size N (needed to check δ < 1/N)",
 }
@@ -65,8 +69,33 @@ def build(run_dir: Path, out: Path, replace: bool = False) -> dict:
             artifacts.write_json(temp / "privacy.json", {k: cert[k] for k in CERTIFICATE_FIELDS if k in cert})
             roles["privacy.json"] = "privacy certificate"
             epsilon = cert.get("epsilon")
+        choice = run_dir / "package" / CHOICE  # the user's α choice travels with the prompt it was made for
+        if choice.is_file() and out != run_dir / "package":
+            artifacts.write_json(temp / CHOICE, _choice_fields(artifacts.read_json_dict(choice, "α choice")))
+            roles[CHOICE] = "α choice"
         written = manifest.write(temp, KIND, roles, kit=kit, dp=certificate.is_file(), epsilon=epsilon)
     return written
+
+
+def _choice_fields(choice: dict) -> dict:
+    return {"alpha": float(choice["alpha"]), "rule": str(choice["rule"])}
+
+
+def add_choice(folder: Path, choice: dict) -> dict:
+    """The package again, with the user's α choice in it (the manifest rewritten last)."""
+    found = verify(folder)
+    if found.get("dp"):
+        raise PostError(f"{folder} holds a differentially private prompt: an α chosen on private validation data "
+                        "is not covered by ε, so it is not added; set transfer.alpha to a number")
+    fields = {k: v for k, v in found.items() if k not in ("kind", "format", "files", "versions", "created")}
+    with artifacts.atomic_dir(folder) as temp:
+        roles = {}
+        for name, entry in found["files"].items():
+            artifacts.copy_file(Path(folder) / name, temp / name)
+            roles[name] = entry["role"]
+        artifacts.write_json(temp / CHOICE, _choice_fields(choice))
+        roles[CHOICE] = "α choice"
+        return manifest.write(temp, KIND, roles, **fields)
 
 
 def verify(folder: Path, kit_fingerprint: str | None = None) -> dict:
@@ -80,6 +109,9 @@ def verify(folder: Path, kit_fingerprint: str | None = None) -> dict:
         raise PostError(f"{folder}: the manifest says DP but the package has no privacy.json")
     if "privacy.json" in found["files"]:
         verify_certificate(Path(folder) / "privacy.json")
+        if CHOICE in found["files"]:
+            raise PostError(f"{folder} holds a DP prompt and an α chosen on private data, which ε does not cover: "
+                            "the package is refused; make it again without the choice")
     card = artifacts.read_json_dict(Path(folder) / "task_card.json", "task card")
     missing = [f for f in (*CARD_FIELDS, "prompt_length") if f not in card]
     if missing:
@@ -98,6 +130,9 @@ def inspect(folder: Path) -> list[str]:
     card = artifacts.read_json_dict(Path(folder) / "task_card.json", "task card")
     for key, value in card.items():
         lines.append(f"    task_card.{key} = {value!r}")
+    if CHOICE in found["files"]:
+        for key, value in artifacts.read_json_dict(Path(folder) / CHOICE, "α choice").items():
+            lines.append(f"    choice.{key} = {value!r}")
     if "privacy.json" in found["files"]:
         cert = artifacts.read_json_dict(Path(folder) / "privacy.json", "privacy certificate")
         for key in CERTIFICATE_FIELDS:

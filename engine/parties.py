@@ -39,10 +39,10 @@ def owner_config(config, kit_dir: Path, card: dict):
 def owner_transfer(config, kit_dir: Path, package_dir: Path, out: Path, bus=None, cancel=None) -> None:
     """Transfer a user's package to the large model in the owner's own folder (public data only)."""
     from engine.pipeline import run
-    if config.transfer.alpha == "auto":
-        raise PostError("transfer.alpha = \"auto\" reads accuracy on the user's private validation split, which the "
-                        "owner does not have: give a number, or \"select\" (the user picks among the candidates)")
     found = package.verify(package_dir, kit.fingerprint_of(kit_dir))
+    if config.transfer.alpha == "auto" and package.CHOICE not in found["files"]:
+        raise PostError("transfer.alpha = \"auto\" is chosen by the user on their validation split, and this package "
+                        "carries no choice: give a number, or \"select\" (the user picks among the candidates)")
     card = artifacts.read_json_dict(Path(package_dir) / "task_card.json", "task card")
     cfg = owner_config(config, kit_dir, card)
     out = Path(out)

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from engine import artifacts, fingerprints, loading, records
+from engine import alpha as alpha_policy
+from engine import artifacts, fingerprints, loading, methods, records
 from engine.config import RunConfig, to_toml
 from engine.context import RunContext
 from engine.distill import run_distill
@@ -28,7 +29,7 @@ from engine.events import (EventBus, JsonlWriter, RunFailed, RunFinished, RunSta
                            StageFinished, StageStarted)
 from engine.evaluate import EvalProgress, eval_batches_needed, evaluate_methods
 from engine.memory import MemoryMonitor
-from engine.transfer import auto_alpha, finished_methods, run_transfer
+from engine.transfer import finished_methods, run_transfer
 from engine.tune import run_full_pt, run_tune
 
 STAGES = ("distill", "tune", "full_pt", "transfer", "eval")
@@ -65,55 +66,21 @@ def why_rerun(ctx: RunContext, stage: str) -> str | None:
         return "eval always runs"
     alpha = None
     if stage == "transfer":
-        alpha = _transfer_alpha(ctx)
+        alpha = alpha_policy.transfer_alpha(ctx)
         if alpha is None:
-            return "alpha = \"auto\" has not been resolved yet"
+            return "alpha = \"auto\" has not been chosen on the user's side yet"
     return records.why_not_done(folder, fingerprints.stage_inputs(ctx, stage, alpha))
-
-
-def _transfer_alpha(ctx: RunContext) -> float | None:
-    alpha = ctx.config.transfer.alpha
-    if alpha == "select":
-        return SELECT_CANDIDATES["post"]
-    if alpha == "auto":
-        chosen = ctx.run_dir / "transfer" / "alpha.json"
-        return artifacts.read_json_dict(chosen, "α choice")["alpha"] if chosen.is_file() else None
-    return float(alpha)
-
-
-# α = "select": these trained prompts are compared on the validation split in the eval stage
-SELECT_CANDIDATES = {"output": 0.0, "post": 0.5, "shift": 1.0}
-
-
-def resolve_alpha(ctx: RunContext) -> float | None:
-    """α = "auto": the heuristic from ZS and CPT accuracy on the *validation* split (never test)."""
-    if ctx.config.transfer.alpha == "select":
-        return SELECT_CANDIDATES["post"]  # the transfer stage stays on public data; eval chooses
-    if ctx.config.transfer.alpha != "auto":
-        return float(ctx.config.transfer.alpha)
-    path = ctx.stage_dir("transfer") / "alpha.json"
-    if path.is_file():
-        return artifacts.read_json_dict(path, "α choice")["alpha"]
-    val = evaluate_methods(ctx, "validation", names=("full_zs", "cpt"))
-    zs_key = "full_zs" if "full_zs" in val else None
-    if zs_key is None:
-        raise PostError("transfer.alpha = \"auto\" needs the zero-shot accuracy: set eval.full_zs = true or a number for alpha")
-    classes = len(ctx.config.task.label_words)
-    alpha = auto_alpha(val["full_zs"], val["cpt"], classes)
-    artifacts.write_json(path, {"alpha": alpha, "zs_validation": val["full_zs"], "cpt_validation": val["cpt"]})
-    ctx.log(f"alpha=auto → {alpha:.3f} (validation ZS {val['full_zs']:.3f}, CPT {val['cpt']:.3f})")
-    return alpha
 
 
 def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
     cfg = ctx.config
     select = cfg.transfer.alpha == "select"
-    total = (eval_batches_needed(ctx, "validation", tuple(SELECT_CANDIDATES)) if select else 0) + \
+    total = (eval_batches_needed(ctx, "validation", tuple(methods.SELECT_CANDIDATES)) if select else 0) + \
         eval_batches_needed(ctx, "test")
     progress = EvalProgress(ctx, total)
     ctx.emit(StageStarted(stage="eval", total_steps=total, description="accuracy on the private test split"))
     start = time.time()
-    selected = select_alpha(ctx, progress) if select else None
+    selected = alpha_policy.select(ctx, progress) if select else None
     if selected and selected["method"] != "post":
         names = {"full_zs", "full_pt", "cpt", *cfg.transfer.methods} - {"post"}
         progress.total = progress.step + eval_batches_needed(ctx, "test", names)  # the α = 0.5 prompt is not run
@@ -127,7 +94,7 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
         gap = (accuracy["post"] - accuracy["full_zs"]) / (accuracy["full_pt"] - accuracy["full_zs"])
     results = {"preset": cfg.name, "task": cfg.task.source, "public": cfg.public.source,
                "large": cfg.models.large, "small": loading.student_ref(ctx),
-               "accuracy": accuracy, "gap_closed": gap, "alpha": _alpha_used(ctx, selected),
+               "accuracy": accuracy, "gap_closed": gap, "alpha": alpha_policy.used(ctx, selected),
                "seconds": {s: round(seconds.get(s, 0.0), 2) for s in ("distill", "tune", "transfer", "full_pt", "eval")},
                "test_examples": len(loading.task(ctx, loading.large(ctx)[1])["test"]),
                "privacy": _privacy(ctx)}
@@ -140,40 +107,6 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
     ctx.saved("eval", path, "results")
     ctx.emit(StageFinished(stage="eval", seconds=seconds["eval"], summary={"accuracy": accuracy, "gap_closed": gap}))
     return results
-
-
-def select_alpha(ctx: RunContext, progress: EvalProgress | None = None) -> dict:
-    """α = "select": the trained prompt (α = 0, 0.5 or 1) with the best *validation* accuracy becomes POST.
-
-    Runs in the eval stage, where the private validation split is read anyway; the choice is
-    recorded with the accuracies behind it, and the chosen prompt is written as eval/post.safetensors.
-    """
-    missing = [m for m in SELECT_CANDIDATES if not loading.prompt_path(ctx, "transfer", m).is_file()]
-    if missing:  # checked before any minutes of evaluation are spent
-        raise PostError(f"transfer.alpha = \"select\" needs the {', '.join(missing)} prompt(s): "
-                        "run the transfer stage first (post transfer RUN_DIR)")
-    val = evaluate_methods(ctx, "validation", names=tuple(SELECT_CANDIDATES), progress=progress)
-    method = max(SELECT_CANDIDATES, key=lambda m: (val[m], m == "post"))  # a tie keeps the paper's mixed loss
-    choice = {"rule": "best validation accuracy", "method": method, "alpha": SELECT_CANDIDATES[method],
-              "validation": val}
-    folder = ctx.stage_dir("eval")
-    artifacts.copy_file(loading.prompt_path(ctx, "transfer", method), folder / "post.safetensors")
-    artifacts.write_json(folder / "alpha.json", choice)
-    ctx.log(f"alpha=select → {choice['alpha']:g} ({method}; validation " +
-            ", ".join(f"{m} {v:.3f}" for m, v in val.items()) + ")")
-    ctx.saved("eval", folder / "post.safetensors", f"POST prompt at the α chosen on validation ({choice['alpha']:g})")
-    return choice
-
-
-def _alpha_used(ctx, selected: dict | None = None) -> dict[str, float]:
-    used = {}
-    for path in sorted((ctx.run_dir / "transfer").glob("*.json")):
-        data = artifacts.read_json_dict(path, "transfer summary")
-        if "method" in data:
-            used[data["method"]] = data["alpha"]
-    if selected:
-        used["post"] = selected["alpha"]
-    return used
 
 
 def _privacy(ctx) -> dict | None:
@@ -298,7 +231,9 @@ def _run_stage(ctx: RunContext, stage: str, force: bool, seconds: dict[str, floa
     elif stage == "full_pt":
         run_full_pt(ctx)
     elif stage == "transfer":
-        alpha = resolve_alpha(ctx)
+        alpha = alpha_policy.transfer_alpha(ctx)
+        if alpha is None:  # "auto": the user's choice, made here on one machine before the owner's stage
+            alpha = alpha_policy.choose_auto(ctx)
         kept = {} if force else finished_methods(ctx, alpha)
         run_transfer(ctx, alpha, skip=kept)
         start -= sum(kept.values())  # the stage's minutes include the methods an earlier attempt trained

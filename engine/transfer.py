@@ -13,6 +13,7 @@ from typing import Iterable
 import torch
 
 from engine import artifacts, distributed, fingerprints, loading, records
+from engine import methods as registry
 from engine.checkpoint import Checkpointer
 from engine.data.tasks import collate, eval_batches
 from engine.events import StageFinished, StageStarted
@@ -22,8 +23,7 @@ from engine.prompt import SoftPrompt, bos_id, prompted_logits
 from engine.sampling import shuffled_batches
 from engine.training import make_optimizer, mean_gradient, restore_loop, train_prompt
 
-TRAINED = {"post", "output", "shift"}
-FIXED_ALPHA = {"output": 0.0, "shift": 1.0}
+TRAINED = set(registry.TRAINED)
 
 
 @torch.inference_mode()
@@ -113,7 +113,7 @@ def finished_methods(ctx, alpha: float | None) -> dict[str, float]:
             summary = artifacts.read_json_dict(summary_path, "transfer summary")
         except artifacts.DamagedArtifact:
             continue  # trained again below
-        wanted = FIXED_ALPHA.get(method, alpha)
+        wanted = registry.alpha_of(method, alpha)
         same = (wanted is not None and abs(summary.get("alpha", -1) - wanted) < 1e-12
                 and summary.get("stopped") != "cancelled" and summary.get("inputs") == inputs
                 and summary.get("prompt_sha256") == artifacts.sha256_file(folder / f"{method}.safetensors"))
@@ -135,7 +135,7 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
     large, small, tokenizer = loading.both(ctx)
     small_prompt = SoftPrompt.load(loading.small_prompt_path(ctx))
     public = loading.public(ctx, tokenizer)
-    used = {m: FIXED_ALPHA.get(m, alpha) for m in skip}
+    used = {m: registry.alpha_of(m, alpha) for m in skip}
     for method in skip:
         ctx.log(f"transfer:{method}: finished earlier with alpha={used[method]:g}, kept")
         ctx.emit(StageFinished(stage=f"transfer:{method}", seconds=0.0, summary={"reused": True}))
@@ -144,7 +144,7 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
     if methods:
         targets = ctx.once("transfer_targets", lambda: fixed_targets(ctx, large, small, tokenizer, small_prompt, public))
     for method in methods:
-        a = FIXED_ALPHA.get(method, alpha)
+        a = registry.alpha_of(method, alpha)
         twin = next((m for m, used_alpha in used.items() if used_alpha == a), None)
         if twin is not None:
             copy_twin(ctx, folder, twin, method)
@@ -195,11 +195,3 @@ def copy_twin(ctx, folder, twin: str, method: str) -> None:
     ctx.log(f"transfer:{method}: same α as {twin}, its prompt copied")
     ctx.saved(f"transfer:{method}", folder / f"{method}.safetensors", f"{method} prompt for the large model")
     ctx.emit(StageFinished(stage=f"transfer:{method}", seconds=0.0, summary={**summary, "reused": True}))
-
-
-def auto_alpha(zero_shot: float, compressed: float, num_classes: int) -> float:
-    """The paper's heuristic α = min((ZS − chance)/(CPT − chance), 1), clamped to [0, 1]."""
-    chance = 1.0 / num_classes
-    if compressed - chance <= 1e-9:
-        return 1.0 if zero_shot > chance else 0.0
-    return float(min(max((zero_shot - chance) / (compressed - chance), 0.0), 1.0))

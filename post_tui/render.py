@@ -10,8 +10,9 @@ from rich.table import Table
 from rich.text import Text
 
 from engine import events as ev
+from engine import methods
 
-METHOD_ORDER = ("full_zs", "full_pt", "cpt", "direct", "post", "output", "shift", "inference")
+METHOD_ORDER = methods.ORDER
 
 
 def print_error(console: Console, message: str) -> None:

@@ -127,18 +127,39 @@ def test_tampered_package_or_wrong_kit_is_refused(flow, tmp_path, damage):
 
 def test_one_machine_run_goes_through_the_same_kit_and_package(flow, tmp_path):
     """`post run` distils into a kit (the cached student is one) and tunes into a package: the kit
-    `post kit build` hands out is that very artifact, and the owner accepts the one-machine package."""
+    `post kit build` hands out is that very artifact, and the owner accepts the one-machine package.
+    With transfer.alpha = "auto" the user side chooses α (validation accuracies stay in tune/alpha.json)
+    and only α travels, in the package's choice.json, which the owner's transfer then uses."""
     root, _ = flow
     run = tmp_path / "one"
-    invoke("run", "--preset", "smoke", *sets(), "--out", run)
+    invoke("run", "--preset", "smoke", *sets('transfer.alpha="auto"'), "--out", run)
     record = json.loads((run / "distill" / "student.json").read_text())
     from engine import kit, manifest
     assert kit.fingerprint_of(Path(record["kit"])) == kit.fingerprint_of(root / "KIT")
-    made_for = manifest.verify(run / "package", "post-prompt-package")["kit"]
-    assert made_for == kit.fingerprint_of(root / "KIT")
-    invoke("transfer", "--kit", root / "KIT", "--package", run / "package", "--out", tmp_path / "owner",
-           "--preset", "smoke", *sets())
-    assert json.loads((tmp_path / "owner" / "transfer" / "done.json").read_text())["status"] == "completed"
+    found = manifest.verify(run / "package", "post-prompt-package")
+    assert found["kit"] == kit.fingerprint_of(root / "KIT") and "choice.json" in found["files"]
+    choice = json.loads((run / "package" / "choice.json").read_text())
+    private = json.loads((run / "tune" / "alpha.json").read_text())
+    assert set(choice) == {"alpha", "rule"} and choice["alpha"] == private["alpha"] and "cpt_validation" in private
+    assert json.loads((run / "transfer" / "post.json").read_text())["alpha"] == choice["alpha"]
+    invoke("package", run, "--out", tmp_path / "PKG")
+    invoke("transfer", "--kit", root / "KIT", "--package", tmp_path / "PKG", "--out", tmp_path / "owner",
+           "--preset", "smoke", *sets('transfer.alpha="auto"'))
+    assert json.loads((tmp_path / "owner" / "transfer" / "post.json").read_text())["alpha"] == choice["alpha"]
+    assert "validation" not in (tmp_path / "owner" / "package" / "choice.json").read_text()
+
+
+def test_owner_refuses_auto_without_the_users_choice_and_a_dp_package_with_one(flow, tmp_path):
+    root, _ = flow
+    result = runner.invoke(app, ["transfer", "--kit", str(root / "KIT"), "--package", str(root / "PKG"), "--out",
+                                 str(tmp_path / "o"), "--preset", "smoke", "--set", 'transfer.alpha="auto"'])
+    assert result.exit_code == 2 and "carries no choice" in result.output, result.output
+    from engine import package
+    from engine.errors import PostError
+    pkg = tmp_path / "PKG"
+    shutil.copytree(root / "PKG", pkg)
+    with pytest.raises(PostError, match="not covered by ε"):
+        package.add_choice(pkg, {"alpha": 0.3, "rule": "auto"})
 
 
 def test_package_inspect_lists_every_field(flow):

@@ -9,11 +9,11 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from engine import methods
 from post_tui.render import METHOD_ORDER
 from post_tui.widgets.state import RunState
 
-LABELS = {"full_zs": "full ZS", "full_pt": "full PT", "cpt": "CPT (small)", "direct": "direct",
-          "post": "POST", "output": "output KD", "shift": "shift KD", "inference": "inference"}
+LABELS = {name: method.label for name, method in methods.METHODS.items()}
 
 
 def accuracy_table(results: dict) -> Table:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from engine import events as ev
+from engine import methods
 
-TRAINED_TRANSFER = ("post", "output", "shift")
+TRAINED_TRANSFER = methods.TRAINED
 FINAL_STATES = ("done", "reused", "skipped", "partial")  # partial: cancelled mid-stage, what it had is saved
 
 
