@@ -81,6 +81,10 @@ class PrivacySpent(Event):
     steps: int
     accountant: str
     stage: str = "tune"
+    # the privacy ledger (user side): ε composed over every release on this training data so far,
+    # this one included; inf when the data was ever used without DP; None when not known
+    ledger_epsilon: float | None = None
+    ledger_releases: int | None = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,14 @@ from engine import methods
 METHOD_ORDER = methods.ORDER
 
 
+def ledger_note(event) -> str:
+    """', data ε 9.1 over 2 releases': what the privacy ledger composes for this training data."""
+    if event.ledger_epsilon is None or not event.ledger_releases or event.ledger_releases < 2:
+        return ""  # one release: the ledger's ε is this run's
+    value = "∞ (used without DP)" if event.ledger_epsilon == float("inf") else f"{event.ledger_epsilon:.2f}"
+    return f", data ε {value} over {event.ledger_releases} releases"
+
+
 def print_error(console: Console, message: str) -> None:
     """The one error line: a red "error:" and the message as plain text (a path with `[/]` stays as it is)."""
     console.print(Text.assemble(("error:", "bold red"), " ", str(message)), highlight=False, soft_wrap=True)
@@ -157,7 +165,7 @@ class ConsoleRenderer:
                                      total=event.total_steps, info=self._info(event))
         elif isinstance(event, ev.PrivacySpent):
             target = f" / {event.target_epsilon:g}" if event.target_epsilon else ""
-            self.extra[event.stage] = f"ε {event.epsilon:.2f}{target}"
+            self.extra[event.stage] = f"ε {event.epsilon:.2f}{target}" + ledger_note(event)
         elif isinstance(event, ev.StageFinished):
             if self.progress is not None and event.stage in self.tasks:
                 task = self.progress.tasks[self.tasks[event.stage]]

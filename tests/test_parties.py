@@ -183,8 +183,12 @@ def test_three_dp_tunes_compose_budget_refuses_and_new_data_is_new_entry(tmp_pat
     for entry in (ledger_root() / key).iterdir():
         entry.unlink()  # start the DP part of the story from a clean ledger
     for i, sigma in enumerate((1.0, 1.2, 0.9)):
-        invoke("tune", runs[0], *sets(*task, f"privacy.noise_multiplier={sigma}"))
+        shown = invoke("tune", runs[0], *sets(*task, f"privacy.noise_multiplier={sigma}")).stdout
+        assert (f"over {i + 1} releases" in shown) == (i > 0)  # what the data has spent, as it is spent
+    events = [json.loads(line) for line in (runs[0] / "events.jsonl").read_text().splitlines()]
+    last = [e for e in events if e["event"] == "PrivacySpent"][-1]
     found = entries(key)
+    assert last["ledger_releases"] == 3 and last["ledger_epsilon"] == pytest.approx(composed(key)["epsilon"])
     assert len(found) == 3 and all(e["private"] and e["steps"] == 8 for e in found)
     history = [h for e in found for h in e["history"]]
     total = composed(key)

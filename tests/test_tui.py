@@ -280,6 +280,13 @@ async def test_privacy_meter_follows_privacy_events():
             assert "δ 1e-05" in meter.plain and "σ 1.13" in meter.plain and "q 0.016" in meter.plain
             assert f"steps {step * 10}" in meter.plain and "rdp" in meter.plain
             assert meter.level == level and meter.has_class(f"-{level}")
+            assert "ledger" not in meter.plain  # no ledger figure given: nothing claimed
+        for composed, shown in ((9.4, "ledger ε 9.40 over 3 releases"), (float("inf"), "ledger ε ∞ (used without DP)")):
+            state.apply(ev.PrivacySpent(epsilon=2.0, target_epsilon=8.0, delta=1e-5, noise_multiplier=1.13,
+                                        sample_rate=0.016, steps=50, accountant="rdp", ledger_epsilon=composed,
+                                        ledger_releases=3))
+            meter.show(state)
+            assert shown in meter.plain
         meter.show(RunState(load_config("smoke")))
         assert "not private" in meter.plain and meter.level == "off"
 

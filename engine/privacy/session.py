@@ -224,10 +224,13 @@ class DPSession:
         last = self.session_steps >= min(self.steps, self.limit)
         if self._due(last):
             self._update_epsilon()
+            composed = self._ledger_now()
             self.ctx.emit(PrivacySpent(epsilon=self.epsilon_spent, target_epsilon=self.target_epsilon,
                                        delta=self.delta, noise_multiplier=self.noise_multiplier,
                                        sample_rate=self.sample_rate, steps=self.total_steps,
-                                       accountant=self.accountant, stage=self.stage))
+                                       accountant=self.accountant, stage=self.stage,
+                                       ledger_epsilon=composed.get("epsilon"),
+                                       ledger_releases=composed.get("releases")))
         if self.target_epsilon is not None and self.session_steps >= self.limit and self.limit < self.steps:
             self._update_epsilon()
             self.stopped = (f"privacy budget reached: ε={self.epsilon_spent:.3f} after {self.total_steps} steps; "
@@ -235,6 +238,15 @@ class DPSession:
             self.ctx.log(f"{self.stage}: stopped early, {self.stopped}", "warning")
             return self.stopped
         return None
+
+    def _ledger_now(self) -> dict:
+        """The ledger's composed ε for this data with this release as far as it went (its entry is
+        rewritten before every step); {} when this session has no ledger entry (a bare test session)."""
+        release = getattr(self, "release", None)
+        if release is None:
+            return {}
+        from engine.privacy import ledger
+        return ledger.composed(release.key)
 
     def _due(self, last: bool) -> bool:
         """RDP (≈0.1 ms): every step. PRV (≈0.3 s per ε): the first and last step, and otherwise

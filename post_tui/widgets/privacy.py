@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from post_tui.render import ledger_note
 from post_tui.widgets import format as fmt
 from post_tui.widgets.state import RunState
 
@@ -60,6 +61,9 @@ class PrivacyMeter(Static):
                 self._set_level("safe")
             text.append(f"{gap}δ {spent.delta:.2g}{gap}σ {spent.noise_multiplier:.3g}{gap}q {spent.sample_rate:.3g}"
                         f"{gap}steps {spent.steps}{gap}{spent.accountant}")
+            note = ledger_note(spent)
+            if note:  # every release on this data, composed: what the data has really spent
+                text.append(f"{gap}ledger{note.removeprefix(',').replace('data ', '')}", style="bold magenta")
         self.plain = text.plain
         self.update(text)
 
