@@ -291,6 +291,25 @@ async def test_privacy_meter_follows_privacy_events():
         assert "not private" in meter.plain and meter.level == "off"
 
 
+async def test_loss_curve_of_a_dp_stage_is_marked_private():
+    from textual.app import App
+
+    class One(App):
+        def compose(self):
+            yield LossPlot()
+
+    state = RunState(load_config("smoke", None, ["privacy.epsilon=8"]))
+    state.apply(ev.StageStarted(stage="tune", total_steps=10, description="tune"))
+    for step in range(1, 4):
+        state.apply(ev.Metric(stage="tune", name="loss", step=step, value=1.0 / step))
+    async with One().run_test(size=SMALL) as pilot:
+        plot = pilot.app.query_one(LossPlot)
+        plot.show(state.stages["tune"], private=True)
+        assert "private: not noised, stays on this machine" in plot.title_text
+        plot.show(state.stages["tune"], private=False)
+        assert "private" not in plot.title_text
+
+
 # ---------------------------------------------------------------- cancel, quit, worker errors (fake engine)
 
 @pytest.fixture

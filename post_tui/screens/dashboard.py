@@ -219,7 +219,8 @@ class DashboardScreen(Screen):
         position = ""
         if len(curves) > 1 and name in curves:
             position = f"[{curves.index(name) + 1}/{len(curves)}]" + (" pinned" if self.pinned else "")
-        self.query_one("#curves", LossPlot).show(state.stages.get(name) if name else None, position)
+        private = bool(name) and (name in state.privacy_by_stage or (bool(state.privacy_enabled) and name in ("tune", "full_pt")))
+        self.query_one("#curves", LossPlot).show(state.stages.get(name) if name else None, position, private)
         self.query_one("#privacy", PrivacyMeter).show(state)
         self.query_one("#memory", MemoryLine).show(state)
         self.query_one("#results-view", ResultsView).show(state)

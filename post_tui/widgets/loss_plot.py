@@ -15,6 +15,7 @@ class LossPlot(PlotextPlot):
         self.stage: str | None = None
         self._drawn: tuple[str | None, int] | None = None
         self.points = 0
+        self.title_text = ""
         self.empty = "loss: no training step yet"
 
     def render(self):
@@ -22,8 +23,10 @@ class LossPlot(PlotextPlot):
             return Text(self.empty, style="dim")
         return super().render()
 
-    def show(self, view: StageView | None, position: str = "") -> None:
-        key = (view.name if view else None, view.version if view else -1)
+    def show(self, view: StageView | None, position: str = "", private: bool = False) -> None:
+        """`private`: a DP stage's curve — computed from the private data without noise, so it is
+        marked as the user's own view (post package and the owner's folder never carry it)."""
+        key = (view.name if view else None, view.version if view else -1, private)
         if key == self._drawn:
             return
         self._drawn = key
@@ -47,6 +50,9 @@ class LossPlot(PlotextPlot):
             title += f" · val acc {vy[-1]:.3f}"
         if position:
             title += f"  {position}"
+        if private:
+            title += "  [private: not noised, stays on this machine]"
+        self.title_text = title
         plt.title(title)
         if xs:
             plt.plot(xs, ys, marker="braille", color="cyan")
