@@ -276,7 +276,7 @@ def _run_distill(ctx) -> Path | None:
                           description=f"student keeps blocks {keep} of {teacher.config.num_hidden_layers}"))
     start = time.time()
     summary = {"blocks": keep, "key": key, "path": str(final), "loss": cfg.distill.loss, "teacher": identity}
-    if _cached_kit(ctx, final):
+    if _cached_kit(ctx, final, (cfg.models.large, identity, keep, key)):
         ctx.log(f"reusing cached student {final}")
         summary["reused"] = True
     else:
@@ -319,10 +319,14 @@ def _run_distill(ctx) -> Path | None:
     return final
 
 
-def _cached_kit(ctx, final: Path) -> bool:
-    """A cached student is reused only as a whole, unchanged kit; a damaged or pre-kit one is made again."""
+def _cached_kit(ctx, final: Path, identity: tuple) -> bool:
+    """A cached student is reused only as a whole, unchanged kit; a damaged one is made again. A
+    student cached before students were kits (the same key: the same recipe) is wrapped into one."""
     if not kit.is_kit(final):
-        return False
+        if not (final / "config.json").is_file():
+            return False
+        kit.adopt(final, *identity)
+        ctx.log(f"cached student {final} (from an earlier post) wrapped into a kit")
     try:
         kit.verify(final)
     except PostError as err:

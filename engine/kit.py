@@ -49,11 +49,25 @@ def write(folder: Path, model, tokenizer, teacher: str, identity: dict, blocks: 
     with artifacts.atomic_dir(folder) as temp:
         model.save_pretrained(temp / "student")
         tokenizer.save_pretrained(temp / "student")
-        roles = {str(p.relative_to(temp)): "student weights" if p.suffix == ".safetensors" else "student config / tokenizer"
-                 for p in (temp / "student").rglob("*") if p.is_file()}
+        roles = _roles(temp)
         written = manifest.write(temp, KIND, roles, teacher=teacher, teacher_identity=identity,
                                  blocks=blocks, student_key=key)
     return written
+
+
+def adopt(folder: Path, teacher: str, identity: dict, blocks: list[int], key: str) -> dict:
+    """Wrap a student folder cached by an earlier post (save_pretrained files at its top) into a kit."""
+    folder = Path(folder)
+    with artifacts.atomic_dir(folder) as temp:
+        shutil.copytree(folder, temp / "student")
+        roles = _roles(temp)
+        return manifest.write(temp, KIND, roles, teacher=teacher, teacher_identity=identity, blocks=blocks,
+                              student_key=key)
+
+
+def _roles(temp: Path) -> dict[str, str]:
+    return {str(p.relative_to(temp)): "student weights" if p.suffix == ".safetensors" else "student config / tokenizer"
+            for p in (temp / "student").rglob("*") if p.is_file()}
 
 
 def is_kit(folder: Path) -> bool:

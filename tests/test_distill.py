@@ -121,3 +121,19 @@ def test_distillation_rows_begin_like_tuning_inputs():
     assert bos_id(gpt2) is None
     stream = [t for ids in gpt2(texts, add_special_tokens=False).input_ids for t in ids + [gpt2.eos_token_id]]
     assert plain.flatten().tolist() == stream[:plain.numel()]
+
+
+def test_a_student_cached_before_kits_is_wrapped_not_distilled_again(tmp_path):
+    import shutil
+    from engine import kit
+    summary, _ = distill(tmp_path, "first", "distill.steps=3")
+    folder = cache_root() / "students" / summary["key"]
+    before = kit.fingerprint_of(folder)
+    for path in (folder / "student").iterdir():  # the layout of an earlier post: files at the top, no manifest
+        shutil.move(str(path), folder / path.name)
+    (folder / "student").rmdir()
+    (folder / "manifest.json").unlink()
+    again, events = distill(tmp_path, "second", "distill.steps=3")
+    assert again["reused"] is True
+    assert any("wrapped into a kit" in e.get("message", "") for e in events if e["event"] == "Log")
+    assert kit.fingerprint_of(folder) == before  # the same files: the same kit
