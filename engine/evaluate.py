@@ -9,6 +9,7 @@ import torch
 from engine import distributed
 from engine.data.tasks import Examples, collate, eval_batches
 from engine.events import Progress
+from engine.methods import METHODS
 from engine.prompt import bos_id, prompted_logits
 
 LogitFn = Callable[[dict], torch.Tensor]  # batch → (B, V) next-token logits
@@ -75,6 +76,12 @@ def method_logit_fns(ctx, only=None):
         fns["full_pt"] = prompt_logit_fn(large, tokenizer, SoftPrompt.load(loading.prompt_path(ctx, "full_pt")), ctx.dtype)
     fns["cpt"] = prompt_logit_fn(small, tokenizer, small_prompt, ctx.dtype)
     for method in cfg.transfer.methods:
+        if METHODS[method].same_width and small_prompt.weight.shape[-1] != large.get_input_embeddings().weight.shape[-1]:
+            ctx.once(f"{method}-width", lambda: ctx.log(
+                f"{method} is not scored: the student's prompt is {small_prompt.weight.shape[-1]} wide and the large "
+                f"model's embeddings {large.get_input_embeddings().weight.shape[-1]} (a smaller pre-trained student); "
+                "POST's transfer is what bridges the widths", "warning"))
+            continue
         if method == "direct":
             fns["direct"] = prompt_logit_fn(large, tokenizer, small_prompt, ctx.dtype)
         elif method == "inference":

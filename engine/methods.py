@@ -15,6 +15,7 @@ class Method:
     alpha: float | None       # the transfer loss's fixed α (None: transfer.alpha from the config)
     scores: str               # what is run to score an input
     transfer: bool = False    # selectable in transfer.methods
+    same_width: bool = False  # runs the student's prompt on the large model: needs equal embedding widths
 
     @property
     def select_alpha(self) -> float | None:
@@ -28,7 +29,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("full_zs", "Full ZS", False, None, "the large model, no prompt"),
     Method("full_pt", "Full PT", False, None, "the large model with a prompt tuned on it on the private data"),
     Method("cpt", "CPT", False, None, "the student with the user's tuned prompt"),
-    Method("direct", "Direct", False, None, "the large model with the student's prompt as it is", transfer=True),
+    Method("direct", "Direct", False, None, "the large model with the student's prompt as it is", transfer=True,
+           same_width=True),
     Method("post", "POST", True, None, "the large model with the prompt transferred at transfer.alpha", transfer=True),
     Method("output", "output KD", True, 0.0, "the large model with the prompt transferred at α = 0 (outputs only)",
            transfer=True),

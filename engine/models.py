@@ -90,8 +90,8 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def check_same_tokenizer(small_tok, large_tok) -> None:
     if tokenizer_fingerprint(small_tok) != tokenizer_fingerprint(large_tok):
-        raise PostError("the small and large models use different tokenizers; POST needs a student "
-                        "distilled from the large model (same vocabulary)")
+        raise PostError("the small and large models use different tokenizers: POST needs a student distilled "
+                        "from the large model, or a smaller member of its family with the same tokenizer")
 
 
 # ---------------------------------------------------------------- students

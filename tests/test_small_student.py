@@ -1,0 +1,51 @@
+"""A smaller pre-trained member of the large model's family as the student (`models.small`).
+
+Llama 3.x, Qwen2.5 and Gemma 3 share a tokenizer across sizes, so a user can tune on the small
+member instead of distilling one. Here the family is tiny Llama models built in the test: the large
+`tiny:llama` (4 blocks, width 64) and a 2-block, width-32 model with the same tokenizer.
+"""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.tiny import build_model, build_tokenizer
+from post_tui.cli import app
+
+runner = CliRunner()
+FAST = ["tune.steps=12", "transfer.steps=10", "eval.full_pt=false", 'models.large="tiny:llama"']
+
+
+def small_member(folder, vocab_size=700):
+    tokenizer = build_tokenizer(vocab_size=vocab_size)
+    build_model("llama", len(tokenizer), layers=2, dim=32, seed=3, init_std=0.2).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def run(tmp_path, small, *extra):
+    args = ["run", "--preset", "smoke", "--out", str(tmp_path / "run")]
+    for s in (*FAST, f'models.small="{small}"', *extra):
+        args += ["--set", s]
+    return runner.invoke(app, args)
+
+
+def test_a_narrower_pretrained_student_runs_the_whole_method(tmp_path):
+    result = run(tmp_path, small_member(tmp_path / "small"))
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "run"
+    assert not (folder / "distill").exists()  # no distillation: the student is given
+    accuracy = json.loads((folder / "results.json").read_text())["accuracy"]
+    assert {"full_zs", "cpt", "post", "output", "shift", "inference"} <= accuracy.keys()
+    assert "direct" not in accuracy  # the 32-wide prompt cannot run on the 64-wide model as is
+    assert "direct is not scored" in result.output
+    from safetensors import safe_open
+    with safe_open(folder / "transfer" / "post.safetensors", "pt") as f:
+        assert f.get_tensor(f.keys()[0]).shape[-1] == 64  # POST's prompt is the large model's width
+
+
+def test_a_student_with_another_tokenizer_is_refused_in_one_line(tmp_path):
+    result = run(tmp_path, small_member(tmp_path / "small", vocab_size=300))  # the default saturates at 475
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "tokenizer" in result.output
+    assert not (tmp_path / "run").exists()
