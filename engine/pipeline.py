@@ -156,6 +156,8 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
         check_blocks(cfg.models.large, cfg.distill.blocks)
     owner_side = any(s in stages for s in ("distill", "full_pt", "transfer", "eval"))
     model, tokenizer = loading.large(ctx) if owner_side else loading.small(ctx)  # the user may lack the large model
+    if owner_side and cfg.models.small and not cfg.models.kit:
+        loading.both(ctx)  # a given student with another tokenizer: refused now, not after tuning
     limit = context_length(model)
     need = cfg.tune.prompt_length + max(cfg.task.max_length, cfg.public.max_length) + 1
     if limit is not None and need > limit:
