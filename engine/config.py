@@ -186,6 +186,9 @@ class DistillConfig(Section):
     freeze_embeddings: bool = True
     freeze_head: bool = True
     eval_every: int = Field(0, ge=0)
+    align: bool = Field(False, description="With models.small: start from that pre-trained model instead of the "
+                        "teacher's blocks and align it to the large model by distill.steps of KD on the logits "
+                        "(the shared tokenizer makes one vocabulary)")
 
     @field_validator("template")
     @classmethod
@@ -312,9 +315,30 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if not self.distill.enabled and not self.models.small:
+        if not self.distill.enabled and not (self.models.small or self.models.kit):
             raise ValueError("distill.enabled is false but models.small is empty: name a student or enable distillation")
+        if self.distill.align and not self.models.small:
+            raise ValueError("distill.align aligns the pre-trained student of models.small: set models.small, or "
+                             "distill.align = false to distil one from the large model's blocks")
+        if self.distill.align and self.distill.loss != "kd":
+            raise ValueError("distill.align trains a student of its own width on the large model's logits: "
+                             "set distill.loss = \"kd\"")
         return self
+
+    @property
+    def student_source(self) -> str:
+        """Where the student comes from: "kit" (the owner's), "given" (models.small as it is),
+        "aligned" (models.small after a short KD), "distilled" (the large model's blocks)."""
+        if self.models.kit:
+            return "kit"
+        if self.models.small:
+            return "aligned" if self.distill.align and self.distill.enabled else "given"
+        return "distilled"
+
+    @property
+    def distills(self) -> bool:
+        """Does this run have a distill stage?"""
+        return self.distill.enabled and self.student_source in ("distilled", "aligned")
 
 
 # ---------------------------------------------------------------- key checking

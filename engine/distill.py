@@ -147,8 +147,10 @@ def _kd_step_loss(cfg, teacher, student, batch, ctx):
         t_out = teacher(input_ids=batch, output_hidden_states=True, use_cache=False)
     with autocast(ctx.device, ctx.dtype):
         s_out = student(input_ids=batch, output_hidden_states=True, use_cache=False)
-    return distillation_loss(s_out.logits, t_out.logits, s_out.hidden_states[-1], t_out.hidden_states[-1],
-                             batch, torch.ones_like(batch), cfg.temperature, cfg.weight_kd, cfg.weight_lm, cfg.weight_cos)
+    s_hidden, t_hidden = s_out.hidden_states[-1], t_out.hidden_states[-1]
+    same_width = s_hidden.shape[-1] == t_hidden.shape[-1]  # an aligned smaller model: no cosine on states
+    return distillation_loss(s_out.logits, t_out.logits, s_hidden, t_hidden, batch, torch.ones_like(batch),
+                             cfg.temperature, cfg.weight_kd, cfg.weight_lm, cfg.weight_cos if same_width else 0.0)
 
 
 def cue_positions(tokenizer, template: str, rows: torch.Tensor) -> torch.Tensor:
@@ -262,18 +264,39 @@ def run_distill(ctx) -> Path | None:
         return _run_distill(ctx)
 
 
+def student_plan(cfg, teacher, tokenizer) -> tuple[list[int] | None, dict, str]:
+    """(blocks kept, identity, key) of the student this config makes. An aligned student starts
+    from models.small, whose content is part of its identity; it keeps no teacher blocks."""
+    identity = teacher_identity(cfg, teacher, tokenizer)
+    if cfg.student_source == "aligned":
+        from engine.fingerprints import content_id
+        identity = {**identity, "aligned_from": cfg.models.small, "start": content_id(cfg.models.small)}
+        return None, identity, student_key(cfg, identity)
+    keep = resolve_blocks(cfg.distill.blocks, teacher.config.num_hidden_layers)
+    return keep, identity, student_key(cfg, identity, keep)
+
+
+def _starting_student(ctx, teacher, keep):
+    """The student before training, float32 master weights: the teacher's kept blocks, or models.small."""
+    if keep is not None:
+        return make_student(teacher, keep).to(ctx.device, torch.float32)
+    from engine.models import check_same_tokenizer, load
+    model, tokenizer = load(ctx.config.models.small, ctx.config.runtime.seed, ctx.config.models.trust_remote_code)
+    check_same_tokenizer(tokenizer, loading.large(ctx)[1])
+    return model.to(ctx.device, torch.float32)
+
+
 def _run_distill(ctx) -> Path | None:
     cfg = ctx.config
     teacher, tokenizer = loading.large(ctx)
-    keep = resolve_blocks(cfg.distill.blocks, teacher.config.num_hidden_layers)
-    identity = teacher_identity(cfg, teacher, tokenizer)
-    key = student_key(cfg, identity, keep)
+    keep, identity, key = student_plan(cfg, teacher, tokenizer)
     inputs = {"student_key": key}
     final = _cache_dir("students") / key
     folder = ctx.stage_dir("distill")
     records.clear(folder)
-    ctx.emit(StageStarted(stage="distill", total_steps=cfg.distill.steps,
-                          description=f"student keeps blocks {keep} of {teacher.config.num_hidden_layers}"))
+    what = (f"student keeps blocks {keep} of {teacher.config.num_hidden_layers}" if keep is not None else
+            f"aligning {cfg.models.small} to {cfg.models.large}")
+    ctx.emit(StageStarted(stage="distill", total_steps=cfg.distill.steps, description=what))
     start = time.time()
     summary = {"blocks": keep, "key": key, "path": str(final), "loss": cfg.distill.loss, "teacher": identity}
     if _cached_kit(ctx, final, (cfg.models.large, identity, keep, key)):
@@ -294,7 +317,7 @@ def _run_distill(ctx) -> Path | None:
             cues = cue_positions(tokenizer, d.template, rows)
             weights = 1.0 + (d.cue_weight - 1.0) * cues.float()
             summary["cue_positions"] = int(cues.sum())
-        student = make_student(teacher, keep).to(ctx.device, torch.float32)  # trained: float32 master weights
+        student = _starting_student(ctx, teacher, keep)
         checkpoint = Checkpointer(ctx, folder / "checkpoint.pt", records.digest(inputs))
         losses = [] if ctx.cancelled else train_student(ctx, teacher, student, rows, targets, weights, checkpoint)
         if ctx.cancelled:  # a half-trained student is never cached as if complete

@@ -35,24 +35,22 @@ def _runtime(cfg) -> dict:
 def student_identity(ctx) -> dict:
     """The student's identity: its folder's content hash (a re-distilled student is another input)."""
     ref = loading.student_ref(ctx)  # checks a kit against its manifest
-    folder = None if ctx.config.models.small and not ctx.config.models.kit else loading.student_kit(ctx)
+    folder = None if ctx.config.student_source == "given" else loading.student_kit(ctx)
     if folder is not None:
         from engine import kit, manifest
         return {"kit": manifest.fingerprint(ctx.once(("kit", str(folder)), lambda: kit.verify(folder)))}
-    return {"ref": ref, "key": ctx.once(("student_hash", ref), lambda: _hash_if_folder(ref))}
+    return {"ref": ref, "key": ctx.once(("student_hash", ref), lambda: content_id(ref))}
 
 
-def _hash_if_folder(ref: str) -> str:
+def content_id(ref: str) -> str:
     from pathlib import Path
     return artifacts.sha256_tree(Path(ref))[:16] if Path(ref).is_dir() else ref  # else a hub id or asset name
 
 
 def distill_inputs(ctx) -> dict:
-    from engine.distill import student_key, teacher_identity
-    from engine.models import resolve_blocks
+    from engine.distill import student_plan
     teacher, tokenizer = loading.large(ctx)
-    keep = resolve_blocks(ctx.config.distill.blocks, teacher.config.num_hidden_layers)
-    return {"student_key": student_key(ctx.config, teacher_identity(ctx.config, teacher, tokenizer), keep)}
+    return {"student_key": student_plan(ctx.config, teacher, tokenizer)[2]}
 
 
 def tune_inputs(ctx) -> dict:

@@ -29,8 +29,9 @@ def build(config, out: Path, bus=None, cancel=None) -> dict:
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise PostError(f"{out} already exists and is not empty: give a new folder for the kit")
-    if config.models.small or config.models.kit:
-        raise PostError("post kit build distils a student from models.large: unset models.small / models.kit")
+    if not config.distills:
+        raise PostError("post kit build distils a student (from models.large's blocks, or models.small with "
+                        "distill.align = true): unset models.kit, and models.small unless it is aligned")
     scratch = Path(tempfile.mkdtemp(prefix=".kit-run-", dir=out.parent if out.parent.exists() else None))
     try:
         run(config, bus=bus, out=scratch, cancel=cancel, stages=["distill"])

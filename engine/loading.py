@@ -31,7 +31,7 @@ def large(ctx):
 def student_ref(ctx) -> str:
     """Where the student is: models.small, or the student folder of a kit — the owner's (models.kit)
     or the one this run's distill stage wrote; a kit is checked against its manifest once per run."""
-    if ctx.config.models.small and not ctx.config.models.kit:
+    if ctx.config.student_source == "given":
         return ctx.config.models.small
     from engine import kit
     folder = student_kit(ctx)

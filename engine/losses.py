@@ -30,7 +30,8 @@ def distillation_loss(student_logits, teacher_logits, student_hidden, teacher_hi
     # next-token prediction: position i predicts token i+1 where both are real
     next_real = real[:, :-1] & real[:, 1:]
     lm = F.cross_entropy(student_logits[:, :-1][next_real].float(), input_ids[:, 1:][next_real])
-    cos = (1 - F.cosine_similarity(student_hidden[real].float(), teacher_hidden[real].float(), dim=-1)).mean()
+    cos = (1 - F.cosine_similarity(student_hidden[real].float(), teacher_hidden[real].float(), dim=-1)).mean() \
+        if w_cos else student_logits.new_zeros((), dtype=torch.float32)  # off: the widths may differ
     total = w_kd * kd + w_lm * lm + w_cos * cos
     return total, {"kd": kd.detach(), "lm": lm.detach(), "cos": cos.detach()}
 

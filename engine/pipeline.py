@@ -47,7 +47,7 @@ def new_run_dir(config: RunConfig, out: Path | None = None) -> Path:
 
 
 def stages_for(config: RunConfig) -> list[str]:
-    stages = ["distill"] if config.distill.enabled and not (config.models.small or config.models.kit) else []
+    stages = ["distill"] if config.distills else []
     stages.append("tune")
     if config.eval.full_pt:
         stages.append("full_pt")
@@ -125,7 +125,7 @@ def _stage_seconds(ctx: RunContext, stage: str) -> float:
 
 def upstream_of(ctx: RunContext, stage: str) -> list[str]:
     cfg = ctx.config
-    distill = ["distill"] if cfg.distill.enabled and not (cfg.models.small or cfg.models.kit) else []
+    distill = ["distill"] if cfg.distills else []
     return {"distill": [], "tune": distill, "full_pt": [], "transfer": distill + ["tune"],
             "eval": ["tune", "transfer"] + (["full_pt"] if cfg.eval.full_pt else [])}[stage]
 
@@ -152,11 +152,11 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
     from engine.prompt import context_length
     check_upstream(ctx, stages)
     cfg = ctx.config
-    if "distill" in stages and not cfg.models.small:  # blocks out of range: before a minute of loading
+    if "distill" in stages and cfg.student_source == "distilled":  # blocks out of range: before a minute of loading
         check_blocks(cfg.models.large, cfg.distill.blocks)
     owner_side = any(s in stages for s in ("distill", "full_pt", "transfer", "eval"))
     model, tokenizer = loading.large(ctx) if owner_side else loading.small(ctx)  # the user may lack the large model
-    if owner_side and cfg.models.small and not cfg.models.kit:
+    if owner_side and cfg.student_source == "given":
         loading.both(ctx)  # a given student with another tokenizer: refused now, not after tuning
     limit = context_length(model)
     need = cfg.tune.prompt_length + max(cfg.task.max_length, cfg.public.max_length) + 1

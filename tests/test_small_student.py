@@ -5,6 +5,7 @@ member instead of distilling one. Here the family is tiny Llama models built in 
 `tiny:llama` (4 blocks, width 64) and a 2-block, width-32 model with the same tokenizer.
 """
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -49,3 +50,30 @@ def test_a_student_with_another_tokenizer_is_refused_in_one_line(tmp_path):
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output and "tokenizer" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_aligning_the_smaller_model_to_the_large_one(tmp_path):
+    """distill.align: the distill stage starts from models.small (not the teacher's blocks) and trains it
+    on the large model's logits; the result is a kit like any distilled student."""
+    small = small_member(tmp_path / "small")
+    result = run(tmp_path, small, "distill.align=true", 'distill.loss="kd"', "distill.steps=30")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "run"
+    summary = json.loads((folder / "distill" / "summary.json").read_text())
+    assert summary["blocks"] is None and summary["final_loss"] < summary["first_loss"]
+    kit = json.loads((folder / "distill" / "student.json").read_text())["kit"]
+    config = json.loads((Path(kit) / "student" / "config.json").read_text())
+    assert config["hidden_size"] == 32 and config["num_hidden_layers"] == 2  # the small model, trained
+    assert json.loads((folder / "results.json").read_text())["accuracy"].keys() >= {"cpt", "post"}
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["distill.align=true"], "set models.small"),
+    (['models.small="x"', "distill.align=true", 'distill.loss="hidden"'], 'distill.loss = "kd"'),
+])
+def test_align_settings_that_cannot_work_are_refused(tmp_path, sets, message):
+    args = ["run", "--preset", "smoke", "--out", str(tmp_path / "r")]
+    for s in sets:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and message in result.output, result.output
