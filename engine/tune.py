@@ -197,10 +197,21 @@ def _run(ctx, stage: str, model, tokenizer, model_id: str, steps: int | None) ->
     save_tuned(ctx, stage, prompt, result, dp, time.time() - start, inputs)
 
 
+PRIVATE_NOTE = "PRIVATE.txt"
+PRIVATE_TEXT = """This run folder is the user's side: it holds what was computed from the private data.
+Losses, validation and test accuracies, each step's token count and timing (events.jsonl,
+tune/summary.json, results.json, plots) are NOT noised, even when the prompt was trained with
+differential privacy: they are not covered by the certificate's epsilon. Keep this folder on this
+machine. What may leave it is the prompt package (post package RUN --out PKG), whose contents
+`post package inspect PKG` lists.
+"""
+
+
 def run_tune(ctx) -> None:
     """The user's stage: tune p_s on the student with the private data, then pack it as the owner
     receives it (`<run>/package`, engine.package): the transfer reads that package in either flow."""
     model, tokenizer = loading.small(ctx)
+    artifacts.write_text(ctx.run_dir / PRIVATE_NOTE, PRIVATE_TEXT)
     _run(ctx, "tune", model, tokenizer, loading.student_ref(ctx), None)
     record = records.read(ctx.stage_dir("tune"))
     if record and record.get("status") in records.DONE_STATUSES:

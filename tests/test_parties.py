@@ -80,6 +80,7 @@ def test_owner_side_holds_nothing_private(flow):
     assert sorted(p.name for p in (root / "PKG").iterdir()) == ["manifest.json", "privacy.json", "prompt.safetensors",
                                                                 "task_card.json"]
     assert "withheld" in (root / "owner" / "config.toml").read_text()
+    assert "NOT noised" in (user / "PRIVATE.txt").read_text() and not (root / "owner" / "PRIVATE.txt").exists()
 
 
 def test_user_scores_the_owners_prompts(flow):
