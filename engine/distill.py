@@ -85,7 +85,10 @@ def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
         d.pop("cue_weight")
     if keep is not None:
         d["blocks"] = list(keep)
+    from engine.fingerprints import content_id
     d["corpus"] = corpus_source(cfg)
+    if content_id(d["corpus"]) != d["corpus"]:  # a local corpus file: its content, so an edit makes a new student
+        d["corpus_content"] = content_id(d["corpus"])
     return _digest({**identity, "distill": d, "v": 2})
 
 

@@ -43,8 +43,13 @@ def student_identity(ctx) -> dict:
 
 
 def content_id(ref: str) -> str:
+    """A local file or folder by its content (edited in place, it is another input); else the name
+    (a hub id or an offline asset, whose content the name fixes)."""
     from pathlib import Path
-    return artifacts.sha256_tree(Path(ref))[:16] if Path(ref).is_dir() else ref  # else a hub id or asset name
+    path = Path(ref)
+    if path.is_dir():
+        return artifacts.sha256_tree(path)[:16]
+    return artifacts.sha256_file(path)[:16] if path.is_file() else ref
 
 
 def distill_inputs(ctx) -> dict:

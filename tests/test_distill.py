@@ -137,3 +137,16 @@ def test_a_student_cached_before_kits_is_wrapped_not_distilled_again(tmp_path):
     assert again["reused"] is True
     assert any("wrapped into a kit" in e.get("message", "") for e in events if e["event"] == "Log")
     assert kit.fingerprint_of(folder) == before  # the same files: the same kit
+
+
+def test_a_corpus_file_edited_in_place_makes_a_new_student(tmp_path):
+    def on(path):
+        return f'distill.corpus="{path}"', 'distill.corpus_split="train"', "distill.steps=2"
+    corpus = tmp_path / "corpus.csv"
+    corpus.write_text("text\n" + "\n".join(f"a plain sentence number {i} about the weather" for i in range(40)))
+    first, _ = distill(tmp_path, "first", *on(corpus))
+    same, _ = distill(tmp_path, "same", *on(corpus))
+    corpus.write_text(corpus.read_text().replace("weather", "harbour"))
+    edited, _ = distill(tmp_path, "edited", *on(corpus))
+    assert same["key"] == first["key"] and same["reused"] is True
+    assert edited["key"] != first["key"] and edited["reused"] is False
