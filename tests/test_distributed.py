@@ -212,7 +212,37 @@ def scenario_accuracy(out, rank, world):
     return {"accuracy": acc, "batches": len(batches), "examples": len(test)}
 
 
-SCENARIOS = {"accuracy": scenario_accuracy, "cancel": scenario_cancel, "dp_noise": scenario_dp_noise, "dp_same_seed": scenario_dp_same_seed,
+def _distill_once(out, rank, overrides):
+    """The distill stage's own code (engine.distill.run_distill) on tiny:llama (no dropout: the ranks'
+    random draws cannot differ); the global batch's loss per step, and the trained student's weights."""
+    from engine.distill import run_distill
+    from engine.events import Metric
+    ctx = _ctx(out, rank, ['models.large="tiny:llama"', *overrides])
+    losses = []
+    ctx.bus.subscribe(lambda e: losses.append(e.value) if isinstance(e, Metric) and e.name == "loss" else None)
+    run_distill(ctx)
+    student = ctx.cache["small"][0]
+    summary = json.loads((ctx.run_dir / "distill" / "summary.json").read_text())
+    return {"losses": losses, "weights": torch.cat([p.detach().flatten() for p in student.parameters()]),
+            "summary": summary}
+
+
+def scenario_distill(out, rank, world):
+    """Hidden loss with the teacher cache (40 × 8 rows > the corpus) and cue weights (a weighted mean: a
+    rank's share of the loss mass is not its share of the rows), then the paper's KD loss (teacher beside)."""
+    from engine.assets import cache_root
+    hidden = _distill_once(out, rank, ['distill.loss="hidden"', "distill.steps=40", "distill.cue_weight=3.0",
+                                       'distill.template="{text} It was"'])
+    cache = sorted(str(p.relative_to(cache_root() / "teacher_hidden")) for p in (cache_root() / "teacher_hidden").rglob("*")
+                   if p.is_file())
+    manifest = next(((cache_root() / "teacher_hidden").rglob("manifest.json")), None)
+    kd = _distill_once(out, rank, ['distill.loss="kd"', "distill.steps=12"])
+    return {"hidden": hidden, "kd": kd, "cache": cache,
+            "manifest": json.loads(manifest.read_text()) if manifest else None,
+            "student_saved": (Path(hidden["summary"]["path"]) / "config.json").is_file()}
+
+
+SCENARIOS = {"accuracy": scenario_accuracy, "distill": scenario_distill, "cancel": scenario_cancel, "dp_noise": scenario_dp_noise, "dp_same_seed": scenario_dp_same_seed,
              "tune": scenario_tune, "tune_dp": scenario_tune_dp, "rank_dies": scenario_rank_dies}
 
 
@@ -299,6 +329,30 @@ def test_eval_is_sharded_and_gathered_without_duplicates(tmp_path):
     assert ranks[0]["batches"] + ranks[1]["batches"] == one["batches"] and ranks[1]["batches"] > 0
     assert ranks[0]["accuracy"] == ranks[1]["accuracy"]
     assert abs(ranks[0]["accuracy"] - one["accuracy"]) <= 1 / one["examples"] + 1e-12
+
+
+def test_distillation_over_two_ranks_reaches_the_loss_of_one(tmp_path):
+    """Data-parallel distillation: the same global batches as one process, each rank training on the rows
+    it owns, DDP averaging the gradients. The losses agree up to float summation order (each rank's
+    partial sums, then DDP's average of two gradients instead of one sum; bf16 teacher states are the
+    same bytes), amplified by 40 AdamW steps: rtol 1e-3 on losses of order 1-10, atol 1e-3 on weights
+    of size ~0.2 (a desynchronised batch or a wrong loss weight moves them by far more)."""
+    one = single(tmp_path, "distill")
+    ranks = spawn(tmp_path, "distill")
+    for loss in ("hidden", "kd"):
+        assert len(ranks[0][loss]["losses"]) == len(one[loss]["losses"]) == one[loss]["summary"]["steps"]
+        assert ranks[0][loss]["losses"] == pytest.approx(one[loss]["losses"], rel=1e-3, abs=1e-4), loss
+        assert ranks[1][loss]["losses"] == ranks[0][loss]["losses"]  # the global batch's loss, on every rank
+        torch.testing.assert_close(ranks[0][loss]["weights"], one[loss]["weights"], atol=1e-3, rtol=1e-3)
+        assert torch.equal(ranks[0][loss]["weights"], ranks[1][loss]["weights"])  # DDP: replicas in step
+        assert ranks[0][loss]["summary"]["processes"] == 2
+    # the teacher-state cache: each rank its shard (every other row), rank 0 the manifest of both
+    assert one["cache"] == [f"{ranks[0]['manifest']['key']}.safetensors"] and ranks[0]["manifest"]["world"] == 2
+    assert [c.split("/")[-1] for c in ranks[1]["cache"]] == ["shard-1.safetensors"] and ranks[1]["manifest"] is None
+    assert sorted(c.split("/")[-1] for c in ranks[0]["cache"]) == ["manifest.json", "shard-0.safetensors"]
+    shards = ranks[0]["manifest"]["shards"]
+    assert [s["rank"] for s in shards] == [0, 1] and sum(s["rows"] for s in shards) == ranks[0]["manifest"]["rows"]
+    assert ranks[0]["student_saved"] and not ranks[1]["student_saved"]  # the student from rank 0 only
 
 
 # ---------------------------------------------------------------- launch
