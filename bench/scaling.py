@@ -96,9 +96,10 @@ def forward_flops(config, tokens: int, examples: int = 1, head_positions: int = 
 
 # ---------------------------------------------------------------- timing
 
-def timed(fn, steps: int = 1) -> float:
-    """Seconds per call over `steps` calls after one warm-up call."""
-    fn()
+def timed(fn, steps: int = 1, warmup: bool = True) -> float:
+    """Seconds per call over `steps` calls (after one warm-up call)."""
+    if warmup:
+        fn()
     start = time.perf_counter()
     for _ in range(steps):
         fn()
@@ -188,9 +189,9 @@ def measure_size(name: str, base, tok, cfg, batch: int, repeats: int, rows: int,
     fns, shapes = step_functions(large, student, tok, cfg, batch)
     units = _per_unit(batch)
     samples = {k: [] for k in fns}
-    for _ in range(repeats):  # interleaved: every operation once per repetition
+    for repeat in range(repeats):  # interleaved: every operation once per repetition; warm-up in the first
         for key, fn in fns.items():
-            samples[key].append(timed(fn) / units[key])
+            samples[key].append(timed(fn, warmup=repeat == 0) / units[key])
     median = {k: statistics.median(v) for k, v in samples.items()}
     out = {"name": name, "random_weights": FAMILY[name] is not None, "parameters": parameters(large),
            "student_parameters": parameters(student), "layers": large.config.num_hidden_layers,
@@ -198,7 +199,7 @@ def measure_size(name: str, base, tok, cfg, batch: int, repeats: int, rows: int,
            **{k: shapes[k] for k in ("prompt_tokens", "public_tokens", "public_examples", "train_examples")}}
     if check_linearity:
         full16, _ = shapes["tune_step"](large, cfg.tune.batch_size)
-        at16 = statistics.median(timed(full16) / cfg.tune.batch_size for _ in range(max(1, repeats // 2)))
+        at16 = timed(full16) / cfg.tune.batch_size  # one timed call: a check of the per-example conversion
         out["linearity"] = {"full_pt_per_example_at_batch": {str(batch): median["full_pt"],
                                                             str(cfg.tune.batch_size): at16}}
     out.update(whole_run(out, cfg, large.config, student.config))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from engine import artifacts, distill_shards, distributed, loading, records
+from engine import artifacts, distill_shards, distributed, loading, ranks, records
 from engine.checkpoint import Checkpointer
 from engine.data.tasks import load_corpus
 from engine.errors import PostError
@@ -245,6 +245,8 @@ def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tens
         value, parts, stop = split.reduce(loss.detach(), parts, fraction, ctx.cancelled)  # the global batch's
         losses.append(value)
         _emit_step(ctx, step, cfg.steps, value, parts, seconds, cfg.batch_size * batch.shape[1])
+        ranks.record_work(batch.numel() if fraction else 0, seconds)
+        ranks.tick(ctx, "distill", step)
         if checkpoint and checkpoint.due(step) and step < cfg.steps:
             checkpoint.save(step, state_now())
     student.eval().requires_grad_(False)

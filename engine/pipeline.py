@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from engine import artifacts, fingerprints, loading, records
+from engine import artifacts, fingerprints, loading, ranks, records
 from engine.config import RunConfig, to_toml
 from engine.context import RunContext
 from engine.distill import run_distill
@@ -130,7 +130,7 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
                "accuracy": accuracy, "gap_closed": gap, "alpha": _alpha_used(ctx, selected),
                "seconds": {s: round(seconds.get(s, 0.0), 2) for s in ("distill", "tune", "transfer", "full_pt", "eval")},
                "test_examples": len(loading.task(ctx, loading.large(ctx)[1])["test"]),
-               "privacy": _privacy(ctx)}
+               "privacy": _privacy(ctx), "memory": {"ranks": ranks.peaks()}}  # each process's peak
     eval_dir = ctx.stage_dir("eval")
     artifacts.write_json(eval_dir / "accuracy.json", accuracy)
     path = ctx.run_dir / "results.json"
@@ -276,6 +276,7 @@ def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | N
                 ctx.log(f"{stage}: runs again, {reason}")
         try:
             results = _run_stage(ctx, stage, force, seconds) or results
+            ranks.report(ctx, stage, final=True)  # every rank's memory and speed, on rank 0
         except (PostError, Cancelled) as err:
             ctx.emit(StageFailed(stage=stage, message=str(err) or "cancelled"))
             raise

@@ -384,6 +384,13 @@ def test_torchrun_two_processes_give_the_single_process_results(tmp_path):
         assert abs(two["accuracy"][method] - acc) <= 1 / 128 + 1e-9, method
     events = [json.loads(line) for line in (tmp_path / "w2" / "events.jsonl").read_text().splitlines()]
     assert sum(e["event"] == "RunStarted" for e in events) == 1  # rank 1 wrote nothing here
+    # every rank's memory: its peak in results.json, its figures at each stage's end in rank 0's events
+    assert [r["rank"] for r in two["memory"]["ranks"]] == [0, 1] and [r["rank"] for r in one["memory"]["ranks"]] == [0]
+    assert all(r["peak_rss_mib"] > 0 and r["device"] == "cpu" for r in two["memory"]["ranks"])
+    ends = [e for e in events if e["event"] == "RanksSample" and e["final"]]
+    assert [e["stage"] for e in ends] == ["distill", "tune", "transfer", "eval"]
+    assert all([r["rank"] for r in e["ranks"]] == [0, 1] for e in ends)
+    assert all(r["tokens_per_s"] for r in ends[1]["ranks"])  # each rank's own share of tune's steps
     releases = [json.loads(f.read_text()) for f in Path(os.environ["POST_LEDGER"]).rglob("*.json")]
     assert sorted(Path(r["run_dir"]).name for r in releases) == ["w1", "w2"]  # the ledger: once per run, from rank 0
 
