@@ -219,7 +219,7 @@ def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tens
     forward = distill_shards.wrap(student, hidden_only=cfg.loss == "hidden")
     split, stop = distill_shards.RowSplit(len(rows), weights), bool(distributed.sum_over_ranks(int(ctx.cancelled)))
     for step in range(len(losses) + 1, cfg.steps + 1):
-        if stop:
+        if stop or (ctx.cancelled and not distributed.active()):  # several processes: only the all-reduced stop
             if checkpoint and losses:
                 checkpoint.save(len(losses), state_now())
             ctx.cancel_event.set()  # a stop another rank asked for stops this one's pipeline too

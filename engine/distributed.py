@@ -246,3 +246,22 @@ def gather_objects(obj) -> list:
     out = [None] * world_size()
     _collective(dist.all_gather_object, out, obj)
     return out
+
+
+def gather_rows(rows: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's `rows` (n_r, ...) and their int64 `index` (n_r,), concatenated in rank order on every
+    rank (all_gather of tensors padded to the largest share; a rank's share may be empty)."""
+    if not active():
+        return rows, index
+    sizes = gather_objects(int(rows.shape[0]))
+    device = _device_for_collectives(rows.device)
+    padded = torch.zeros(max(sizes), *rows.shape[1:], dtype=rows.dtype, device=device)
+    padded[:rows.shape[0]] = rows.to(device)
+    slot = torch.full((max(sizes),), -1, dtype=torch.int64, device=device)
+    slot[:index.shape[0]] = index.to(device)
+    got_rows = [torch.empty_like(padded) for _ in sizes]
+    got_index = [torch.empty_like(slot) for _ in sizes]
+    _collective(dist.all_gather, got_rows, padded)
+    _collective(dist.all_gather, got_index, slot)
+    return (torch.cat([g[:n] for g, n in zip(got_rows, sizes)]).to(rows.device),
+            torch.cat([g[:n] for g, n in zip(got_index, sizes)]).to(index.device))

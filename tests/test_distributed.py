@@ -242,7 +242,22 @@ def scenario_distill(out, rank, world):
             "student_saved": (Path(hidden["summary"]["path"]) / "config.json").is_file()}
 
 
-SCENARIOS = {"accuracy": scenario_accuracy, "distill": scenario_distill, "cancel": scenario_cancel, "dp_noise": scenario_dp_noise, "dp_same_seed": scenario_dp_same_seed,
+def scenario_targets(out, rank, world):
+    """The transfer's fixed targets (engine.transfer.fixed_targets): each rank its share of the public
+    batches, all-gathered; with public.size=40 and eval batches of 16 the ranks hold 2 and 1 batches."""
+    from engine import loading
+    from engine.models import make_student
+    from engine.prompt import SoftPrompt
+    from engine.tiny import tiny
+    from engine.transfer import fixed_targets
+    ctx = _ctx(out, rank, ["public.size=40", "eval.batch_size=16"])
+    large, tok = tiny("tiny:gpt2")
+    small = make_student(large, [0, -1])
+    prompt = SoftPrompt.from_text(small, tok, "Predict the sentiment.", 4)
+    return fixed_targets(ctx, large, small, tok, prompt, loading.public(ctx, tok))
+
+
+SCENARIOS = {"accuracy": scenario_accuracy, "distill": scenario_distill, "targets": scenario_targets, "cancel": scenario_cancel, "dp_noise": scenario_dp_noise, "dp_same_seed": scenario_dp_same_seed,
              "tune": scenario_tune, "tune_dp": scenario_tune_dp, "rank_dies": scenario_rank_dies}
 
 
@@ -353,6 +368,19 @@ def test_distillation_over_two_ranks_reaches_the_loss_of_one(tmp_path):
     shards = ranks[0]["manifest"]["shards"]
     assert [s["rank"] for s in shards] == [0, 1] and sum(s["rows"] for s in shards) == ranks[0]["manifest"]["rows"]
     assert ranks[0]["student_saved"] and not ranks[1]["student_saved"]  # the student from rank 0 only
+
+
+def test_transfer_targets_are_computed_sharded_and_gathered(tmp_path):
+    """Each public batch is computed by one rank (the same batch as one process: the same operations) and
+    the rows are all-gathered into public order: equal to one process up to 1e-6 (same inputs, same
+    kernels; only the process differs), and the same bytes on both ranks."""
+    one = single(tmp_path, "targets")
+    ranks = spawn(tmp_path, "targets")
+    assert one.keys() == ranks[0].keys() == {"small_prompted", "small_plain", "large_plain"}
+    for key, value in one.items():
+        assert value.shape[0] == 40
+        torch.testing.assert_close(ranks[0][key], value, atol=1e-6, rtol=1e-6)
+        assert torch.equal(ranks[0][key], ranks[1][key])
 
 
 # ---------------------------------------------------------------- launch
