@@ -13,6 +13,9 @@ alike), medians of `--repeats`:
     teacher cache  per corpus row: the teacher's final hidden states (once per large model, owner's cost)
     distill step   the student's forward+backward+AdamW on 8 rows of 32 tokens (owner's cost)
 
+No separate warm-up call (a 1.7B step costs minutes on this shared box): the first, cold call is one of
+the repeats and the median leaves it out.
+
 Prompt steps are timed at `--batch` examples and converted per example (linear in the batch: checked
 at 135M, where the full-PT step is also timed at the recipe's batch of 16; see `linearity`). Whole-run
 costs use the step counts of presets/mr-smollm2.toml: one private epoch of tune steps (batch 16) for
@@ -25,7 +28,7 @@ frozen weights need no weight gradients).
 (a) `--part ranks`: the engine's own step times (medians of the Progress events) of distill / tune /
 transfer for `post run` at 1 and 2 processes (torchrun, gloo) on the demo's models with few steps.
 
-    nice -n 10 python bench/scaling.py --part size --repeats 3 --batch 4 --threads 2
+    nice -n 10 python bench/scaling.py --part size --repeats 3 --batch 2 --threads 2
     nice -n 10 python bench/scaling.py --part ranks
 
 Writes bench/results/scaling.json (atomic; each part its own key) and, with matplotlib,
@@ -54,6 +57,7 @@ from engine import artifacts  # noqa: E402
 RESULTS = ROOT / "bench" / "results" / "scaling.json"
 PRESET = "mr-smollm2"
 BLOCKS = [0, 1, -2, -1]
+ROWS = 8  # distillation rows per timed step (the recipe's batch), and per timed teacher-cache call
 # configs of the larger SmolLM2 members (HuggingFaceTB/SmolLM2-360M, -1.7B config.json); vocab 49152, head_dim 64
 FAMILY = {
     "SmolLM2-135M": None,  # the real asset
@@ -144,7 +148,7 @@ def step_functions(large, student, tok, cfg, batch: int):
         z = prompted_logits(large, pub["input_ids"], pub["attention_mask"], copy, bos)
         transfer_loss(z, *fixed, alpha=0.5).sum().backward()
 
-    rows = torch.randint(0, tok.vocab_size, (8, cfg.distill.seq_len), generator=torch.Generator().manual_seed(0))
+    rows = torch.randint(0, tok.vocab_size, (ROWS, cfg.distill.seq_len), generator=torch.Generator().manual_seed(0))
 
     def teacher_cache():
         with torch.no_grad():
@@ -180,7 +184,7 @@ def _trainable_copy(student):
 
 # per-example divisor of each timed operation (distill: per step of 8 rows; teacher cache: per row)
 def _per_unit(batch: int) -> dict[str, int]:
-    return {"full_pt": batch, "tune": batch, "transfer": batch, "target_pass": batch, "teacher_cache": 8, "distill": 1}
+    return {"full_pt": batch, "tune": batch, "transfer": batch, "target_pass": batch, "teacher_cache": ROWS, "distill": 1}
 
 
 def measure_size(name: str, base, tok, cfg, batch: int, repeats: int, rows: int, check_linearity: bool) -> dict:
@@ -189,9 +193,9 @@ def measure_size(name: str, base, tok, cfg, batch: int, repeats: int, rows: int,
     fns, shapes = step_functions(large, student, tok, cfg, batch)
     units = _per_unit(batch)
     samples = {k: [] for k in fns}
-    for repeat in range(repeats):  # interleaved: every operation once per repetition; warm-up in the first
+    for repeat in range(repeats):  # interleaved: every operation once per repetition; the median drops a cold first call
         for key, fn in fns.items():
-            samples[key].append(timed(fn, warmup=repeat == 0) / units[key])
+            samples[key].append(timed(fn, warmup=False) / units[key])
     median = {k: statistics.median(v) for k, v in samples.items()}
     out = {"name": name, "random_weights": FAMILY[name] is not None, "parameters": parameters(large),
            "student_parameters": parameters(student), "layers": large.config.num_hidden_layers,
@@ -290,8 +294,8 @@ def _size_summary(args, sizes: list[dict]) -> dict:
 
 def part_ranks(args) -> dict:
     """`post run` at 1 and 2 processes on the demo's models, few steps: median step seconds per stage."""
-    sets = ["distill.steps=24", "tune.steps=24", "tune.eval_every=0", "transfer.steps=24",
-            'transfer.methods=["post"]', "task.max_eval=32", "eval.full_pt=false", "public.size=64"]
+    sets = ["distill.steps=16", "tune.steps=16", "tune.eval_every=0", "tune.eval_size=16", "transfer.steps=16",
+            'transfer.methods=["post"]', "task.max_eval=16", "eval.full_pt=false", "public.size=32"]
     out = {}
     with tempfile.TemporaryDirectory(prefix="post-scaling-") as tmp:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "POST_LEDGER": str(Path(tmp) / "ledger")}
@@ -361,15 +365,36 @@ def plot(summary: dict) -> Path | None:
     return path
 
 
+def table(summary: dict) -> str:
+    """The BENCHMARKS.md table of `--part size`, from scaling.json."""
+    head = ("| large model | params | full PT step / tune step (per example) | full PT | POST, α known | POST, α selected "
+            "| **full PT / POST** (α known; selected) | FLOPs predict | owner once (teacher cache + distill) |\n"
+            "|---|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    for s in summary["sizes"]:
+        sec, r, f = s["run_seconds"], s["ratio"], s["flop_ratio"]
+        kind = "random init" if s["random_weights"] else "real"
+        rows.append(f"| {s['name']} ({kind}) | {s['parameters'] / 1e6:.0f}M | {r['tune_step_large_over_student']:.2f}× "
+                    f"(FLOPs {f['tune_step_large_over_student']:.2f}×) | {sec['full_pt'] / 60:.1f} min "
+                    f"| {sec['post_one_alpha'] / 60:.1f} min | {sec['post_select'] / 60:.1f} min "
+                    f"| **{r['one_alpha']:.2f}×; {r['select']:.2f}×** | {f['one_alpha']:.2f}×; {f['select']:.2f}× "
+                    f"| {sec['owner_one_time'] / 60:.1f} min |")
+    return head + "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=["size", "ranks"], default="size")
     ap.add_argument("--sizes", default=",".join(FAMILY))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=4, help="examples per timed prompt step (converted per example)")
+    ap.add_argument("--batch", type=int, default=2, help="examples per timed prompt step (converted per example)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--preset", default="demo", help="--part ranks: the preset run at 1 and 2 processes")
+    ap.add_argument("--table", action="store_true", help="print the markdown table of scaling.json and stop")
     args = ap.parse_args()
+    if args.table:
+        print(table(json.loads(RESULTS.read_text())["size"]))
+        return
     if args.part == "size":
         summary = part_size(args)
         _save("size", summary)
