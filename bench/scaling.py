@@ -298,9 +298,10 @@ def part_ranks(args) -> dict:
             'transfer.methods=["post"]', "task.max_eval=16", "eval.full_pt=false", "public.size=32"]
     out = {}
     with tempfile.TemporaryDirectory(prefix="post-scaling-") as tmp:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "POST_LEDGER": str(Path(tmp) / "ledger")}
         for world in (1, 2):
             run_dir = Path(tmp) / f"w{world}"
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "POST_LEDGER": str(Path(tmp) / "ledger"),
+                   "POST_CACHE": str(_fresh_cache(Path(tmp) / f"cache{world}"))}  # each world distils (no reused student)
             launcher = [str(Path(sys.executable).with_name("torchrun")), "--standalone", f"--nproc_per_node={world}"] \
                 if world > 1 else [sys.executable]
             cmd = [*launcher, "-m", "post_tui.cli", "run", "--preset", args.preset, "--out", str(run_dir),
@@ -318,6 +319,16 @@ def part_ranks(args) -> dict:
             "sets": sets, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{os.cpu_count()} CPU cores shared with other jobs: 2 processes share them, so this measures "
                        "the distributed code's overhead, not a speed-up", "worlds": out}
+
+
+def _fresh_cache(folder: Path) -> Path:
+    """A cache without students or teacher states, its offline assets linked from the user's cache."""
+    from engine.assets import cache_root
+    folder.mkdir(parents=True)
+    for asset in cache_root().iterdir():
+        if asset.name not in ("students", "teacher_hidden"):
+            (folder / asset.name).symlink_to(asset)
+    return folder
 
 
 def _stage_steps(events: Path) -> dict:
@@ -365,20 +376,63 @@ def plot(summary: dict) -> Path | None:
     return path
 
 
+def _repeat_ratios(size: dict, cfg) -> dict[str, list[float]]:
+    """full PT / POST computed from each repetition's own step costs (the spread behind the medians)."""
+    steps, out = size["steps"], {"one_alpha": [], "select": []}
+    for i in range(len(size["samples"]["full_pt"])):
+        s = {k: v[i] for k, v in size["samples"].items()}
+        full = steps["tune"] * cfg.tune.batch_size * s["full_pt"]
+        transfer = steps["transfer_per_alpha"] * cfg.transfer.batch_size * s["transfer"]
+        one = steps["tune"] * cfg.tune.batch_size * s["tune"] + steps["public_examples"] * s["target_pass"] + transfer
+        out["one_alpha"].append(full / one)
+        out["select"].append(full / (one + (steps["transfers_select"] - 1) * transfer))
+    return out
+
+
+def epochs_for(size: dict, cfg, ratio: float, transfers: int) -> float | None:
+    """Private epochs at which full PT / POST reaches `ratio` (both tune for the same epochs; POST adds its
+    fixed transfer and target costs), from the measured per-example costs; None: never (the ratio's limit,
+    the per-example step ratio large / student, is below it)."""
+    c = size["seconds_per_unit"]
+    per_epoch = size["train_examples"]
+    fixed = transfers * size["steps"]["transfer_per_alpha"] * cfg.transfer.batch_size * c["transfer"] \
+        + size["steps"]["public_examples"] * c["target_pass"]
+    gain = per_epoch * (c["full_pt"] - ratio * c["tune"])
+    return ratio * fixed / gain if gain > 0 else None
+
+
+def _epochs(value: float | None) -> str:
+    return "never" if value is None else f"{value:.2f}"
+
+
+def crossover_table(summary: dict) -> str:
+    from engine.presets import load_config
+    cfg = load_config(summary["preset"])
+    head = ("| large model | POST cheaper than full PT from (α known; selected) | full PT / POST ≥ 8× from (α known; selected) |\n"
+            "|---|---|---|\n")
+    rows = [f"| {s['name']} | {_epochs(epochs_for(s, cfg, 1.0, 1))}; {_epochs(epochs_for(s, cfg, 1.0, 3))} private epochs "
+            f"| {_epochs(epochs_for(s, cfg, 8.0, 1))}; {_epochs(epochs_for(s, cfg, 8.0, 3))} private epochs |"
+            for s in summary["sizes"]]
+    return head + "\n".join(rows)
+
+
 def table(summary: dict) -> str:
     """The BENCHMARKS.md table of `--part size`, from scaling.json."""
-    head = ("| large model | params | full PT step / tune step (per example) | full PT | POST, α known | POST, α selected "
-            "| **full PT / POST** (α known; selected) | FLOPs predict | owner once (teacher cache + distill) |\n"
-            "|---|---|---|---|---|---|---|---|---|\n")
+    from engine.presets import load_config
+    cfg = load_config(summary["preset"])
+    head = ("| large model | params (layers; student keeps 4) | per-example step, large / student: measured (FLOPs) "
+            "| **full PT / POST, α known**: measured [spread] (FLOPs) | **α selected (3 transfers)** | "
+            "α selected, with the owner's distillation |\n|---|---|---|---|---|---|\n")
     rows = []
     for s in summary["sizes"]:
-        sec, r, f = s["run_seconds"], s["ratio"], s["flop_ratio"]
+        r, f, spread = s["ratio"], s["flop_ratio"], _repeat_ratios(s, cfg)
         kind = "random init" if s["random_weights"] else "real"
-        rows.append(f"| {s['name']} ({kind}) | {s['parameters'] / 1e6:.0f}M | {r['tune_step_large_over_student']:.2f}× "
-                    f"(FLOPs {f['tune_step_large_over_student']:.2f}×) | {sec['full_pt'] / 60:.1f} min "
-                    f"| {sec['post_one_alpha'] / 60:.1f} min | {sec['post_select'] / 60:.1f} min "
-                    f"| **{r['one_alpha']:.2f}×; {r['select']:.2f}×** | {f['one_alpha']:.2f}×; {f['select']:.2f}× "
-                    f"| {sec['owner_one_time'] / 60:.1f} min |")
+        span = {k: f"[{min(v):.2f}–{max(v):.2f}]" for k, v in spread.items()}
+        rows.append(f"| {s['name']} ({kind}) | {s['parameters'] / 1e6:.0f}M ({s['layers']}) "
+                    f"| {r['tune_step_large_over_student']:.2f}× ({f['tune_step_large_over_student']:.2f}×) "
+                    f"| **{r['one_alpha']:.2f}×** {span['one_alpha']} ({f['one_alpha']:.2f}×) "
+                    f"| **{r['select']:.2f}×** {span['select']} ({f['select']:.2f}×) "
+                    f"| {r['select_with_distillation']:.2f}× |")
     return head + "\n".join(rows)
 
 
@@ -393,7 +447,8 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="print the markdown table of scaling.json and stop")
     args = ap.parse_args()
     if args.table:
-        print(table(json.loads(RESULTS.read_text())["size"]))
+        summary = json.loads(RESULTS.read_text())["size"]
+        print(table(summary), crossover_table(summary), sep="\n\n")
         return
     if args.part == "size":
         summary = part_size(args)

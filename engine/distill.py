@@ -272,9 +272,9 @@ def run_distill(ctx) -> Path | None:
     """Make (or reuse) the student; records its folder in `<run>/distill/student.json`.
 
     Returns None when cancelled: then only the checkpoint and a `cancelled` record are written,
-    never a half-trained student in the cache. Over several processes rank 0 distils (one
-    process, data parallel: engine.distill_shards) every rank trains the one student; rank 0 alone
-    writes its checkpoints and the cached student, the others keep the same weights in memory.
+    never a half-trained student in the cache. Over several processes every rank trains the one
+    student (data parallel: engine.distill_shards); rank 0 alone writes its checkpoints and the
+    cached student, the others keep the same weights in memory.
     """
     return _run_distill(ctx)
 
