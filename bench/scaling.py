@@ -280,7 +280,7 @@ def part_size(args) -> dict:
 
 def _size_summary(args, sizes: list[dict]) -> dict:
     return {"command": "nice -n 10 python bench/scaling.py --part size " + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("part",)),
+                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("part", "preset", "table")),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "preset": PRESET, "blocks": BLOCKS,
             "threads": args.threads, "batch_measured": args.batch, "repeats": args.repeats,
             "machine": f"{os.cpu_count()} CPU cores shared with other jobs, float32, no GPU",
@@ -408,10 +408,11 @@ def _epochs(value: float | None) -> str:
 def crossover_table(summary: dict) -> str:
     from engine.presets import load_config
     cfg = load_config(summary["preset"])
-    head = ("| large model | POST cheaper than full PT from (α known; selected) | full PT / POST ≥ 8× from (α known; selected) |\n"
+    head = ("| large model | private epochs from which POST is cheaper than full PT (α known; selected) "
+            "| private epochs from which full PT / POST ≥ 8× (α known; selected) |\n"
             "|---|---|---|\n")
-    rows = [f"| {s['name']} | {_epochs(epochs_for(s, cfg, 1.0, 1))}; {_epochs(epochs_for(s, cfg, 1.0, 3))} private epochs "
-            f"| {_epochs(epochs_for(s, cfg, 8.0, 1))}; {_epochs(epochs_for(s, cfg, 8.0, 3))} private epochs |"
+    rows = [f"| {s['name']} | {_epochs(epochs_for(s, cfg, 1.0, 1))}; {_epochs(epochs_for(s, cfg, 1.0, 3))} "
+            f"| {_epochs(epochs_for(s, cfg, 8.0, 1))}; {_epochs(epochs_for(s, cfg, 8.0, 3))} |"
             for s in summary["sizes"]]
     return head + "\n".join(rows)
 
