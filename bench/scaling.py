@@ -31,7 +31,7 @@ transfer for `post run` at 1 and 2 processes (torchrun, gloo) on the demo's mode
     nice -n 10 python bench/scaling.py --part size --repeats 3 --batch 2 --threads 2
     nice -n 10 python bench/scaling.py --part ranks
 
-Writes bench/results/scaling.json (atomic; each part its own key) and, with matplotlib,
+Writes bench/results/scaling.json (atomic; keys `size` and `ranks:<preset>`) and, with matplotlib,
 bench/results/scaling.png.
 """
 from __future__ import annotations
@@ -456,7 +456,7 @@ def main() -> None:
         _save("size", summary)
         print("plot:", plot(summary))
     else:
-        _save("ranks", part_ranks(args))
+        _save(f"ranks:{args.preset}", part_ranks(args))
 
 
 if __name__ == "__main__":
