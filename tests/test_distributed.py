@@ -349,8 +349,8 @@ def test_eval_is_sharded_and_gathered_without_duplicates(tmp_path):
 def test_distillation_over_two_ranks_reaches_the_loss_of_one(tmp_path):
     """Data-parallel distillation: the same global batches as one process, each rank training on the rows
     it owns, DDP averaging the gradients. The losses agree up to float summation order (each rank's
-    partial sums, then DDP's average of two gradients instead of one sum; bf16 teacher states are the
-    same bytes), amplified by 40 AdamW steps: rtol 1e-3 on losses of order 1-10, atol 1e-3 on weights
+    partial sums, then DDP's average of two gradients instead of one sum; each rank caches its shard's
+    teacher states in other batches of rows, so a bf16 state may round the other way), amplified by 40 AdamW steps: rtol 1e-3 on losses of order 1-10, atol 1e-3 on weights
     of size ~0.2 (a desynchronised batch or a wrong loss weight moves them by far more)."""
     one = single(tmp_path, "distill")
     ranks = spawn(tmp_path, "distill")
