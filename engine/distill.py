@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from engine import artifacts, distributed, kit, loading, records
+from engine import artifacts, distill_shards, distributed, kit, loading, ranks, records
 from engine.checkpoint import Checkpointer
 from engine.data.tasks import load_corpus
 from engine.errors import PostError
@@ -113,14 +113,15 @@ def final_hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
     return model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
 
 
-def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str) -> torch.Tensor | None:
+def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str, path: Path | None = None) -> torch.Tensor | None:
     """The teacher's final hidden states for every row, computed once and cached on disk (bf16).
 
     None if the run was cancelled part-way (nothing is written then). Peak memory is one copy of
     the states: rows × seq_len × hidden × 2 bytes (SmolLM2, 2150 rows of 32 tokens: 79 MB).
+    `path`: where (over several processes, this rank's shard: engine.distill_shards.cache_path).
     """
     from safetensors.torch import load_file
-    path = _cache_dir("teacher_hidden") / f"{key}.safetensors"
+    path = path or _cache_dir("teacher_hidden") / f"{key}.safetensors"
     if path.is_file():
         try:
             hidden = load_file(path)["hidden"]
@@ -145,11 +146,12 @@ def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str) -> torch.T
     return hidden
 
 
-def _kd_step_loss(cfg, teacher, student, batch, ctx):
+def _kd_step_loss(cfg, teacher, forward, batch, ctx):
+    """`forward`: the student's full forward (engine.distill_shards.StudentForward, DDP-wrapped over ranks)."""
     with torch.no_grad(), autocast(ctx.device, ctx.dtype):
         t_out = teacher(input_ids=batch, output_hidden_states=True, use_cache=False)
     with autocast(ctx.device, ctx.dtype):
-        s_out = student(input_ids=batch, output_hidden_states=True, use_cache=False)
+        s_out = forward(batch)
     s_hidden, t_hidden = s_out.hidden_states[-1], t_out.hidden_states[-1]
     same_width = s_hidden.shape[-1] == t_hidden.shape[-1]  # an aligned smaller model: no cosine on states
     return distillation_loss(s_out.logits, t_out.logits, s_hidden, t_hidden, batch, torch.ones_like(batch),
@@ -170,12 +172,13 @@ def cue_positions(tokenizer, template: str, rows: torch.Tensor) -> torch.Tensor:
     return found
 
 
-def _hidden_step_loss(cfg, teacher, student, batch, ctx, target=None, weights=None):
+def _hidden_step_loss(cfg, teacher, forward, batch, ctx, target=None, weights=None):
+    """`forward`: the student's final hidden states (StudentForward, DDP-wrapped over ranks)."""
     if target is None:  # corpus read once: no cache, the teacher runs beside the student
         with torch.no_grad(), autocast(ctx.device, ctx.dtype):
             target = final_hidden(teacher, batch)
     with autocast(ctx.device, ctx.dtype):
-        hidden = final_hidden(student, batch)
+        hidden = forward(batch)
     return hidden_state_loss(hidden, target.to(hidden.device), cfg.weight_mse, cfg.weight_cos,
                              None if weights is None else weights.to(hidden.device))
 
@@ -183,10 +186,13 @@ def _hidden_step_loss(cfg, teacher, student, batch, ctx, target=None, weights=No
 def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tensor | None = None,
                   weights: torch.Tensor | None = None, checkpoint=None) -> list[float]:
     """`targets`: the teacher's cached hidden states per row (hidden loss only), else computed per step;
+    over several processes only this rank's shard of them (rows r, r + W, ...: engine.distill_shards);
     `weights`: per-position loss weights (hidden loss only; `distill.cue_weight`).
 
     `checkpoint` (engine.checkpoint.Checkpointer) saves the student, optimizer, schedule, data
     order and random states when due and on cancel; a matching checkpoint is continued exactly.
+    Over several processes each step's global batch is the one a single process draws; each rank
+    trains on the rows it owns, DDP averages the gradients (engine.distill_shards).
     """
     cfg = ctx.config.distill
     if cfg.freeze_embeddings:
@@ -215,38 +221,49 @@ def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tens
                 "cursor": cursor, "losses": losses}
 
     student.train()
+    forward = distill_shards.wrap(student, hidden_only=cfg.loss == "hidden")
+    split, stop = distill_shards.RowSplit(len(rows), weights), bool(distributed.sum_over_ranks(int(ctx.cancelled)))
     for step in range(len(losses) + 1, cfg.steps + 1):
-        if ctx.cancelled:
+        if stop or (ctx.cancelled and not distributed.active()):  # several processes: only the all-reduced stop
             if checkpoint and losses:
                 checkpoint.save(len(losses), state_now())
+            ctx.cancel_event.set()  # a stop another rank asked for stops this one's pipeline too
             break
         if cursor + cfg.batch_size > len(order):  # next epoch over the corpus
             order, cursor = torch.randperm(len(rows), generator=generator), 0
-        picked = order[cursor:cursor + cfg.batch_size]
+        picked, fraction = split.mine(order[cursor:cursor + cfg.batch_size])  # one process: the whole batch
         batch = rows[picked].to(ctx.device)
         cursor += cfg.batch_size
         start = time.perf_counter()
         if cfg.loss == "hidden":
-            loss, parts = _hidden_step_loss(cfg, teacher, student, batch, ctx, None if targets is None else targets[picked],
+            loss, parts = _hidden_step_loss(cfg, teacher, forward, batch, ctx,
+                                            None if targets is None else targets[split.local(picked)],
                                             None if weights is None else weights[picked])
         else:
-            loss, parts = _kd_step_loss(cfg, teacher, student, batch, ctx)
+            loss, parts = _kd_step_loss(cfg, teacher, forward, batch, ctx)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * split.grad_scale(fraction)).backward()  # DDP: the ranks' gradients averaged here
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
         schedule.step()
         seconds = time.perf_counter() - start
-        losses.append(loss.item())
-        ctx.emit(Metric(stage="distill", step=step, name="loss", value=losses[-1]))
-        for name, value in parts.items():
-            ctx.emit(Metric(stage="distill", step=step, name=name, value=value.item()))
-        ctx.emit(Progress(stage="distill", step=step, total_steps=cfg.steps, step_seconds=seconds,
-                          tokens_per_s=batch.numel() / seconds))
+        value, parts, stop = split.reduce(loss.detach(), parts, fraction, ctx.cancelled)  # the global batch's
+        losses.append(value)
+        _emit_step(ctx, step, cfg.steps, value, parts, seconds, cfg.batch_size * batch.shape[1])
+        ranks.record_work(batch.numel() if fraction else 0, seconds)
+        ranks.tick(ctx, "distill", step)
         if checkpoint and checkpoint.due(step) and step < cfg.steps:
             checkpoint.save(step, state_now())
     student.eval().requires_grad_(False)
     return losses
+
+
+def _emit_step(ctx, step: int, total: int, loss: float, parts: dict[str, float], seconds: float, tokens: int) -> None:
+    ctx.emit(Metric(stage="distill", step=step, name="loss", value=loss))
+    for name, value in parts.items():
+        ctx.emit(Metric(stage="distill", step=step, name=name, value=value))
+    ctx.emit(Progress(stage="distill", step=step, total_steps=total, step_seconds=seconds,
+                      tokens_per_s=tokens / seconds))
 
 
 def _cache_dir(name: str) -> Path:
@@ -260,11 +277,11 @@ def run_distill(ctx) -> Path | None:
     """Make (or reuse) the student; records its folder in `<run>/distill/student.json`.
 
     Returns None when cancelled: then only the checkpoint and a `cancelled` record are written,
-    never a half-trained student in the cache. Over several processes rank 0 distils (one
-    process, not yet data parallel) while the others wait, then they reuse its cached student.
+    never a half-trained student in the cache. Over several processes every rank trains the one
+    student (data parallel: engine.distill_shards); rank 0 alone writes its checkpoints and the
+    cached student, the others keep the same weights in memory.
     """
-    with distributed.main_first():
-        return _run_distill(ctx)
+    return _run_distill(ctx)
 
 
 def student_plan(cfg, teacher, tokenizer) -> tuple[list[int] | None, dict, str]:
@@ -302,7 +319,11 @@ def _run_distill(ctx) -> Path | None:
     ctx.emit(StageStarted(stage="distill", total_steps=cfg.distill.steps, description=what))
     start = time.time()
     summary = {"blocks": keep, "key": key, "path": str(final), "loss": cfg.distill.loss, "teacher": identity}
-    if _cached_kit(ctx, final, (cfg.models.large, identity, keep, key)):
+    reuse = distributed.is_main() and _cached_kit(ctx, final, (cfg.models.large, identity, keep, key))
+    if distributed.same_on_every_rank(int(reuse)):  # rank 0's cache decides
+        if not kit.is_kit(final):
+            raise PostError(f"rank {distributed.rank()}: rank 0 reuses the cached student {final}, which this "
+                            "machine lacks: copy it here, or build a kit (post kit build) and set models.kit")
         ctx.log(f"reusing cached student {final}")
         summary["reused"] = True
     else:
@@ -313,7 +334,7 @@ def _run_distill(ctx) -> Path | None:
         targets = None
         if d.loss == "hidden" and d.steps * d.batch_size > len(rows):  # the corpus is read more than once
             cache_start = time.time()
-            targets = teacher_hidden_states(ctx, teacher, rows, corpus_key(identity, rows))
+            targets = _cached_targets(ctx, teacher, rows, corpus_key(identity, rows))
             summary["teacher_cache_seconds"] = time.time() - cache_start
         weights = None
         if d.loss == "hidden" and d.cue_weight != 1.0:
@@ -321,8 +342,8 @@ def _run_distill(ctx) -> Path | None:
             weights = 1.0 + (d.cue_weight - 1.0) * cues.float()
             summary["cue_positions"] = int(cues.sum())
         student = _starting_student(ctx, teacher, keep)
-        checkpoint = Checkpointer(ctx, folder / "checkpoint.pt", records.digest(inputs))
-        losses = [] if ctx.cancelled else train_student(ctx, teacher, student, rows, targets, weights, checkpoint)
+        checkpoint = Checkpointer(ctx, folder / "checkpoint.pt", records.digest(inputs)) if distributed.is_main() else None
+        losses = train_student(ctx, teacher, student, rows, targets, weights, checkpoint)  # [] when stopped before
         if ctx.cancelled:  # a half-trained student is never cached as if complete
             records.write(folder, "distill", records.CANCELLED, inputs, {}, steps=len(losses),
                           seconds=time.time() - start)
@@ -330,8 +351,11 @@ def _run_distill(ctx) -> Path | None:
         summary.update(reused=False, first_loss=losses[0] if losses else None,
                        final_loss=losses[-1] if losses else None, steps=len(losses), corpus_rows=len(rows),
                        tokens=len(losses) * cfg.distill.batch_size * cfg.distill.seq_len)
-        kit.write(final, student, tokenizer, cfg.models.large, identity, keep, key)  # the same kit post kit build hands out
-        checkpoint.discard()
+        if distributed.is_main():  # the others hold the same weights (DDP) and use them from memory
+            kit.write(final, student, tokenizer, cfg.models.large, identity, keep, key)  # what post kit build hands out
+            checkpoint.discard()
+        distributed.barrier()  # on one machine the others then find the saved kit (their records hash it)
+        summary["processes"] = distributed.world_size()
         ctx.cache["small"] = (student, tokenizer)
     artifacts.write_json(folder / "student.json", {"path": str(kit.student_folder(final)), "kit": str(final), "key": key})
     ctx.saved("distill", final, "student kit")
@@ -339,7 +363,8 @@ def _run_distill(ctx) -> Path | None:
     summary["seconds"] = seconds
     artifacts.write_json(folder / "summary.json", summary)
     records.write(folder, "distill", records.COMPLETED, inputs,
-                  {"student": final, "record": folder / "student.json", "summary": folder / "summary.json"},
+                  {**({"student": final} if final.is_dir() else {}),  # not on another machine than rank 0's
+                   "record": folder / "student.json", "summary": folder / "summary.json"},
                   steps=summary.get("steps"), seconds=seconds)
     ctx.emit(StageFinished(stage="distill", seconds=seconds, summary=summary))
     return final
@@ -359,3 +384,16 @@ def _cached_kit(ctx, final: Path, identity: tuple) -> bool:
         ctx.log(f"cached student not reused, distilled again: {err}")
         return False
     return True
+
+
+def _cached_targets(ctx, teacher, rows: torch.Tensor, key: str) -> torch.Tensor | None:
+    """The teacher's states of this rank's corpus shard (all rows with one process), cached; rank 0
+    writes the shards' manifest. A stop asked on any rank while caching stops every rank here."""
+    owned = distill_shards.RowSplit(len(rows)).owned(len(rows))
+    path = distill_shards.cache_path(_cache_dir("teacher_hidden"), key)
+    targets = teacher_hidden_states(ctx, teacher, rows[owned], key, path)
+    if distributed.sum_over_ranks(int(targets is None)):
+        ctx.cancel_event.set()
+        return None
+    distill_shards.write_manifest(path, key, len(rows), len(owned))
+    return targets

@@ -100,6 +100,12 @@ def main_first():
         _collective(dist.barrier)
 
 
+def barrier() -> None:
+    """Every rank waits here for the others; a no-op with one process."""
+    if active():
+        _collective(dist.barrier)
+
+
 def follower_scratch() -> Path:
     """A throwaway folder for a rank other than 0: its run folder, and its privacy ledger (so the
     user's ledger records each release once, from rank 0). Removed with the process's temp files."""
@@ -222,3 +228,40 @@ def spread(batches: Iterator[list[int]], aggregate, dp=None, cancel=None):
     if not active():
         return batches, aggregate
     return shard(batches), ShardedAggregator(dp, cancel)
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """`values` summed over the ranks (a copy; float64 stays float64); the values themselves when W = 1."""
+    if not active():
+        return values
+    box = values.detach().clone().to(_device_for_collectives(values.device))
+    _collective(dist.all_reduce, box, op=dist.ReduceOp.SUM)
+    return box.to(values.device)
+
+
+def gather_objects(obj) -> list:
+    """Every rank's small picklable `obj`, in rank order, on every rank (one all_gather_object); [obj] when W = 1."""
+    if not active():
+        return [obj]
+    out = [None] * world_size()
+    _collective(dist.all_gather_object, out, obj)
+    return out
+
+
+def gather_rows(rows: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's `rows` (n_r, ...) and their int64 `index` (n_r,), concatenated in rank order on every
+    rank (all_gather of tensors padded to the largest share; a rank's share may be empty)."""
+    if not active():
+        return rows, index
+    sizes = gather_objects(int(rows.shape[0]))
+    device = _device_for_collectives(rows.device)
+    padded = torch.zeros(max(sizes), *rows.shape[1:], dtype=rows.dtype, device=device)
+    padded[:rows.shape[0]] = rows.to(device)
+    slot = torch.full((max(sizes),), -1, dtype=torch.int64, device=device)
+    slot[:index.shape[0]] = index.to(device)
+    got_rows = [torch.empty_like(padded) for _ in sizes]
+    got_index = [torch.empty_like(slot) for _ in sizes]
+    _collective(dist.all_gather, got_rows, padded)
+    _collective(dist.all_gather, got_index, slot)
+    return (torch.cat([g[:n] for g, n in zip(got_rows, sizes)]).to(rows.device),
+            torch.cat([g[:n] for g, n in zip(got_index, sizes)]).to(index.device))

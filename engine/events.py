@@ -95,6 +95,17 @@ class MemorySample(Event):
 
 
 @dataclass(frozen=True)
+class RanksSample(Event):
+    """Every process's memory and throughput, gathered on rank 0 (engine.ranks): one dict per rank with
+    rank, host, rss_mib / peak_rss_mib / total_mib (host), and on CUDA device, allocated_mib /
+    reserved_mib / peak_allocated_mib (torch, this process) and used_mib / gpu_total_mib (NVML, the
+    whole device); tokens_per_s of the rank's own share since the previous sample. `final`: the stage's end."""
+    stage: str
+    ranks: list[dict[str, Any]] = field(default_factory=list)
+    final: bool = False
+
+
+@dataclass(frozen=True)
 class ArtifactSaved(Event):
     stage: str
     path: str
@@ -122,7 +133,7 @@ class RunFailed(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (RunStarted, StageStarted, StageFinished, StageFailed, Metric, Progress,
-                PrivacySpent, MemorySample, ArtifactSaved, Log, RunFinished, RunFailed)
+                PrivacySpent, MemorySample, RanksSample, ArtifactSaved, Log, RunFinished, RunFailed)
 }
 
 

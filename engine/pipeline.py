@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from engine import alpha as alpha_policy
-from engine import artifacts, fingerprints, loading, methods, records
+from engine import artifacts, fingerprints, loading, methods, ranks, records
 from engine.config import RunConfig, to_toml
 from engine.context import RunContext
 from engine.distill import run_distill
@@ -97,7 +97,7 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
                "accuracy": accuracy, "gap_closed": gap, "alpha": alpha_policy.used(ctx, selected),
                "seconds": {s: round(seconds.get(s, 0.0), 2) for s in ("distill", "tune", "transfer", "full_pt", "eval")},
                "test_examples": len(loading.task(ctx, loading.large(ctx)[1])["test"]),
-               "privacy": _privacy(ctx)}
+               "privacy": _privacy(ctx), "memory": {"ranks": ranks.peaks()}}  # each process's peak
     eval_dir = ctx.stage_dir("eval")
     artifacts.write_json(eval_dir / "accuracy.json", accuracy)
     path = ctx.run_dir / "results.json"
@@ -211,6 +211,7 @@ def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | N
                 ctx.log(f"{stage}: runs again, {reason}")
         try:
             results = _run_stage(ctx, stage, force, seconds) or results
+            ranks.report(ctx, stage, final=True)  # every rank's memory and speed, on rank 0
         except (PostError, Cancelled) as err:
             ctx.emit(StageFailed(stage=stage, message=str(err) or "cancelled"))
             raise

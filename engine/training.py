@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Protocol
 
 import torch
 
-from engine import distributed
+from engine import distributed, ranks
 from engine.events import Metric, Progress
 from engine.prompt import SoftPrompt
 
@@ -99,6 +99,7 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
         result.steps = step
         tokens = tokens_of(getattr(indices, "global_batch", indices))  # several processes: the whole step's
         result.tokens += tokens
+        ranks.record_work(tokens_of(indices) if hasattr(indices, "global_batch") else tokens, seconds)  # this rank's share
         if loss is not None:
             result.losses.append(loss)
             ctx.emit(Metric(stage=stage, step=step, name="loss", value=loss))
@@ -109,6 +110,7 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
             if patience and _since_best(result) >= patience:
                 result.stopped_reason = f"validation accuracy stopped improving (best at step {result.best_step})"
                 break
+        ranks.tick(ctx, stage, step)  # several processes: every rank's memory and speed, now and then
         reason = after_step(step) if after_step else None
         if reason:
             result.stopped_reason = reason

@@ -28,21 +28,29 @@ TRAINED = set(registry.TRAINED)
 
 @torch.inference_mode()
 def fixed_targets(ctx, large, small, tokenizer, small_prompt: SoftPrompt, public) -> dict[str, torch.Tensor]:
-    """z_s(p_s+x̂), z_s(x̂), z_t(x̂) for every public example (N, V), computed once."""
+    """z_s(p_s+x̂), z_s(x̂), z_t(x̂) for every public example (N, V), computed once.
+
+    Over several processes each rank computes every W-th batch and the rows are all-gathered: every
+    rank ends with the same (N, V) targets, each computed by exactly one rank."""
     bos, pad = bos_id(tokenizer), tokenizer.pad_token_id
     weight = small_prompt.weight.to(ctx.device)
     out = {"small_prompted": [], "small_plain": [], "large_plain": []}
     order = []
-    for indices in eval_batches(public, ctx.config.eval.batch_size):
+    for indices in distributed.my_share(eval_batches(public, ctx.config.eval.batch_size)):
         b = collate(public, indices, pad, ctx.device)
         ids, mask = b["input_ids"], b["attention_mask"]
         out["small_prompted"].append(prompted_logits(small, ids, mask, weight, bos, ctx.dtype).cpu())
         out["small_plain"].append(prompted_logits(small, ids, mask, None, bos, ctx.dtype).cpu())
         out["large_plain"].append(prompted_logits(large, ids, mask, None, bos, ctx.dtype).cpu())
         order += indices
-    inverse = torch.empty(len(order), dtype=torch.long)
-    inverse[torch.tensor(order)] = torch.arange(len(order))
-    return {k: torch.cat(v)[inverse] for k, v in out.items()}  # row i ↔ public example i
+    width = {"small_prompted": small, "small_plain": small, "large_plain": large}
+    gathered = {}
+    for key, parts in out.items():
+        local = torch.cat(parts) if parts else torch.zeros(0, width[key].get_output_embeddings().weight.shape[0])
+        gathered[key], index = distributed.gather_rows(local, torch.tensor(order, dtype=torch.long))
+    inverse = torch.empty(len(index), dtype=torch.long)
+    inverse[index] = torch.arange(len(index))
+    return {k: v[inverse] for k, v in gathered.items()}  # row i ↔ public example i
 
 
 def transfer_prompt(ctx, method: str, alpha: float, large, tokenizer, public, targets,

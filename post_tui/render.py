@@ -11,6 +11,7 @@ from rich.text import Text
 
 from engine import events as ev
 from engine import methods
+from post_tui.widgets.format import rank_line
 
 METHOD_ORDER = methods.ORDER
 
@@ -180,6 +181,9 @@ class ConsoleRenderer:
                 self._line(event, (event.message, "dim"))
         elif isinstance(event, ev.ArtifactSaved):
             self._line(event, f"saved {event.what}: {event.path}")
+        elif isinstance(event, ev.RanksSample) and event.final and len(event.ranks) > 1:
+            for r in event.ranks:  # several processes: each one's memory and speed at the stage's end
+                self._line(event, (f"{event.stage} ", "dim"), rank_line(r))
 
 
 def results_table(results: dict) -> RenderableType:

@@ -212,7 +212,52 @@ def scenario_accuracy(out, rank, world):
     return {"accuracy": acc, "batches": len(batches), "examples": len(test)}
 
 
-SCENARIOS = {"accuracy": scenario_accuracy, "cancel": scenario_cancel, "dp_noise": scenario_dp_noise, "dp_same_seed": scenario_dp_same_seed,
+def _distill_once(out, rank, overrides):
+    """The distill stage's own code (engine.distill.run_distill) on tiny:llama (no dropout: the ranks'
+    random draws cannot differ); the global batch's loss per step, and the trained student's weights."""
+    from engine.distill import run_distill
+    from engine.events import Metric
+    ctx = _ctx(out, rank, ['models.large="tiny:llama"', *overrides])
+    losses = []
+    ctx.bus.subscribe(lambda e: losses.append(e.value) if isinstance(e, Metric) and e.name == "loss" else None)
+    run_distill(ctx)
+    student = ctx.cache["small"][0]
+    summary = json.loads((ctx.run_dir / "distill" / "summary.json").read_text())
+    return {"losses": losses, "weights": torch.cat([p.detach().flatten() for p in student.parameters()]),
+            "summary": summary}
+
+
+def scenario_distill(out, rank, world):
+    """Hidden loss with the teacher cache (40 × 8 rows > the corpus) and cue weights (a weighted mean: a
+    rank's share of the loss mass is not its share of the rows), then the paper's KD loss (teacher beside)."""
+    from engine.assets import cache_root
+    hidden = _distill_once(out, rank, ['distill.loss="hidden"', "distill.steps=40", "distill.cue_weight=3.0",
+                                       'distill.template="{text} It was"'])
+    cache = sorted(str(p.relative_to(cache_root() / "teacher_hidden")) for p in (cache_root() / "teacher_hidden").rglob("*")
+                   if p.is_file())
+    manifest = next(((cache_root() / "teacher_hidden").rglob("manifest.json")), None)
+    kd = _distill_once(out, rank, ['distill.loss="kd"', "distill.steps=12"])
+    return {"hidden": hidden, "kd": kd, "cache": cache,
+            "manifest": json.loads(manifest.read_text()) if manifest else None,
+            "student_saved": (Path(hidden["summary"]["path"]) / "config.json").is_file()}
+
+
+def scenario_targets(out, rank, world):
+    """The transfer's fixed targets (engine.transfer.fixed_targets): each rank its share of the public
+    batches, all-gathered; with public.size=40 and eval batches of 16 the ranks hold 2 and 1 batches."""
+    from engine import loading
+    from engine.models import make_student
+    from engine.prompt import SoftPrompt
+    from engine.tiny import tiny
+    from engine.transfer import fixed_targets
+    ctx = _ctx(out, rank, ["public.size=40", "eval.batch_size=16"])
+    large, tok = tiny("tiny:gpt2")
+    small = make_student(large, [0, -1])
+    prompt = SoftPrompt.from_text(small, tok, "Predict the sentiment.", 4)
+    return fixed_targets(ctx, large, small, tok, prompt, loading.public(ctx, tok))
+
+
+SCENARIOS = {"accuracy": scenario_accuracy, "distill": scenario_distill, "targets": scenario_targets, "cancel": scenario_cancel, "dp_noise": scenario_dp_noise, "dp_same_seed": scenario_dp_same_seed,
              "tune": scenario_tune, "tune_dp": scenario_tune_dp, "rank_dies": scenario_rank_dies}
 
 
@@ -301,6 +346,43 @@ def test_eval_is_sharded_and_gathered_without_duplicates(tmp_path):
     assert abs(ranks[0]["accuracy"] - one["accuracy"]) <= 1 / one["examples"] + 1e-12
 
 
+def test_distillation_over_two_ranks_reaches_the_loss_of_one(tmp_path):
+    """Data-parallel distillation: the same global batches as one process, each rank training on the rows
+    it owns, DDP averaging the gradients. The losses agree up to float summation order (each rank's
+    partial sums, then DDP's average of two gradients instead of one sum; each rank caches its shard's
+    teacher states in other batches of rows, so a bf16 state may round the other way), amplified by 40 AdamW steps: rtol 1e-3 on losses of order 1-10, atol 1e-3 on weights
+    of size ~0.2 (a desynchronised batch or a wrong loss weight moves them by far more)."""
+    one = single(tmp_path, "distill")
+    ranks = spawn(tmp_path, "distill")
+    for loss in ("hidden", "kd"):
+        assert len(ranks[0][loss]["losses"]) == len(one[loss]["losses"]) == one[loss]["summary"]["steps"]
+        assert ranks[0][loss]["losses"] == pytest.approx(one[loss]["losses"], rel=1e-3, abs=1e-4), loss
+        assert ranks[1][loss]["losses"] == ranks[0][loss]["losses"]  # the global batch's loss, on every rank
+        torch.testing.assert_close(ranks[0][loss]["weights"], one[loss]["weights"], atol=1e-3, rtol=1e-3)
+        assert torch.equal(ranks[0][loss]["weights"], ranks[1][loss]["weights"])  # DDP: replicas in step
+        assert ranks[0][loss]["summary"]["processes"] == 2
+    # the teacher-state cache: each rank its shard (every other row), rank 0 the manifest of both
+    assert one["cache"] == [f"{ranks[0]['manifest']['key']}.safetensors"] and ranks[0]["manifest"]["world"] == 2
+    assert [c.split("/")[-1] for c in ranks[1]["cache"]] == ["shard-1.safetensors"] and ranks[1]["manifest"] is None
+    assert sorted(c.split("/")[-1] for c in ranks[0]["cache"]) == ["manifest.json", "shard-0.safetensors"]
+    shards = ranks[0]["manifest"]["shards"]
+    assert [s["rank"] for s in shards] == [0, 1] and sum(s["rows"] for s in shards) == ranks[0]["manifest"]["rows"]
+    assert ranks[0]["student_saved"] and not ranks[1]["student_saved"]  # the student from rank 0 only
+
+
+def test_transfer_targets_are_computed_sharded_and_gathered(tmp_path):
+    """Each public batch is computed by one rank (the same batch as one process: the same operations) and
+    the rows are all-gathered into public order: equal to one process up to 1e-6 (same inputs, same
+    kernels; only the process differs), and the same bytes on both ranks."""
+    one = single(tmp_path, "targets")
+    ranks = spawn(tmp_path, "targets")
+    assert one.keys() == ranks[0].keys() == {"small_prompted", "small_plain", "large_plain"}
+    for key, value in one.items():
+        assert value.shape[0] == 40
+        torch.testing.assert_close(ranks[0][key], value, atol=1e-6, rtol=1e-6)
+        assert torch.equal(ranks[0][key], ranks[1][key])
+
+
 # ---------------------------------------------------------------- launch
 
 def _cli(tmp_path: Path, out: str, world: int, extra=()) -> dict:
@@ -330,6 +412,13 @@ def test_torchrun_two_processes_give_the_single_process_results(tmp_path):
         assert abs(two["accuracy"][method] - acc) <= 1 / 128 + 1e-9, method
     events = [json.loads(line) for line in (tmp_path / "w2" / "events.jsonl").read_text().splitlines()]
     assert sum(e["event"] == "RunStarted" for e in events) == 1  # rank 1 wrote nothing here
+    # every rank's memory: its peak in results.json, its figures at each stage's end in rank 0's events
+    assert [r["rank"] for r in two["memory"]["ranks"]] == [0, 1] and [r["rank"] for r in one["memory"]["ranks"]] == [0]
+    assert all(r["peak_rss_mib"] > 0 and r["device"] == "cpu" for r in two["memory"]["ranks"])
+    ends = [e for e in events if e["event"] == "RanksSample" and e["final"]]
+    assert [e["stage"] for e in ends] == ["distill", "tune", "transfer", "eval"]
+    assert all([r["rank"] for r in e["ranks"]] == [0, 1] for e in ends)
+    assert all(r["tokens_per_s"] for r in ends[1]["ranks"])  # each rank's own share of tune's steps
     releases = [json.loads(f.read_text()) for f in Path(os.environ["POST_LEDGER"]).rglob("*.json")]
     assert sorted(Path(r["run_dir"]).name for r in releases) == ["w1", "w2"]  # the ledger: once per run, from rank 0
 

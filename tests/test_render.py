@@ -91,3 +91,17 @@ def test_on_a_terminal_bars_and_log_lines_still_work():
         feed(renderer, total=20)
     text = out.getvalue()
     assert "reading [/]odd name" in text and "tune done in 10.0 s" in text and "20/20" in text
+
+
+def test_several_processes_print_one_memory_line_per_rank_at_a_stage_end():
+    console, out = plain_console()
+    ranks = [{"rank": r, "device": "cpu", "rss_mib": 500.0 + r, "peak_rss_mib": 800.0, "tokens_per_s": 1500.0}
+             for r in (0, 1)]
+    with ConsoleRenderer(console) as renderer:
+        renderer(ev.RanksSample(stage="tune", ranks=ranks, final=False, time=1000.0))  # a tick: the TUI's, not a log line
+        renderer(ev.RanksSample(stage="tune", ranks=ranks[:1], final=True, time=1001.0))  # one process: nothing
+        assert out.getvalue() == ""
+        renderer(ev.RanksSample(stage="tune", ranks=ranks, final=True, time=1002.0))
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "tune rank0 cpu" in lines[0] and "tune rank1 cpu" in lines[1]
+    assert "RSS 501MiB peak 800MiB" in lines[1] and "1,500 tok/s" in lines[1]

@@ -326,6 +326,10 @@ def fake_engine(monkeypatch):
         bus.emit(ev.MemorySample(rss_mib=900, total_mib=64_000, devices=[
             {"index": 0, "name": "NVIDIA H200", "allocated_mib": 5_000, "reserved_mib": 6_000,
              "used_mib": 70_000, "total_mib": 143_000}]))
+        bus.emit(ev.RanksSample(stage="tune", ranks=[  # two processes: one line each (engine.ranks)
+            {"rank": r, "device": f"cuda:{r}", "allocated_mib": 5_000, "reserved_mib": 6_000, "peak_allocated_mib": 5_500,
+             "used_mib": 70_000, "gpu_total_mib": 143_000, "rss_mib": 900, "peak_rss_mib": 950, "tokens_per_s": 600.0}
+            for r in (0, 1)]))
         for step in range(1, 31):  # a few steps, then idle until cancelled (Pilot waits for an idle process)
             bus.emit(ev.Metric(stage="tune", step=step, name="loss", value=1.0 / step))
             bus.emit(ev.Progress(stage="tune", step=step, total_steps=10_000, tokens_per_s=1234.0, step_seconds=0.01))
@@ -348,6 +352,9 @@ async def test_cancel_returns_to_a_steady_state(tmp_path, fake_engine):
         await pilot.pause(0.6)
         assert "GPU0 NVIDIA H200" in board.query_one("#memory", MemoryLine).plain
         assert "tok/s" in board.query_one("#memory", MemoryLine).plain
+        ranks = [l for l in board.query_one("#memory", MemoryLine).plain.splitlines() if l.startswith("rank")]
+        assert [l.split()[:2] for l in ranks] == [["rank0", "cuda:0"], ["rank1", "cuda:1"]]
+        assert "GPU 68.4GiB / 139.6GiB" in ranks[1] and "peak 5500MiB" in ranks[1]
         assert "tune" in board.query_one("#timeline", Timeline).plain
         await pilot.press("escape")  # no leaving while running
         assert app.screen is board

@@ -62,3 +62,17 @@ def step_time(seconds: float | None) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms/step"
     return f"{seconds:.2f} s/step"
+
+
+def rank_line(r: dict) -> str:
+    """One process of a run on several (engine.ranks): its device, memory now / peak, and its speed."""
+    parts = [f"rank{r.get('rank', '?')} {r.get('device', 'cpu')}"]
+    if r.get("allocated_mib") is not None:
+        parts.append(f"torch alloc {mib(r.get('allocated_mib'))} res {mib(r.get('reserved_mib'))} "
+                     f"peak {mib(r.get('peak_allocated_mib'))}")
+    if r.get("used_mib") is not None:
+        parts.append(f"GPU {mib(r.get('used_mib'))} / {mib(r.get('gpu_total_mib'))}")
+    parts.append(f"RSS {mib(r.get('rss_mib'))} peak {mib(r.get('peak_rss_mib'))}")
+    if r.get("tokens_per_s"):
+        parts.append(f"{r['tokens_per_s']:,.0f} tok/s")
+    return "  ".join(parts)

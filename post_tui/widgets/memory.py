@@ -1,4 +1,5 @@
-"""Memory (GPU per device: used/total from NVML, torch allocated/reserved; else process RSS) and speed."""
+"""Memory (GPU per device: used/total from NVML, torch allocated/reserved; else process RSS), one line
+per process when a run has several, and speed."""
 from __future__ import annotations
 
 from rich.text import Text
@@ -42,6 +43,9 @@ class MemoryLine(Static):
             text.append("RSS " if sample.devices else "memory RSS ", style="bold")
             text.append(f"{fmt.mib(sample.rss_mib)} / {fmt.mib(sample.total_mib)} ")
             text.append(fmt.bar(fraction, 10 if not wide else 20), style="green" if fraction < 0.8 else "red")
+        for r in _other_ranks(state):
+            text.append("\n")
+            text.append(fmt.rank_line(r), style="dim" if r.get("rank") else "")
         if state.speed is not None:
             stage, tokens, seconds = state.speed
             text.append("   ")
@@ -51,3 +55,9 @@ class MemoryLine(Static):
                 text.append(f"  ({stage})", style="dim")
         self.plain = text.plain
         self.update(text)
+
+
+def _other_ranks(state: RunState) -> list[dict]:
+    """One line per process when the run has several (engine.ranks); none with one (RSS above says it)."""
+    ranks = state.ranks.ranks if state.ranks is not None else []
+    return ranks if len(ranks) > 1 else []
