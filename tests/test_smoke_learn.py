@@ -11,7 +11,18 @@ the small prompt used as is on the teacher (direct) is too (it predicts one clas
 
 Observed (test accuracy on 128 examples; this 2-core AMD EPYC, float32, shared with other jobs;
 seeds are `runtime.seed`, which also draws the teacher's weights and the data):
-MARGINS_OBSERVED
+| threads | seed | full_zs | full_pt | cpt | direct | post | full_pt − zs | post − direct |
+|---|---|---|---|---|---|---|---|---|
+| 1 | 0 | 50.8 | 87.5 | 97.7 | 50.8 | 91.4 | 0.37 | 0.41 |
+| 1 | 1 | 53.9 | 93.0 | 89.8 | 49.2 | 86.7 | 0.39 | 0.38 |
+| 1 | 2 | 57.0 | 96.9 | 92.2 | 50.0 | 85.9 | 0.40 | 0.36 |
+| 1 | 3 | 51.6 | 88.3 | 100.0 | 62.5 | 89.1 | 0.37 | 0.27 |
+| 1 | 4 | 46.1 | 75.8 | 89.8 | 55.5 | 90.6 | 0.30 | 0.35 |
+THREADS2
+Smallest: full PT − zero-shot 0.30, POST − direct 0.27. With the transfer at 200 steps (lr 0.1)
+instead of 400 (0.05) POST − direct fell to 0.16 on seed 1: the transfer's steps are what the margin
+needs most. Wall time under that load (4 jobs on 2 cores): 110–270 s a run; the stages' own seconds
+sum to ~40 s on a quieter box (tune 400 steps ≈ 15 s, full PT 200 ≈ 14 s, transfer 400 ≈ 19 s).
 
 The asserted margins are below the smallest observed by a wide gap: a different CPU (Intel AMX,
 AVX-512) changes float sums in the last digits, and through hundreds of training steps on a
@@ -24,8 +35,8 @@ import json
 
 import pytest
 
-FULL_PT_OVER_ZERO_SHOT = ASSERT_PT   # observed: OBS_PT
-POST_OVER_DIRECT = ASSERT_POST      # observed: OBS_POST
+FULL_PT_OVER_ZERO_SHOT = 0.15   # smallest observed 0.30: 2.5 standard errors of the difference (≈ 0.06) below it
+POST_OVER_DIRECT = 0.12         # smallest observed 0.27
 
 
 @pytest.fixture(scope="module")
