@@ -148,6 +148,7 @@ async def test_the_tui_line_shows_the_checks():
         view.show(state)
         await pilot.pause()
         assert "1 warning" in view.plain and "prompt: the small prompt barely moves" in view.plain
+        assert "(ok: fidelity, public)" in view.plain
         assert view.has_class("-warning")
 
 

@@ -1,7 +1,7 @@
 """The diagnostics line: the checks run on the public set before the transfer (engine.diagnostics).
 
-Before they arrive it says when they will; then one line per check, warnings in yellow with what
-to change. Only renders what the `Diagnostics` event carried: nothing is computed here.
+Before they arrive it says when they will; then a head line, and one line per warning with what
+to change (all checks ok: the head line alone, so a small terminal keeps its log). Only renders what the `Diagnostics` event carried: nothing is computed here.
 """
 from __future__ import annotations
 
@@ -32,12 +32,14 @@ class DiagnosticsView(Static):
             text.append(f"on {n} public inputs: ", style="dim")
             text.append(f"{self.warnings} warning{'s' if self.warnings != 1 else ''}" if self.warnings
                         else "all checks ok", style="bold yellow" if self.warnings else "green")
-            for check in event.checks:
-                warn = check.get("status") == "warning"
-                text.append("\n  ")
-                text.append("warning " if warn else "ok ", style="bold yellow" if warn else "green")
-                text.append(f"{check.get('name', '?')}: ", style="bold")
-                text.append(check.get("message", ""), style="yellow" if warn else "dim")
+            passed = [c.get("name", "?") for c in event.checks if c.get("status") != "warning"]
+            if passed and self.warnings:
+                text.append(f" (ok: {', '.join(passed)})", style="dim")
+            for check in event.checks:  # only the warnings get a line: a small terminal keeps its log
+                if check.get("status") == "warning":
+                    text.append("\n  ")
+                    text.append(f"{check.get('name', '?')}: ", style="bold yellow")
+                    text.append(check.get("message", ""), style="yellow")
         self.set_class(self.warnings > 0, "-warning")
         self.plain = text.plain
         self.update(text)
