@@ -161,6 +161,13 @@ def _ok(name: str, message: str) -> dict[str, str]:
     return {"name": name, "status": "ok", "message": message}
 
 
+def _rounded(values: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """3 significant digits: all a reader needs, and floats that cannot be mistaken for (or collide
+    with) a private accuracy such as 33/64 = 0.515625 in the owner's folder."""
+    return {group: {k: v if isinstance(v, int) else float(f"{v:.3g}") for k, v in items.items()}
+            for group, items in values.items()}
+
+
 def inputs(ctx) -> str:
     """What the diagnostics depend on: the models, the small prompt, the public set and the label words."""
     from engine import fingerprints
@@ -182,7 +189,7 @@ def needed(ctx) -> bool:
 
 def report(ctx, targets: dict[str, torch.Tensor], verbalizer) -> dict:
     """Measure, write `<run>/diagnostics.json` atomically and emit the event."""
-    values = measure(targets["large_plain"], targets["small_plain"], targets["small_prompted"], verbalizer)
+    values = _rounded(measure(targets["large_plain"], targets["small_plain"], targets["small_prompted"], verbalizer))
     found = checks(values)
     record = {"inputs": inputs(ctx), "values": values, "checks": found,
               "thresholds": {"shift_ratio_min": SHIFT_RATIO_MIN, "fidelity_correlation_min": FIDELITY_CORRELATION_MIN,
