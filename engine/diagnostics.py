@@ -44,7 +44,9 @@ learnable `smoke-learn` task (tests/test_smoke_learn.py; seeds 0–4, CPT 0.90�
   61.5 % vs the teacher's 82.0 %) and smoke-learn's (≥ 0.48). Agreement is reported but not judged:
   the demo's student agrees 99 % with its teacher (both predict one class) while following nothing.
 - `MAJORITY_MAX = 0.95`: above it the transfer sees one target class; the demo's 0.94 (at chance)
-  stays under it, so this flags only a near-total collapse.
+  stays under it, so this flags only a near-total collapse — such as the `smoke` preset's prompt
+  (60 tuning steps, full PT = zero-shot: at chance) in the tests' short runs: 0.97 (shift ratio 0.81,
+  correlation 0.35: only this check tells that its prompt carries nothing).
 - `MIN_PUBLIC = 32`: fewer public inputs cannot show a spread (the paper: < 100 already worked; the
   presets use 64–400).
 Label-word mass and class entropy are reported without a threshold: the demo's large model puts 5.3 %
