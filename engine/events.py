@@ -113,6 +113,20 @@ class ArtifactSaved(Event):
 
 
 @dataclass(frozen=True)
+class Diagnostics(Event):
+    """Checks on the public set before the transfer (engine.diagnostics): measured values by group,
+    and one check per group with status "ok" or "warning" and a sentence saying what to change."""
+    values: dict[str, dict[str, float]]
+    checks: list[dict[str, str]]
+    path: str = ""
+    stage: str = "transfer"
+
+    @property
+    def warnings(self) -> list[str]:
+        return [c["message"] for c in self.checks if c.get("status") == "warning"]
+
+
+@dataclass(frozen=True)
 class Log(Event):
     message: str
     level: str = "info"  # info | warning
@@ -133,7 +147,7 @@ class RunFailed(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (RunStarted, StageStarted, StageFinished, StageFailed, Metric, Progress,
-                PrivacySpent, MemorySample, RanksSample, ArtifactSaved, Log, RunFinished, RunFailed)
+                PrivacySpent, MemorySample, RanksSample, ArtifactSaved, Diagnostics, Log, RunFinished, RunFailed)
 }
 
 

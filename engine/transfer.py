@@ -12,7 +12,7 @@ from typing import Iterable
 
 import torch
 
-from engine import artifacts, distributed, fingerprints, loading, records
+from engine import artifacts, diagnostics, distributed, fingerprints, loading, records
 from engine import methods as registry
 from engine.checkpoint import Checkpointer
 from engine.data.tasks import collate, eval_batches
@@ -149,8 +149,11 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
         ctx.emit(StageFinished(stage=f"transfer:{method}", seconds=0.0, summary={"reused": True}))
     methods = [m for m in cfg.transfer.methods if m in TRAINED and m not in used]
     inputs, cancelled, start = transfer_inputs(ctx), False, time.time()
-    if methods:
+    check = diagnostics.needed(ctx)
+    if methods or check:
         targets = ctx.once("transfer_targets", lambda: fixed_targets(ctx, large, small, tokenizer, small_prompt, public))
+    if check:  # before minutes of training: does the small prompt carry anything? (no extra forward pass)
+        diagnostics.report(ctx, targets, loading.verbalizer(ctx, tokenizer))
     for method in methods:
         a = registry.alpha_of(method, alpha)
         twin = next((m for m, used_alpha in used.items() if used_alpha == a), None)

@@ -184,6 +184,27 @@ class ConsoleRenderer:
         elif isinstance(event, ev.RanksSample) and event.final and len(event.ranks) > 1:
             for r in event.ranks:  # several processes: each one's memory and speed at the stage's end
                 self._line(event, (f"{event.stage} ", "dim"), rank_line(r))
+        elif isinstance(event, ev.Diagnostics):
+            self._diagnostics(event)
+
+    def _diagnostics(self, event: ev.Diagnostics) -> None:
+        """One block: a head line, then one line per check (warnings in yellow, with what to change)."""
+        n = event.values.get("public", {}).get("examples", "?")
+        warned = len(event.warnings)
+        head = f"{warned} warning{'s' if warned != 1 else ''}" if warned else "all checks ok"
+        self._line(event, ("diagnostics", "bold"), f" on {n} public inputs, before the transfer: {head}")
+        for line in diagnostics_lines(event):
+            self._line(event, line)
+
+
+def diagnostics_lines(event: ev.Diagnostics) -> list[Text]:
+    """One styled line per check: `  warning prompt: ...` / `  ok      fidelity: ...`."""
+    lines = []
+    for check in event.checks:
+        warn = check.get("status") == "warning"
+        lines.append(Text.assemble(("  warning " if warn else "  ok      ", "bold yellow" if warn else "green"),
+                                   (f"{check.get('name', '?')}: ", "bold"), (check.get("message", ""), "yellow" if warn else "")))
+    return lines
 
 
 def results_table(results: dict) -> RenderableType:

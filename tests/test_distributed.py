@@ -239,7 +239,7 @@ def scenario_distill(out, rank, world):
     kd = _distill_once(out, rank, ['distill.loss="kd"', "distill.steps=12"])
     return {"hidden": hidden, "kd": kd, "cache": cache,
             "manifest": json.loads(manifest.read_text()) if manifest else None,
-            "student_saved": (Path(hidden["summary"]["path"]) / "config.json").is_file()}
+            "student_saved": (Path(hidden["summary"]["path"]) / "manifest.json").is_file()}
 
 
 def scenario_targets(out, rank, world):

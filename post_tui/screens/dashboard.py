@@ -18,6 +18,7 @@ from textual.widgets import ContentSwitcher, Footer, RichLog, Static
 from engine.errors import PostError
 from post_tui.messages import EngineEvents, RunEnded, RunLoaded
 from post_tui.widgets import format as fmt
+from post_tui.widgets.diagnostics import DiagnosticsView
 from post_tui.widgets.loss_plot import LossPlot
 from post_tui.widgets.memory import MemoryLine
 from post_tui.widgets.privacy import PrivacyMeter
@@ -95,6 +96,7 @@ class DashboardScreen(Screen):
                 with VerticalScroll(id="results"):
                     yield ResultsView(id="results-view")
         yield PrivacyMeter(id="privacy")
+        yield DiagnosticsView(id="diagnostics")
         yield MemoryLine(id="memory")
         yield RichLog(id="log", max_lines=500, wrap=True, markup=False, auto_scroll=True)
         yield Footer()
@@ -222,6 +224,7 @@ class DashboardScreen(Screen):
         private = bool(name) and (name in state.privacy_by_stage or (bool(state.privacy_enabled) and name in ("tune", "full_pt")))
         self.query_one("#curves", LossPlot).show(state.stages.get(name) if name else None, position, private)
         self.query_one("#privacy", PrivacyMeter).show(state)
+        self.query_one("#diagnostics", DiagnosticsView).show(state)
         self.query_one("#memory", MemoryLine).show(state)
         self.query_one("#results-view", ResultsView).show(state)
         self.query_one("#status", Static).update(self.status_text())

@@ -110,6 +110,7 @@ class RunState:
         self.target_epsilon: float | None = privacy.epsilon if privacy is not None else None
         self.memory: ev.MemorySample | None = None
         self.ranks: ev.RanksSample | None = None  # every process's figures (several processes)
+        self.diagnostics: ev.Diagnostics | None = None  # the checks before the transfer, when they ran
         self.speed: tuple[str, float | None, float | None] | None = None  # stage, tokens/s, s/step
         self.artifacts: deque[tuple[str, str, str]] = deque(maxlen=max_artifacts)
         self.logs: deque[tuple[float, str, str]] = deque(maxlen=max_logs)
@@ -227,6 +228,10 @@ class RunState:
             self.memory = event
         elif isinstance(event, ev.RanksSample):
             self.ranks = event
+        elif isinstance(event, ev.Diagnostics):
+            self.diagnostics = event
+            for message in event.warnings:
+                self.log(f"diagnostics: {message}", "warning", when=event.time)
         elif isinstance(event, ev.ArtifactSaved):
             self.artifacts.append((event.stage, event.what, event.path))
             self.log(f"saved {event.what}: {event.path}", when=event.time)
