@@ -256,7 +256,8 @@ def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = Config
               sets: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
               suite: Optional[str] = typer.Option(None, "--suite", help="A suite (presets/suites) or suite TOML: many tasks, the shipped defaults"),
               rows: Optional[List[str]] = typer.Option(None, "--row", help="Only this suite row (repeatable)"),
-              results: Path = typer.Option(Path("bench/results/suite"), "--results", help="Where a suite writes <row>.json and suite.md")) -> None:
+              results: Path = typer.Option(Path("bench/results/suite"), "--results", help="Where a suite writes <row>.json and suite.md"),
+              validation: bool = typer.Option(True, "--validation/--no-validation", help="Also score every method of a suite row on the validation split")) -> None:
     """The paper's table for a preset: every method, without DP and at the preset's ε (8 if unset).
 
     Writes bench.json, bench.md and bench.png; run it again with the same --out to resume.
@@ -264,7 +265,7 @@ def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = Config
     row and the generality table; run it again with the same --out to resume.
     """
     if suite is not None:
-        guarded(lambda: _bench_suite(suite, preset or config, sets, out, rows, results))
+        guarded(lambda: _bench_suite(suite, preset or config, sets, out, rows, results, validation))
         return
 
     def go():
@@ -285,7 +286,7 @@ def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = Config
     guarded(go)
 
 
-def _bench_suite(suite: str, clash, sets, out: Optional[Path], rows, results: Path) -> None:
+def _bench_suite(suite: str, clash, sets, out: Optional[Path], rows, results: Path, validation: bool) -> None:
     from engine.artifacts import write_text
     from engine.suite import run_suite
     from post_tui.render import suite_markdown
@@ -302,7 +303,8 @@ def _bench_suite(suite: str, clash, sets, out: Optional[Path], rows, results: Pa
     def write_table(report: dict) -> None:  # after every row: current even if a later row is stopped
         write_text(results / "suite.md", suite_markdown(report))
 
-    report = run_suite(suite, folder, results, run_row, only=rows, overrides=sets, after_row=write_table)
+    report = run_suite(suite, folder, results, run_row, only=rows, overrides=sets, validation=validation,
+                       after_row=write_table)
     console.print(suite_markdown(report), markup=False, highlight=False)
     console.print(f"suite results: {results}/<row>.json · {results / 'suite.md'} · run folders in {folder}",
                   markup=False, highlight=False, soft_wrap=True)
