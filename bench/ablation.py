@@ -12,19 +12,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/ablation.py` from the repo root works
 
 OUT = Path(__file__).parent / "results" / "ablation"
 COLUMNS = ("full_zs", "cpt", "direct", "inference", "post")
 
 
-def row(run_dir: Path, name: str, lever: str, command: str, threads: int) -> dict:
+def row(run_dir: Path, name: str, lever: str, command: str, threads: int, sets: list[str]) -> dict:
     from engine.artifacts import read_json_dict, write_json
     from engine.config import apply_overrides, read_toml, validate
     from engine.suite import validation_accuracy
-    config = validate(apply_overrides(read_toml(run_dir / "config.toml"), [f"runtime.threads={threads}"]))
+    # --set: e.g. the methods to score (inference-time transfer needs no training) and max_eval, so
+    # rows made with other eval settings are scored on the same validation examples
+    config = validate(apply_overrides(read_toml(run_dir / "config.toml"), [f"runtime.threads={threads}", *sets]))
     results = read_json_dict(run_dir / "results.json", "results")
     distill = run_dir / "distill" / "summary.json"
     tune = read_json_dict(run_dir / "tune" / "summary.json", "tune summary")
@@ -34,7 +38,7 @@ def row(run_dir: Path, name: str, lever: str, command: str, threads: int) -> dic
               "minutes": {s: round(v / 60, 2) for s, v in results["seconds"].items()},
               "distill": read_json_dict(distill, "distill summary") if distill.is_file() else None,
               "tune": {k: tune.get(k) for k in ("steps", "val_accuracy", "validation", "kept")},
-              "alpha": results["alpha"], "max_eval": config.task.max_eval}
+              "alpha": results["alpha"], "max_eval": config.task.max_eval, "sets": sets}
     write_json(OUT / f"{name}.json", report)
     return report
 
@@ -59,12 +63,13 @@ def main() -> None:
     parser.add_argument("--lever", default="")
     parser.add_argument("--command", default="")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="config override for scoring, e.g. task.max_eval=300")
     parser.add_argument("--table", nargs="*", help="print the markdown table of these names instead")
     args = parser.parse_args()
     if args.table is not None:
         print(table(args.table))
         return
-    print(json.dumps(row(args.run_dir, args.name, args.lever, args.command, args.threads)["validation"], indent=1))
+    print(json.dumps(row(args.run_dir, args.name, args.lever, args.command, args.threads, args.sets)["validation"], indent=1))
 
 
 if __name__ == "__main__":
