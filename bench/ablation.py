@@ -23,23 +23,30 @@ COLUMNS = ("full_zs", "cpt", "direct", "inference", "post")
 
 
 def row(run_dir: Path, name: str, lever: str, command: str, threads: int, sets: list[str]) -> dict:
+    from engine import records
     from engine.artifacts import read_json_dict, write_json
     from engine.config import apply_overrides, read_toml, validate
     from engine.suite import validation_accuracy
     # --set: e.g. the methods to score (inference-time transfer needs no training) and max_eval, so
     # rows made with other eval settings are scored on the same validation examples
     config = validate(apply_overrides(read_toml(run_dir / "config.toml"), [f"runtime.threads={threads}", *sets]))
-    results = read_json_dict(run_dir / "results.json", "results")
+    results = run_dir / "results.json"
     distill = run_dir / "distill" / "summary.json"
     tune = read_json_dict(run_dir / "tune" / "summary.json", "tune summary")
+    minutes = {s: round(float((records.read(run_dir / s) or {}).get("seconds") or 0) / 60, 2)
+               for s in ("distill", "tune", "transfer")}  # each stage's own record: works before eval has run
+    path = OUT / f"{name}.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    validation = validation_accuracy(config, run_dir)
+    if earlier.get("run_dir") == str(run_dir):  # scored in parts (e.g. CPT and inference before the transfer ran)
+        validation = {**earlier.get("validation", {}), **validation}
     report = {"name": name, "lever": lever, "command": command, "run_dir": str(run_dir),
-              "validation": validation_accuracy(config, run_dir),
-              "test_reported": results["accuracy"],
-              "minutes": {s: round(v / 60, 2) for s, v in results["seconds"].items()},
+              "validation": validation, "validation_examples": config.task.max_eval,
+              "test_reported": read_json_dict(results, "results")["accuracy"] if results.is_file() else None,
+              "minutes": minutes,
               "distill": read_json_dict(distill, "distill summary") if distill.is_file() else None,
-              "tune": {k: tune.get(k) for k in ("steps", "val_accuracy", "validation", "kept")},
-              "alpha": results["alpha"], "max_eval": config.task.max_eval, "sets": sets}
-    write_json(OUT / f"{name}.json", report)
+              "tune": {k: tune.get(k) for k in ("steps", "val_accuracy", "validation", "kept")}, "sets": sets}
+    write_json(path, report)
     return report
 
 
@@ -49,7 +56,7 @@ def table(names: list[str]) -> str:
     for name in names:
         r = json.loads((OUT / f"{name}.json").read_text())
         tokens = (r["distill"] or {}).get("tokens")
-        minutes = sum(r["minutes"].get(s, 0) for s in ("distill", "tune", "transfer"))
+        minutes = sum(r["minutes"].get(s) or 0 for s in ("distill", "tune", "transfer"))
         lines.append(f"| {r['lever']} | {tokens or '—'} | " +
                      " | ".join(f"{100 * r['validation'][m]:.1f}" if m in r["validation"] else "—" for m in COLUMNS) +
                      f" | {minutes:.1f} |")
