@@ -218,7 +218,7 @@ def suite_markdown(report: dict) -> str:
     s = report["summary"]
     mean = s["mean_gap_closed"]
     failing = [f"{row} ({check})" for row, checks in s["post_above"].items() for check, ok in checks.items() if ok is False]
-    lines += ["", f"Mean gap closed over {s['rows']} rows: {'—' if mean is None else f'{mean:.2f}'}. "
+    lines += ["", f"Mean gap closed over {s['rows']} row{'' if s['rows'] == 1 else 's'}: {'—' if mean is None else f'{mean:.2f}'}. "
               + ("POST above Direct and Full ZS in every row." if not failing else
                  "POST not above: " + ", ".join(failing) + ".")]
     if report.get("not_run"):
