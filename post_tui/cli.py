@@ -253,11 +253,21 @@ def _relaunch_under_torchrun(nproc: int) -> None:
 
 @app.command("bench")
 def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOpt,
-              sets: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt) -> None:
+              sets: Optional[List[str]] = SetOpt, out: Optional[Path] = OutOpt,
+              suite: Optional[str] = typer.Option(None, "--suite", help="A suite (presets/suites) or suite TOML: many tasks, the shipped defaults"),
+              rows: Optional[List[str]] = typer.Option(None, "--row", help="Only this suite row (repeatable)"),
+              results: Path = typer.Option(Path("bench/results/suite"), "--results", help="Where a suite writes <row>.json and suite.md"),
+              validation: bool = typer.Option(True, "--validation/--no-validation", help="Also score every method of a suite row on the validation split")) -> None:
     """The paper's table for a preset: every method, without DP and at the preset's ε (8 if unset).
 
     Writes bench.json, bench.md and bench.png; run it again with the same --out to resume.
+    With --suite: one run per (task, large model) row with the same method settings, a JSON per
+    row and the generality table; run it again with the same --out to resume.
     """
+    if suite is not None:
+        guarded(lambda: _bench_suite(suite, preset or config, sets, out, rows, results, validation))
+        return
+
     def go():
         from engine.bench import default_out, run_bench
         cfg = _config_for(preset, config, sets)
@@ -274,6 +284,30 @@ def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = Config
         console.print(f"bench report: {folder / 'bench.md'} · {folder / 'bench.png'}", markup=False,
                       highlight=False, soft_wrap=True)
     guarded(go)
+
+
+def _bench_suite(suite: str, clash, sets, out: Optional[Path], rows, results: Path, validation: bool) -> None:
+    from engine.artifacts import write_text
+    from engine.suite import run_suite
+    from post_tui.render import suite_markdown
+    if clash is not None:
+        raise PostError("--suite runs the suite's own rows: leave out --preset / --config (use --set for every row)")
+    folder = out or Path("runs") / f"suite-{Path(suite).stem}"
+
+    def run_row(name: str, cfg, run_dir: Path):
+        from rich.text import Text
+        console.rule(Text.assemble((name, "bold"), f" · {cfg.task.source} on {cfg.models.large}"))
+        again = run_dir.is_dir() and any(run_dir.iterdir())  # an earlier attempt: resume its finished stages
+        return _execute(cfg, run_dir, resume=again)
+
+    def write_table(report: dict) -> None:  # after every row: current even if a later row is stopped
+        write_text(results / "suite.md", suite_markdown(report))
+
+    report = run_suite(suite, folder, results, run_row, only=rows, overrides=sets, validation=validation,
+                       after_row=write_table)
+    console.print(suite_markdown(report), markup=False, highlight=False)
+    console.print(f"suite results: {results}/<row>.json · {results / 'suite.md'} · run folders in {folder}",
+                  markup=False, highlight=False, soft_wrap=True)
 
 
 def _block_label(cfg) -> str:

@@ -227,3 +227,34 @@ def results_table(results: dict) -> RenderableType:
                   + ("not private" if not privacy else f"ε = {privacy['epsilon']:.2f}, δ = {privacy['delta']:.2g}"),
                   style="dim")
     return Group(title, table, footer)
+
+
+# ---------------------------------------------------------------- post bench --suite
+
+SUITE_COLUMNS = ("full_zs", "full_pt", "cpt", "direct", "inference", "post")
+
+
+def _pct(value) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def suite_markdown(report: dict) -> str:
+    """The generality table: one row per (task, large model), accuracy % on test, gap closed, minutes."""
+    lines = [f"| row | classes | test n | " + " | ".join(SUITE_COLUMNS) + " | gap closed | val. gap closed | minutes |",
+             "|---|---|---|" + "---|" * len(SUITE_COLUMNS) + "---|---|---|"]
+    for name, row in report["rows"].items():
+        acc = row["accuracy"]
+        gap, vgap = row["gap_closed"], row.get("validation_gap_closed")
+        lines.append(f"| {name} | {row['classes']} | {row['test_examples']} | " +
+                     " | ".join(_pct(acc.get(m)) for m in SUITE_COLUMNS) +
+                     f" | {'—' if gap is None else f'{gap:.2f}'} | {'—' if vgap is None else f'{vgap:.2f}'}"
+                     f" | {row['minutes']['total']:.1f} |")
+    s = report["summary"]
+    mean = s["mean_gap_closed"]
+    failing = [f"{row} ({check})" for row, checks in s["post_above"].items() for check, ok in checks.items() if ok is False]
+    lines += ["", f"Mean gap closed over {s['rows']} row{'' if s['rows'] == 1 else 's'}: {'—' if mean is None else f'{mean:.2f}'}. "
+              + ("POST above Direct and Full ZS in every row." if not failing else
+                 "POST not above: " + ", ".join(failing) + ".")]
+    if report.get("not_run"):
+        lines[-1] += " Not run: " + ", ".join(report["not_run"]) + "."
+    return "\n".join(lines) + "\n"

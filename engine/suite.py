@@ -1,0 +1,218 @@
+"""`post bench --suite NAME`: one method, many tasks — the generality table.
+
+A suite (presets/suites/<name>.toml) is a list of rows, each a task card and a large model. Every
+row is an ordinary pipeline run of the suite's `base` preset with only the task card, the large
+model and the suite-wide `[all]` settings changed, so no row is tuned for its task:
+
+    <out>/<row>/         a run folder per row (re-running the suite resumes it stage by stage)
+    <results>/<row>.json  one report per row (accuracy on test, validation accuracy, minutes)
+
+A task card may set only what defines a task (its data, template, label words, prompt init, the
+public set and the cue the student is distilled with); a method key there is refused, so the
+"no per-task tuning" promise is checked, not just stated.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.config import RunConfig, apply_overrides, validate
+from engine.errors import PostError
+from engine.presets import preset_data
+
+# what a task card may set: the task, never the method
+TASK_KEYS = ("task.", "public.source", "public.template", "public.split", "public.text_field",
+             "distill.template")
+ROW_KEYS = {"name", "task", "large"}
+
+RunRow = Callable[[str, RunConfig, Path], dict | None]  # (row name, config, run folder) → results
+
+
+def suite_names() -> list[str]:
+    folder = resources.files("presets") / "suites"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def suite_data(name: str) -> dict[str, Any]:
+    """A shipped suite by name, or a suite TOML file by path."""
+    path = Path(name)
+    if path.suffix == ".toml" and path.is_file():
+        text = path.read_text(encoding="utf-8")
+    else:
+        names = suite_names()
+        if name not in names:
+            near = difflib.get_close_matches(name, names, n=1)
+            raise PostError(f"unknown suite {name!r}: " +
+                            (f"did you mean {near[0]}?" if near else f"available: {', '.join(names)}"))
+        text = (resources.files("presets") / "suites" / f"{name}.toml").read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise PostError(f"suite {name}: not valid TOML: {err}") from None
+    data.setdefault("name", path.stem if path.suffix == ".toml" else name)
+    return data
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def _check_card(suite: str, task: str, card: dict[str, Any]) -> None:
+    for key in card:
+        if not key.startswith(TASK_KEYS):
+            raise PostError(f"suite {suite}, task card {task}: {key} is a method setting, not part of a task "
+                            f"(a card may set task.*, public.source/template/split/text_field, distill.template)")
+
+
+def row_configs(name: str, only: list[str] | None = None, overrides: list[str] | None = None) -> dict[str, RunConfig]:
+    """row name → the validated config of that row, in the suite's order."""
+    suite = suite_data(name)
+    if not isinstance(suite.get("rows"), list) or not suite["rows"]:
+        raise PostError(f"suite {name}: no [[rows]]")
+    base = preset_data(suite.get("base", "demo"))
+    tasks = suite.get("tasks", {})
+    rows: dict[str, RunConfig] = {}
+    for row in suite["rows"]:
+        extra = set(row) - ROW_KEYS
+        if extra or not ROW_KEYS <= set(row):
+            raise PostError(f"suite {name}: each row has exactly name, task and large (got {sorted(row)})")
+        if row["task"] not in tasks:
+            raise PostError(f"suite {name}, row {row['name']}: no task card [tasks.{row['task']}]")
+        _check_card(name, row["task"], tasks[row["task"]])
+        data = copy.deepcopy(base)
+        for dotted, value in {**suite.get("all", {}), **tasks[row["task"]], "models.large": row["large"]}.items():
+            _set(data, dotted, value)
+        data["name"] = row["name"]
+        data["description"] = f"suite {name}: task {row['task']} on {row['large']}"
+        rows[row["name"]] = validate(apply_overrides(data, list(overrides or [])))
+    if only:
+        unknown = [r for r in only if r not in rows]
+        if unknown:
+            raise PostError(f"suite {name} has no row {unknown[0]!r}: rows are {', '.join(rows)}")
+        rows = {r: rows[r] for r in rows if r in only}
+    return rows
+
+
+# ---------------------------------------------------------------- running the rows
+
+def run_suite(name: str, out: Path, results_dir: Path, run_row: RunRow, only: list[str] | None = None,
+              overrides: list[str] | None = None, validation: bool = True,
+              after_row: Callable[[dict], None] | None = None) -> dict:
+    """Run (or resume) every row, then write `<results_dir>/<row>.json`; returns the suite report.
+
+    A row whose run finished for the same inputs is not run again (its test eval would cost minutes
+    per row for the same numbers); an interrupted one resumes stage by stage. `after_row` gets the
+    report so far after each row (the table is current even if a later row is interrupted)."""
+    from engine.artifacts import write_json
+    configs = row_configs(name, only, overrides)
+    rows: dict[str, dict] = {}
+    for row, config in configs.items():
+        run_dir = Path(out) / row
+        if not finished(config, run_dir):
+            run_row(row, config, run_dir)
+        rows[row] = row_report(name, row, config, run_dir, validation)
+        write_json(Path(results_dir) / f"{row}.json", rows[row])
+        if after_row is not None:
+            after_row(_report(name, rows, configs))
+    return _report(name, rows, configs)
+
+
+def _report(name: str, rows: dict[str, dict], configs: dict[str, RunConfig]) -> dict:
+    return {"suite": name, "rows": rows, "not_run": [r for r in configs if r not in rows], "summary": summary(rows)}
+
+
+def finished(config: RunConfig, run_dir: Path) -> bool:
+    """results.json is there, eval finished after every other stage, and each of those stages'
+    records says it finished for this config's inputs."""
+    from engine import records
+    from engine.context import RunContext
+    from engine.pipeline import stages_for, why_rerun
+    eval_record = run_dir / "eval" / records.RECORD
+    if not (run_dir / "results.json").is_file() or not eval_record.is_file():
+        return False
+    if (records.read(run_dir / "eval") or {}).get("status") != records.COMPLETED:
+        return False
+    ctx = RunContext(config=config, run_dir=run_dir)
+    for stage in stages_for(config)[:-1]:
+        record = run_dir / stage / records.RECORD
+        if not record.is_file() or record.stat().st_mtime_ns > eval_record.stat().st_mtime_ns:
+            return False
+        if why_rerun(ctx, stage) is not None:
+            return False
+    return True
+
+
+def validation_accuracy(config: RunConfig, run_dir: Path) -> dict[str, float]:
+    """Every method's accuracy on the private *validation* split — what a default may be chosen on
+    (test is only reported). Cached in eval/validation.json, keyed by the prompts and student it scored."""
+    from engine import artifacts, records
+    from engine.context import RunContext
+    from engine.evaluate import evaluate_methods
+    key = records.digest(_scored_inputs(config, run_dir))
+    path = run_dir / "eval" / "validation.json"
+    if path.is_file():
+        cached = artifacts.read_json_dict(path, "validation accuracy")
+        if cached.get("key") == key:
+            return cached["accuracy"]
+    if config.runtime.threads:
+        import torch
+        torch.set_num_threads(config.runtime.threads)
+    accuracy = evaluate_methods(RunContext(config=config, run_dir=run_dir), "validation")
+    artifacts.write_json(path, {"key": key, "accuracy": accuracy})
+    return accuracy
+
+
+def _scored_inputs(config: RunConfig, run_dir: Path) -> dict:
+    from engine import artifacts
+    prompts = {str(p.relative_to(run_dir)): artifacts.sha256_file(p)
+               for stage in ("tune", "full_pt", "transfer") for p in sorted((run_dir / stage).glob("*.safetensors"))}
+    student = run_dir / "distill" / "student.json"
+    return {"task": config.task.model_dump(), "eval": config.eval.model_dump(), "methods": config.transfer.methods,
+            "large": config.models.large, "prompts": prompts,
+            "student": artifacts.read_json_dict(student, "student").get("key") if student.is_file() else config.models.small}
+
+
+def gap_closed(accuracy: dict[str, float], method: str = "post") -> float | None:
+    zs, pt = accuracy.get("full_zs"), accuracy.get("full_pt")
+    if zs is None or pt is None or method not in accuracy or pt == zs:
+        return None
+    return (accuracy[method] - zs) / (pt - zs)
+
+
+def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validation: bool = True) -> dict:
+    from datetime import datetime, timezone
+
+    from engine.artifacts import read_json_dict
+    from engine.bench import machine
+    results = read_json_dict(run_dir / "results.json", "results")
+    minutes = {stage: round(s / 60, 2) for stage, s in results["seconds"].items()}
+    minutes["total"] = round(sum(results["seconds"].values()) / 60, 2)
+    val = validation_accuracy(config, run_dir) if validation else None
+    return {"suite": suite, "row": row, "task": config.task.source, "large": config.models.large,
+            "public": config.public.source, "run_dir": str(run_dir),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+            "accuracy": results["accuracy"], "gap_closed": results["gap_closed"],
+            "validation": val, "validation_gap_closed": gap_closed(val) if val else None,
+            "alpha": results["alpha"], "minutes": minutes, "test_examples": results["test_examples"],
+            "classes": len(config.task.label_words),
+            "method": {k: getattr(config, k).model_dump() for k in ("distill", "tune", "transfer")}}
+
+
+def summary(rows: dict[str, dict]) -> dict:
+    """What the issue's goals ask of the table: mean gap closed, POST above Direct and Full ZS per row."""
+    gaps = [r["gap_closed"] for r in rows.values() if r["gap_closed"] is not None]
+    beats = {name: {"post>direct": _above(r, "direct"), "post>full_zs": _above(r, "full_zs")} for name, r in rows.items()}
+    return {"rows": len(rows), "mean_gap_closed": sum(gaps) / len(gaps) if gaps else None, "post_above": beats}
+
+
+def _above(row: dict, other: str) -> bool | None:
+    acc = row["accuracy"]
+    return None if other not in acc or "post" not in acc else acc["post"] > acc[other]

@@ -1,0 +1,106 @@
+"""`post bench --suite`: rows are ordinary runs of one base preset, a JSON per row, and a re-run resumes."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.errors import PostError
+from engine.suite import row_configs, suite_names
+from post_tui.cli import app
+
+runner = CliRunner()
+
+SUITE = '''
+base = "smoke"
+[all]
+"eval.full_pt_steps" = 20
+"transfer.methods" = ["post", "direct", "inference"]
+"tune.steps" = 20
+"transfer.steps" = 10
+"distill.steps" = 10
+[tasks.smoke]
+"task.source" = "smoke"
+"public.source" = "smoke"
+"public.split" = "corpus"
+[tasks.smoke-cue]
+"task.source" = "smoke"
+"task.template" = "{text} So it was"
+"public.source" = "smoke"
+"public.split" = "corpus"
+[[rows]]
+name = "a"
+task = "smoke"
+large = "tiny:gpt2"
+[[rows]]
+name = "b"
+task = "smoke-cue"
+large = "tiny:gpt2"
+'''
+
+
+@pytest.fixture(scope="module")
+def suite_run(tmp_path_factory):
+    import os
+    os.environ["POST_CACHE"] = str(tmp_path_factory.mktemp("suite-cache"))
+    root = tmp_path_factory.mktemp("suite")
+    (root / "tiny.toml").write_text(SUITE)
+    args = ["bench", "--suite", str(root / "tiny.toml"), "--out", str(root / "runs"), "--results", str(root / "results")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return root, args
+
+
+def test_each_row_is_a_run_with_a_json(suite_run):
+    root, _ = suite_run
+    for row in ("a", "b"):
+        report = json.loads((root / "results" / f"{row}.json").read_text())
+        assert set(report["accuracy"]) >= {"full_zs", "full_pt", "cpt", "direct", "post", "inference"}
+        assert set(report["validation"]) == set(report["accuracy"])  # every method also scored on validation
+        assert report["minutes"]["total"] > 0 and (root / "runs" / row / "results.json").is_file()
+    table = (root / "results" / "suite.md").read_text()
+    assert "| a |" in table and "| b |" in table and "Mean gap closed over 2 rows" in table
+
+
+def test_rows_share_the_method_settings(suite_run):
+    root, _ = suite_run
+    a, b = (json.loads((root / "results" / f"{r}.json").read_text()) for r in ("a", "b"))
+    assert a["method"] == {**b["method"], "distill": a["method"]["distill"]}  # only the cue may differ
+    assert a["method"]["transfer"]["steps"] == 10
+
+
+def test_rerun_skips_finished_rows(suite_run):
+    root, args = suite_run
+    watched = [root / "runs" / r / s for r in ("a", "b") for s in ("eval/done.json", "tune/prompt.safetensors")]
+    before = [p.stat().st_mtime_ns for p in watched]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert [p.stat().st_mtime_ns for p in watched] == before
+
+
+def test_rerun_resumes_an_interrupted_row(suite_run):
+    root, args = suite_run
+    prompt = root / "runs" / "b" / "tune" / "prompt.safetensors"
+    before = prompt.stat().st_mtime_ns
+    (root / "runs" / "b" / "transfer" / "done.json").unlink()  # as if killed during the transfer
+    result = runner.invoke(app, args + ["--row", "b"])
+    assert result.exit_code == 0, result.output
+    assert prompt.stat().st_mtime_ns == before and (root / "runs" / "b" / "transfer" / "done.json").is_file()
+
+
+def test_a_task_card_cannot_tune_the_method(tmp_path):
+    (tmp_path / "bad.toml").write_text(SUITE.replace('"public.split" = "corpus"\n[[rows]]',
+                                                     '"public.split" = "corpus"\n"transfer.alpha" = 1.0\n[[rows]]'))
+    with pytest.raises(PostError, match="transfer.alpha is a method setting"):
+        row_configs(str(tmp_path / "bad.toml"))
+
+
+def test_shipped_suite_rows_validate():
+    assert "offline" in suite_names()
+    rows = row_configs("offline")
+    assert {c.distill.steps for c in rows.values()} == {rows["mr-smollm2"].distill.steps}
+    assert all(c.eval.full_pt for c in rows.values())
+
+
+def test_suite_with_preset_is_one_line_error(tmp_path):
+    result = runner.invoke(app, ["bench", "--suite", "offline", "--preset", "smoke"])
+    assert result.exit_code == 2 and "--suite runs the suite's own rows" in result.output
