@@ -240,7 +240,7 @@ def _pct(value) -> str:
 
 def suite_markdown(report: dict) -> str:
     """The generality table: one row per (task, large model), accuracy % on test, gap closed, minutes."""
-    lines = [f"| row | classes | test n | " + " | ".join(SUITE_COLUMNS) + " | gap closed | val. gap closed | minutes |",
+    lines = ["| row | classes | test n | " + " | ".join(SUITE_COLUMNS) + " | gap closed | val. gap closed | minutes |",
              "|---|---|---|" + "---|" * len(SUITE_COLUMNS) + "---|---|---|"]
     for name, row in report["rows"].items():
         acc = row["accuracy"]
