@@ -131,6 +131,7 @@ def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str, path: Path
         except Exception:  # a damaged file is recomputed below, never trusted
             pass
     batch, hidden, start = 32, None, time.perf_counter()
+    said = start
     ctx.log(f"caching the teacher's hidden states for {len(rows)} corpus rows (once; later epochs and runs reuse them)")
     # no_grad, not inference_mode: these tensors are later saved for the student's backward pass
     with torch.no_grad(), autocast(ctx.device, ctx.dtype):
@@ -141,6 +142,10 @@ def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str, path: Path
             if hidden is None:
                 hidden = torch.empty(*rows.shape, states.shape[-1], dtype=torch.bfloat16)
             hidden[i:i + batch] = states.to("cpu", torch.bfloat16)
+            if time.perf_counter() - said >= 30:  # minutes on a slow CPU: say how far it is, not nothing
+                said = time.perf_counter()
+                ctx.log(f"teacher hidden states: {min(i + batch, len(rows))} of {len(rows)} rows "
+                        f"({said - start:.0f} s)")
     artifacts.save_tensors(path, {"hidden": hidden})
     ctx.log(f"teacher hidden states cached in {time.perf_counter() - start:.0f} s: {path}")
     return hidden

@@ -150,3 +150,19 @@ def test_a_corpus_file_edited_in_place_makes_a_new_student(tmp_path):
     edited, _ = distill(tmp_path, "edited", *on(corpus))
     assert same["key"] == first["key"] and same["reused"] is True
     assert edited["key"] != first["key"] and edited["reused"] is False
+
+
+def test_long_teacher_caching_says_how_far_it_is(tmp_path, monkeypatch):
+    import itertools
+    import engine.distill as distill_module
+    cfg = load_config("smoke", overrides=['distill.loss="hidden"'])
+    ctx = RunContext(cfg, tmp_path / "ctx")
+    said = []
+    monkeypatch.setattr(ctx, "log", lambda message, level="info": said.append(message))
+    clock = itertools.count(0, 31)  # every reading 31 s later: as slow as a large model on a CPU
+    monkeypatch.setattr(distill_module.time, "perf_counter", lambda: float(next(clock)))
+    teacher, tokenizer = loading.large(ctx)
+    rows = torch.randint(5, len(tokenizer), (70, 12), generator=torch.Generator().manual_seed(0))
+    teacher_hidden_states(ctx, teacher, rows, corpus_key(teacher_identity(cfg, teacher, tokenizer), rows))
+    progress = [m for m in said if m.startswith("teacher hidden states:")]
+    assert progress[0].startswith("teacher hidden states: 32 of 70 rows") and "70 of 70 rows" in progress[-1]
