@@ -41,9 +41,8 @@ def package_choice(ctx) -> float | None:
 def choose_auto(ctx) -> float:
     """The user's side of "auto": ZS and CPT on the private validation split → α, put into the package."""
     from engine.evaluate import evaluate_methods
-    if not (ctx.run_dir / "package" / "manifest.json").is_file():
-        raise PostError(f"transfer.alpha = \"auto\" is chosen with the user's prompt package, and {ctx.run_dir} has "
-                        "none: run the tune stage first")
+    if not (ctx.run_dir / "package" / "manifest.json").is_file():  # a folder tuned before packages existed
+        package.build(ctx.run_dir, ctx.run_dir / "package", replace=True)
     if not ctx.config.eval.full_zs:
         raise PostError("transfer.alpha = \"auto\" needs the zero-shot accuracy: set eval.full_zs = true or a number for alpha")
     val = evaluate_methods(ctx, "validation", names=("full_zs", "cpt"))

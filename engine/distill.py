@@ -83,6 +83,8 @@ def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
     d = cfg.distill.model_dump(exclude={"enabled", "eval_every"} | _UNUSED_BY[cfg.distill.loss])
     if d.get("cue_weight") == 1.0:  # the default: keys of students made before this setting stay valid
         d.pop("cue_weight")
+    if not d.get("align"):  # likewise: students made before distill.align keep their keys
+        d.pop("align", None)
     if keep is not None:
         d["blocks"] = list(keep)
     from engine.fingerprints import content_id
@@ -307,7 +309,12 @@ def _starting_student(ctx, teacher, keep):
         return make_student(teacher, keep).to(ctx.device, torch.float32)
     from engine.models import check_same_tokenizer, load
     model, tokenizer = load(ctx.config.models.small, ctx.config.runtime.seed, ctx.config.models.trust_remote_code)
-    check_same_tokenizer(tokenizer, loading.large(ctx)[1])
+    large = loading.large(ctx)
+    check_same_tokenizer(tokenizer, large[1])
+    rows, want = model.get_output_embeddings().weight.shape[0], large[0].get_output_embeddings().weight.shape[0]
+    if rows != want:  # one tokenizer, padded differently (e.g. across a family's sizes): logits would not line up
+        raise PostError(f"{ctx.config.models.small} scores {rows} tokens and {ctx.config.models.large} {want}: "
+                        "aligning needs the same output vocabulary; use distill.align = false")
     return model.to(ctx.device, torch.float32)
 
 

@@ -77,6 +77,16 @@ def build(run_dir: Path, out: Path, replace: bool = False) -> dict:
     return written
 
 
+def _check_choice(folder: Path, choice: dict) -> None:
+    """α as the transfer will use it: a number in [0, 1] with the rule that chose it, or a one-line refusal."""
+    import math
+    alpha = choice.get("alpha")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) \
+            or not 0.0 <= alpha <= 1.0 or not isinstance(choice.get("rule"), str):
+        raise PostError(f"{folder}/{CHOICE} must hold an alpha in [0, 1] and its rule, not {choice!r}: "
+                        "ask the user for the package again")
+
+
 def _choice_fields(choice: dict) -> dict:
     return {"alpha": float(choice["alpha"]), "rule": str(choice["rule"])}
 
@@ -112,6 +122,8 @@ def verify(folder: Path, kit_fingerprint: str | None = None) -> dict:
         if CHOICE in found["files"]:
             raise PostError(f"{folder} holds a DP prompt and an α chosen on private data, which ε does not cover: "
                             "the package is refused; make it again without the choice")
+    if CHOICE in found["files"]:
+        _check_choice(folder, artifacts.read_json_dict(Path(folder) / CHOICE, "α choice"))
     card = artifacts.read_json_dict(Path(folder) / "task_card.json", "task card")
     missing = [f for f in (*CARD_FIELDS, "prompt_length") if f not in card]
     if missing:

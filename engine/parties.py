@@ -28,6 +28,7 @@ def owner_config(config, kit_dir: Path, card: dict):
     from engine.config import validate
     data = json.loads(config.model_dump_json())
     data["models"].update(kit=str(Path(kit_dir).resolve()), small="")
+    data["distill"]["align"] = False  # the kit is the student, however it was made
     task = {"source": WITHHELD, **{k: card[k] for k in package.CARD_FIELDS}}
     data["task"] = task
     data["tune"]["prompt_length"] = card["prompt_length"]

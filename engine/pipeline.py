@@ -173,6 +173,8 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
                          steps_for(len(train), cfg.tune.batch_size, cfg.tune.steps, cfg.tune.epochs))
     if "transfer" in stages:
         loading.public(ctx, tokenizer)
+    if "transfer" in stages and cfg.transfer.alpha == "auto" and not cfg.eval.full_zs:
+        raise PostError("transfer.alpha = \"auto\" needs the zero-shot accuracy: set eval.full_zs = true or a number for alpha")
     if ("transfer" in stages and cfg.transfer.alpha == "auto") or ("eval" in stages and cfg.transfer.alpha == "select"):
         if private_prompt(ctx):
             raise PostError(f"transfer.alpha = \"{cfg.transfer.alpha}\" reads accuracy on the private validation "

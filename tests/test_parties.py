@@ -148,6 +148,16 @@ def test_one_machine_run_goes_through_the_same_kit_and_package(flow, tmp_path):
            "--preset", "smoke", *sets('transfer.alpha="auto"'))
     assert json.loads((tmp_path / "owner" / "transfer" / "post.json").read_text())["alpha"] == choice["alpha"]
     assert "validation" not in (tmp_path / "owner" / "package" / "choice.json").read_text()
+    # a choice.json edited with a consistent manifest is still checked for what the transfer will use
+    import hashlib
+    bad = tmp_path / "BAD"
+    shutil.copytree(tmp_path / "PKG", bad)
+    (bad / "choice.json").write_text('{"alpha": 7, "rule": "auto"}')
+    found = json.loads((bad / "manifest.json").read_text())
+    found["files"]["choice.json"]["sha256"] = hashlib.sha256((bad / "choice.json").read_bytes()).hexdigest()
+    (bad / "manifest.json").write_text(json.dumps(found))
+    result = runner.invoke(app, ["package", "inspect", str(bad)])
+    assert result.exit_code == 2 and "alpha in [0, 1]" in result.output and "Traceback" not in result.output
 
 
 def test_owner_refuses_auto_without_the_users_choice_and_a_dp_package_with_one(flow, tmp_path):

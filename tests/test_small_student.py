@@ -77,3 +77,13 @@ def test_align_settings_that_cannot_work_are_refused(tmp_path, sets, message):
         args += ["--set", s]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_the_owner_transfers_for_a_preset_with_an_aligned_student(tmp_path):
+    from engine.package import CARD_FIELDS
+    from engine.parties import owner_config
+    from engine.presets import load_config
+    cfg = load_config("smoke", overrides=['models.small="S"', "distill.align=true", 'distill.loss="kd"'])
+    card = {**{f: getattr(cfg.task, f) for f in CARD_FIELDS}, "prompt_length": 8}
+    owner = owner_config(cfg, tmp_path / "KIT", card)  # the kit is the student: no align check applies
+    assert owner.student_source == "kit" and not owner.distills
