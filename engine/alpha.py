@@ -29,8 +29,25 @@ def transfer_alpha(ctx) -> float | None:
     if alpha == "select":
         return methods.SELECT_CANDIDATES["post"]  # the candidates are trained; the user's eval chooses
     if alpha == "auto":
-        return package_choice(ctx)
+        return package_choice(ctx) if _choice_current(ctx) else None
     return float(alpha)
+
+
+def _choice_inputs(ctx) -> str:
+    """What an "auto" choice was computed from besides the tuned prompt (a new prompt drops the choice)."""
+    from engine.records import digest
+    cfg = ctx.config
+    return digest({"large": cfg.models.large, "task": cfg.task.model_dump(), "eval": cfg.eval.model_dump(),
+                   "dtype": cfg.runtime.dtype})
+
+
+def _choice_current(ctx) -> bool:
+    """On the user's machine (tune/alpha.json present) a choice made for another large model or task
+    settings is made again; the owner, who has only the package, takes the choice as sent."""
+    mine = ctx.run_dir / "tune" / "alpha.json"
+    if not mine.is_file():
+        return True
+    return artifacts.read_json_dict(mine, "α choice").get("inputs") == _choice_inputs(ctx)
 
 
 def package_choice(ctx) -> float | None:
@@ -41,14 +58,16 @@ def package_choice(ctx) -> float | None:
 def choose_auto(ctx) -> float:
     """The user's side of "auto": ZS and CPT on the private validation split → α, put into the package."""
     from engine.evaluate import evaluate_methods
-    if not (ctx.run_dir / "package" / "manifest.json").is_file():  # a folder tuned before packages existed
+    if not (ctx.run_dir / "package" / "manifest.json").is_file() or \
+            package.CHOICE in package.verify(ctx.run_dir / "package")["files"]:
+        # a folder tuned before packages existed, or a choice made for other inputs: the package anew
         package.build(ctx.run_dir, ctx.run_dir / "package", replace=True)
     if not ctx.config.eval.full_zs:
         raise PostError("transfer.alpha = \"auto\" needs the zero-shot accuracy: set eval.full_zs = true or a number for alpha")
     val = evaluate_methods(ctx, "validation", names=("full_zs", "cpt"))
     alpha = heuristic(val["full_zs"], val["cpt"], len(ctx.config.task.label_words))
     artifacts.write_json(ctx.stage_dir("tune") / "alpha.json", {  # the accuracies stay on the user's machine
-        "alpha": alpha, "zs_validation": val["full_zs"], "cpt_validation": val["cpt"]})
+        "alpha": alpha, "zs_validation": val["full_zs"], "cpt_validation": val["cpt"], "inputs": _choice_inputs(ctx)})
     package.add_choice(ctx.run_dir / "package", {"alpha": alpha, "rule": "auto"})
     ctx.log(f"alpha=auto → {alpha:.3f}, chosen on the user's side (validation ZS {val['full_zs']:.3f}, "
             f"CPT {val['cpt']:.3f}); only α goes into the package")

@@ -70,7 +70,7 @@ def build(run_dir: Path, out: Path, replace: bool = False) -> dict:
             roles["privacy.json"] = "privacy certificate"
             epsilon = cert.get("epsilon")
         choice = run_dir / "package" / CHOICE  # the user's α choice travels with the prompt it was made for
-        if choice.is_file() and out != run_dir / "package":
+        if choice.is_file() and out != run_dir / "package":  # rebuilt in place: without it
             artifacts.write_json(temp / CHOICE, _choice_fields(artifacts.read_json_dict(choice, "α choice")))
             roles[CHOICE] = "α choice"
         written = manifest.write(temp, KIND, roles, kit=kit, dp=certificate.is_file(), epsilon=epsilon)

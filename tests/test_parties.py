@@ -218,3 +218,17 @@ def test_three_dp_tunes_compose_budget_refuses_and_new_data_is_new_entry(tmp_pat
     data.write_text(data.read_text().replace("the movie", "the movie!", 1))
     invoke("tune", runs[0], *sets(*task, "privacy.noise_multiplier=1.0"))
     assert len([p for p in ledger_root().iterdir() if p.is_dir()]) == 2
+
+
+def test_an_auto_choice_is_made_again_for_another_large_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("POST_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    invoke("run", "--preset", "smoke", *sets('transfer.alpha="auto"'), "--out", run)
+    first = json.loads((run / "tune" / "alpha.json").read_text())
+    resumed = invoke("run", "--resume", run, "--preset", "smoke", *sets('transfer.alpha="auto"', 'eval.batch_size=16'))
+    assert "tune: already done" in resumed.output  # the prompt is kept; only the choice is stale
+    again = json.loads((run / "tune" / "alpha.json").read_text())
+    assert again["inputs"] != first["inputs"]  # chosen anew on the user's side, with the new settings
+    assert json.loads((run / "package" / "choice.json").read_text())["alpha"] == again["alpha"]
+    from engine import manifest
+    assert "choice.json" in manifest.verify(run / "package", "post-prompt-package")["files"]
