@@ -46,10 +46,7 @@ def content_id(ref: str) -> str:
     """A local file or folder by its content (edited in place, it is another input); else the name
     (a hub id or an offline asset, whose content the name fixes)."""
     from pathlib import Path
-    path = Path(ref)
-    if path.is_dir():
-        return artifacts.sha256_tree(path)[:16]
-    return artifacts.sha256_file(path)[:16] if path.is_file() else ref
+    return artifacts.sha256_of(Path(ref))[:16] if Path(ref).exists() else ref
 
 
 def distill_inputs(ctx) -> dict:

@@ -50,10 +50,7 @@ def write(folder: Path, model, tokenizer, teacher: str, identity: dict, blocks: 
     with artifacts.atomic_dir(folder) as temp:
         model.save_pretrained(temp / "student")
         tokenizer.save_pretrained(temp / "student")
-        roles = _roles(temp)
-        written = manifest.write(temp, KIND, roles, teacher=teacher, teacher_identity=identity,
-                                 blocks=blocks, student_key=key)
-    return written
+        return _write_manifest(temp, teacher, identity, blocks, key)
 
 
 def adopt(folder: Path, teacher: str, identity: dict, blocks: list[int], key: str) -> dict:
@@ -61,14 +58,13 @@ def adopt(folder: Path, teacher: str, identity: dict, blocks: list[int], key: st
     folder = Path(folder)
     with artifacts.atomic_dir(folder) as temp:
         shutil.copytree(folder, temp / "student")
-        roles = _roles(temp)
-        return manifest.write(temp, KIND, roles, teacher=teacher, teacher_identity=identity, blocks=blocks,
-                              student_key=key)
+        return _write_manifest(temp, teacher, identity, blocks, key)
 
 
-def _roles(temp: Path) -> dict[str, str]:
-    return {str(p.relative_to(temp)): "student weights" if p.suffix == ".safetensors" else "student config / tokenizer"
-            for p in (temp / "student").rglob("*") if p.is_file()}
+def _write_manifest(temp: Path, teacher: str, identity: dict, blocks, key: str) -> dict:
+    roles = {str(p.relative_to(temp)): "student weights" if p.suffix == ".safetensors" else "student config / tokenizer"
+             for p in (temp / "student").rglob("*") if p.is_file()}
+    return manifest.write(temp, KIND, roles, teacher=teacher, teacher_identity=identity, blocks=blocks, student_key=key)
 
 
 def is_kit(folder: Path) -> bool:
