@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import string
 import tomllib
 from pathlib import Path
@@ -75,6 +76,32 @@ class ModelsConfig(Section):
     kit: str = Field("", description="A student kit folder from the model owner (post kit build): checked against its "
                      "manifest, then used as the student")
     trust_remote_code: bool = False
+    device_map: Literal["", "auto"] = Field("", description=(
+        "auto: the large model is split over this node's GPUs, then the CPU, then disk, by accelerate "
+        "(one process; for a large model that does not fit one device); empty: it is loaded whole on runtime.device"))
+    max_memory: dict[str, int | str] = Field(default_factory=dict, description=(
+        "With device_map = auto: the most each device may hold, e.g. {\"0\" = \"70GiB\", cpu = \"200GiB\"} "
+        "(GPU index or cpu → bytes or a size); empty: what accelerate finds free"))
+
+    @field_validator("max_memory")
+    @classmethod
+    def _sizes(cls, value: dict[str, int | str]) -> dict[str, int | str]:
+        for device, size in value.items():
+            if device != "cpu" and not device.isdigit():
+                raise ValueError(f"device {device!r}: use a GPU index (\"0\", \"1\", ...) or cpu")
+            if isinstance(size, bool) or (isinstance(size, int) and size <= 0) or (
+                    isinstance(size, str) and not re.fullmatch(r"\d+(\.\d+)?\s*(K|M|G|T)?i?B", size)):
+                raise ValueError(f"{device} = {size!r}: give bytes or a size such as \"20GiB\" or \"500MB\"")
+        return value
+
+    @model_validator(mode="after")
+    def _dispatchable(self):
+        if self.max_memory and not self.device_map:
+            raise ValueError("max_memory only applies with device_map = \"auto\": set it, or remove max_memory")
+        if self.device_map and self.large.startswith("tiny:"):
+            raise ValueError("device_map needs a model folder, an offline asset or a hub id: tiny:… models are "
+                             "built in memory (save one with save_pretrained to split it)")
+        return self
 
 
 class TaskConfig(Section):

@@ -53,10 +53,13 @@ def pack(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
 
 def weights_fingerprint(model) -> str:
     """Cheap identity of the teacher's weights (a sample of its first and last tensors + size)."""
-    params = list(model.parameters())
-    h = hashlib.sha256(str(sum(p.numel() for p in params)).encode())
-    for p in (params[0], params[-1]):
-        h.update(p.detach().flatten()[:4096].float().cpu().numpy().tobytes())
+    from engine.models import read_weights
+    named = list(model.named_parameters())
+    h = hashlib.sha256(str(sum(p.numel() for _, p in named)).encode())
+    ends = (named[0][0], named[-1][0])
+    found = dict(read_weights(model, lambda k: k in ends))  # offloaded by accelerate: read back from disk
+    for name in ends:
+        h.update(found[name].flatten()[:4096].float().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -159,9 +162,10 @@ def _kd_step_loss(cfg, teacher, forward, batch, ctx):
         t_out = teacher(input_ids=batch, output_hidden_states=True, use_cache=False)
     with autocast(ctx.device, ctx.dtype):
         s_out = forward(batch)
-    s_hidden, t_hidden = s_out.hidden_states[-1], t_out.hidden_states[-1]
+    # a teacher split over devices (models.device_map) answers on its last one
+    s_hidden, t_hidden = s_out.hidden_states[-1], t_out.hidden_states[-1].to(s_out.logits.device)
     same_width = s_hidden.shape[-1] == t_hidden.shape[-1]  # an aligned smaller model: no cosine on states
-    return distillation_loss(s_out.logits, t_out.logits, s_hidden, t_hidden, batch, torch.ones_like(batch),
+    return distillation_loss(s_out.logits, t_out.logits.to(s_out.logits.device), s_hidden, t_hidden, batch, torch.ones_like(batch),
                              cfg.temperature, cfg.weight_kd, cfg.weight_lm, cfg.weight_cos if same_width else 0.0)
 
 

@@ -10,6 +10,7 @@ from engine import distributed
 from engine.data.tasks import Examples, collate, eval_batches
 from engine.events import Progress
 from engine.methods import METHODS
+from engine.models import input_device
 from engine.prompt import bos_id, prompted_logits
 
 LogitFn = Callable[[dict], torch.Tensor]  # batch → (B, V) next-token logits
@@ -18,7 +19,7 @@ LogitFn = Callable[[dict], torch.Tensor]  # batch → (B, V) next-token logits
 def prompt_logit_fn(model, tokenizer, prompt, dtype: str) -> LogitFn:
     """Logits of `model` with `prompt` (a SoftPrompt or None) at the prediction position."""
     bos = bos_id(tokenizer)
-    weight = None if prompt is None or prompt.length == 0 else prompt.weight.to(model.device)
+    weight = None if prompt is None or prompt.length == 0 else prompt.weight.to(input_device(model))
     return lambda batch: prompted_logits(model, batch["input_ids"], batch["attention_mask"], weight, bos, dtype)
 
 

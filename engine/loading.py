@@ -23,6 +23,8 @@ def large(ctx):
     cfg = ctx.config
     def make():
         ctx.log(f"loading large model {cfg.models.large}")
+        if cfg.models.device_map:
+            return _dispatched(ctx)
         model, tok = models.load(cfg.models.large, cfg.runtime.seed, cfg.models.trust_remote_code)
         return _prepare(ctx, model), tok
     return ctx.once("large", make)
@@ -82,6 +84,22 @@ def task(ctx, tokenizer) -> dict[str, Examples]:
 
 def public(ctx, tokenizer) -> Examples:
     return ctx.once("public", lambda: load_public(ctx.config.public, tokenizer, ctx.config.runtime.seed))
+
+
+def _dispatched(ctx):
+    """The large model split over devices by accelerate (models.device_map = "auto"): frozen, in the
+    frozen dtype, never moved as a whole; inputs go to its embeddings' device, logits come back."""
+    from engine import distributed
+    cfg = ctx.config
+    if distributed.world_size() > 1:
+        raise PostError("models.device_map = \"auto\" splits the model within one process: run without "
+                        "torchrun / --nproc (or give each process the whole model)")
+    model, tok = models.load_dispatched(cfg.models.large, ctx.frozen_dtype, cfg.models.max_memory,
+                                        cfg.models.trust_remote_code)
+    model.requires_grad_(False)
+    placed = models.devices_of(model) or {str(models.input_device(model)): 1}
+    ctx.log("large model split by accelerate: " + ", ".join(f"{n} part(s) on {d}" for d, n in placed.items()))
+    return model, tok
 
 
 def verbalizer(ctx, tokenizer) -> Verbalizer:

@@ -52,6 +52,46 @@ def load(ref: str, seed: int = 0, trust_remote_code: bool = False):
     return model.eval(), _ready(tokenizer)
 
 
+def load_dispatched(ref: str, dtype: torch.dtype, max_memory: dict, trust_remote_code: bool = False):
+    """`ref` split over the devices by accelerate (`device_map="auto"`): GPUs first, then the CPU, then
+    disk, within `max_memory`. Its hooks move activations between devices; gradients reach a prompt
+    through them. Loaded straight to its devices: the whole model never sits in one device's memory."""
+    folder = _local_folder(ref)
+    if folder is None:
+        require_hub("model", ref, cached=model_in_cache(ref))
+        folder = ref
+    import tempfile
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    memory = {int(k) if k.isdigit() else k: v for k, v in max_memory.items()} or None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype, device_map="auto", max_memory=memory, trust_remote_code=trust_remote_code,
+            offload_folder=tempfile.mkdtemp(prefix="post-offload-"))  # used only for weights not in safetensors
+    except (OSError, ValueError) as err:
+        raise PostError(f"cannot load model {ref!r} over devices: {str(err).splitlines()[0]}") from None
+    return model.eval(), _ready(tokenizer)
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where the model takes its inputs: its embeddings' device — accelerate's execution device when
+    the model is split over devices (an offloaded embedding's weight sits on 'meta')."""
+    embed = model.get_input_embeddings()
+    device = getattr(getattr(embed, "_hf_hook", None), "execution_device", None)
+    if device is None:
+        return embed.weight.device
+    return torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+
+
+def devices_of(model: nn.Module) -> dict[str, int]:
+    """Blocks per device of a model split by accelerate (empty when it is whole on one device)."""
+    counts: dict[str, int] = {}
+    for device in (getattr(model, "hf_device_map", None) or {}).values():
+        name = f"cuda:{device}" if isinstance(device, int) else str(device)
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
 def _local_folder(ref: str) -> str | None:
     path = Path(ref).expanduser()
     if path.is_dir():
@@ -172,6 +212,25 @@ def _student_config(config, keep: list[int]):
     return cfg
 
 
+def read_weights(model: nn.Module, wanted) -> list[tuple[str, torch.Tensor]]:
+    """(name, CPU copy) of every tensor of `model` whose name `wanted` accepts. Weights accelerate
+    offloaded (the module's own tensors on 'meta') are read back one module at a time, so a teacher
+    split over devices or disk never needs to fit in memory whole — only the blocks the student keeps."""
+    import contextlib
+    from accelerate.utils import align_module_device, has_offloaded_params
+    out = []
+    for name, module in model.named_modules():
+        persistent = [k for k, _ in module.named_buffers(recurse=False) if k not in module._non_persistent_buffers_set]
+        own = [k for k, _ in module.named_parameters(recurse=False)] + persistent  # what state_dict() holds
+        keys = [k for k in own if wanted(f"{name}.{k}" if name else k)]
+        if not keys:
+            continue
+        with align_module_device(module, "cpu") if has_offloaded_params(module) else contextlib.nullcontext():
+            tensors = {**dict(module.named_parameters(recurse=False)), **dict(module.named_buffers(recurse=False))}
+            out += [(f"{name}.{k}" if name else k, tensors[k].detach().to("cpu", copy=True)) for k in keys]
+    return out
+
+
 def make_student(teacher: nn.Module, blocks: list[int]) -> nn.Module:
     """A copy of `teacher` that keeps only `blocks`; embeddings, final norm and LM head copied."""
     keep = resolve_blocks(blocks, teacher.config.num_hidden_layers)
@@ -180,12 +239,12 @@ def make_student(teacher: nn.Module, blocks: list[int]) -> nn.Module:
     new_index = {old: new for new, old in enumerate(keep)}
     pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$")
     state = {}
-    for key, value in teacher.state_dict().items():
+    for key, value in read_weights(teacher, lambda k: (m := pattern.match(k)) is None or int(m.group(1)) in keep):
         match = pattern.match(key)
         if match is None:
-            state[key] = value.clone()
-        elif int(match.group(1)) in new_index:
-            state[f"{prefix}.{new_index[int(match.group(1))]}.{match.group(2)}"] = value.clone()
+            state[key] = value
+        else:
+            state[f"{prefix}.{new_index[int(match.group(1))]}.{match.group(2)}"] = value
     missing, unexpected = student.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith(("attn.bias", "masked_bias", "rotary_emb.inv_freq"))]
     if missing or unexpected:

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from engine.errors import PostError
+from engine.models import input_device
 
 
 class SoftPrompt(nn.Module):
@@ -43,7 +44,7 @@ class SoftPrompt(nn.Module):
             raise PostError(f"tune.prompt_length={length} does not fit the model's context of {limit} tokens")
         ids = (ids * (length // max(len(ids), 1) + 1))[:length]
         with torch.no_grad():
-            emb = model.get_input_embeddings()(torch.tensor(ids, dtype=torch.long, device=model.device))
+            emb = model.get_input_embeddings()(torch.tensor(ids, dtype=torch.long, device=input_device(model)))
         prompt = cls(length, model.config.hidden_size, {"init_text": text, **metadata})
         prompt.weight.data.copy_(emb.float().cpu() if length else prompt.weight.data)
         return prompt
@@ -144,15 +145,15 @@ def prompted_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         prompt = tokens.new_zeros(B, 0, d)
     elif prompt.dim() == 2:
         prompt = prompt.unsqueeze(0).expand(B, -1, -1)
-    parts = [prompt.to(tokens.dtype), tokens]
+    parts = [prompt.to(tokens.device, tokens.dtype), tokens]  # a split model's embeddings may sit elsewhere
     n_bos = 0
     if bos is not None:
         parts.insert(0, embed(torch.full((B, 1), bos, dtype=torch.long, device=input_ids.device)))
         n_bos = 1
     source = torch.cat(parts, dim=1)
     index, mask, position_ids = _layout(attention_mask, prompt.shape[1], n_bos)
-    embeds = source.gather(1, index.unsqueeze(-1).expand(-1, -1, d))
+    embeds = source.gather(1, index.to(source.device).unsqueeze(-1).expand(-1, -1, d))
     with autocast(input_ids.device, dtype):
-        out = model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
-                    logits_to_keep=1, use_cache=False)
-    return out.logits[:, -1].float()
+        out = model(inputs_embeds=embeds, attention_mask=mask.to(source.device),
+                    position_ids=position_ids.to(source.device), logits_to_keep=1, use_cache=False)
+    return out.logits[:, -1].float().to(input_ids.device)  # from a split model's last device, back to the batch's
