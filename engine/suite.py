@@ -202,8 +202,21 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
             "accuracy": results["accuracy"], "gap_closed": results["gap_closed"],
             "validation": val, "validation_gap_closed": gap_closed(val) if val else None,
             "alpha": results["alpha"], "minutes": minutes, "test_examples": results["test_examples"],
-            "classes": len(config.task.label_words),
+            "classes": len(config.task.label_words), "diagnostics": _diagnostics(run_dir),
             "method": {k: getattr(config, k).model_dump() for k in ("distill", "tune", "transfer")}}
+
+
+def _diagnostics(run_dir: Path) -> dict | None:
+    """The run's pre-transfer diagnostics (values and checks): beside each row's gap closed they are the
+    evidence the diagnostics' thresholds are set from."""
+    from engine import diagnostics
+    from engine.artifacts import read_json_dict
+    path = run_dir / diagnostics.FILE
+    if not path.is_file():
+        return None
+    found = read_json_dict(path, "diagnostics")
+    return {"values": found.get("values"), "warnings": [c["name"] for c in found.get("checks", [])
+                                                        if c.get("status") == "warning"]}
 
 
 def summary(rows: dict[str, dict]) -> dict:

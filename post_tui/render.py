@@ -238,17 +238,30 @@ def _pct(value) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def _diagnostic_cells(found: dict | None) -> str:
+    """Shift ratio, margin correlation and the checks that warned: what the diagnostics said before the
+    transfer, beside what the row then measured."""
+    if not found or not found.get("values"):
+        return "— | — | —"
+    values = found["values"]
+    ratio = values.get("prompt", {}).get("shift_ratio")
+    corr = values.get("fidelity", {}).get("margin_correlation")
+    return (f"{'—' if ratio is None else f'{ratio:.2f}'} | {'—' if corr is None else f'{corr:.2f}'} | "
+            f"{', '.join(found.get('warnings') or []) or 'none'}")
+
+
 def suite_markdown(report: dict) -> str:
     """The generality table: one row per (task, large model), accuracy % on test, gap closed, minutes."""
-    lines = ["| row | classes | test n | " + " | ".join(SUITE_COLUMNS) + " | gap closed | val. gap closed | minutes |",
-             "|---|---|---|" + "---|" * len(SUITE_COLUMNS) + "---|---|---|"]
+    lines = ["| row | classes | test n | " + " | ".join(SUITE_COLUMNS) + " | gap closed | val. gap closed "
+             "| shift ratio | fidelity corr. | warnings | minutes |",
+             "|---|---|---|" + "---|" * len(SUITE_COLUMNS) + "---|---|---|---|---|---|"]
     for name, row in report["rows"].items():
         acc = row["accuracy"]
         gap, vgap = row["gap_closed"], row.get("validation_gap_closed")
         lines.append(f"| {name} | {row['classes']} | {row['test_examples']} | " +
                      " | ".join(_pct(acc.get(m)) for m in SUITE_COLUMNS) +
                      f" | {'—' if gap is None else f'{gap:.2f}'} | {'—' if vgap is None else f'{vgap:.2f}'}"
-                     f" | {row['minutes']['total']:.1f} |")
+                     f" | {_diagnostic_cells(row.get('diagnostics'))} | {row['minutes']['total']:.1f} |")
     s = report["summary"]
     mean = s["mean_gap_closed"]
     failing = [f"{row} ({check})" for row, checks in s["post_above"].items() for check, ok in checks.items() if ok is False]

@@ -57,6 +57,9 @@ def test_each_row_is_a_run_with_a_json(suite_run):
         assert set(report["accuracy"]) >= {"full_zs", "full_pt", "cpt", "direct", "post", "inference"}
         assert set(report["validation"]) == set(report["accuracy"])  # every method also scored on validation
         assert report["minutes"]["total"] > 0 and (root / "runs" / row / "results.json").is_file()
+        # what the diagnostics said before the transfer, beside the gap it then closed
+        assert report["diagnostics"]["values"]["prompt"]["shift_ratio"] >= 0
+        assert isinstance(report["diagnostics"]["warnings"], list)
     table = (root / "results" / "suite.md").read_text()
     assert "| a |" in table and "| b |" in table and "Mean gap closed over 2 rows" in table
 
