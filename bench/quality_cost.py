@@ -1,0 +1,107 @@
+"""Quality against cost, one point per student recipe (issue 12): gap closed on validation against
+full PT's cost divided by POST's, both at one private epoch of `mr-smollm2`.
+
+    python bench/quality_cost.py kd600 kd1200 kd2400 [--full-pt 0.8133]
+
+Quality comes from the ablation rows (`bench/results/ablation/<name>.json`, written by
+bench/ablation.py): gap closed = (POST − zero-shot) / (full PT − zero-shot) on the same validation
+examples. Full PT's validation accuracy is the `mr-smollm2` suite row's (a row without its own takes
+`--full-pt`). Cost comes from *one* side-by-side measurement, bench/scaling.py's per-unit seconds for
+SmolLM2-135M (`bench/results/scaling.json`), times each recipe's step counts — so rows measured at
+different loads are not compared by their wall minutes. POST's cost includes the owner's one-time
+distillation (teacher cache + the recipe's KD steps) and one transfer (α known).
+
+Writes bench/results/quality_cost.json and, with matplotlib, bench/results/quality_cost.png; prints
+the markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def cost_model(size: str = "SmolLM2-135M") -> dict:
+    scaling = json.loads((RESULTS / "scaling.json").read_text())["size"]
+    row = next(s for s in scaling["sizes"] if s["name"] == size)
+    return {"run_seconds": row["run_seconds"], "distill_steps": row["steps"]["distill"],
+            "date": scaling["date"], "command": scaling["command"]}
+
+
+def point(name: str, model: dict, full_pt: float | None) -> dict:
+    r = json.loads((RESULTS / "ablation" / f"{name}.json").read_text())
+    val = r["validation"]
+    pt = val.get("full_pt", full_pt)
+    steps = (r.get("distill") or {}).get("steps")
+    blocks = (r.get("distill") or {}).get("blocks")
+    secs = model["run_seconds"]
+    kd = secs["distill"] * steps / model["distill_steps"]
+    post = secs["post_one_alpha"] + secs["teacher_cache"] + kd
+    gap = {m: (val[m] - val["full_zs"]) / (pt - val["full_zs"]) for m in ("post", "inference") if m in val}
+    return {"name": name, "lever": r["lever"], "blocks": blocks, "kd_steps": steps,
+            "kd_hours_here": round(kd / 3600, 2), "full_pt_over_post": round(secs["full_pt"] / post, 2),
+            "full_pt_over_post_user_and_transfer": round(secs["full_pt"] / secs["post_one_alpha"], 2),
+            "gap_closed": {m: round(g, 3) for m, g in gap.items()}, "validation": val, "full_pt": pt,
+            "validation_examples": r.get("validation_examples")}
+
+
+def table(points: list[dict]) -> str:
+    lines = ["| recipe | blocks × KD steps | KD hours (cost model) | full PT / POST (with distillation) | gap closed: POST | inference-time | student's own prompt (CPT, %) |",
+             "|---|---|---|---|---|---|---|"]
+    for p in points:
+        g = p["gap_closed"]
+        lines.append(f"| {p['name']} | {len(p['blocks'] or [])} × {p['kd_steps']} | {p['kd_hours_here']} | "
+                     f"{p['full_pt_over_post']}× | {g.get('post', float('nan')):.2f} | "
+                     f"{g.get('inference', float('nan')):.2f} | {100 * p['validation'].get('cpt', float('nan')):.1f} |")
+    return "\n".join(lines)
+
+
+def plot(points: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    xs = [p["full_pt_over_post"] for p in points]
+    for method, marker in (("post", "o"), ("inference", "s")):
+        ys = [p["gap_closed"].get(method) for p in points]
+        ax.plot(xs, ys, marker=marker, label="POST" if method == "post" else "inference-time")
+    for p in points:
+        ax.annotate(f"{len(p['blocks'] or [])}×{p['kd_steps']}", (p["full_pt_over_post"], p["gap_closed"].get("post")),
+                    textcoords="offset points", xytext=(4, -12), fontsize=8)
+    ax.axhline(0.80, color="grey", linestyle=":", label="goal 0.80")
+    ax.set_xlabel("full PT cost / POST cost (one private epoch, distillation included)")
+    ax.set_ylabel("gap closed (validation)")
+    ax.set_title("mr-smollm2: student recipe, quality vs cost")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="+", help="ablation rows (bench/results/ablation/<name>.json)")
+    parser.add_argument("--full-pt", type=float, default=None, help="full PT validation accuracy for rows without it")
+    args = parser.parse_args()
+    model = cost_model()
+    fallback = args.full_pt
+    if fallback is None:
+        suite_row = json.loads((RESULTS / "ablation" / "kd1200.json").read_text())["validation"]
+        fallback = suite_row.get("full_pt")
+    points = [point(n, model, fallback) for n in args.names]
+    from engine.artifacts import write_json
+    write_json(RESULTS / "quality_cost.json", {"cost_model": model, "points": points})
+    plot(points, RESULTS / "quality_cost.png")
+    print(table(points))
+
+
+if __name__ == "__main__":
+    main()
