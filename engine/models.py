@@ -38,38 +38,34 @@ def load(ref: str, seed: int = 0, trust_remote_code: bool = False):
             raise PostError(f"unknown tiny model {ref!r}: use tiny:gpt2 or tiny:llama")
         model, tokenizer = tiny(ref, seed=seed)
         return model, _ready(tokenizer)
-    folder = _local_folder(ref)
-    if folder is None:
-        require_hub("model", ref, cached=model_in_cache(ref))
-        folder = ref
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32,
-                                                     trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise PostError(f"cannot load model {ref!r}: {str(err).splitlines()[0]}") from None
-    return model.eval(), _ready(tokenizer)
+    return _from_pretrained(ref, trust_remote_code, dtype=torch.float32)
 
 
 def load_dispatched(ref: str, dtype: torch.dtype, max_memory: dict, trust_remote_code: bool = False):
     """`ref` split over the devices by accelerate (`device_map="auto"`): GPUs first, then the CPU, then
     disk, within `max_memory`. Its hooks move activations between devices; gradients reach a prompt
     through them. Loaded straight to its devices: the whole model never sits in one device's memory."""
+    import atexit
+    import shutil
+    import tempfile
+    memory = {int(k) if k.isdigit() else k: v for k, v in max_memory.items()} or None
+    scratch = tempfile.mkdtemp(prefix="post-offload-")  # written only for weights not already in safetensors
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    return _from_pretrained(ref, trust_remote_code, dtype=dtype, device_map="auto", max_memory=memory,
+                            offload_folder=scratch)
+
+
+def _from_pretrained(ref: str, trust_remote_code: bool, **how):
     folder = _local_folder(ref)
     if folder is None:
         require_hub("model", ref, cached=model_in_cache(ref))
         folder = ref
-    import tempfile
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    memory = {int(k) if k.isdigit() else k: v for k, v in max_memory.items()} or None
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=dtype, device_map="auto", max_memory=memory, trust_remote_code=trust_remote_code,
-            offload_folder=tempfile.mkdtemp(prefix="post-offload-"))  # used only for weights not in safetensors
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust_remote_code, **how)
     except (OSError, ValueError) as err:
-        raise PostError(f"cannot load model {ref!r} over devices: {str(err).splitlines()[0]}") from None
+        raise PostError(f"cannot load model {ref!r}: {str(err).splitlines()[0]}") from None
     return model.eval(), _ready(tokenizer)
 
 
