@@ -105,7 +105,7 @@ class ModelsConfig(Section):
 
 
 class TaskConfig(Section):
-    source: str = Field(description="smoke, an offline asset (mr, tweets, bbc, ...), a hub data set, or a local CSV/JSONL/parquet file or folder")
+    source: str = Field(description="smoke, an offline asset (mr, tweets, bbc, spam, ...), a hub data set, or a local CSV/JSONL/parquet file or folder")
     subset: str = Field("", description="Hub data set configuration (e.g. sst2 for glue)")
     text_fields: list[str] = Field(default_factory=lambda: ["text"])
     label_field: str = "label"

