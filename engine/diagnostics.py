@@ -23,28 +23,34 @@ Three groups, written to `<run>/diagnostics.json` and sent as a `Diagnostics` ev
   model's probability mass on the label words after the public template, and its class entropy.
 
 Thresholds (warnings; each value is in the JSON whatever it is). Evidence, measured with this module:
-the demo's run folder (`post run --preset demo`, 2026-11-29: SmolLM2-135M, 4-block student, 128
-public tweets; full_zs 53.6, cpt 50.4, direct 55.2, post 62.6 — its student's prompt is at chance,
-BENCHMARKS.md "Symptom": prompted-student AUC 0.59, margin std 0.19 vs the teacher's 1.0) and the
+the demo's run folder with its old 600-step student (`post run --preset demo`, 2026-11-29: SmolLM2-135M,
+4-block student, 128 public tweets; full_zs 53.6, cpt 50.4, direct 55.2, post 62.6 — its student's prompt
+is at chance, BENCHMARKS.md "Symptom"), the suite's SmolLM2 rows (1200-step students; gap closed on
+300 validation examples at α = 1, the demo's transfer now — BENCHMARKS.md "Generality"), and the
 learnable `smoke-learn` task (tests/test_smoke_learn.py; seeds 0–4, CPT 0.90–1.0, POST 0.86–0.91):
 
-| value | demo (prompt at chance) | smoke-learn, 5 seeds | zero-length prompt (smoke-learn) |
-|---|---|---|---|
-| shift_ratio | 0.15 | 1.32–3.48 | 0 |
-| margin_correlation | 0.15 | 0.48–0.84 | (same student) |
-| agreement | 0.99 | 0.40–0.76 | |
-| prompted_majority | 0.94 | 0.52–0.64 | |
-| shift_input_share | 0.007 | 0.70–1.00 | 0 |
+| value | demo, 600 steps (fails) | mr row (gap 0.65) | tweets row (gap 0.53; 0.02 at α = 0.5) | bbc row | smoke-learn, 5 seeds | zero-length prompt |
+|---|---|---|---|---|---|---|
+| shift_ratio | 0.15 | 0.155 | 0.25 | 0.79 | 1.32–3.48 | 0 |
+| margin_correlation | 0.15 | 0.39 | 0.29 | 0.41 | 0.48–0.84 | (same student) |
+| agreement | 0.99 | 0.99 | 0.97 | 0.25 | 0.40–0.76 | |
+| prompted_majority | 0.94 | 0.61 | 0.98 | 0.48 | 0.52–0.64 | |
+| shift_input_share | 0.007 | 0.008 | 0.031 | 0.30 | 0.70–1.00 | 0 |
 
-- `SHIFT_RATIO_MIN = 0.25`: between the demo's failing prompt (0.15) and the working ones (≥ 1.3).
-  On a tiny random model an *untuned* prompt already reaches ≈ 0.8 (its outputs are chaotic), so the
-  check catches a prompt that does nothing or only moves the bias, not every weak prompt. Not yet
-  measured on a real prompt that works (`mr-smollm2`: CPT 65, POST 75.4) — run it there to refine.
-- `FIDELITY_CORRELATION_MIN = 0.3`: between the demo's student (0.15; BENCHMARKS.md: linear probe
-  61.5 % vs the teacher's 82.0 %) and smoke-learn's (≥ 0.48). Agreement is reported but not judged:
-  the demo's student agrees 99 % with its teacher (both predict one class) while following nothing.
-- `MAJORITY_MAX = 0.95`: above it the transfer sees one target class; the demo's 0.94 (at chance)
-  stays under it, so this flags only a near-total collapse — such as the `smoke` preset's prompt
+- `SHIFT_RATIO_MIN = 0.1`: was 0.25, which warned on the `mr` row's prompt (0.155) that then closed
+  0.65 of the gap. A real prompt's input-dependent shift can be small and still carry the task; the
+  check now catches a prompt that does nothing or only moves the bias (0 and ≈ 1e-5 in the tests),
+  while the demo's failing student is caught by fidelity below. On a tiny random model an *untuned*
+  prompt already reaches ≈ 0.8 (its outputs are chaotic).
+- `FIDELITY_CORRELATION_MIN = 0.2`: was 0.3, which warned on the tweets row (0.29) whose transfer
+  closed 0.53 at α = 1; the demo's 600-step student (0.15; linear probe 61.5 % vs the teacher's 82.0 %),
+  whose transfer failed, stays below it. Agreement is reported but not judged: the demo's student
+  agrees 99 % with its teacher (both predict one class) while following nothing, and the bbc row's
+  agrees 25 % on 5 classes while following the margins (0.41).
+- `MAJORITY_MAX = 0.95`: above it the transfer sees one target class. The tweets row (public set:
+  movie reviews) is at 0.98: its transfer closed 0.02 of the gap at α = 0.5 and 0.53 at α = 1 (a 512-text
+  public set: 0.975, 0.64), so the warning marks a weaker transfer, not a hopeless one. The demo's 0.94
+  (at chance) stays under it; the check flags a near-total collapse — such as the `smoke` preset's prompt
   (60 tuning steps, full PT = zero-shot: at chance) in the tests' short runs: 0.97 (shift ratio 0.81,
   correlation 0.35: only this check tells that its prompt carries nothing).
 - `MIN_PUBLIC = 32`: fewer public inputs cannot show a spread (the paper: < 100 already worked; the
@@ -62,8 +68,8 @@ import torch
 from engine import artifacts, records
 from engine.events import Diagnostics
 
-SHIFT_RATIO_MIN = 0.25
-FIDELITY_CORRELATION_MIN = 0.3
+SHIFT_RATIO_MIN = 0.1
+FIDELITY_CORRELATION_MIN = 0.2
 MAJORITY_MAX = 0.95
 MIN_PUBLIC = 32
 FILE = "diagnostics.json"
