@@ -39,7 +39,10 @@ def student_identity(ctx) -> dict:
     if folder is not None:
         from engine import kit, manifest
         return {"kit": manifest.fingerprint(ctx.once(("kit", str(folder)), lambda: kit.verify(folder)))}
-    return {"ref": ref, "key": ctx.once(("student_hash", ref), lambda: content_id(ref))}
+    # A run recorded before students were kits keeps its recorded folder name as the reference even after
+    # a later run wrapped that folder into a kit: the student files, hence the key, did not change.
+    named = ref if ctx.config.student_source == "given" else loading.legacy_student_path(ctx)
+    return {"ref": named, "key": ctx.once(("student_hash", ref), lambda: content_id(ref))}
 
 
 def content_id(ref: str) -> str:

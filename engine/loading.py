@@ -40,12 +40,21 @@ def student_ref(ctx) -> str:
     if folder is not None:
         ctx.once(("kit", str(folder)), lambda: kit.verify(folder))
         return str(kit.student_folder(folder))
+    path = legacy_student_path(ctx)
+    if kit.is_kit(Path(path)):  # since wrapped into a kit in place (kit.adopt) by a later run: same files, one level down
+        ctx.once(("kit", path), lambda: kit.verify(Path(path)))
+        return str(kit.student_folder(Path(path)))
+    return path
+
+
+def legacy_student_path(ctx) -> str:
+    """The folder a run's distill record names when it was written before students were kits."""
     from engine.artifacts import DamagedArtifact, read_json_dict
     record = ctx.run_dir / "distill" / "student.json"
     path = read_json_dict(record, "student record").get("path")
     if not isinstance(path, str) or not path:
         raise DamagedArtifact(f"{record}: damaged student record (no path): resume the run, distill runs again")
-    return path  # a folder distilled before students were kits
+    return path
 
 
 def student_kit(ctx) -> Path | None:

@@ -139,6 +139,29 @@ def test_a_student_cached_before_kits_is_wrapped_not_distilled_again(tmp_path):
     assert kit.fingerprint_of(folder) == before  # the same files: the same kit
 
 
+def test_a_run_recorded_before_kits_survives_another_run_wrapping_its_student(tmp_path):
+    """A run folder from an earlier post names the student folder itself; a later run may wrap that
+    folder into a kit in place. The old run must still load its student, with the same identity (or
+    every finished stage after distill would run again)."""
+    import shutil
+    from engine import fingerprints, kit, loading
+    summary, _ = distill(tmp_path, "old", "distill.steps=3")
+    folder = cache_root() / "students" / summary["key"]
+    for path in (folder / "student").iterdir():  # the earlier layout, and the earlier record
+        shutil.move(str(path), folder / path.name)
+    (folder / "student").rmdir()
+    (folder / "manifest.json").unlink()
+    (tmp_path / "old" / "distill" / "student.json").write_text(json.dumps({"path": str(folder), "key": summary["key"]}))
+    ctx = RunContext(load_config("smoke", overrides=['distill.loss="hidden"', "distill.steps=3"]), tmp_path / "old")
+    before = fingerprints.student_identity(ctx)
+    assert loading.student_ref(ctx) == str(folder)
+    distill(tmp_path, "new", "distill.steps=3")  # wraps the folder into a kit
+    assert kit.is_kit(folder)
+    ctx = RunContext(load_config("smoke", overrides=['distill.loss="hidden"', "distill.steps=3"]), tmp_path / "old")
+    assert loading.student_ref(ctx) == str(folder / "student")
+    assert fingerprints.student_identity(ctx) == before
+
+
 def test_a_corpus_file_edited_in_place_makes_a_new_student(tmp_path):
     def on(path):
         return f'distill.corpus="{path}"', 'distill.corpus_split="train"', "distill.steps=2"
