@@ -152,6 +152,13 @@ def test_a_run_recorded_before_kits_survives_another_run_wrapping_its_student(tm
     (folder / "student").rmdir()
     (folder / "manifest.json").unlink()
     (tmp_path / "old" / "distill" / "student.json").write_text(json.dumps({"path": str(folder), "key": summary["key"]}))
+    from engine import artifacts, records
+    stage = tmp_path / "old" / "distill"
+    record = records.read(stage)
+    record["artifacts"]["student"]["sha256"] = artifacts.sha256_of(folder)  # what an earlier post recorded
+    record["artifacts"]["record"]["sha256"] = artifacts.sha256_of(stage / "student.json")
+    artifacts.write_json(records.path_of(stage), record)
+    assert records.why_not_done(stage, record["inputs"]) is None
     ctx = RunContext(load_config("smoke", overrides=['distill.loss="hidden"', "distill.steps=3"]), tmp_path / "old")
     before = fingerprints.student_identity(ctx)
     assert loading.student_ref(ctx) == str(folder)
@@ -160,6 +167,7 @@ def test_a_run_recorded_before_kits_survives_another_run_wrapping_its_student(tm
     ctx = RunContext(load_config("smoke", overrides=['distill.loss="hidden"', "distill.steps=3"]), tmp_path / "old")
     assert loading.student_ref(ctx) == str(folder / "student")
     assert fingerprints.student_identity(ctx) == before
+    assert records.why_not_done(stage, record["inputs"]) is None  # its distill stage still counts as done
 
 
 def test_a_corpus_file_edited_in_place_makes_a_new_student(tmp_path):
