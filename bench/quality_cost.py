@@ -72,10 +72,11 @@ def plot(points: list[dict], path: Path) -> bool:
     xs = [p["full_pt_over_post"] for p in points]
     for method, marker in (("post", "o"), ("inference", "s")):
         ys = [p["gap_closed"].get(method) for p in points]
-        ax.plot(xs, ys, marker=marker, label="POST" if method == "post" else "inference-time")
+        ax.scatter(xs, ys, marker=marker, label="POST" if method == "post" else "inference-time (no transfer training)")
     for p in points:
-        ax.annotate(f"{len(p['blocks'] or [])}×{p['kd_steps']}", (p["full_pt_over_post"], p["gap_closed"].get("post")),
-                    textcoords="offset points", xytext=(4, -12), fontsize=8)
+        ax.annotate(f"{p['name']}: {len(p['blocks'] or [])} blocks × {p['kd_steps']}",
+                    (p["full_pt_over_post"], p["gap_closed"].get("post")), textcoords="offset points",
+                    xytext=(4, -12), fontsize=7)
     ax.axhline(0.80, color="grey", linestyle=":", label="goal 0.80")
     ax.set_xlabel("full PT cost / POST cost (one private epoch, distillation included)")
     ax.set_ylabel("gap closed (validation)")
