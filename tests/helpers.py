@@ -41,3 +41,14 @@ def sentencepiece_style_tokenizer(vocab_size: int = 600):
     tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
                                    pad_token="</s>", add_bos_token=True)
+
+
+def run_with_sets(out, sets, preset: str = "smoke"):
+    """`post run --preset PRESET --out OUT --set S ...` through the CLI; the typer Result."""
+    from typer.testing import CliRunner
+
+    from post_tui.cli import app
+    args = ["run", "--preset", preset, "--out", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    return CliRunner().invoke(app, args)

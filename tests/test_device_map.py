@@ -94,10 +94,8 @@ def test_a_run_on_a_split_large_model_matches_the_whole_one(tmp_path):
     (['models.large="x"', 'models.device_map="auto"', "models.max_memory={gpu0=5}"], "use a GPU index"),
 ])
 def test_split_settings_that_cannot_work_are_refused_in_one_line(tmp_path, sets, message):
-    args = ["run", "--preset", "smoke", "--out", str(tmp_path / "r")]
-    for s in sets:
-        args += ["--set", s]
-    result = runner.invoke(app, args)
+    from tests.helpers import run_with_sets
+    result = run_with_sets(tmp_path / "r", sets)
     assert result.exit_code == 2 and message in result.output, result.output
     assert "Traceback" not in result.output and not (tmp_path / "r").exists()
 

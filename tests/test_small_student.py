@@ -72,10 +72,8 @@ def test_aligning_the_smaller_model_to_the_large_one(tmp_path):
     (['models.small="x"', "distill.align=true", 'distill.loss="hidden"'], 'distill.loss = "kd"'),
 ])
 def test_align_settings_that_cannot_work_are_refused(tmp_path, sets, message):
-    args = ["run", "--preset", "smoke", "--out", str(tmp_path / "r")]
-    for s in sets:
-        args += ["--set", s]
-    result = runner.invoke(app, args)
+    from tests.helpers import run_with_sets
+    result = run_with_sets(tmp_path / "r", sets)
     assert result.exit_code == 2 and message in result.output, result.output
 
 
