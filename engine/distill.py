@@ -59,7 +59,7 @@ def weights_fingerprint(model) -> str:
     ends = (named[0][0], named[-1][0])
     found = dict(read_weights(model, lambda k: k in ends))  # offloaded by accelerate: read back from disk
     for name in ends:
-        h.update(found[name].flatten()[:4096].float().numpy().tobytes())
+        h.update(found[name].flatten()[:4096].float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

@@ -79,5 +79,11 @@ def student_folder(folder: Path) -> Path:
     return Path(folder) / "student"
 
 
+def student_files(folder: Path) -> Path:
+    """Where a recorded student's files are: in `student/` once the folder is a kit — also a folder an
+    earlier post recorded and a later run wrapped into a kit in place (adopt) — else the folder itself."""
+    return student_folder(folder) if is_kit(folder) else Path(folder)
+
+
 def fingerprint_of(folder: Path) -> str:
     return manifest.fingerprint(verify(folder))

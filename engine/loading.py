@@ -40,11 +40,10 @@ def student_ref(ctx) -> str:
     if folder is not None:
         ctx.once(("kit", str(folder)), lambda: kit.verify(folder))
         return str(kit.student_folder(folder))
-    path = legacy_student_path(ctx)
-    if kit.is_kit(Path(path)):  # since wrapped into a kit in place (kit.adopt) by a later run: same files, one level down
-        ctx.once(("kit", path), lambda: kit.verify(Path(path)))
-        return str(kit.student_folder(Path(path)))
-    return path
+    path = Path(legacy_student_path(ctx))
+    if kit.is_kit(path):  # since wrapped into a kit in place by a later run: checked like any kit
+        ctx.once(("kit", str(path)), lambda: kit.verify(path))
+    return str(kit.student_files(path))
 
 
 def legacy_student_path(ctx) -> str:

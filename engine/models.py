@@ -209,9 +209,10 @@ def _student_config(config, keep: list[int]):
 
 
 def read_weights(model: nn.Module, wanted) -> list[tuple[str, torch.Tensor]]:
-    """(name, CPU copy) of every tensor of `model` whose name `wanted` accepts. Weights accelerate
-    offloaded (the module's own tensors on 'meta') are read back one module at a time, so a teacher
-    split over devices or disk never needs to fit in memory whole — only the blocks the student keeps."""
+    """(name, tensor) of every tensor of `model` whose name `wanted` accepts: resident ones as they are
+    (no copy: callers copy what they keep, load_state_dict does), and weights accelerate offloaded (the
+    module's own tensors on 'meta') read back to the CPU one module at a time, so a teacher split over
+    devices or disk never needs to fit in memory whole — only the blocks the student keeps."""
     import contextlib
     from accelerate.utils import align_module_device, has_offloaded_params
     out = []
@@ -221,9 +222,12 @@ def read_weights(model: nn.Module, wanted) -> list[tuple[str, torch.Tensor]]:
         keys = [k for k in own if wanted(f"{name}.{k}" if name else k)]
         if not keys:
             continue
-        with align_module_device(module, "cpu") if has_offloaded_params(module) else contextlib.nullcontext():
+        offloaded = has_offloaded_params(module)
+        with align_module_device(module, "cpu") if offloaded else contextlib.nullcontext():
             tensors = {**dict(module.named_parameters(recurse=False)), **dict(module.named_buffers(recurse=False))}
-            out += [(f"{name}.{k}" if name else k, tensors[k].detach().to("cpu", copy=True)) for k in keys]
+            # an offloaded module's tensors go back to 'meta' when the context ends: keep a copy of those only
+            out += [(f"{name}.{k}" if name else k, tensors[k].detach().to("cpu", copy=True) if offloaded
+                     else tensors[k].detach()) for k in keys]
     return out
 
 

@@ -99,10 +99,10 @@ def why_not_done(stage_dir: Path, inputs: dict) -> str | None:
 def _matches(file: Path, sha256: str | None) -> bool:
     if artifacts.sha256_of(file) == sha256:
         return True
-    # A student folder recorded by an earlier post, since wrapped into a kit in place by a later run
-    # (engine.kit.adopt): the same files one level down, so the same tree digest there.
+    # A student folder recorded by an earlier post, since wrapped into a kit in place by a later run:
+    # the same files one level down, so the same tree digest there.
     from engine import kit
-    return file.is_dir() and kit.is_kit(file) and artifacts.sha256_of(kit.student_folder(file)) == sha256
+    return file.is_dir() and kit.is_kit(file) and artifacts.sha256_of(kit.student_files(file)) == sha256
 
 
 def _relative(stage_dir: Path, path: Path) -> str:
