@@ -63,8 +63,9 @@ def launched_world() -> int:
         raise PostError(f"WORLD_SIZE={raw!r} is not a number of processes") from None
 
 
-def init_from_env(timeout_s: float = TIMEOUT_S) -> bool:
-    """Join the process group torchrun set up (gloo on CPU, nccl on CUDA); True when W > 1.
+def init_from_env(device: str = "auto", timeout_s: float = TIMEOUT_S) -> bool:
+    """Join the process group torchrun set up; True when W > 1. `device` is runtime.device: nccl
+    when the ranks compute on CUDA (one GPU per process, the local rank's), gloo on the CPU.
 
     The world size seen is checked against WORLD_SIZE: a launcher that silently fell back to one
     process must not look like a distributed run."""
@@ -76,7 +77,7 @@ def init_from_env(timeout_s: float = TIMEOUT_S) -> bool:
         if missing:
             raise PostError(f"WORLD_SIZE={want} but {', '.join(missing)} not set: start post with "
                             "torchrun --nproc_per_node=N -m post_tui.cli ...")
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = backend_for(device)
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
@@ -84,6 +85,28 @@ def init_from_env(timeout_s: float = TIMEOUT_S) -> bool:
     if seen != want:
         raise PostError(f"torch.distributed sees {seen} processes but WORLD_SIZE={want}")
     return True
+
+
+def backend_for(device: str, local: int | None = None) -> str:
+    """nccl or gloo for runtime.device, refusing before any process group exists what nccl would
+    only fail on later (two ranks on one GPU: nccl stops with "Duplicate GPU detected"). `local`:
+    the processes on this machine (torchrun's LOCAL_WORLD_SIZE when not given)."""
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if not cuda:
+        return "gloo"
+    if device.startswith("cuda:"):
+        raise PostError(f"runtime.device = {device} under several processes: each process takes the GPU of "
+                        "its local rank; use runtime.device = \"cuda\" (or \"auto\")")
+    if not torch.cuda.is_available():
+        raise PostError("runtime.device = cuda under several processes but no CUDA device is available here: "
+                        "use auto or cpu")
+    if local is None:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")) or 1)
+    gpus = torch.cuda.device_count()
+    if local > gpus:
+        raise PostError(f"{local} processes on this machine but {gpus} GPU(s): nccl needs one GPU per process; "
+                        f"use --nproc {gpus}, or runtime.device = \"cpu\" for processes on the CPU")
+    return "nccl"
 
 
 @contextlib.contextmanager

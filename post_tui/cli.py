@@ -141,7 +141,7 @@ def _execute(config, out, stages=None, resume=False, force=False) -> dict | None
     from engine import distributed
     from engine.pipeline import run
     from post_tui.render import results_table
-    if distributed.init_from_env():
+    if distributed.init_from_env(config.runtime.device):
         if resume or stages is not None:
             raise PostError("several processes (torchrun) run the whole pipeline on a new run folder only: "
                             "--resume and single stages run with one process (post run --resume RUN_DIR)")
@@ -214,9 +214,11 @@ def run_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOp
             nproc: int = typer.Option(1, "--nproc", min=1, help="Processes on this machine (re-launches under torchrun)")) -> None:
     """The whole pipeline: distill → tune → (full PT) → transfer → eval."""
     def go():
+        cfg = _config_for(preset, config, sets, resume)  # a bad config is refused before torchrun starts
         if nproc > 1:
+            from engine.distributed import backend_for
+            backend_for(cfg.runtime.device, local=nproc)  # e.g. more processes than GPUs: one line here
             _relaunch_under_torchrun(nproc)
-        cfg = _config_for(preset, config, sets, resume)
         _execute(cfg, resume or out, resume=resume is not None)
     guarded(go)
 

@@ -396,7 +396,8 @@ def _cli(tmp_path: Path, out: str, world: int, extra=()) -> dict:
     cmd = [*launcher, "-m", "post_tui.cli", "run", "--preset", "smoke", "--out", str(tmp_path / out)]
     for s in sets:
         cmd += ["--set", s]
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)  # keep the caller's too
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=DEADLINE_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((tmp_path / out / "results.json").read_text())
@@ -445,3 +446,36 @@ def test_under_a_launcher_only_post_run_is_accepted(monkeypatch):
         _only_run_under_a_launcher(["bench", "--preset", "smoke"])
     monkeypatch.setenv("WORLD_SIZE", "1")
     _only_run_under_a_launcher(["bench", "--preset", "smoke"])
+
+
+def test_the_backend_follows_runtime_device_and_nccl_gets_one_gpu_per_process(monkeypatch):
+    from engine import distributed
+    from engine.errors import PostError
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert distributed.backend_for("cpu") == "gloo"  # CPU processes on a GPU machine: gloo, not nccl
+    assert distributed.backend_for("auto") == distributed.backend_for("cuda") == "nccl"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(PostError, match="2 processes on this machine but 1 GPU"):
+        distributed.backend_for("auto")
+    with pytest.raises(PostError, match="takes the GPU of its local rank"):
+        distributed.backend_for("cuda:0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.backend_for("auto") == "gloo"
+
+
+def test_post_run_refuses_more_processes_than_gpus_before_torchrun_starts(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    from typer.testing import CliRunner
+
+    from post_tui import cli
+
+    def must_not_start(nproc):
+        raise AssertionError("torchrun was started")
+    monkeypatch.setattr(cli, "_relaunch_under_torchrun", must_not_start)  # (it would replace this process)
+    result = CliRunner().invoke(cli.app, ["run", "--preset", "smoke", "--out", str(tmp_path / "r"), "--nproc", "2",
+                                          "--set", 'runtime.device="auto"'])
+    assert result.exit_code == 2 and "2 processes on this machine but 1 GPU" in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "r").exists()
