@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from engine import alpha as alpha_policy
-from engine import artifacts, fingerprints, loading, methods, ranks, records
+from engine import artifacts, fingerprints, loading, methods, ranks, records, verdict
 from engine.config import RunConfig, to_toml
 from engine.context import RunContext
 from engine.distill import run_distill
@@ -98,6 +98,9 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
                "seconds": {s: round(seconds.get(s, 0.0), 2) for s in ("distill", "tune", "transfer", "full_pt", "eval")},
                "test_examples": len(loading.task(ctx, loading.large(ctx)[1])["test"]),
                "privacy": _privacy(ctx), "memory": {"ranks": ranks.peaks()}}  # each process's peak
+    results["verdict"] = verdict.checks(accuracy, results["test_examples"], len(cfg.task.label_words))
+    for message in verdict.warnings(results["verdict"]):
+        ctx.log(message, "warning")
     eval_dir = ctx.stage_dir("eval")
     artifacts.write_json(eval_dir / "accuracy.json", accuracy)
     path = ctx.run_dir / "results.json"

@@ -203,6 +203,7 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
             "validation": val, "validation_gap_closed": gap_closed(val) if val else None,
             "alpha": results["alpha"], "minutes": minutes, "test_examples": results["test_examples"],
             "classes": len(config.task.label_words), "diagnostics": _diagnostics(run_dir),
+            "verdict": results.get("verdict"),
             "method": {k: getattr(config, k).model_dump() for k in ("distill", "tune", "transfer")}}
 
 

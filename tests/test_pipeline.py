@@ -41,6 +41,10 @@ def test_smoke_writes_every_result_field(smoke_run):
     assert all(0.0 <= a <= 1.0 for a in results["accuracy"].values())
     assert set(results["seconds"]) == {"distill", "tune", "transfer", "full_pt", "eval"}
     assert results["privacy"] is None
+    # the verdict: every judged pair, each warning also in the events (smoke is at chance: warnings expected)
+    assert {c["name"] for c in results["verdict"]} == {"post_above_zero_shot", "post_above_direct", "student_prompt_works"}
+    logged = [json.loads(line).get("message", "") for line in (smoke_run / "events.jsonl").read_text().splitlines()]
+    assert all(c["message"] in logged for c in results["verdict"] if c["status"] == "warning")
     for name in ("config.toml", "events.jsonl", "distill/student.json", "tune/prompt.safetensors",
                  "full_pt/prompt.safetensors", "transfer/post.safetensors", "eval/accuracy.json"):
         assert (smoke_run / name).is_file(), name
