@@ -191,6 +191,7 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
     from datetime import datetime, timezone
 
     from engine.artifacts import read_json_dict
+    from engine import verdict
     from engine.bench import machine
     results = read_json_dict(run_dir / "results.json", "results")
     minutes = {stage: round(s / 60, 2) for stage, s in results["seconds"].items()}
@@ -198,12 +199,14 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
     val = validation_accuracy(config, run_dir) if validation else None
     return {"suite": suite, "row": row, "task": config.task.source, "large": config.models.large,
             "public": config.public.source, "run_dir": str(run_dir),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+            # when the row's results were written (a report of a finished row does not re-date it)
+            "date": datetime.fromtimestamp((run_dir / "results.json").stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine(),
             "accuracy": results["accuracy"], "gap_closed": results["gap_closed"],
             "validation": val, "validation_gap_closed": gap_closed(val) if val else None,
             "alpha": results["alpha"], "minutes": minutes, "test_examples": results["test_examples"],
             "classes": len(config.task.label_words), "diagnostics": _diagnostics(run_dir),
-            "verdict": results.get("verdict"),
+            "verdict": verdict.checks(results["accuracy"], results["test_examples"], len(config.task.label_words)),
             "method": {k: getattr(config, k).model_dump() for k in ("distill", "tune", "transfer")}}
 
 

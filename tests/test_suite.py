@@ -60,6 +60,7 @@ def test_each_row_is_a_run_with_a_json(suite_run):
         # what the diagnostics said before the transfer, beside the gap it then closed
         assert report["diagnostics"]["values"]["prompt"]["shift_ratio"] >= 0
         assert isinstance(report["diagnostics"]["warnings"], list)
+        assert {c["name"] for c in report["verdict"]} >= {"post_above_zero_shot", "student_prompt_works"}
     table = (root / "results" / "suite.md").read_text()
     assert "| a |" in table and "| b |" in table and "Mean gap closed over 2 rows" in table
 
@@ -75,9 +76,11 @@ def test_rerun_skips_finished_rows(suite_run):
     root, args = suite_run
     watched = [root / "runs" / r / s for r in ("a", "b") for s in ("eval/done.json", "tune/prompt.safetensors")]
     before = [p.stat().st_mtime_ns for p in watched]
+    dated = json.loads((root / "results" / "a.json").read_text())["date"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert [p.stat().st_mtime_ns for p in watched] == before
+    assert json.loads((root / "results" / "a.json").read_text())["date"] == dated  # the row's date, not the report's
 
 
 def test_rerun_resumes_an_interrupted_row(suite_run):
