@@ -6,9 +6,9 @@ eval's accuracies on the user's own split, where the answer is known. Three chec
 
 - **POST above the large model's zero-shot** — otherwise the user is better served by the large
   model as it is. When the student's own prompted accuracy (CPT) is itself below that zero-shot,
-  the student knows less of the task than the large model, and no α can make the transferred prompt
-  add what the student lacks (measured: the BBC-topics row, CPT 70.9 < zero-shot 79.8, POST 78.4 at
-  α = 1 and 0.5 alike — BENCHMARKS.md "Generality"): the lever is the student.
+  the student knows less of the task than the large model, and the transfer has nothing to add
+  (measured: the BBC-topics row, CPT 70.9 < zero-shot 79.8, POST 78.4; 3× the transfer steps: lower
+  still — BENCHMARKS.md "Levers on the BBC row"): the lever is the student first.
 - **POST above direct transfer** — otherwise the transfer training did nothing the student's prompt
   as it is would not do.
 - **CPT clearly above chance** — otherwise the student's prompt has nothing to transfer.
@@ -34,7 +34,7 @@ def checks(accuracy: dict[str, float], examples: int, num_classes: int) -> list[
             out.append(_warn("post_above_zero_shot",
                              f"POST {post:.1%} does not beat the large model's zero-shot {zs:.1%}, and the student's own "
                              f"prompt ({cpt:.1%}) is below that zero-shot too: the student knows less of this task than "
-                             f"the large model, so no transfer setting can add it — use the large model as it is, or "
+                             f"the large model, so the transfer has nothing to add — use the large model as it is, or "
                              f"{ADVICE_STUDENT}"))
         else:
             reach = f" although the student's prompt reaches {cpt:.1%}" if cpt is not None else ""
