@@ -224,12 +224,15 @@ def _diagnostics(run_dir: Path) -> dict | None:
 
 
 def summary(rows: dict[str, dict]) -> dict:
-    """What the issue's goals ask of the table: mean gap closed, POST above Direct and Full ZS per row."""
+    """What the issue's goals ask of the table: mean gap closed, POST above Direct and Full ZS per row
+    (the verdict's checks: above by more than one example)."""
     gaps = [r["gap_closed"] for r in rows.values() if r["gap_closed"] is not None]
-    beats = {name: {"post>direct": _above(r, "direct"), "post>full_zs": _above(r, "full_zs")} for name, r in rows.items()}
+    beats = {name: {"post>direct": _passed(r, "post_above_direct"), "post>full_zs": _passed(r, "post_above_zero_shot")}
+             for name, r in rows.items()}
     return {"rows": len(rows), "mean_gap_closed": sum(gaps) / len(gaps) if gaps else None, "post_above": beats}
 
 
-def _above(row: dict, other: str) -> bool | None:
-    acc = row["accuracy"]
-    return None if other not in acc or "post" not in acc else acc["post"] > acc[other]
+def _passed(row: dict, check: str) -> bool | None:
+    """The row's verdict on `check`; None where it was not judged (a method not scored)."""
+    found = {c["name"]: c["status"] for c in row.get("verdict") or []}
+    return None if check not in found else found[check] == "ok"

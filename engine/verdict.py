@@ -19,8 +19,7 @@ measured, it is not a significance test.
 """
 from __future__ import annotations
 
-ADVICE_STUDENT = ("a stronger student: more blocks (distill.blocks), more distillation steps (distill.steps), "
-                  "or a smaller pre-trained model of the family (models.small)")
+from engine.diagnostics import ADVICE_STUDENT  # the same advice the diagnostics give before the transfer
 
 
 def checks(accuracy: dict[str, float], examples: int, num_classes: int) -> list[dict]:
@@ -35,7 +34,7 @@ def checks(accuracy: dict[str, float], examples: int, num_classes: int) -> list[
                              f"POST {post:.1%} does not beat the large model's zero-shot {zs:.1%}, and the student's own "
                              f"prompt ({cpt:.1%}) is below that zero-shot too: the student knows less of this task than "
                              f"the large model, so the transfer has nothing to add — use the large model as it is, or "
-                             f"{ADVICE_STUDENT}"))
+                             f"a stronger student: {ADVICE_STUDENT}"))
         else:
             reach = f" although the student's prompt reaches {cpt:.1%}" if cpt is not None else ""
             out.append(_warn("post_above_zero_shot",
@@ -54,7 +53,7 @@ def checks(accuracy: dict[str, float], examples: int, num_classes: int) -> list[
             out.append(_ok("student_prompt_works", f"the student's prompt {cpt:.1%} vs chance {chance:.1%}"))
         else:
             out.append(_warn("student_prompt_works", f"the student's own prompt is at chance ({cpt:.1%}, chance "
-                             f"{chance:.1%}): there is nothing to transfer — {ADVICE_STUDENT}"))
+                             f"{chance:.1%}): there is nothing to transfer — try {ADVICE_STUDENT}"))
     return out
 
 

@@ -52,3 +52,17 @@ def run_with_sets(out, sets, preset: str = "smoke"):
     for s in sets:
         args += ["--set", s]
     return CliRunner().invoke(app, args)
+
+
+# A smoke run cut to seconds: the tests that compare two runs of it (split model, GPU vs CPU).
+FAST = ["tune.steps=12", "transfer.steps=10", "distill.steps=20", "eval.full_pt=false"]
+
+
+def saved_tiny(family: str, folder, seed: int = 0):
+    """A tiny model and its tokenizer saved as a Hugging Face folder (what a real model ref points at);
+    the in-memory model in eval mode and the folder's path."""
+    from engine.tiny import tiny
+    model, tokenizer = tiny(f"tiny:{family}", seed=seed)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model.eval(), str(folder)

@@ -110,3 +110,15 @@ def test_shipped_suite_rows_validate():
 def test_suite_with_preset_is_one_line_error(tmp_path):
     result = runner.invoke(app, ["bench", "--suite", "offline", "--preset", "smoke"])
     assert result.exit_code == 2 and "--suite runs the suite's own rows" in result.output
+
+
+def test_the_tables_post_above_is_the_verdicts_rule():
+    from engine.suite import summary
+    from engine.verdict import checks
+    tie = {"full_zs": 0.60, "cpt": 0.75, "direct": 0.55, "post": 0.6 + 0.5 / 300}  # above by less than one example
+    rows = {name: {"gap_closed": None, "verdict": checks(acc, 300, 2)} for name, acc in
+            {"tie": tie, "win": {**tie, "post": 0.70}, "unscored": {"cpt": 0.75}}.items()}
+    beats = summary(rows)["post_above"]
+    assert beats["tie"] == {"post>direct": True, "post>full_zs": False}
+    assert beats["win"] == {"post>direct": True, "post>full_zs": True}
+    assert beats["unscored"] == {"post>direct": None, "post>full_zs": None}
