@@ -178,11 +178,26 @@ class PublicConfig(Section):
     split: str = "train"
     size: int = Field(128, ge=1, description="Number of public examples used for transfer")
     max_length: int = Field(64, ge=4)
+    prefix: str = Field("", description="With source = \"generated\": the text the large model continues for each "
+                        "class ({label}: the class's first label word) to write the public set itself")
 
     @field_validator("template")
     @classmethod
     def _template(cls, value: str, info) -> str:
         return check_template(value, info.data.get("text_fields", ["text"]))
+
+    @model_validator(mode="after")
+    def _generated(self):
+        from engine.data.generated import GENERATED, check_prefix
+        if self.source == GENERATED:
+            try:
+                check_prefix(self.prefix)
+            except ValueError as err:
+                raise ValueError(f"public.prefix {err}") from None
+        elif self.prefix:
+            raise ValueError(f"public.prefix is read only with public.source = \"{GENERATED}\" (the large model "
+                             f"writes the public set); public.source is {self.source!r}: remove public.prefix")
+        return self
 
 
 class DistillConfig(Section):

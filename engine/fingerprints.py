@@ -76,7 +76,10 @@ def full_pt_inputs(ctx) -> dict:
 def transfer_settings(ctx) -> dict:
     """Everything a transfer prompt depends on except α (the small prompt's bytes included)."""
     cfg = ctx.config
-    return {"transfer": cfg.transfer.model_dump(exclude={"alpha", "methods"}), "public": cfg.public.model_dump(),
+    public = cfg.public.model_dump(exclude={"prefix"} if not cfg.public.prefix else set())  # keys of runs made before public.prefix stay
+    if cfg.public.prefix:  # a generated public set depends on the label words its prefixes name
+        public["labels"] = [words[0] for words in cfg.task.label_words]
+    return {"transfer": cfg.transfer.model_dump(exclude={"alpha", "methods"}), "public": public,
             "large": cfg.models.large, "student": student_identity(ctx), **_runtime(cfg),
             "small_prompt": _file_hash(loading.small_prompt_path(ctx))}
 

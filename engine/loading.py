@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine import models
-from engine.data.tasks import Examples, load_public, load_task
+from engine.data import generated
+from engine.data.tasks import Examples, encode, load_public, load_task
 from engine.errors import PostError
 from engine.verbalizer import Verbalizer
 
@@ -91,7 +92,17 @@ def task(ctx, tokenizer) -> dict[str, Examples]:
 
 
 def public(ctx, tokenizer) -> Examples:
-    return ctx.once("public", lambda: load_public(ctx.config.public, tokenizer, ctx.config.runtime.seed))
+    """The public set: read from its source, or written by the large model (public.source = "generated")."""
+    cfg = ctx.config.public
+    if cfg.source != generated.GENERATED:
+        return ctx.once("public", lambda: load_public(cfg, tokenizer, ctx.config.runtime.seed))
+
+    def write():
+        from engine.prompt import bos_id
+        model, _ = large(ctx)
+        texts = generated.texts_for(ctx, model, tokenizer, bos_id(tokenizer))
+        return Examples([encode(tokenizer, cfg.template, {"text": t}, ["text"], cfg.max_length) for t in texts])
+    return ctx.once("public", write)
 
 
 def _dispatched(ctx):

@@ -23,6 +23,7 @@ from engine import alpha as alpha_policy
 from engine import artifacts, fingerprints, loading, methods, ranks, records, verdict
 from engine.config import RunConfig, to_toml
 from engine.context import RunContext
+from engine.data.generated import GENERATED
 from engine.distill import run_distill
 from engine.errors import PostError
 from engine.events import (EventBus, JsonlWriter, RunFailed, RunFinished, RunStarted, StageFailed,
@@ -174,7 +175,7 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
             from engine.sampling import steps_for
             check_config(cfg.privacy, len(train), cfg.tune.batch_size,
                          steps_for(len(train), cfg.tune.batch_size, cfg.tune.steps, cfg.tune.epochs))
-    if "transfer" in stages:
+    if "transfer" in stages and cfg.public.source != GENERATED:  # a generated set is written in the transfer stage
         loading.public(ctx, tokenizer)
     if "transfer" in stages and cfg.transfer.alpha == "auto" and not cfg.eval.full_zs:
         raise PostError("transfer.alpha = \"auto\" needs the zero-shot accuracy: set eval.full_zs = true or a number for alpha")

@@ -25,7 +25,7 @@ from engine.errors import PostError
 from engine.presets import preset_data
 
 # what a task card may set: the task, never the method
-TASK_KEYS = ("task.", "public.source", "public.template", "public.split", "public.text_field",
+TASK_KEYS = ("task.", "public.source", "public.prefix", "public.template", "public.split", "public.text_field",
              "distill.template")
 ROW_KEYS = {"name", "task", "large"}
 
@@ -69,7 +69,7 @@ def _check_card(suite: str, task: str, card: dict[str, Any]) -> None:
     for key in card:
         if not key.startswith(TASK_KEYS):
             raise PostError(f"suite {suite}, task card {task}: {key} is a method setting, not part of a task "
-                            f"(a card may set task.*, public.source/template/split/text_field, distill.template)")
+                            f"(a card may set task.*, public.source/prefix/template/split/text_field, distill.template)")
 
 
 def row_configs(name: str, only: list[str] | None = None, overrides: list[str] | None = None) -> dict[str, RunConfig]:
