@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import string
+import time
 
 import torch
 
@@ -54,8 +55,10 @@ def key(model_id: str, prefix: str, label_words: list[list[str]], size: int, max
 
 @torch.inference_mode()
 def sample(model, tokenizer, prefix_texts: list[str], per_class: list[int], max_new_tokens: int, seed: int,
-           bos: int | None) -> list[str]:
-    """Continue each class's prefix `per_class[c]` times; texts in class order, blanks drawn again."""
+           bos: int | None, say=lambda line: None) -> list[str]:
+    """Continue each class's prefix `per_class[c]` times; texts in class order, blanks drawn again.
+    `say` hears one line per class (minutes on a slow CPU: say how far it is)."""
+    start = time.perf_counter()
     device = next(model.parameters()).device
     texts: list[str] = []
     for c, (text, wanted) in enumerate(zip(prefix_texts, per_class)):
@@ -79,6 +82,7 @@ def sample(model, tokenizer, prefix_texts: list[str], per_class: list[int], max_
             raise PostError(f"the large model wrote {len(got)} non-empty texts of {wanted} after {text!r}: "
                             "change public.prefix so it invites a text (e.g. end it with a colon and a newline)")
         texts += got[:wanted]
+        say(f"public set: {len(texts)} of {sum(per_class)} texts written ({time.perf_counter() - start:.0f} s)")
     return texts
 
 
@@ -106,7 +110,7 @@ def texts_for(ctx, model, tokenizer, bos: int | None) -> list[str]:
             ctx.log(f"public set: the large model writes {cfg.public.size} texts after {cfg.public.prefix!r} "
                     f"({len(words)} classes, up to {cfg.public.max_length} tokens each)")
             texts = sample(model, tokenizer, prefixes(cfg.public.prefix, words), counts(cfg.public.size, len(words)),
-                           cfg.public.max_length, cfg.runtime.seed, bos)
+                           cfg.public.max_length, cfg.runtime.seed, bos, say=ctx.log)
             cached.parent.mkdir(parents=True, exist_ok=True)
             artifacts.write_json(cached, {"key": k, "texts": texts})
     if distributed.is_main():
