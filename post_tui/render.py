@@ -91,6 +91,7 @@ class ConsoleRenderer:
         self.extra: dict[str, str] = {}
         self.started: dict[str, float] = {}              # stage → time of its first event
         self.printed: dict[str, tuple[float, int]] = {}  # stage → (time, fraction bucket) of its last line
+        self.first_step: dict[str, tuple[float, int]] = {}  # stage → (time, step) of its first progress event
 
     def __enter__(self):
         if self.progress is not None:
@@ -124,8 +125,18 @@ class ConsoleRenderer:
             parts.append(f"{event.tokens_per_s:,.0f} tok/s")
         return "  ".join(parts)
 
+    def _seconds_per_step(self, event: ev.Progress) -> float | None:
+        """The pace of the steps seen so far in this stage — not elapsed / step, which counts what came
+        before the first step (the teacher's pass before distillation) and the steps a resumed stage
+        had already done."""
+        first = self.first_step.setdefault(event.stage, (event.time, event.step))
+        if event.step > first[1]:
+            return (event.time - first[0]) / (event.step - first[1])
+        return event.step_seconds or None
+
     def _progress_line(self, event: ev.Progress) -> None:
         start = self.started.setdefault(event.stage, event.time - (event.step_seconds or 0.0))
+        per_step = self._seconds_per_step(event)
         total = event.total_steps
         bucket = int(event.step / (total * self.fraction)) if total else 0
         last = self.printed.get(event.stage)
@@ -137,8 +148,8 @@ class ConsoleRenderer:
         elapsed = event.time - start
         where = f"step {event.step}/{total} ({100 * event.step / total:.0f}%)" if total else f"step {event.step}"
         timing = f"elapsed {_clock(elapsed)}"
-        if total and 0 < event.step < total:
-            timing += f"  ETA {_clock(elapsed / event.step * (total - event.step))}"
+        if total and 0 < event.step < total and per_step:
+            timing += f"  ETA {_clock(per_step * (total - event.step))}"
         info = self._info(event)
         self._line(event, (event.stage, "bold"), f": {where}", f"  {info}" if info else "", f"  {timing}")
 
@@ -147,6 +158,7 @@ class ConsoleRenderer:
     def __call__(self, event: ev.Event) -> None:
         if isinstance(event, ev.StageStarted):
             self.started[event.stage] = event.time
+            self.first_step.pop(event.stage, None)
             self.printed.pop(event.stage, None)
             if self.progress is not None:
                 self._task(event.stage, event.total_steps)

@@ -39,6 +39,23 @@ def test_not_a_terminal_prints_plain_progress_lines_every_tenth():
     assert "tune: prompt tuning on tiny:gpt2 (100 steps)" in text and "tune done in 50.0 s" in text
 
 
+def test_eta_follows_the_steps_pace_not_what_came_before_the_first_step():
+    """Distillation's first step comes after minutes of the teacher's pass, and a resumed stage starts
+    at step N: neither may turn into an ETA of hours (it once said 65:45:55 for a 6-minute stage)."""
+    console, out = plain_console()
+    renderer = ConsoleRenderer(console)
+    renderer(ev.StageStarted(stage="distill", total_steps=1200, time=0.0))
+    renderer(ev.Progress(stage="distill", step=1, total_steps=1200, step_seconds=0.3, time=180.0))
+    renderer(ev.Progress(stage="distill", step=600, total_steps=1200, step_seconds=0.3, time=180.0 + 599 * 0.3))
+    renderer(ev.StageStarted(stage="tune", total_steps=150, time=1000.0))  # resumed at step 100
+    renderer(ev.Progress(stage="tune", step=101, total_steps=150, step_seconds=2.0, time=1002.0))
+    renderer(ev.Progress(stage="tune", step=120, total_steps=150, step_seconds=2.0, time=1040.0))
+    lines = out.getvalue().splitlines()
+    assert "ETA 0:06:00" in lines[1] and "elapsed 0:03:00" in lines[1]  # 1199 steps × 0.3 s
+    assert "ETA 0:03:00" in lines[2]  # 600 steps at the measured 0.3 s
+    assert "ETA 0:01:38" in lines[4] and "ETA 0:01:00" in lines[5]  # 49 × 2 s, then 30 × 2 s
+
+
 def test_a_slow_stage_prints_every_interval():
     console, out = plain_console()
     renderer = ConsoleRenderer(console, interval_s=30.0)
