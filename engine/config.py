@@ -194,6 +194,9 @@ class PublicConfig(Section):
                 check_prefix(self.prefix)
             except ValueError as err:
                 raise ValueError(f"public.prefix {err}") from None
+            if self.text_fields != ["text"]:
+                raise ValueError(f"public.text_fields = {self.text_fields}: a generated public set has one text field; "
+                                 "remove public.text_fields and write {text} in public.template")
         elif self.prefix:
             raise ValueError(f"public.prefix is read only with public.source = \"{GENERATED}\" (the large model "
                              f"writes the public set); public.source is {self.source!r}: remove public.prefix")

@@ -29,6 +29,14 @@ def test_bad_prefix_is_refused_where_it_enters(prefix, says):
     assert "public.prefix" in str(err.value) and says in str(err.value)
 
 
+def test_generated_set_has_one_text_field():
+    data = deep_merge(preset_data("smoke"), {"public": {"source": "generated", "prefix": "A {label} review:",
+                                                        "text_fields": ["title", "body"], "template": "{title} {body}"}})
+    with pytest.raises(PostError) as err:
+        validate(data)
+    assert "one text field" in str(err.value)
+
+
 def test_prefix_without_generated_source_is_refused():
     data = deep_merge(preset_data("smoke"), {"public": {"prefix": "About {label}:"}})
     with pytest.raises(PostError) as err:
