@@ -518,3 +518,16 @@ def test_engine_imports_no_textual():
     out, err = _ENGINE_IMPORT[0].communicate(timeout=120)
     assert _ENGINE_IMPORT[0].returncode == 0, err[-2000:]
     assert int(out.strip()) > 10  # the walk really imported the engine
+
+
+def test_stage_eta_follows_the_steps_pace():
+    """The stages table's ETA: the teacher's pass before distillation's first step is not a step's cost."""
+    state = RunState(load_config("smoke"))
+    state.status = "running"
+    state.apply(ev.StageStarted(stage="distill", total_steps=1200, time=0.0))
+    state.apply(ev.Progress(stage="distill", step=1, total_steps=1200, step_seconds=0.3, time=180.0))
+    row = next(r for r in state.rows() if r.name == "distill")
+    assert row.eta == pytest.approx(0.3 * 1199)  # not 180 s × 1199
+    state.apply(ev.Progress(stage="distill", step=601, total_steps=1200, step_seconds=0.5, time=180.0 + 600 * 0.25))
+    row = next(r for r in state.rows() if r.name == "distill")
+    assert row.eta == pytest.approx(0.25 * 599)  # the measured pace, not one step's

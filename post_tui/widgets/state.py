@@ -67,6 +67,8 @@ class StageView:
     message: str = ""
     tokens_per_s: float | None = None
     step_seconds: float | None = None
+    first_progress: tuple[float, int] | None = None  # (time, step) of the stage's first progress event
+    last_progress: float | None = None
     loss: Series = field(default_factory=Series)
     val: Series = field(default_factory=Series)
     extras: dict[str, float] = field(default_factory=dict)
@@ -178,6 +180,7 @@ class RunState:
             view = self._stage(event.stage)
             view.state, view.started, view.finished, view.seconds = "running", event.time, None, None
             view.step, view.message = 0, ""
+            view.first_progress = view.last_progress = None
             view.total = event.total_steps if event.total_steps is not None else view.total
             view.description = event.description
             self.current = event.stage
@@ -214,7 +217,9 @@ class RunState:
             if view.state == "pending":
                 view.state = "running"
                 view.started = event.time - (event.step_seconds or 0.0) * event.step
-            view.step = event.step
+            if view.first_progress is None:
+                view.first_progress = (event.time, event.step)
+            view.step, view.last_progress = event.step, event.time
             view.total = event.total_steps if event.total_steps is not None else view.total
             view.tokens_per_s, view.step_seconds = event.tokens_per_s, event.step_seconds
             self.speed = (event.stage, event.tokens_per_s, event.step_seconds)
@@ -302,8 +307,9 @@ class RunState:
         elapsed = eta = None
         if view.started is not None:
             elapsed = (view.finished or now) - view.started
-            if view.state == "running" and view.total and view.step > 0:
-                eta = max(0.0, elapsed / view.step * (view.total - view.step))
+            per_step = _seconds_per_step(view)
+            if view.state == "running" and view.total and view.step > 0 and per_step:
+                eta = max(0.0, per_step * (view.total - view.step))
         if view.state in ("done", "reused", "partial") and view.seconds is not None:
             elapsed = view.seconds
         return Row(view.name, view.label, view.state, view.step, view.total, elapsed, eta, sub=view.parent is not None)
@@ -331,8 +337,8 @@ class RunState:
             elapsed = sum(r.elapsed or 0.0 for r in rows)
         eta = None
         if state == "running" and total and step:
-            spent = sum(r.elapsed or 0.0 for r in rows if r.step)
-            eta = spent / step * (total - step) if spent else None
+            paces = [p for p in (_seconds_per_step(c) for c in children if c.step) if p]
+            eta = sum(paces) / len(paces) * (total - step) if paces else None
         return Row(view.name, view.label, state, step, total, elapsed, eta)
 
     def rows(self) -> list[Row]:
@@ -497,3 +503,11 @@ def is_run_folder(path) -> bool:
     from pathlib import Path
     path = Path(path)
     return path.is_dir() and ((path / "config.toml").is_file() or (path / "events.jsonl").is_file())
+
+
+def _seconds_per_step(view: StageView) -> float | None:
+    """The pace of the stage's own steps: not elapsed / step, which would count what came before the
+    first step (the teacher's pass before distillation) and the steps a resumed stage had already done."""
+    if view.first_progress is not None and view.last_progress is not None and view.step > view.first_progress[1]:
+        return (view.last_progress - view.first_progress[0]) / (view.step - view.first_progress[1])
+    return view.step_seconds
