@@ -32,11 +32,8 @@ pytestmark = pytest.mark.anyio  # Pilot tests are coroutines; anyio's pytest plu
 SMALL = (80, 24)
 LARGE = (200, 50)
 # the smoke preset, shortened: every stage runs, in a few seconds
-try:  # with the DP module present, the UI smoke run is private and the meter is checked against its events
-    import engine.privacy  # noqa: F401
-    PRIVATE = ["privacy.epsilon=8", "eval.full_pt=false"]  # DP full PT would plan σ a second time
-except ImportError:
-    PRIVATE = []
+# the UI smoke run is private, so the meter is checked against its events; DP full PT would plan σ a second time
+PRIVATE = ["privacy.epsilon=8", "eval.full_pt=false"]
 SHORT = ["distill.steps=8", "tune.steps=12", "tune.eval_every=6", "tune.eval_size=32", "transfer.steps=8",
          "transfer.methods=[\"post\", \"direct\"]", "public.size=16", "task.max_eval=48", "eval.full_pt_steps=8"]
 
