@@ -425,6 +425,17 @@ def test_torchrun_two_processes_give_the_single_process_results(tmp_path):
     assert sorted(Path(r["run_dir"]).name for r in releases) == ["w1", "w2"]  # the ledger: once per run, from rank 0
 
 
+def test_a_generated_public_set_over_two_processes(tmp_path):
+    """Rank 0 samples the public set and hands it to rank 1 (a rank on another machine has no cache):
+    the transfer's targets come from one set of texts, kept once in the run folder."""
+    gen = ['public.source="generated"', 'public.prefix="A review that is {label}:"', "public.size=8"]
+    two = _cli(tmp_path, "gen2", 2, gen)
+    kept = json.loads((tmp_path / "gen2" / "transfer" / "public_generated.json").read_text())
+    assert len(kept["texts"]) == 8 and two["accuracy"]["post"] is not None
+    cached = list(Path(os.environ["POST_CACHE"]).glob("public/*.json"))
+    assert len(cached) == 1 and json.loads(cached[0].read_text())["texts"] == kept["texts"]
+
+
 def test_world_size_must_match_what_the_launcher_asked(monkeypatch):
     from engine import distributed
     from engine.errors import PostError

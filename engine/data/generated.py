@@ -97,7 +97,7 @@ def _seeded(seed: int, device: torch.device):
 
 def texts_for(ctx, model, tokenizer, bos: int | None) -> list[str]:
     """The run's generated public texts: from the cache when this recipe was sampled before, else sampled
-    now (rank 0 first; the other ranks then read its file) and kept in the cache and the run folder."""
+    now by rank 0 and handed to the other ranks; kept in the cache and the run folder."""
     from engine import distributed
     from engine.assets import cache_root
     cfg = ctx.config
@@ -106,13 +106,16 @@ def texts_for(ctx, model, tokenizer, bos: int | None) -> list[str]:
     cached = cache_root() / "public" / f"{k}.json"
     with distributed.main_first():
         texts = _read(cached, k)
-        if texts is None:
+        if texts is None and distributed.is_main():
             ctx.log(f"public set: the large model writes {cfg.public.size} texts after {cfg.public.prefix!r} "
                     f"({len(words)} classes, up to {cfg.public.max_length} tokens each)")
             texts = sample(model, tokenizer, prefixes(cfg.public.prefix, words), counts(cfg.public.size, len(words)),
                            cfg.public.max_length, cfg.runtime.seed, bos, say=ctx.log)
             cached.parent.mkdir(parents=True, exist_ok=True)
             artifacts.write_json(cached, {"key": k, "texts": texts})
+    # rank 0's texts on every rank: a rank on another machine has no such cache file, and sampling there
+    # could differ in the last float digits — the transfer's targets must come from one public set
+    texts = distributed.gather_objects(texts)[0]
     if distributed.is_main():
         artifacts.write_json(ctx.stage_dir("transfer") / "public_generated.json",
                              {"key": k, "prefix": cfg.public.prefix, "model": cfg.models.large, "texts": texts})
