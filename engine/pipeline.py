@@ -167,6 +167,11 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
     if limit is not None and need > limit:
         raise PostError(f"tune.prompt_length={cfg.tune.prompt_length} plus max_length does not fit the model's "
                         f"context of {limit} tokens: shorten the prompt or max_length")
+    if any(s in stages for s in ("tune", "full_pt", "transfer")):
+        from engine.prompt import init_warning
+        cut = init_warning(tokenizer, cfg.task.prompt_init, cfg.tune.prompt_length, cfg.task.label_words)
+        if cut:
+            ctx.log(cut, "warning")
     if any(s in stages for s in ("tune", "full_pt", "eval")):
         train = loading.task(ctx, tokenizer)["train"]
         loading.verbalizer(ctx, tokenizer)

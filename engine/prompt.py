@@ -13,6 +13,7 @@ prediction position is always the last one and the LM head runs there alone.
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import torch
@@ -157,3 +158,20 @@ def prompted_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         out = model(inputs_embeds=embeds, attention_mask=mask.to(source.device),
                     position_ids=position_ids.to(source.device), logits_to_keep=1, use_cache=False)
     return out.logits[:, -1].float().to(input_ids.device)  # from a split model's last device, back to the batch's
+
+
+def init_warning(tokenizer, text: str, length: int, label_words: list[list[str]]) -> str | None:
+    """Say so when `task.prompt_init` is cut to the prompt's length, and which classes the kept part names.
+
+    A cut init can name one class and not the others: on bbc the 10 tokens kept of a 19-token init end in
+    "…news article: business", and that start alone cost SmolLM2 11 points of zero-shot (BENCHMARKS.md)."""
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    if len(ids) <= length or not re.search(r"\w", tokenizer.decode(ids[length:])):
+        return None  # fits, or only a full stop is cut
+    kept = tokenizer.decode(ids[:length])
+    named = [words[0] for words in label_words
+             if any(re.search(rf"\b{re.escape(w.strip())}\b", kept, re.IGNORECASE) for w in words)]
+    bias = (f"; it names the class{'es' if len(named) > 1 else ''} {', '.join(repr(n) for n in named)} and not the others"
+            if named and len(named) < len(label_words) else "")
+    return (f"task.prompt_init is {len(ids)} tokens and tune.prompt_length is {length}: the prompts start from "
+            f"{kept!r} only{bias}: shorten task.prompt_init to at most {length} tokens")
