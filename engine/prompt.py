@@ -166,7 +166,7 @@ def init_warning(tokenizer, text: str, length: int, label_words: list[list[str]]
     A cut init can name one class and not the others: on bbc the 10 tokens kept of a 19-token init end in
     "…news article: business", and that start alone cost SmolLM2 11 points of zero-shot (BENCHMARKS.md)."""
     ids = tokenizer(text, add_special_tokens=False).input_ids
-    if len(ids) <= length or not re.search(r"\w", tokenizer.decode(ids[length:])):
+    if length == 0 or len(ids) <= length or not re.search(r"\w", tokenizer.decode(ids[length:])):
         return None  # fits, or only a full stop is cut
     kept = tokenizer.decode(ids[:length])
     named = [words[0] for words in label_words

@@ -37,6 +37,14 @@ def test_generated_set_has_one_text_field():
     assert "one text field" in str(err.value)
 
 
+def test_distillation_needs_its_own_corpus_beside_a_generated_public_set():
+    data = deep_merge(preset_data("smoke"), {"public": {"source": "generated", "prefix": "A {label} review:"},
+                                             "distill": {"corpus": ""}})
+    with pytest.raises(PostError) as err:
+        validate(data)
+    assert "set distill.corpus" in str(err.value)
+
+
 def test_prefix_without_generated_source_is_refused():
     data = deep_merge(preset_data("smoke"), {"public": {"prefix": "About {label}:"}})
     with pytest.raises(PostError) as err:
@@ -82,3 +90,38 @@ def test_bad_prefix_from_the_cli_is_one_line(tmp_path):
     assert result.exit_code == 2
     assert "public.prefix" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "run").exists()
+
+
+class _Ctx:
+    """What texts_for reads of a run: its config, its folder, its log."""
+    def __init__(self, config, run_dir):
+        self.config, self.run_dir = config, run_dir
+
+    def stage_dir(self, stage):
+        path = self.run_dir / stage
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def log(self, message, level="info"):
+        pass
+
+
+def test_a_resumed_run_keeps_its_own_texts_when_the_cache_is_gone(tmp_path, monkeypatch):
+    """Prompts finished before an interruption were trained on the run's texts: a resume on another
+    machine (no cache, sampling that may differ in the last digits) must not train the rest on others."""
+    import os
+    from pathlib import Path
+    config = validate(deep_merge(preset_data("smoke"), {"public": {"source": "generated", "prefix": "A {label} one:",
+                                                                   "size": 4, "max_length": 6}}))
+    model, tok = tiny_pair("llama")
+    model.eval()
+    first = generated.texts_for(_Ctx(config, tmp_path / "a"), model, tok, None)
+    for cached in (Path(os.environ["POST_CACHE"]) / "public").glob("*.json"):
+        cached.unlink()
+
+    def no_sampling(*args, **kwargs):
+        raise AssertionError("sampled again")
+    monkeypatch.setattr(generated, "sample", no_sampling)
+    assert generated.texts_for(_Ctx(config, tmp_path / "a"), model, tok, None) == first
+    with pytest.raises(AssertionError, match="sampled again"):  # a new run without a cache samples
+        generated.texts_for(_Ctx(config, tmp_path / "b"), model, tok, None)

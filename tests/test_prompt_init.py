@@ -10,6 +10,7 @@ def test_a_cut_init_names_the_one_class_it_keeps():
     text = "the movie was great or bad"
     n = len(tok(text, add_special_tokens=False).input_ids)
     assert init_warning(tok, text, n, LABEL_WORDS) is None  # fits
+    assert init_warning(tok, text, 0, LABEL_WORDS) is None  # no prompt at all: nothing is cut
     assert init_warning(tok, text + ".", n, LABEL_WORDS) is None  # only the full stop is cut
     cut = len(tok("the movie was great", add_special_tokens=False).input_ids)
     message = init_warning(tok, text, cut, LABEL_WORDS)

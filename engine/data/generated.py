@@ -48,9 +48,11 @@ def counts(size: int, classes: int) -> list[int]:
     return [size // classes + (1 if c < size % classes else 0) for c in range(classes)]
 
 
-def key(model_id: str, prefix: str, label_words: list[list[str]], size: int, max_new_tokens: int, seed: int) -> str:
-    return records.digest({"model": model_id, "prefix": prefix, "labels": [w[0] for w in label_words],
-                           "size": size, "tokens": max_new_tokens, "seed": seed, "top_p": TOP_P})
+def key(identity: dict, prefix: str, label_words: list[list[str]], size: int, max_new_tokens: int) -> str:
+    """`identity`: the large model as distillation names it (id, tokenizer, weights, dtype, seed, BOS), so
+    a model folder changed in place never hits texts another model wrote."""
+    return records.digest({**identity, "prefix": prefix, "labels": [w[0] for w in label_words],
+                           "size": size, "tokens": max_new_tokens, "top_p": TOP_P})
 
 
 @torch.inference_mode()
@@ -69,9 +71,9 @@ def sample(model, tokenizer, prefix_texts: list[str], per_class: list[int], max_
             need = wanted - len(got)
             if need <= 0:
                 break
-            with _seeded(seed * 1000 + c * 10 + attempt, device):
-                for start in range(0, need, BATCH):
-                    n = min(BATCH, need - start)
+            with _seeded(int(records.digest({"seed": seed, "class": c, "attempt": attempt}), 16) % 2**62, device):
+                for offset in range(0, need, BATCH):
+                    n = min(BATCH, need - offset)
                     batch = torch.tensor([ids] * n, device=device)
                     out = model.generate(input_ids=batch, attention_mask=torch.ones_like(batch), do_sample=True,
                                          top_p=TOP_P, top_k=0, temperature=1.0, max_new_tokens=max_new_tokens,
@@ -100,12 +102,15 @@ def texts_for(ctx, model, tokenizer, bos: int | None) -> list[str]:
     now by rank 0 and handed to the other ranks; kept in the cache and the run folder."""
     from engine import distributed
     from engine.assets import cache_root
+    from engine.distill import teacher_identity
     cfg = ctx.config
     words = cfg.task.label_words
-    k = key(cfg.models.large, cfg.public.prefix, words, cfg.public.size, cfg.public.max_length, cfg.runtime.seed)
+    k = key(teacher_identity(cfg, model, tokenizer), cfg.public.prefix, words, cfg.public.size, cfg.public.max_length)
     cached = cache_root() / "public" / f"{k}.json"
+    kept = ctx.stage_dir("transfer") / "public_generated.json"
     with distributed.main_first():
-        texts = _read(cached, k)
+        # a resumed run keeps the texts its finished prompts were trained on, whatever the cache holds now
+        texts = (_read(kept, k) if distributed.is_main() else None) or _read(cached, k)
         if texts is None and distributed.is_main():
             ctx.log(f"public set: the large model writes {cfg.public.size} texts after {cfg.public.prefix!r} "
                     f"({len(words)} classes, up to {cfg.public.max_length} tokens each)")
@@ -117,8 +122,7 @@ def texts_for(ctx, model, tokenizer, bos: int | None) -> list[str]:
     # could differ in the last float digits — the transfer's targets must come from one public set
     texts = distributed.gather_objects(texts)[0]
     if distributed.is_main():
-        artifacts.write_json(ctx.stage_dir("transfer") / "public_generated.json",
-                             {"key": k, "prefix": cfg.public.prefix, "model": cfg.models.large, "texts": texts})
+        artifacts.write_json(kept, {"key": k, "prefix": cfg.public.prefix, "model": cfg.models.large, "texts": texts})
     return texts
 
 
