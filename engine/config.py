@@ -368,7 +368,8 @@ class RunConfig(Section):
         if self.distill.align and self.distill.loss != "kd":
             raise ValueError("distill.align trains a student of its own width on the large model's logits: "
                              "set distill.loss = \"kd\"")
-        if self.distills and not self.distill.corpus and self.public.source == "generated":
+        from engine.data.generated import GENERATED
+        if self.distills and not self.distill.corpus and self.public.source == GENERATED:
             raise ValueError("distill.corpus is empty, so distillation would read the public set's source, and "
                              "public.source is \"generated\" (written later, by the transfer): set distill.corpus, "
                              "e.g. \"amazon\"")

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from engine import events as ev
 from engine import methods
-from post_tui.widgets.format import rank_line
+from post_tui.widgets.format import rank_line, seconds_per_step
 
 METHOD_ORDER = methods.ORDER
 
@@ -125,18 +125,10 @@ class ConsoleRenderer:
             parts.append(f"{event.tokens_per_s:,.0f} tok/s")
         return "  ".join(parts)
 
-    def _seconds_per_step(self, event: ev.Progress) -> float | None:
-        """The pace of the steps seen so far in this stage — not elapsed / step, which counts what came
-        before the first step (the teacher's pass before distillation) and the steps a resumed stage
-        had already done."""
-        first = self.first_step.setdefault(event.stage, (event.time, event.step))
-        if event.step > first[1]:
-            return (event.time - first[0]) / (event.step - first[1])
-        return event.step_seconds or None
-
     def _progress_line(self, event: ev.Progress) -> None:
         start = self.started.setdefault(event.stage, event.time - (event.step_seconds or 0.0))
-        per_step = self._seconds_per_step(event)
+        first = self.first_step.setdefault(event.stage, (event.time, event.step))
+        per_step = seconds_per_step(first, event.time, event.step, event.step_seconds)
         total = event.total_steps
         bucket = int(event.step / (total * self.fraction)) if total else 0
         last = self.printed.get(event.stage)

@@ -76,3 +76,13 @@ def rank_line(r: dict) -> str:
     if r.get("tokens_per_s"):
         parts.append(f"{r['tokens_per_s']:,.0f} tok/s")
     return "  ".join(parts)
+
+
+def seconds_per_step(first: tuple[float, int] | None, time: float | None, step: int,
+                     fallback: float | None) -> float | None:
+    """A stage's pace from its first progress event `first` = (time, step) to (`time`, `step`); the last
+    step's own seconds until a second event. Not elapsed / step, which counts what came before the first
+    step (the teacher's pass before distillation) and the steps a resumed stage had already done."""
+    if first is not None and time is not None and step > first[1]:
+        return (time - first[0]) / (step - first[1])
+    return fallback or None

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from engine import events as ev
 from engine import methods
+from post_tui.widgets.format import seconds_per_step
 
 TRAINED_TRANSFER = methods.TRAINED
 FINAL_STATES = ("done", "reused", "skipped", "partial")  # partial: cancelled mid-stage, what it had is saved
@@ -307,7 +308,7 @@ class RunState:
         elapsed = eta = None
         if view.started is not None:
             elapsed = (view.finished or now) - view.started
-            per_step = _seconds_per_step(view)
+            per_step = _pace(view)
             if view.state == "running" and view.total and view.step > 0 and per_step:
                 eta = max(0.0, per_step * (view.total - view.step))
         if view.state in ("done", "reused", "partial") and view.seconds is not None:
@@ -337,7 +338,7 @@ class RunState:
             elapsed = sum(r.elapsed or 0.0 for r in rows)
         eta = None
         if state == "running" and total and step:
-            paces = [p for p in (_seconds_per_step(c) for c in children if c.step) if p]
+            paces = [p for p in (_pace(c) for c in children if c.step) if p]
             eta = sum(paces) / len(paces) * (total - step) if paces else None
         return Row(view.name, view.label, state, step, total, elapsed, eta)
 
@@ -505,9 +506,5 @@ def is_run_folder(path) -> bool:
     return path.is_dir() and ((path / "config.toml").is_file() or (path / "events.jsonl").is_file())
 
 
-def _seconds_per_step(view: StageView) -> float | None:
-    """The pace of the stage's own steps: not elapsed / step, which would count what came before the
-    first step (the teacher's pass before distillation) and the steps a resumed stage had already done."""
-    if view.first_progress is not None and view.last_progress is not None and view.step > view.first_progress[1]:
-        return (view.last_progress - view.first_progress[0]) / (view.step - view.first_progress[1])
-    return view.step_seconds
+def _pace(view: StageView) -> float | None:
+    return seconds_per_step(view.first_progress, view.last_progress, view.step, view.step_seconds)
