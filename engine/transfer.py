@@ -107,27 +107,54 @@ def transfer_inputs(ctx) -> str:
 def finished_methods(ctx, alpha: float | None) -> dict[str, float]:
     """Methods whose prompt a previous attempt finished with this α and the same inputs → its seconds.
 
-    A resumed run trains only the rest: three transfers cost minutes each on a CPU.
+    A resumed run trains only the rest: three transfers cost minutes each on a CPU. A prompt an
+    earlier attempt trained for *another* method at the α this one needs (post at α = 1 before
+    `transfer.alpha = "select"` asks for shift) is the same training, so it is copied now, before
+    that method is trained again at its new α and its file replaced.
     """
     folder = ctx.stage_dir("transfer")
     if not loading.small_prompt_path(ctx).is_file():
         return {}
-    inputs, done = transfer_inputs(ctx), {}
-    for method in (m for m in ctx.config.transfer.methods if m in TRAINED):
-        summary_path = folder / f"{method}.json"
-        if not (summary_path.is_file() and (folder / f"{method}.safetensors").is_file()):
-            continue
-        try:
-            summary = artifacts.read_json_dict(summary_path, "transfer summary")
-        except artifacts.DamagedArtifact:
-            continue  # trained again below
-        wanted = registry.alpha_of(method, alpha)
-        same = (wanted is not None and abs(summary.get("alpha", -1) - wanted) < 1e-12
-                and summary.get("stopped") != "cancelled" and summary.get("inputs") == inputs
-                and summary.get("prompt_sha256") == artifacts.sha256_file(folder / f"{method}.safetensors"))
-        if same:
-            done[method] = summary.get("seconds", 0.0)
+    inputs = transfer_inputs(ctx)
+    kept = {m: _finished(folder, m, inputs) for m in TRAINED}
+    kept = {m: summary for m, summary in kept.items() if summary is not None}
+    wanted = {m: registry.alpha_of(m, alpha) for m in ctx.config.transfer.methods if m in TRAINED}
+    done = {m: kept[m].get("seconds", 0.0) for m, a in wanted.items() if m in kept and _same_alpha(kept[m], a)}
+    for method in (m for m in wanted if m not in done):
+        donor = next((m for m, summary in kept.items() if m != method and _same_alpha(summary, wanted[method])), None)
+        if donor is not None:  # its minutes count once: not again when the donor itself is kept
+            seconds = _adopt(ctx, folder, donor, method, kept[donor])
+            done[method] = 0.0 if donor in done else seconds
     return done
+
+
+def _finished(folder, method: str, inputs: str) -> dict | None:
+    """The summary of a prompt a previous attempt finished with these inputs; None if there is none."""
+    summary_path, path = folder / f"{method}.json", folder / f"{method}.safetensors"
+    if not (summary_path.is_file() and path.is_file()):
+        return None
+    try:
+        summary = artifacts.read_json_dict(summary_path, "transfer summary")
+    except artifacts.DamagedArtifact:
+        return None  # trained again
+    if summary.get("stopped") == "cancelled" or summary.get("inputs") != inputs \
+            or summary.get("prompt_sha256") != artifacts.sha256_file(path):
+        return None
+    return summary
+
+
+def _same_alpha(summary: dict, alpha: float) -> bool:
+    return abs(summary.get("alpha", -1) - alpha) < 1e-12
+
+
+def _adopt(ctx, folder, donor: str, method: str, summary: dict) -> float:
+    """Copy `donor`'s finished prompt as `method`'s (prompt first, summary last: a stop between leaves
+    no summary, so the method is trained); → the seconds it cost."""
+    artifacts.copy_file(folder / f"{donor}.safetensors", folder / f"{method}.safetensors")
+    artifacts.write_json(folder / f"{method}.json", {**summary, "method": method, "copied_from": donor})
+    ctx.log(f"transfer:{method}: an earlier attempt's {donor} prompt was trained at alpha={summary['alpha']:g} "
+            "with the same inputs, kept as this method's")
+    return summary.get("seconds", 0.0)
 
 
 def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float]:

@@ -255,6 +255,44 @@ def test_post_at_alpha_one_is_shift_and_is_copied_not_retrained(smoke_run, tmp_p
     torch.testing.assert_close(SoftPrompt.load(folder / "post.safetensors").weight, trained_shift, rtol=1e-4, atol=1e-4)
 
 
+def test_a_prompt_trained_for_another_method_at_the_same_alpha_is_kept_not_retrained(smoke_run, tmp_path):
+    import shutil
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run, run_dir)
+    folder = run_dir / "transfer"
+
+    def trained_steps(method):  # progress events of that method's training so far
+        events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+        return sum(e["event"] == "Progress" and e["stage"] == f"transfer:{method}" for e in events)
+
+    before = {m: trained_steps(m) for m in ("post", "output", "shift")}
+    # α = 0: post needs what output was trained with (same inputs): copied, nothing trained
+    result = runner.invoke(app, ["run", "--resume", str(run_dir), "--set", "transfer.alpha=0.0"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((folder / "post.json").read_text())["copied_from"] == "output"
+    assert (folder / "post.safetensors").read_bytes() == (folder / "output.safetensors").read_bytes()
+    assert {m: trained_steps(m) for m in before} == before
+    # shift gone, α = 1 asked: nothing holds α = 1 (post and output hold 0), so post trains and shift is its twin
+    (folder / "shift.safetensors").unlink()
+    (folder / "shift.json").unlink()
+    result = runner.invoke(app, ["run", "--resume", str(run_dir), "--set", "transfer.alpha=1.0"])
+    assert result.exit_code == 0, result.output
+    assert trained_steps("post") > before["post"]  # nothing at α = 1 was left: trained
+    assert json.loads((folder / "shift.json").read_text())["copied_from"] == "post"  # the run's own twin copy
+    post_at_one = (folder / "post.safetensors").read_bytes()
+    # "select" after an α = 1 run: shift (α = 1) is taken from post *before* post is trained again at 0.5
+    (folder / "shift.safetensors").unlink()
+    (folder / "shift.json").unlink()
+    trained = {m: trained_steps(m) for m in before}
+    result = runner.invoke(app, ["run", "--resume", str(run_dir), "--set", "transfer.alpha=\"select\""])
+    assert result.exit_code == 0, result.output
+    assert (folder / "shift.safetensors").read_bytes() == post_at_one
+    assert json.loads((folder / "shift.json").read_text())["copied_from"] == "post"
+    assert json.loads((folder / "post.json").read_text())["alpha"] == 0.5
+    assert trained_steps("post") > trained["post"] and trained_steps("shift") == trained["shift"]
+    assert trained_steps("output") == trained["output"]  # kept at α = 0 throughout
+
+
 def test_alpha_select_without_its_prompts_fails_before_evaluating(smoke_run, tmp_path):
     import shutil
     run_dir = tmp_path / "run"
