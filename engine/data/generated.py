@@ -98,8 +98,10 @@ def _seeded(seed: int, device: torch.device):
 
 
 def texts_for(ctx, model, tokenizer, bos: int | None) -> list[str]:
-    """The run's generated public texts: from the cache when this recipe was sampled before, else sampled
-    now by rank 0 and handed to the other ranks; kept in the cache and the run folder."""
+    """The run's generated public texts: rank 0 reads them from the run folder or the cache when this
+    recipe was sampled before, else samples them; every other rank receives rank 0's texts and never
+    reads a cache (a rank on another machine has none, and sampling there could differ in the last
+    float digits — the transfer's targets must come from one public set)."""
     from engine import distributed
     from engine.assets import cache_root
     from engine.distill import teacher_identity
@@ -108,18 +110,17 @@ def texts_for(ctx, model, tokenizer, bos: int | None) -> list[str]:
     k = key(teacher_identity(cfg, model, tokenizer), cfg.public.prefix, words, cfg.public.size, cfg.public.max_length)
     cached = cache_root() / "public" / f"{k}.json"
     kept = ctx.stage_dir("transfer") / "public_generated.json"
-    with distributed.main_first():
+    texts = None
+    if distributed.is_main():
         # a resumed run keeps the texts its finished prompts were trained on, whatever the cache holds now
-        texts = (_read(kept, k) if distributed.is_main() else None) or _read(cached, k)
-        if texts is None and distributed.is_main():
+        texts = _read(kept, k) or _read(cached, k)
+        if texts is None:
             ctx.log(f"public set: the large model writes {cfg.public.size} texts after {cfg.public.prefix!r} "
                     f"({len(words)} classes, up to {cfg.public.max_length} tokens each)")
             texts = sample(model, tokenizer, prefixes(cfg.public.prefix, words), counts(cfg.public.size, len(words)),
                            cfg.public.max_length, cfg.runtime.seed, bos, say=ctx.log)
             cached.parent.mkdir(parents=True, exist_ok=True)
             artifacts.write_json(cached, {"key": k, "texts": texts})
-    # rank 0's texts on every rank: a rank on another machine has no such cache file, and sampling there
-    # could differ in the last float digits — the transfer's targets must come from one public set
     texts = distributed.gather_objects(texts)[0]
     if distributed.is_main():
         artifacts.write_json(kept, {"key": k, "prefix": cfg.public.prefix, "model": cfg.models.large, "texts": texts})
