@@ -13,7 +13,7 @@ from typing import Any
 from engine.config import RunConfig, apply_overrides, deep_merge, read_toml, validate
 from engine.errors import PostError
 
-OFFLINE_PRESETS = ("demo", "smoke", "smoke-learn", "mr-smollm2", "bbc-gemma3")
+OFFLINE_PRESETS = ("demo", "starter", "smoke", "smoke-learn", "mr-smollm2", "bbc-gemma3")
 
 
 def _preset_files() -> dict[str, Any]:

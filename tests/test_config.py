@@ -28,7 +28,17 @@ def test_real_model_presets_give_blocks_relative_to_the_model():
         for n_layers in (18, 30, 48):  # Gemma-3-270M, SmolLM2-135M, GPT2-XL
             keep = resolve_blocks(cfg.distill.blocks, n_layers)
             assert keep[-1] == n_layers - 1, (name, n_layers, keep)
-    assert cfg.tune.prompt_length == 100
+    assert load_config("sst2-gpt2").tune.prompt_length == 100
+
+
+def test_starter_is_the_demo_with_alpha_chosen_on_validation():
+    demo, starter = load_config("demo").model_dump(), load_config("starter").model_dump()
+    assert starter["transfer"]["alpha"] == "select" and demo["transfer"]["alpha"] == 1.0
+    for section in demo:  # every other setting is the demo's: one recipe, one rule for α
+        if section not in ("name", "description", "transfer"):
+            assert starter[section] == demo[section], section
+    rest = {k: v for k, v in starter["transfer"].items() if k not in ("alpha", "methods")}
+    assert rest == {k: v for k, v in demo["transfer"].items() if k not in ("alpha", "methods")}
 
 
 def test_unknown_key_names_the_nearest():

@@ -105,6 +105,7 @@ def test_shipped_suite_rows_validate():
     rows = row_configs("offline")
     assert {c.distill.steps for c in rows.values()} == {rows["mr-smollm2"].distill.steps}
     assert all(c.eval.full_pt for c in rows.values())
+    assert {c.transfer.alpha for c in rows.values()} == {"select"}  # the starter preset's rule, not a per-task α
 
 
 def test_suite_with_preset_is_one_line_error(tmp_path):
