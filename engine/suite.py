@@ -170,6 +170,16 @@ def validation_accuracy(config: RunConfig, run_dir: Path) -> dict[str, float]:
     return accuracy
 
 
+def as_selected(config: RunConfig, run_dir: Path, accuracy: dict[str, float]) -> dict[str, float]:
+    """Under `transfer.alpha = "select"` POST is the candidate the eval chose (eval/alpha.json), on
+    validation as on test — not the α = 0.5 prompt that `transfer/post.safetensors` holds."""
+    from engine import artifacts
+    if config.transfer.alpha != "select":
+        return accuracy
+    chosen = artifacts.read_json_dict(run_dir / "eval" / "alpha.json", "α choice")["method"]
+    return {**accuracy, "post": accuracy[chosen]}
+
+
 def _scored_inputs(config: RunConfig, run_dir: Path) -> dict:
     from engine import artifacts
     prompts = {str(p.relative_to(run_dir)): artifacts.sha256_file(p)
@@ -196,7 +206,7 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
     results = read_json_dict(run_dir / "results.json", "results")
     minutes = {stage: round(s / 60, 2) for stage, s in results["seconds"].items()}
     minutes["total"] = round(sum(results["seconds"].values()) / 60, 2)
-    val = validation_accuracy(config, run_dir) if validation else None
+    val = as_selected(config, run_dir, validation_accuracy(config, run_dir)) if validation else None
     return {"suite": suite, "row": row, "task": config.task.source, "large": config.models.large,
             "public": config.public.source, "run_dir": str(run_dir),
             # when the row's results were written (a report of a finished row does not re-date it)

@@ -123,3 +123,29 @@ def test_the_tables_post_above_is_the_verdicts_rule():
     assert beats["tie"] == {"post>direct": True, "post>full_zs": False}
     assert beats["win"] == {"post>direct": True, "post>full_zs": True}
     assert beats["unscored"] == {"post>direct": None, "post>full_zs": None}
+
+
+def test_under_select_the_rows_validation_post_is_the_chosen_candidate(tmp_path, monkeypatch):
+    monkeypatch.setenv("POST_CACHE", str(tmp_path / "cache"))
+    one_row = SUITE.split("[[rows]]")[0] + '[[rows]]\nname = "s"\ntask = "smoke"\nlarge = "tiny:gpt2"\n'
+    one_row = one_row.replace('"transfer.methods" = ["post", "direct", "inference"]',
+                              '"transfer.methods" = ["post", "output", "shift", "direct"]\n"transfer.alpha" = "select"')
+    (tmp_path / "select.toml").write_text(one_row)
+    result = runner.invoke(app, ["bench", "--suite", str(tmp_path / "select.toml"), "--out", str(tmp_path / "runs"),
+                                 "--results", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "results" / "s.json").read_text())
+    chosen = json.loads((tmp_path / "runs" / "s" / "eval" / "alpha.json").read_text())["method"]
+    # POST is the chosen prompt on both splits: its test accuracy is already the chosen one's
+    assert report["accuracy"]["post"] == report["accuracy"][chosen]
+    assert report["validation"]["post"] == report["validation"][chosen]
+
+
+def test_as_selected_takes_the_chosen_candidates_validation(tmp_path):
+    from engine.presets import load_config
+    from engine.suite import as_selected
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "alpha.json").write_text(json.dumps({"method": "shift", "alpha": 1.0}))
+    val = {"post": 0.51, "output": 0.72, "shift": 0.39, "full_zs": 0.37}
+    assert as_selected(load_config("starter"), tmp_path, val) == {**val, "post": 0.39}
+    assert as_selected(load_config("demo"), tmp_path, val) == val  # a fixed α: post is post
