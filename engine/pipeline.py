@@ -188,7 +188,8 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
         if private_prompt(ctx):
             raise PostError(f"transfer.alpha = \"{cfg.transfer.alpha}\" reads accuracy on the private validation "
                             "split, which the privacy accountant does not cover, and this run's prompt is "
-                            "differentially private: set transfer.alpha to a number")
+                            "differentially private: set transfer.alpha to a number (--set transfer.alpha=1.0: the shift "
+                            "alone, best on the sentiment tasks of BENCHMARKS.md)")
 
 
 def private_prompt(ctx: RunContext) -> bool:
