@@ -96,6 +96,7 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
     results = {"preset": cfg.name, "task": cfg.task.source, "public": cfg.public.source,
                "large": cfg.models.large, "small": loading.student_ref(ctx),
                "accuracy": accuracy, "gap_closed": gap, "alpha": alpha_policy.used(ctx, selected),
+               "alpha_rule": cfg.transfer.alpha,  # a number, "auto" or "select": what POST's column means
                "seconds": {s: round(seconds.get(s, 0.0), 2) for s in ("distill", "tune", "transfer", "full_pt", "eval")},
                "test_examples": len(loading.task(ctx, loading.large(ctx)[1])["test"]),
                "privacy": _privacy(ctx), "memory": {"ranks": ranks.peaks()}}  # each process's peak

@@ -140,6 +140,10 @@ def finished(config: RunConfig, run_dir: Path) -> bool:
         return False
     if (records.read(run_dir / "eval") or {}).get("status") != records.COMPLETED:
         return False
+    from engine.artifacts import read_json_dict
+    rule = read_json_dict(run_dir / "results.json", "results").get("alpha_rule")  # None: written before the field
+    if rule is not None and rule != config.transfer.alpha:  # e.g. evaluated at α = 0.5, now "select": eval again
+        return False
     ctx = RunContext(config=config, run_dir=run_dir)
     for stage in stages_for(config)[:-1]:
         record = run_dir / stage / records.RECORD
@@ -176,7 +180,12 @@ def as_selected(config: RunConfig, run_dir: Path, accuracy: dict[str, float]) ->
     from engine import artifacts
     if config.transfer.alpha != "select":
         return accuracy
-    chosen = artifacts.read_json_dict(run_dir / "eval" / "alpha.json", "α choice")["method"]
+    path = run_dir / "eval" / "alpha.json"
+    if not path.is_file():
+        from engine.errors import PostError
+        raise PostError(f"{run_dir}: transfer.alpha = \"select\" but the eval chose no α there (no {path.name}): "
+                        f"run post eval {run_dir}")
+    chosen = artifacts.read_json_dict(path, "α choice")["method"]
     return {**accuracy, "post": accuracy[chosen]}
 
 

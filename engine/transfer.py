@@ -104,7 +104,7 @@ def transfer_inputs(ctx) -> str:
     return records.digest(fingerprints.transfer_settings(ctx))
 
 
-def finished_methods(ctx, alpha: float | None) -> dict[str, float]:
+def finished_methods(ctx, alpha: float) -> dict[str, float]:
     """Methods whose prompt a previous attempt finished with this α and the same inputs → its seconds.
 
     A resumed run trains only the rest: three transfers cost minutes each on a CPU. A prompt an
@@ -116,15 +116,19 @@ def finished_methods(ctx, alpha: float | None) -> dict[str, float]:
     if not loading.small_prompt_path(ctx).is_file():
         return {}
     inputs = transfer_inputs(ctx)
-    kept = {m: _finished(folder, m, inputs) for m in TRAINED}
-    kept = {m: summary for m, summary in kept.items() if summary is not None}
+    kept = {m: summary for m in registry.TRAINED if (summary := _finished(folder, m, inputs)) is not None}
     wanted = {m: registry.alpha_of(m, alpha) for m in ctx.config.transfer.methods if m in TRAINED}
     done = {m: kept[m].get("seconds", 0.0) for m, a in wanted.items() if m in kept and _same_alpha(kept[m], a)}
-    for method in (m for m in wanted if m not in done):
-        donor = next((m for m, summary in kept.items() if m != method and _same_alpha(summary, wanted[method])), None)
-        if donor is not None:  # its minutes count once: not again when the donor itself is kept
-            seconds = _adopt(ctx, folder, donor, method, kept[donor])
-            done[method] = 0.0 if donor in done else seconds
+    # every copy is planned on the files as the earlier attempt left them, and their bytes read before
+    # any is written: a method that receives a copy must not then serve as another's donor under its old α
+    plan = {m: donor for m in wanted if m not in done
+            if (donor := next((d for d in kept if d != m and _same_alpha(kept[d], wanted[m])), None)) is not None}
+    prompts = {d: (folder / f"{d}.safetensors").read_bytes() for d in set(plan.values())}
+    counted = set(done)  # an earlier attempt's minutes count once, however many methods its prompt serves
+    for method, donor in plan.items():
+        _adopt(ctx, folder, donor, method, kept[donor], prompts[donor])
+        done[method] = 0.0 if donor in counted else kept[donor].get("seconds", 0.0)
+        counted.add(donor)
     return done
 
 
@@ -147,14 +151,14 @@ def _same_alpha(summary: dict, alpha: float) -> bool:
     return abs(summary.get("alpha", -1) - alpha) < 1e-12
 
 
-def _adopt(ctx, folder, donor: str, method: str, summary: dict) -> float:
-    """Copy `donor`'s finished prompt as `method`'s (prompt first, summary last: a stop between leaves
-    no summary, so the method is trained); → the seconds it cost."""
-    artifacts.copy_file(folder / f"{donor}.safetensors", folder / f"{method}.safetensors")
+def _adopt(ctx, folder, donor: str, method: str, summary: dict, prompt: bytes) -> None:
+    """Write `donor`'s finished prompt as `method`'s (prompt first, summary last: a stop between leaves
+    no summary, so the method is trained)."""
+    artifacts.write_bytes(folder / f"{method}.safetensors", prompt)
     artifacts.write_json(folder / f"{method}.json", {**summary, "method": method, "copied_from": donor})
     ctx.log(f"transfer:{method}: an earlier attempt's {donor} prompt was trained at alpha={summary['alpha']:g} "
             "with the same inputs, kept as this method's")
-    return summary.get("seconds", 0.0)
+    ctx.saved(f"transfer:{method}", folder / f"{method}.safetensors", f"{method} prompt for the large model ({donor}'s)")
 
 
 def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float]:

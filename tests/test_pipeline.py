@@ -293,6 +293,30 @@ def test_a_prompt_trained_for_another_method_at_the_same_alpha_is_kept_not_retra
     assert trained_steps("output") == trained["output"]  # kept at α = 0 throughout
 
 
+def test_copies_are_planned_on_the_earlier_attempts_files(smoke_run, tmp_path):
+    """post copies output's α = 0 prompt, and shift needs post's *earlier* α = 1 prompt: shift must get
+    the α = 1 prompt, not the copy post just received."""
+    import shutil
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run, run_dir)
+    folder = run_dir / "transfer"
+    for suffix in (".safetensors", ".json"):
+        (folder / f"shift{suffix}").unlink()
+    result = runner.invoke(app, ["run", "--resume", str(run_dir), "--set", "transfer.alpha=1.0",
+                                 "--set", 'transfer.methods=["post", "output", "direct"]'])
+    assert result.exit_code == 0, result.output
+    post_at_one, output_at_zero = (folder / "post.safetensors").read_bytes(), (folder / "output.safetensors").read_bytes()
+    result = runner.invoke(app, ["run", "--resume", str(run_dir), "--set", "transfer.alpha=0.0",
+                                 "--set", 'transfer.methods=["post", "output", "shift", "direct"]'])
+    assert result.exit_code == 0, result.output
+    assert (folder / "post.safetensors").read_bytes() == output_at_zero
+    assert (folder / "shift.safetensors").read_bytes() == post_at_one
+    from engine import artifacts
+    for method, alpha in (("post", 0.0), ("output", 0.0), ("shift", 1.0)):
+        summary = json.loads((folder / f"{method}.json").read_text())
+        assert summary["alpha"] == alpha and summary["prompt_sha256"] == artifacts.sha256_file(folder / f"{method}.safetensors")
+
+
 def test_alpha_select_without_its_prompts_fails_before_evaluating(smoke_run, tmp_path):
     import shutil
     run_dir = tmp_path / "run"

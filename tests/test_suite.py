@@ -139,6 +139,12 @@ def test_under_select_the_rows_validation_post_is_the_chosen_candidate(tmp_path,
     # POST is the chosen prompt on both splits: its test accuracy is already the chosen one's
     assert report["accuracy"]["post"] == report["accuracy"][chosen]
     assert report["validation"]["post"] == report["validation"][chosen]
+    # the same prompts evaluated under another α rule are not this row's results: the row is not finished
+    from engine.suite import finished
+    config = row_configs(str(tmp_path / "select.toml"))["s"]
+    assert finished(config, tmp_path / "runs" / "s")
+    assert not finished(config.model_copy(update={"transfer": config.transfer.model_copy(update={"alpha": 0.5})}),
+                        tmp_path / "runs" / "s")
 
 
 def test_as_selected_takes_the_chosen_candidates_validation(tmp_path):
