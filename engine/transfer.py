@@ -152,13 +152,20 @@ def _same_alpha(summary: dict, alpha: float) -> bool:
 
 
 def _adopt(ctx, folder, donor: str, method: str, summary: dict, prompt: bytes) -> None:
-    """Write `donor`'s finished prompt as `method`'s (prompt first, summary last: a stop between leaves
-    no summary, so the method is trained)."""
-    artifacts.write_bytes(folder / f"{method}.safetensors", prompt)
-    artifacts.write_json(folder / f"{method}.json", {**summary, "method": method, "copied_from": donor})
+    """Keep an earlier attempt's `donor` prompt as `method`'s (its bytes read before any copy was written)."""
+    write_copy(folder, donor, method, prompt, summary)
     ctx.log(f"transfer:{method}: an earlier attempt's {donor} prompt was trained at alpha={summary['alpha']:g} "
             "with the same inputs, kept as this method's")
     ctx.saved(f"transfer:{method}", folder / f"{method}.safetensors", f"{method} prompt for the large model ({donor}'s)")
+
+
+def write_copy(folder, donor: str, method: str, prompt: bytes, summary: dict) -> dict:
+    """`donor`'s prompt and summary written as `method`'s — the prompt first, the summary last: a stop
+    between leaves no summary, so the method is trained again rather than kept half-copied."""
+    artifacts.write_bytes(folder / f"{method}.safetensors", prompt)
+    copied = {**summary, "method": method, "copied_from": donor}
+    artifacts.write_json(folder / f"{method}.json", copied)
+    return copied
 
 
 def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float]:
@@ -232,10 +239,8 @@ def _train_method(ctx, folder, method: str, alpha: float, inputs: str, large, to
 def copy_twin(ctx, folder, twin: str, method: str) -> None:
     """`method` has the same α as `twin` (post at α = 0 or 1): same loss, start, batches and seed, so
     training would give the same prompt (up to float summation order); copy it instead of paying minutes for it again."""
-    artifacts.copy_file(folder / f"{twin}.safetensors", folder / f"{method}.safetensors")
     summary = artifacts.read_json_dict(folder / f"{twin}.json", "transfer summary")
-    summary.update(method=method, copied_from=twin, seconds=0.0)
-    artifacts.write_json(folder / f"{method}.json", summary)
+    summary = write_copy(folder, twin, method, (folder / f"{twin}.safetensors").read_bytes(), {**summary, "seconds": 0.0})
     ctx.log(f"transfer:{method}: same α as {twin}, its prompt copied")
     ctx.saved(f"transfer:{method}", folder / f"{method}.safetensors", f"{method} prompt for the large model")
     ctx.emit(StageFinished(stage=f"transfer:{method}", seconds=0.0, summary={**summary, "reused": True}))
