@@ -27,14 +27,25 @@ def prompt_logit_fn(model, tokenizer, prompt, dtype: str) -> LogitFn:
 def accuracy(logit_fn: LogitFn, examples: Examples, verbalizer, batch_size: int, pad_id: int, device,
              on_batch: Callable[[], None] | None = None) -> float:
     """Several processes: each batch is scored by one rank, and the counts are summed over the ranks."""
-    correct = 0
+    return score(logit_fn, examples, verbalizer, batch_size, pad_id, device, on_batch)[0]
+
+
+@torch.inference_mode()
+def score(logit_fn: LogitFn, examples: Examples, verbalizer, batch_size: int, pad_id: int, device,
+          on_batch: Callable[[], None] | None = None) -> tuple[float, float]:
+    """(accuracy, mean cloze loss — the tuning loss, cross-entropy over the class scores). The loss is
+    continuous where accuracy moves in steps of 1/n, so it can tell apart prompts whose accuracies tie."""
+    from engine.losses import cloze_loss
+    correct, loss = 0, torch.zeros(1, dtype=torch.float64, device=device)
     for indices in distributed.my_share(eval_batches(examples, batch_size)):
         batch = collate(examples, indices, pad_id, device)
-        predictions = verbalizer.class_scores(logit_fn(batch)).argmax(-1)
-        correct += (predictions == batch["labels"]).sum().item()
+        scores = verbalizer.class_scores(logit_fn(batch))
+        correct += (scores.argmax(-1) == batch["labels"]).sum().item()
+        loss += cloze_loss(scores, batch["labels"]).double().sum()
         if on_batch is not None:
             on_batch()
-    return distributed.sum_over_ranks(correct) / max(len(examples), 1)
+    n = max(len(examples), 1)
+    return distributed.sum_over_ranks(correct) / n, distributed.all_reduce_sum(loss).item() / n
 
 
 class EvalProgress:
@@ -103,10 +114,16 @@ def eval_batches_needed(ctx, split: str, names=None) -> int:
 
 
 def evaluate_methods(ctx, split: str, names=None, progress: EvalProgress | None = None) -> dict[str, float]:
+    """name → accuracy on `split`."""
+    return {name: acc for name, (acc, _) in score_methods(ctx, split, names, progress).items()}
+
+
+def score_methods(ctx, split: str, names=None, progress: EvalProgress | None = None) -> dict[str, tuple[float, float]]:
+    """name → (accuracy, mean cloze loss) on `split`."""
     from engine import loading
     fns, tokenizer = method_logit_fns(ctx, names)
     examples = loading.task(ctx, tokenizer)[split]
     verbalizer = loading.verbalizer(ctx, tokenizer)
     on_batch = progress.advance if progress is not None else None
-    return {name: accuracy(fn, examples, verbalizer, ctx.config.eval.batch_size, tokenizer.pad_token_id, ctx.device,
-                           on_batch) for name, fn in fns.items()}
+    return {name: score(fn, examples, verbalizer, ctx.config.eval.batch_size, tokenizer.pad_token_id, ctx.device,
+                        on_batch) for name, fn in fns.items()}

@@ -103,3 +103,25 @@ def test_cue_positions_mark_where_the_label_word_comes_next():
     expected = [[i >= k - 1 and row[i - k + 1:i + 1] == cue for i in range(len(row))] for row in rows.tolist()]
     assert marks.tolist() == expected and marks.any()  # within a row: each row is its own sequence
     assert not cue_positions(tok, "{text}", rows).any()
+
+
+def test_score_is_accuracy_and_mean_cloze_loss_by_hand():
+    from engine.data.tasks import Examples
+    from engine.evaluate import score
+    from engine.verbalizer import Verbalizer
+    # vocabulary of 4; class 0 reads token 1, class 1 reads token 2; the logits depend on the first input id
+    verbalizer = Verbalizer(words=[["a"], ["b"]], token_ids=[[1], [2]])
+    table = {5: [0.0, 2.0, 0.0, 9.0], 6: [0.0, 0.0, 1.0, 9.0], 7: [0.0, 3.0, 0.0, 9.0]}
+    examples = Examples(input_ids=[[5], [6, 3], [7]], labels=[0, 1, 1])
+    fn = lambda batch: torch.tensor([table[int(row[0])] for row in batch["input_ids"]])  # noqa: E731
+    acc, loss = score(fn, examples, verbalizer, batch_size=2, pad_id=0, device="cpu")
+    by_hand = [-math.log(_softmax([2.0, 0.0], 1)[0]), -math.log(_softmax([0.0, 1.0], 1)[1]),
+               -math.log(_softmax([3.0, 0.0], 1)[1])]
+    assert acc == pytest.approx(2 / 3)
+    assert loss == pytest.approx(sum(by_hand) / 3, rel=1e-6)  # float32 logits: agrees to ~7 digits
+
+
+def test_alpha_select_breaks_accuracy_ties_by_validation_loss():
+    from engine.alpha import best
+    assert best({"output": (0.70, 0.40), "post": (0.75, 0.60), "shift": (0.75, 0.55)}) == "shift"
+    assert best({"output": (0.80, 0.90), "post": (0.75, 0.10), "shift": (0.75, 0.55)}) == "output"  # accuracy first

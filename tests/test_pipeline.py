@@ -211,6 +211,9 @@ def test_alpha_select_keeps_the_best_validation_prompt(smoke_run, tmp_path):
     choice = json.loads((run_dir / "eval" / "alpha.json").read_text())
     val = choice["validation"]
     assert set(val) == {"output", "post", "shift"} and val[choice["method"]] == max(val.values())
+    losses_ = choice["validation_loss"]
+    assert set(losses_) == set(val) and all(loss > 0 for loss in losses_.values())
+    assert not [m for m in val if val[m] == val[choice["method"]] and losses_[m] < losses_[choice["method"]]]
     assert choice["alpha"] == {"output": 0.0, "post": 0.5, "shift": 1.0}[choice["method"]]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["alpha"]["post"] == choice["alpha"]
