@@ -256,13 +256,14 @@ def _diagnostic_cells(found: dict | None) -> str:
 
 def suite_markdown(report: dict) -> str:
     """The generality table: one row per (task, large model), accuracy % on test, gap closed, minutes."""
-    lines = ["| row | classes | test n | " + " | ".join(SUITE_COLUMNS) + " | gap closed | val. gap closed "
+    lines = ["| row | classes | test n | α | " + " | ".join(SUITE_COLUMNS) + " | gap closed | val. gap closed "
              "| shift ratio | fidelity corr. | warnings | minutes |",
-             "|---|---|---|" + "---|" * len(SUITE_COLUMNS) + "---|---|---|---|---|---|"]
+             "|---|---|---|---|" + "---|" * len(SUITE_COLUMNS) + "---|---|---|---|---|---|"]
     for name, row in report["rows"].items():
         acc = row["accuracy"]
         gap, vgap = row["gap_closed"], row.get("validation_gap_closed")
-        lines.append(f"| {name} | {row['classes']} | {row['test_examples']} | " +
+        alpha = (row.get("alpha") or {}).get("post")  # POST's α: under "select" the one chosen on validation
+        lines.append(f"| {name} | {row['classes']} | {row['test_examples']} | {'—' if alpha is None else f'{alpha:g}'} | " +
                      " | ".join(_pct(acc.get(m)) for m in SUITE_COLUMNS) +
                      f" | {'—' if gap is None else f'{gap:.2f}'} | {'—' if vgap is None else f'{vgap:.2f}'}"
                      f" | {_diagnostic_cells(row.get('diagnostics'))} | {row['minutes']['total']:.1f} |")

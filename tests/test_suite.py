@@ -63,6 +63,8 @@ def test_each_row_is_a_run_with_a_json(suite_run):
         assert {c["name"] for c in report["verdict"]} >= {"post_above_zero_shot", "student_prompt_works"}
     table = (root / "results" / "suite.md").read_text()
     assert "| a |" in table and "| b |" in table and "Mean gap closed over 2 rows" in table
+    a = json.loads((root / "results" / "a.json").read_text())
+    assert "| test n | α |" in table and f"| a | 2 | {a['test_examples']} | {a['alpha']['post']:g} |" in table
 
 
 def test_rows_share_the_method_settings(suite_run):
