@@ -112,9 +112,13 @@ def run_suite(name: str, out: Path, results_dir: Path, run_row: RunRow, only: li
     per row for the same numbers); an interrupted one resumes stage by stage. `after_row` gets the
     report so far after each row (the table is current even if a later row is interrupted)."""
     from engine.artifacts import write_json
-    configs = row_configs(name, only, overrides)
-    rows: dict[str, dict] = {}
-    for row, config in configs.items():
+    configs = row_configs(name, None, overrides)
+    chosen = row_configs(name, only, overrides) if only else configs
+    # rows left out by --row (another process may be running them) are in the table when their report
+    # is current, so one results folder holds one table of every finished row, whichever process ran it
+    rows = {row: found for row, config in configs.items() if row not in chosen
+            for found in [stored_report(config, Path(out) / row, Path(results_dir) / f"{row}.json")] if found}
+    for row, config in chosen.items():
         run_dir = Path(out) / row
         if not finished(config, run_dir):
             run_row(row, config, run_dir)
@@ -125,7 +129,21 @@ def run_suite(name: str, out: Path, results_dir: Path, run_row: RunRow, only: li
     return _report(name, rows, configs)
 
 
+def stored_report(config: RunConfig, run_dir: Path, path: Path) -> dict | None:
+    """`<row>.json` as an earlier invocation wrote it, if it still describes the run folder: the row
+    finished for this config and its results.json is the one the report was made from (same date)."""
+    from datetime import datetime, timezone
+
+    from engine.artifacts import read_json_dict
+    if not path.is_file() or not finished(config, run_dir):
+        return None
+    report = read_json_dict(path, "suite row report")
+    written = datetime.fromtimestamp((run_dir / "results.json").stat().st_mtime, timezone.utc)
+    return report if report.get("date") == written.isoformat(timespec="seconds") else None
+
+
 def _report(name: str, rows: dict[str, dict], configs: dict[str, RunConfig]) -> dict:
+    rows = {row: rows[row] for row in configs if row in rows}  # the suite's order, whoever ran which row
     return {"suite": name, "rows": rows, "not_run": [r for r in configs if r not in rows], "summary": summary(rows)}
 
 

@@ -93,6 +93,23 @@ def test_rerun_resumes_an_interrupted_row(suite_run):
     result = runner.invoke(app, args + ["--row", "b"])
     assert result.exit_code == 0, result.output
     assert prompt.stat().st_mtime_ns == before and (root / "runs" / "b" / "transfer" / "done.json").is_file()
+    # row a was not asked for, but it finished: the table still holds it, in the suite's order
+    table = (root / "results" / "suite.md").read_text()
+    assert table.index("| a |") < table.index("| b |") and "Mean gap closed over 2 rows" in table
+
+
+def test_a_row_left_out_is_in_the_table_only_while_its_report_is_current(suite_run):
+    root, args = suite_run
+    report = root / "results" / "a.json"
+    kept = report.read_text()
+    report.write_text(kept.replace('"date": "', '"date": "1999'))  # made from an earlier results.json
+    try:
+        result = runner.invoke(app, args + ["--row", "b"])
+        assert result.exit_code == 0, result.output
+        table = (root / "results" / "suite.md").read_text()
+        assert "| a |" not in table and "Not run: a." in table
+    finally:
+        report.write_text(kept)
 
 
 def test_a_task_card_cannot_tune_the_method(tmp_path):
