@@ -4,8 +4,8 @@ The owner's transfer stage never reads private data, so a choice that needs priv
 accuracy is made by the user and travels to the owner like the rest of the package:
 - a number (`transfer.alpha = 0.5`): either side, nothing chosen from data;
 - "select": the owner trains the candidates of `methods.SELECT_CANDIDATES` (α = 0, 0.5, 1) on
-  public data; the user's eval keeps the one with the best *validation* accuracy (`eval/alpha.json`,
-  on the user's machine) and says which to the owner. A choice among k candidates reveals at most
+  public data; the user's eval keeps the one with the best *validation* accuracy, a tie going to the
+  lower validation loss (`eval/alpha.json`, on the user's machine) and says which to the owner. A choice among k candidates reveals at most
   log2(k) bits about the private data (log2 3 ≈ 1.58), outside ε;
 - "auto": the paper's heuristic min((ZS − chance)/(CPT − chance), 1) from the large model's
   zero-shot and the student's prompted accuracy on the user's validation split. It needs the large
@@ -17,7 +17,9 @@ parties.owner_transfer): ε would no longer describe everything released.
 """
 from __future__ import annotations
 
-from engine import artifacts, loading, methods, package
+import math
+
+from engine import artifacts, distributed, loading, methods, package
 from engine.errors import PostError
 
 CHOICE = package.CHOICE   # in a package: the α the user chose, and by which rule
@@ -89,12 +91,16 @@ def best(scores: dict[str, tuple[float, float]]) -> str:
     """The candidate with the best validation accuracy. With a few hundred examples accuracies tie
     often (mr-gemma3: post and shift both 0.753), and a tie is settled by the cloze loss on the same
     examples — still one choice among the candidates, so still at most log2(k) bits revealed."""
-    return min(scores, key=lambda m: (-scores[m][0], scores[m][1]))
+    def key(m):  # a NaN loss sorts last; a full tie keeps the paper's mixed loss (post)
+        accuracy, loss = scores[m]
+        return -accuracy, loss if math.isfinite(loss) else math.inf, m != "post"
+    return min(scores, key=key)
 
 
 def select(ctx, progress=None) -> dict:
-    """α = "select" on the user's side: the trained candidate with the best *validation* accuracy becomes
-    POST, written as eval/post.safetensors with the accuracies behind the choice (eval/alpha.json)."""
+    """α = "select" on the user's side: the trained candidate with the best *validation* accuracy (a tie:
+    the lower validation loss) becomes POST, written as eval/post.safetensors with the accuracies and
+    losses behind the choice (eval/alpha.json)."""
     from engine.evaluate import score_methods
     candidates = methods.SELECT_CANDIDATES
     missing = [m for m in candidates if not loading.prompt_path(ctx, "transfer", m).is_file()]
@@ -102,7 +108,8 @@ def select(ctx, progress=None) -> dict:
         raise PostError(f"transfer.alpha = \"select\" needs the {', '.join(missing)} prompt(s): "
                         "run the transfer stage first (post transfer RUN_DIR)")
     scores = score_methods(ctx, "validation", names=tuple(candidates), progress=progress)
-    method = best(scores)
+    names = list(scores)
+    method = names[distributed.same_on_every_rank(names.index(best(scores)))]  # every rank evaluates the same next
     choice = {"rule": RULE, "method": method, "alpha": candidates[method],
               "validation": {m: acc for m, (acc, _) in scores.items()},
               "validation_loss": {m: loss for m, (_, loss) in scores.items()},

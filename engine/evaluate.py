@@ -36,16 +36,17 @@ def score(logit_fn: LogitFn, examples: Examples, verbalizer, batch_size: int, pa
     """(accuracy, mean cloze loss — the tuning loss, cross-entropy over the class scores). The loss is
     continuous where accuracy moves in steps of 1/n, so it can tell apart prompts whose accuracies tie."""
     from engine.losses import cloze_loss
-    correct, loss = 0, torch.zeros(1, dtype=torch.float64, device=device)
+    correct, loss = 0, 0.0
     for indices in distributed.my_share(eval_batches(examples, batch_size)):
         batch = collate(examples, indices, pad_id, device)
         scores = verbalizer.class_scores(logit_fn(batch))
         correct += (scores.argmax(-1) == batch["labels"]).sum().item()
-        loss += cloze_loss(scores, batch["labels"]).double().sum()
+        loss += cloze_loss(scores, batch["labels"]).sum().item()  # summed in Python floats (float64 on any device)
         if on_batch is not None:
             on_batch()
     n = max(len(examples), 1)
-    return distributed.sum_over_ranks(correct) / n, distributed.all_reduce_sum(loss).item() / n
+    total_loss = distributed.all_reduce_sum(torch.tensor([loss], dtype=torch.float64)).item()
+    return distributed.sum_over_ranks(correct) / n, total_loss / n
 
 
 class EvalProgress:

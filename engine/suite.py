@@ -110,36 +110,50 @@ def run_suite(name: str, out: Path, results_dir: Path, run_row: RunRow, only: li
 
     A row whose run finished for the same inputs is not run again (its test eval would cost minutes
     per row for the same numbers); an interrupted one resumes stage by stage. `after_row` gets the
-    report so far after each row (the table is current even if a later row is interrupted)."""
+    report so far after each row (the table is current even if a later row is interrupted). Rows left
+    out by `only` (another process may be running them) are in every report while their stored
+    `<row>.json` is current — read again each time, so one results folder holds one table of every
+    finished row, whichever process ran it and whichever finished last."""
     from engine.artifacts import write_json
     configs = row_configs(name, None, overrides)
     chosen = row_configs(name, only, overrides) if only else configs
-    # rows left out by --row (another process may be running them) are in the table when their report
-    # is current, so one results folder holds one table of every finished row, whichever process ran it
-    rows = {row: found for row, config in configs.items() if row not in chosen
-            for found in [stored_report(config, Path(out) / row, Path(results_dir) / f"{row}.json")] if found}
+    out, results_dir = Path(out), Path(results_dir)
+    done: dict[str, dict] = {}
+
+    def report() -> dict:
+        stored = {row: found for row, config in configs.items() if row not in chosen
+                  for found in [stored_report(row, config, out / row, results_dir / f"{row}.json")] if found}
+        return _report(name, {**stored, **done}, configs)
+
     for row, config in chosen.items():
-        run_dir = Path(out) / row
+        run_dir = out / row
         if not finished(config, run_dir):
             run_row(row, config, run_dir)
-        rows[row] = row_report(name, row, config, run_dir, validation)
-        write_json(Path(results_dir) / f"{row}.json", rows[row])
+        done[row] = row_report(name, row, config, run_dir, validation)
+        write_json(results_dir / f"{row}.json", done[row])
         if after_row is not None:
-            after_row(_report(name, rows, configs))
-    return _report(name, rows, configs)
+            after_row(report())
+    return report()
 
 
-def stored_report(config: RunConfig, run_dir: Path, path: Path) -> dict | None:
-    """`<row>.json` as an earlier invocation wrote it, if it still describes the run folder: the row
-    finished for this config and its results.json is the one the report was made from (same date)."""
-    from datetime import datetime, timezone
+def config_digest(config: RunConfig) -> str:
+    """What a row's results depend on: its config less `runtime` (threads, device — how, not what)."""
+    from engine.records import digest
+    return digest({k: v for k, v in config.model_dump().items() if k != "runtime"})
 
-    from engine.artifacts import read_json_dict
-    if not path.is_file() or not finished(config, run_dir):
+
+def stored_report(row: str, config: RunConfig, run_dir: Path, path: Path) -> dict | None:
+    """`<row>.json` as an earlier invocation wrote it, if it still describes the run folder: made for this
+    row, folder and config, from the results.json that is there now (its sha256), and the run's records
+    say it finished. Cheap on purpose — no model is loaded for a row this process does not run."""
+    from engine.artifacts import read_json_dict, sha256_file
+    if not path.is_file() or not _records_finished(config, run_dir):
         return None
     report = read_json_dict(path, "suite row report")
-    written = datetime.fromtimestamp((run_dir / "results.json").stat().st_mtime, timezone.utc)
-    return report if report.get("date") == written.isoformat(timespec="seconds") else None
+    current = (report.get("row") == row and report.get("config_digest") == config_digest(config)
+               and Path(str(report.get("run_dir"))).resolve() == run_dir.resolve()
+               and report.get("results_sha256") == sha256_file(run_dir / "results.json"))
+    return report if current else None
 
 
 def _report(name: str, rows: dict[str, dict], configs: dict[str, RunConfig]) -> dict:
@@ -148,28 +162,51 @@ def _report(name: str, rows: dict[str, dict], configs: dict[str, RunConfig]) -> 
 
 
 def finished(config: RunConfig, run_dir: Path) -> bool:
-    """results.json is there, eval finished after every other stage, and each of those stages'
-    records says it finished for this config's inputs."""
-    from engine import records
+    """The run's records say it finished (below), and each stage's record says it finished for this
+    config's inputs (loads what the input fingerprints need: models, data)."""
     from engine.context import RunContext
     from engine.pipeline import stages_for, why_rerun
+    if not _records_finished(config, run_dir):
+        return False
+    ctx = RunContext(config=config, run_dir=run_dir)
+    return all(why_rerun(ctx, stage) is None for stage in stages_for(config)[:-1])
+
+
+def _records_finished(config: RunConfig, run_dir: Path) -> bool:
+    """results.json is there, eval finished after every other stage, under this config's α rule — and
+    under "select", by the selection rule the engine applies now."""
+    from engine import alpha, records
+    from engine.artifacts import read_json_dict
+    from engine.pipeline import stages_for
     eval_record = run_dir / "eval" / records.RECORD
     if not (run_dir / "results.json").is_file() or not eval_record.is_file():
         return False
     if (records.read(run_dir / "eval") or {}).get("status") != records.COMPLETED:
         return False
-    from engine.artifacts import read_json_dict
     rule = read_json_dict(run_dir / "results.json", "results").get("alpha_rule")  # None: written before the field
     if rule is not None and rule != config.transfer.alpha:  # e.g. evaluated at α = 0.5, now "select": eval again
         return False
-    ctx = RunContext(config=config, run_dir=run_dir)
+    if config.transfer.alpha == "select":
+        choice = run_dir / "eval" / "alpha.json"
+        if not choice.is_file() or not _same_choice_now(read_json_dict(choice, "α choice"), alpha.RULE):
+            return False
     for stage in stages_for(config)[:-1]:
         record = run_dir / stage / records.RECORD
         if not record.is_file() or record.stat().st_mtime_ns > eval_record.stat().st_mtime_ns:
             return False
-        if why_rerun(ctx, stage) is not None:
-            return False
     return True
+
+
+def _same_choice_now(choice: dict, rule: str) -> bool:
+    """Whether the current selection rule would choose as `choice` did: made by it, or by the earlier rule
+    (best validation accuracy, a tie to post) without a tie for the best accuracy — the rules differ only
+    in how a tie is settled, so such a choice is not made again (an eval costs many minutes per row)."""
+    if choice.get("rule") == rule:
+        return True
+    accuracy = choice.get("validation") or {}
+    best = max(accuracy.values(), default=None)
+    return choice.get("rule") == "best validation accuracy" and list(accuracy.values()).count(best) == 1 \
+        and accuracy.get(choice.get("method")) == best
 
 
 def validation_accuracy(config: RunConfig, run_dir: Path) -> dict[str, float]:
@@ -227,7 +264,7 @@ def gap_closed(accuracy: dict[str, float], method: str = "post") -> float | None
 def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validation: bool = True) -> dict:
     from datetime import datetime, timezone
 
-    from engine.artifacts import read_json_dict
+    from engine.artifacts import read_json_dict, sha256_file
     from engine import verdict
     from engine.bench import machine
     results = read_json_dict(run_dir / "results.json", "results")
@@ -239,6 +276,7 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
             # when the row's results were written (a report of a finished row does not re-date it)
             "date": datetime.fromtimestamp((run_dir / "results.json").stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
             "machine": machine(),
+            "config_digest": config_digest(config), "results_sha256": sha256_file(run_dir / "results.json"),
             "accuracy": results["accuracy"], "gap_closed": results["gap_closed"],
             "validation": val, "validation_gap_closed": gap_closed(val) if val else None,
             "alpha": results["alpha"], "minutes": minutes, "test_examples": results["test_examples"],

@@ -201,15 +201,15 @@ def scenario_cancel(out, rank, world):
 def scenario_accuracy(out, rank, world):
     """Accuracy on the smoke test split: each batch scored by one rank, the counts summed."""
     from engine import loading
-    from engine.evaluate import accuracy, prompt_logit_fn
+    from engine.evaluate import prompt_logit_fn, score
     from engine.tiny import tiny
     ctx = _ctx(out, rank)
     model, tok = tiny("tiny:gpt2")
     test = loading.task(ctx, tok)["test"]
     batches = []
-    acc = accuracy(prompt_logit_fn(model, tok, None, "float32"), test, loading.verbalizer(ctx, tok), 16,
-                   tok.pad_token_id, ctx.device, on_batch=lambda: batches.append(1))
-    return {"accuracy": acc, "batches": len(batches), "examples": len(test)}
+    acc, loss = score(prompt_logit_fn(model, tok, None, "float32"), test, loading.verbalizer(ctx, tok), 16,
+                      tok.pad_token_id, ctx.device, on_batch=lambda: batches.append(1))
+    return {"accuracy": acc, "loss": loss, "batches": len(batches), "examples": len(test)}
 
 
 def _distill_once(out, rank, overrides):
@@ -344,6 +344,10 @@ def test_eval_is_sharded_and_gathered_without_duplicates(tmp_path):
     assert ranks[0]["batches"] + ranks[1]["batches"] == one["batches"] and ranks[1]["batches"] > 0
     assert ranks[0]["accuracy"] == ranks[1]["accuracy"]
     assert abs(ranks[0]["accuracy"] - one["accuracy"]) <= 1 / one["examples"] + 1e-12
+    # the loss is one all-reduce: the same bits on every rank (alpha select compares it), and the sum of
+    # the same per-example losses as one process in another order (float32 logits: ~1e-6 relative)
+    assert ranks[0]["loss"] == ranks[1]["loss"]
+    assert abs(ranks[0]["loss"] - one["loss"]) <= 1e-5 * one["loss"]
 
 
 def test_distillation_over_two_ranks_reaches_the_loss_of_one(tmp_path):

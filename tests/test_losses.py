@@ -125,3 +125,6 @@ def test_alpha_select_breaks_accuracy_ties_by_validation_loss():
     from engine.alpha import best
     assert best({"output": (0.70, 0.40), "post": (0.75, 0.60), "shift": (0.75, 0.55)}) == "shift"
     assert best({"output": (0.80, 0.90), "post": (0.75, 0.10), "shift": (0.75, 0.55)}) == "output"  # accuracy first
+    assert best({"output": (0.75, 0.50), "post": (0.75, 0.50), "shift": (0.70, 0.10)}) == "post"  # a full tie
+    assert best({"post": (0.75, float("nan")), "shift": (0.75, 0.90)}) == "shift"  # a NaN loss never wins a tie
+    assert best({"shift": (0.75, 0.90), "post": (0.75, float("nan"))}) == "shift"

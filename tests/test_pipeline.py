@@ -224,6 +224,26 @@ def test_alpha_select_keeps_the_best_validation_prompt(smoke_run, tmp_path):
     assert steps[-1][0] == steps[-1][1]  # the bar ends full whichever α won
 
 
+def test_alpha_select_settles_a_tie_by_the_validation_loss(smoke_run, tmp_path, monkeypatch):
+    import shutil
+    from engine import evaluate
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run, run_dir)
+    real = evaluate.score_methods
+
+    def tied(ctx, split, names=None, progress=None):  # post and shift tie on accuracy; shift's loss is lower
+        found = real(ctx, split, names, progress)
+        if split == "validation":
+            found = {"output": (0.5, 0.40), "post": (0.75, 0.70), "shift": (0.75, 0.60)}
+        return found
+    monkeypatch.setattr(evaluate, "score_methods", tied)
+    result = runner.invoke(app, ["eval", str(run_dir), "--set", "transfer.alpha=\"select\""])
+    assert result.exit_code == 0, result.output
+    choice = json.loads((run_dir / "eval" / "alpha.json").read_text())
+    assert (choice["method"], choice["alpha"]) == ("shift", 1.0)
+    assert choice["validation_loss"] == {"output": 0.40, "post": 0.70, "shift": 0.60}
+
+
 def test_resume_retrains_transfer_prompts_whose_inputs_changed(smoke_run, tmp_path):
     import shutil
     run_dir = tmp_path / "run"

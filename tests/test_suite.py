@@ -102,7 +102,7 @@ def test_a_row_left_out_is_in_the_table_only_while_its_report_is_current(suite_r
     root, args = suite_run
     report = root / "results" / "a.json"
     kept = report.read_text()
-    report.write_text(kept.replace('"date": "', '"date": "1999'))  # made from an earlier results.json
+    report.write_text(kept.replace('"results_sha256": "', '"results_sha256": "0'))  # made from another results.json
     try:
         result = runner.invoke(app, args + ["--row", "b"])
         assert result.exit_code == 0, result.output
@@ -110,6 +110,24 @@ def test_a_row_left_out_is_in_the_table_only_while_its_report_is_current(suite_r
         assert "| a |" not in table and "Not run: a." in table
     finally:
         report.write_text(kept)
+
+
+def test_a_row_another_process_finishes_meanwhile_joins_the_table(suite_run):
+    """Two processes, --row a and --row b, started together: whichever finishes last still writes both."""
+    from engine.suite import run_suite
+    from post_tui.cli import _execute
+    root, _ = suite_run
+    report = root / "results" / "a.json"
+    kept = report.read_text()
+    report.unlink()  # row a's process has not finished yet when this one starts
+    (root / "runs" / "b" / "transfer" / "done.json").unlink()  # row b has work left
+
+    def run_b(name, config, run_dir):
+        report.write_text(kept)  # meanwhile, the other process finishes row a
+        return _execute(config, run_dir, resume=True)
+
+    found = run_suite(str(root / "tiny.toml"), root / "runs", root / "results", run_b, only=["b"])
+    assert list(found["rows"]) == ["a", "b"] and not found["not_run"]
 
 
 def test_a_task_card_cannot_tune_the_method(tmp_path):
@@ -166,6 +184,21 @@ def test_under_select_the_rows_validation_post_is_the_chosen_candidate(tmp_path,
     assert finished(config, tmp_path / "runs" / "s")
     assert not finished(config.model_copy(update={"transfer": config.transfer.model_copy(update={"alpha": 0.5})}),
                         tmp_path / "runs" / "s")
+    choice = tmp_path / "runs" / "s" / "eval" / "alpha.json"
+    choice.write_text(choice.read_text().replace('"rule": "', '"rule": "an earlier rule: '))
+    assert not finished(config, tmp_path / "runs" / "s")  # chosen by another rule: the eval chooses again
+
+
+def test_a_choice_by_the_earlier_select_rule_stands_unless_it_was_a_tie():
+    from engine.alpha import RULE
+    from engine.suite import _same_choice_now
+    earlier = "best validation accuracy"  # ties went to post
+    assert _same_choice_now({"rule": RULE, "method": "post", "validation": {}}, RULE)
+    assert _same_choice_now({"rule": earlier, "method": "output",
+                             "validation": {"output": 0.72, "post": 0.51, "shift": 0.39}}, RULE)
+    assert not _same_choice_now({"rule": earlier, "method": "post",  # mr-gemma3: a tie, settled by loss now
+                                 "validation": {"output": 0.67, "post": 0.753, "shift": 0.753}}, RULE)
+    assert not _same_choice_now({"rule": "another", "method": "post", "validation": {"post": 0.8}}, RULE)
 
 
 def test_as_selected_takes_the_chosen_candidates_validation(tmp_path):
