@@ -19,6 +19,7 @@ from pathlib import Path
 
 from engine import artifacts, kit, manifest, package, records
 from engine.errors import PostError
+from engine.runlock import RunLock
 
 WITHHELD = "withheld"
 
@@ -39,7 +40,6 @@ def owner_config(config, kit_dir: Path, card: dict):
 
 def owner_transfer(config, kit_dir: Path, package_dir: Path, out: Path, bus=None, cancel=None) -> None:
     """Transfer a user's package to the large model in the owner's own folder (public data only)."""
-    from engine.pipeline import run
     found = package.verify(package_dir, kit.fingerprint_of(kit_dir))
     if config.transfer.alpha == "auto" and package.CHOICE not in found["files"]:
         raise PostError("transfer.alpha = \"auto\" is chosen by the user on their validation split, and this package "
@@ -47,6 +47,13 @@ def owner_transfer(config, kit_dir: Path, package_dir: Path, out: Path, bus=None
     card = artifacts.read_json_dict(Path(package_dir) / "task_card.json", "task card")
     cfg = owner_config(config, kit_dir, card)
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):  # the package and the tune record below are written into the folder too
+        _receive_and_transfer(cfg, found, package_dir, out, bus, cancel)
+
+
+def _receive_and_transfer(cfg, found: dict, package_dir: Path, out: Path, bus, cancel) -> None:
+    from engine.pipeline import run
     target = out / "package"
     if (target / "manifest.json").is_file() and artifacts.sha256_file(target / "manifest.json") != \
             artifacts.sha256_file(Path(package_dir) / "manifest.json"):
@@ -62,6 +69,11 @@ def owner_transfer(config, kit_dir: Path, package_dir: Path, out: Path, bus=None
 def import_transfer(run_dir: Path, owner_dir: Path) -> list[str]:
     """Copy the owner's finished transfer prompts into the user's run, checked to be of this run's prompt."""
     run_dir, owner_dir = Path(run_dir), Path(owner_dir)
+    with RunLock(run_dir):
+        return _import_transfer(run_dir, owner_dir)
+
+
+def _import_transfer(run_dir: Path, owner_dir: Path) -> list[str]:
     record = records.read(owner_dir / "transfer")
     if record is None or record.get("status") not in records.DONE_STATUSES:
         raise PostError(f"{owner_dir} has no finished transfer (transfer/done.json): the owner runs post transfer first")

@@ -30,6 +30,7 @@ from engine.events import (EventBus, JsonlWriter, RunFailed, RunFinished, RunSta
                            StageFinished, StageStarted)
 from engine.evaluate import EvalProgress, eval_batches_needed, evaluate_methods
 from engine.memory import MemoryMonitor
+from engine.runlock import LOCK, RunLock
 from engine.transfer import finished_methods, run_transfer
 from engine.tune import run_full_pt, run_tune
 
@@ -265,10 +266,15 @@ def run(config: RunConfig, bus: EventBus | None = None, out: Path | None = None,
         stages: list[str] | None = None, resume: bool = False, force: bool = False) -> dict | None:
     """Run the pipeline (or some stages) and write the run folder. Raises PostError / Cancelled."""
     run_dir = new_run_dir(config, out)
-    fresh = not run_dir.exists() or not any(run_dir.iterdir())
+    fresh = not run_dir.exists() or not any(p.name != LOCK for p in run_dir.iterdir())
     if not fresh and not resume and stages is None:
         raise PostError(f"run folder {run_dir} already exists: pass --resume to continue it, or another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(run_dir):  # before anything is written: a second process in this folder is refused
+        return _run_locked(config, run_dir, fresh, bus, cancel, stages, force)
+
+
+def _run_locked(config: RunConfig, run_dir: Path, fresh: bool, bus, cancel, stages, force) -> dict | None:
     if config.runtime.threads:
         torch.set_num_threads(config.runtime.threads)
     torch.manual_seed(config.runtime.seed)

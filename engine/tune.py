@@ -112,10 +112,12 @@ def _dp_session(ctx, stage, inputs: dict, fingerprint: str, n_train: int, total:
                           journal_extra={"fingerprint": fingerprint, "data": inputs.get("data"),
                                          "release": release, "ledger": key, "inherited_steps": inherited})
     own = accounting.drop_steps(dp.history, inherited)  # this release's own steps so far (a resume has some)
-    ledger.check_budget(key, cfg.privacy.budget, accounting.add_steps(own, dp.noise_multiplier, dp.sample_rate, dp.limit),
-                        dp.delta, exclude=release)  # before the first step: a refused run spends nothing
-    entry = ledger.Release.start(key, private=True, stage=stage, run_dir=ctx.run_dir, release=release,
-                                 delta=dp.delta, accountant=dp.accountant, n_examples=n_train)
+    plan = accounting.add_steps(own, dp.noise_multiplier, dp.sample_rate, dp.limit)
+    with ledger.reserving(key):  # check and entry in one step: a run started meanwhile sees this one's plan
+        ledger.check_budget(key, cfg.privacy.budget, plan, dp.delta, exclude=release)  # a refused run spends nothing
+        entry = ledger.Release.start(key, private=True, stage=stage, run_dir=ctx.run_dir, release=release,
+                                     delta=dp.delta, accountant=dp.accountant, n_examples=n_train,
+                                     planned=[list(h) for h in plan])
     entry.update(own)
     dp.on_step = lambda h: entry.update(accounting.drop_steps(h, inherited))
     dp.release = entry
@@ -142,6 +144,8 @@ def _journal(path, accountant: str, n_examples: int, data) -> dict | None:
 def save_tuned(ctx, stage: str, prompt: SoftPrompt, result, dp, seconds: float, inputs: dict) -> None:
     folder = ctx.stage_dir(stage)
     if result.cancelled:  # no prompt is published; the checkpoint and the record let a resume continue
+        if dp is not None:  # its steps stay spent; its plan is no longer reserved (ledger.in_progress)
+            dp.release.update(accounting.drop_steps(dp.history, dp.journal_extra.get("inherited_steps", 0)), pid=None)
         records.write(folder, stage, records.CANCELLED, inputs, {}, steps=result.steps, seconds=seconds)
         return
     path = folder / "prompt.safetensors"

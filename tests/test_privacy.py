@@ -271,3 +271,32 @@ def test_verify_needs_a_certificate(tmp_path):
     result = runner.invoke(app, ["privacy", "verify", str(tmp_path)])
     assert result.exit_code == 2 and "no privacy certificate" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_budget_check_counts_a_run_in_progress_at_its_plan(tmp_path):
+    """Two runs on the same data that each fit the budget alone, not together: the second is refused
+    while the first runs; the ε reported is always the steps actually taken."""
+    import subprocess
+    import sys
+    from engine.errors import PostError
+    from engine.privacy import accounting, ledger
+    step = (1.0, 0.01)
+    running = ledger.Release.start("k", private=True, stage="tune", run_dir=tmp_path, delta=1e-5,
+                                   planned=[[*step, 1000]])
+    running.update([[*step, 10]])  # 10 of its 1000 steps taken so far
+    assert ledger.composed("k")["steps"] == 10 and ledger.composed("k", reserved=True)["steps"] == 1000
+    alone = accounting.epsilon([(*step, 1010)], 1e-5, "rdp")
+    both = accounting.epsilon([(*step, 2000)], 1e-5, "rdp")
+    budget = (alone + both) / 2
+    with pytest.raises(PostError, match="1 of them still running"):
+        ledger.check_budget("k", budget, [(*step, 1000)], 1e-5)
+    running.update([[*step, 1000]], finished=True)  # finished: its steps as taken (here: all of them)
+    with pytest.raises(PostError, match="would be exceeded"):
+        ledger.check_budget("k", budget, [(*step, 1000)], 1e-5)
+    running.update([[*step, 10]], finished=True)  # finished early (a budget stop): 10 steps, nothing reserved
+    assert ledger.check_budget("k", budget, [(*step, 1000)], 1e-5)["steps"] == 1010
+    # a run whose process is gone (killed) counts at the steps its journal recorded, not its plan
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    running.record.update(finished=False, pid=int(gone.stdout))
+    running.save()
+    assert not ledger.in_progress(running.record) and ledger.composed("k", reserved=True)["steps"] == 10

@@ -207,3 +207,29 @@ def test_damaged_privacy_journal_is_refused_not_forgotten(finished, tmp_path):
     result = runner.invoke(app, ["tune", str(run_dir), *dp])
     assert result.exit_code == 2 and "privacy journal is unreadable" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_second_process_in_a_run_folder_is_refused_until_the_first_is_gone(finished, tmp_path):
+    """One process per run folder: another live one is refused in one line and nothing is written;
+    once it is gone — even by kill -9 — the folder is free again (the OS drops the lock)."""
+    import subprocess
+    import sys
+    from engine.runlock import RunLock
+    run_dir = copy(finished, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom engine.runlock import RunLock\n"
+                               f"with RunLock({str(run_dir)!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file() and p.name != ".post.lock"}
+        result = runner.invoke(app, ["run", "--resume", str(run_dir)])
+        assert result.exit_code == 2 and f"pid {holder.pid}" in result.output
+        assert "in use by another post process" in result.output and len(result.output.strip().splitlines()) == 1
+        assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file() and p.name != ".post.lock"} == before
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs in the holder
+        holder.wait()
+    with RunLock(run_dir), RunLock(run_dir):  # free again; re-entrant within one process
+        pass
+    result = runner.invoke(app, ["run", "--resume", str(run_dir)])
+    assert result.exit_code == 0, result.output

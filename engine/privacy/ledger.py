@@ -12,6 +12,12 @@ journal, so a crash can only over-count — and a non-DP use records ε = ∞. T
 data is Opacus' accountant over the concatenated histories of all its releases, at the smallest
 δ any of them used. `privacy.budget` (a lifetime ε for the data) refuses a run that would exceed
 it before it starts.
+
+Runs at the same time on the same data: the budget check and the new entry are one step under a
+lock per data set (`<key>/.lock`), and an entry records the steps its run *plans* (and its pid and
+host). A budget check counts a run still in progress at its plan, not at the steps it has taken so
+far — two runs that each fit the budget alone but not together are not both let through. The ε that
+is reported (certificates, `post privacy ledger`) is always the steps actually taken.
 """
 from __future__ import annotations
 
@@ -19,13 +25,20 @@ import hashlib
 import json
 import math
 import os
+import socket
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from engine import artifacts
 from engine.errors import PostError
 from engine.privacy import accounting
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover — not POSIX: checks are not serialised across processes
+    fcntl = None
 
 
 def root() -> Path:
@@ -62,13 +75,51 @@ def entries(key: str) -> list[dict]:
     return sorted(out, key=lambda e: e.get("started", ""))
 
 
+@contextmanager
+def reserving(key: str):
+    """One budget check and new entry at a time for this data set, across processes (a check takes
+    milliseconds: the lock is waited for, not refused)."""
+    folder = root() / key
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+", encoding="utf-8") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or its process dies
+        yield
+
+
+def in_progress(entry: dict) -> bool:
+    """A private release whose run has not finished and whose process is alive (another host's: assumed
+    alive — it cannot be asked, and assuming so can only over-count a budget check)."""
+    if entry.get("finished") or not entry.get("private") or not isinstance(entry.get("pid"), int):
+        return False
+    if entry.get("host") != socket.gethostname() or entry["pid"] == os.getpid():
+        return True
+    try:
+        os.kill(entry["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _counted(entry: dict, reserved: bool) -> list:
+    """The entry's history; for a budget check (`reserved`), a run in progress at its planned steps."""
+    history = entry.get("history", [])
+    planned = entry.get("planned") or []
+    if reserved and in_progress(entry) and sum(int(h[2]) for h in planned) > sum(int(h[2]) for h in history):
+        return planned
+    return history
+
+
 def composed(key: str, exclude: str | None = None, extra_history: list | None = None,
-             extra_delta: float | None = None) -> dict:
+             extra_delta: float | None = None, reserved: bool = False) -> dict:
     """{"epsilon", "delta", "steps", "releases"} over every release of `key` (but `exclude`),
-    plus `extra_history` (a run about to start); ε = ∞ when any release was not private."""
+    plus `extra_history` (a run about to start); ε = ∞ when any release was not private. With
+    `reserved` (budget checks) runs in progress count at their planned steps."""
     found = [e for e in entries(key) if e.get("release") != exclude]
     deltas = [e["delta"] for e in found if e.get("private") and e.get("delta")] + ([extra_delta] if extra_delta else [])
-    history = [h for e in found if e.get("private") for h in e.get("history", [])] + list(extra_history or [])
+    history = [h for e in found if e.get("private") for h in _counted(e, reserved)] + list(extra_history or [])
     delta = min(deltas) if deltas else None
     public = any(not e.get("private") for e in found)
     if public:
@@ -100,6 +151,7 @@ class Release:
               **fields) -> "Release":
         """A new entry (or the one a resumed stage continues, given its id)."""
         release = release or new_release_id()
+        fields = {**fields, "pid": os.getpid(), "host": socket.gethostname()}  # whose run it is, while it runs
         record = {"release": release, "data": key, "private": private, "stage": stage,
                   "run_dir": str(Path(run_dir).resolve()), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "epsilon": None if private else "inf", "history": [], **fields}
@@ -123,12 +175,14 @@ class Release:
 def check_budget(key: str, budget: float | None, planned_history: list, delta: float,
                  exclude: str | None = None) -> dict:
     """Refuse (PostError) a run whose planned steps would take the data past its lifetime budget."""
-    after = composed(key, exclude=exclude, extra_history=planned_history, extra_delta=delta)
+    after = composed(key, exclude=exclude, extra_history=planned_history, extra_delta=delta, reserved=True)
     if budget is not None and after["epsilon"] > budget:
-        before = composed(key, exclude=exclude)
+        before = composed(key, exclude=exclude, reserved=True)
         spent = "∞ (a release without DP)" if math.isinf(before["epsilon"]) else f"{before['epsilon']:.3f}"
+        running = sum(1 for e in entries(key) if e.get("release") != exclude and in_progress(e))
+        also = f" ({running} of them still running, counted at their planned steps)" if running else ""
         raise PostError(f"privacy.budget ε={budget:g} for this data would be exceeded: {before['releases']} earlier "
-                        f"release(s) spent ε={spent}, this run would bring it to ε={after['epsilon']:.3f}; "
+                        f"release(s){also} spent ε={spent}, this run would bring it to ε={after['epsilon']:.3f}; "
                         f"see post privacy ledger {key[:12]}")
     return after
 
