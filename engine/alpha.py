@@ -85,6 +85,7 @@ def heuristic(zero_shot: float, compressed: float, num_classes: int) -> float:
 
 
 RULE = "best validation accuracy; a tie goes to the lower validation loss"
+EARLIER_RULE = "best validation accuracy"  # until 2026-11-30: a tie went to post (α = 0.5)
 
 
 def best(scores: dict[str, tuple[float, float]]) -> str:

@@ -152,6 +152,11 @@ def _writer_alive(name: str) -> bool:
         pid = int(name.split(TEMP_MARK, 1)[1].split("-", 1)[0])
     except (IndexError, ValueError):
         return False
+    return pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (another user's counts as running)."""
     if pid == os.getpid():
         return True
     try:

@@ -175,7 +175,7 @@ def finished(config: RunConfig, run_dir: Path) -> bool:
 def _records_finished(config: RunConfig, run_dir: Path) -> bool:
     """results.json is there, eval finished after every other stage, under this config's α rule — and
     under "select", by the selection rule the engine applies now."""
-    from engine import alpha, records
+    from engine import records
     from engine.artifacts import read_json_dict
     from engine.pipeline import stages_for
     eval_record = run_dir / "eval" / records.RECORD
@@ -188,7 +188,7 @@ def _records_finished(config: RunConfig, run_dir: Path) -> bool:
         return False
     if config.transfer.alpha == "select":
         choice = run_dir / "eval" / "alpha.json"
-        if not choice.is_file() or not _same_choice_now(read_json_dict(choice, "α choice"), alpha.RULE):
+        if not choice.is_file() or not _same_choice_now(read_json_dict(choice, "α choice")):
             return False
     for stage in stages_for(config)[:-1]:
         record = run_dir / stage / records.RECORD
@@ -197,15 +197,16 @@ def _records_finished(config: RunConfig, run_dir: Path) -> bool:
     return True
 
 
-def _same_choice_now(choice: dict, rule: str) -> bool:
+def _same_choice_now(choice: dict) -> bool:
     """Whether the current selection rule would choose as `choice` did: made by it, or by the earlier rule
-    (best validation accuracy, a tie to post) without a tie for the best accuracy — the rules differ only
-    in how a tie is settled, so such a choice is not made again (an eval costs many minutes per row)."""
-    if choice.get("rule") == rule:
+    without a tie for the best accuracy — the rules differ only in how a tie is settled, so such a
+    choice is not made again (an eval costs many minutes per row)."""
+    from engine import alpha
+    if choice.get("rule") == alpha.RULE:
         return True
     accuracy = choice.get("validation") or {}
     best = max(accuracy.values(), default=None)
-    return choice.get("rule") == "best validation accuracy" and list(accuracy.values()).count(best) == 1 \
+    return choice.get("rule") == alpha.EARLIER_RULE and list(accuracy.values()).count(best) == 1 \
         and accuracy.get(choice.get("method")) == best
 
 

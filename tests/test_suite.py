@@ -190,15 +190,14 @@ def test_under_select_the_rows_validation_post_is_the_chosen_candidate(tmp_path,
 
 
 def test_a_choice_by_the_earlier_select_rule_stands_unless_it_was_a_tie():
-    from engine.alpha import RULE
+    from engine.alpha import EARLIER_RULE as earlier, RULE
     from engine.suite import _same_choice_now
-    earlier = "best validation accuracy"  # ties went to post
-    assert _same_choice_now({"rule": RULE, "method": "post", "validation": {}}, RULE)
+    assert _same_choice_now({"rule": RULE, "method": "post", "validation": {}})
     assert _same_choice_now({"rule": earlier, "method": "output",
-                             "validation": {"output": 0.72, "post": 0.51, "shift": 0.39}}, RULE)
+                             "validation": {"output": 0.72, "post": 0.51, "shift": 0.39}})
     assert not _same_choice_now({"rule": earlier, "method": "post",  # mr-gemma3: a tie, settled by loss now
-                                 "validation": {"output": 0.67, "post": 0.753, "shift": 0.753}}, RULE)
-    assert not _same_choice_now({"rule": "another", "method": "post", "validation": {"post": 0.8}}, RULE)
+                                 "validation": {"output": 0.67, "post": 0.753, "shift": 0.753}})
+    assert not _same_choice_now({"rule": "another", "method": "post", "validation": {"post": 0.8}})
 
 
 def test_as_selected_takes_the_chosen_candidates_validation(tmp_path):

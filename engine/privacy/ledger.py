@@ -92,15 +92,7 @@ def in_progress(entry: dict) -> bool:
     alive — it cannot be asked, and assuming so can only over-count a budget check)."""
     if entry.get("finished") or not entry.get("private") or not isinstance(entry.get("pid"), int):
         return False
-    if entry.get("host") != socket.gethostname() or entry["pid"] == os.getpid():
-        return True
-    try:
-        os.kill(entry["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return entry.get("host") != socket.gethostname() or artifacts.pid_alive(entry["pid"])
 
 
 def _counted(entry: dict, reserved: bool) -> list:
