@@ -88,6 +88,7 @@ def register(app: typer.Typer, stage_command) -> None:
                 from engine import parties
                 if run_dir is None:
                     raise PostError("post eval --from OWNER_RUN needs the user's RUN_DIR")
+                cli._check_run_folder(run_dir)  # the same words as every command given a run folder
                 parties.import_transfer(run_dir, from_owner)
             cli.guarded(take)
         return plain_eval(run_dir=run_dir, preset=preset, config=config, sets=sets, out=out)

@@ -222,6 +222,8 @@ RUN_FOLDERS = [
          "is a file, not a run folder", subprocess=True),
     Case("folder-empty", run_folder(None, "eval"), "not a run folder (no config.toml)"),
     Case("folder-resume-missing", lambda tmp: ["run", "--resume", str(tmp / "no-such-run")], "does not exist"),
+    Case("folder-import-missing", lambda tmp: ["eval", str(tmp / "no-such-run"), "--from", str(tmp / "owner")],
+         "give the folder a run wrote"),
     Case("folder-garbage-config", run_folder("this is {not toml", "transfer"), "not valid TOML"),
     Case("folder-binary-config", run_folder(b"\x89PNG\r\n\x1a\n\x00\xff", "tune"), "not UTF-8"),
     Case("folder-config-unknown-key", run_folder('[tune]\nlr_rate = 1\n', "tune"), "unknown key tune.lr_rate"),
