@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -26,25 +27,36 @@ except ImportError:  # pragma: no cover — not POSIX
 LOCK = ".post.lock"
 
 
-_held: dict[str, list] = {}  # lock path → [open handle, depth]: re-entrant within this process
+_held: dict[str, list] = {}  # lock path → [open handle, depth, owning thread]: re-entrant in that thread only
+_guard = threading.Lock()
 
 
 class RunLock:
-    """`with RunLock(run_dir):` — refuses (PostError) when another live process holds the folder.
-    Re-entrant within one process (an owner's transfer locks its folder, then runs the pipeline in it)."""
+    """`with RunLock(run_dir):` — refuses (PostError) when another live process, or another thread of this
+    one (two TUI runs on one folder), holds the folder. Re-entrant within one thread (an owner's transfer
+    locks its folder, then runs the pipeline in it)."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK
         self.key = str(self.path.resolve())
 
     def __enter__(self) -> "RunLock":
+        if not self.path.parent.is_dir():
+            raise PostError(f"run folder {self.path.parent} does not exist: give the folder a run wrote (it holds config.toml)")
         if fcntl is None:
             return self
-        if not self.path.parent.is_dir():
-            raise PostError(f"run folder {self.path.parent} does not exist: give the folder a run was made in")
-        if self.key in _held:
-            _held[self.key][1] += 1
-            return self
+        with _guard:
+            held = _held.get(self.key)
+            if held is not None:
+                if held[2] != threading.get_ident():
+                    raise PostError(f"run folder {self.path.parent} is in use by another run in this process: "
+                                    "wait for it to finish or stop it, then resume")
+                held[1] += 1
+                return self
+            _held[self.key] = [self._acquire(), 1, threading.get_ident()]
+        return self
+
+    def _acquire(self):
         handle = open(self.path, "a+", encoding="utf-8")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -58,17 +70,17 @@ class RunLock:
         handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
         handle.flush()
-        _held[self.key] = [handle, 1]
-        return self
+        return handle
 
     def __exit__(self, *exc) -> None:
-        held = _held.get(self.key)
-        if held is None:
-            return
-        held[1] -= 1
-        if held[1] == 0:
-            del _held[self.key]
-            held[0].close()  # closing the descriptor releases the lock; the file may stay
+        with _guard:
+            held = _held.get(self.key)
+            if held is None:
+                return
+            held[1] -= 1
+            if held[1] == 0:
+                del _held[self.key]
+                held[0].close()  # closing the descriptor releases the lock; the file may stay
 
 
 def _holder(handle) -> str:

@@ -229,7 +229,11 @@ def test_a_second_process_in_a_run_folder_is_refused_until_the_first_is_gone(fin
     finally:
         holder.kill()  # SIGKILL: no cleanup runs in the holder
         holder.wait()
-    with RunLock(run_dir), RunLock(run_dir):  # free again; re-entrant within one process
-        pass
+    with RunLock(run_dir), RunLock(run_dir):  # free again; re-entrant within one thread
+        other = []
+        worker = threading.Thread(target=lambda: other.append(runner.invoke(app, ["run", "--resume", str(run_dir)])))
+        worker.start()
+        worker.join()
+        assert other[0].exit_code == 2 and "in use by another run in this process" in other[0].output
     result = runner.invoke(app, ["run", "--resume", str(run_dir)])
     assert result.exit_code == 0, result.output
