@@ -259,7 +259,8 @@ def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = Config
               suite: Optional[str] = typer.Option(None, "--suite", help="A suite (presets/suites) or suite TOML: many tasks, the shipped defaults"),
               rows: Optional[List[str]] = typer.Option(None, "--row", help="Only this suite row (repeatable)"),
               results: Path = typer.Option(Path("bench/results/suite"), "--results", help="Where a suite writes <row>.json and suite.md"),
-              validation: bool = typer.Option(True, "--validation/--no-validation", help="Also score every method of a suite row on the validation split")) -> None:
+              validation: bool = typer.Option(True, "--validation/--no-validation", help="Also score every method of a suite row on the validation split"),
+              report_only: bool = typer.Option(False, "--report-only", help="With --suite: write suite.md from the stored <row>.json, run nothing")) -> None:
     """The paper's table for a preset: every method, without DP and at the preset's ε (8 if unset).
 
     Writes bench.json, bench.md and bench.png; run it again with the same --out to resume.
@@ -267,8 +268,10 @@ def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = Config
     row and the generality table; run it again with the same --out to resume.
     """
     if suite is not None:
-        guarded(lambda: _bench_suite(suite, preset or config, sets, out, rows, results, validation))
+        guarded(lambda: _bench_suite(suite, preset or config, sets, out, rows, results, validation, report_only))
         return
+    if report_only:
+        fail("--report-only re-writes a suite's table from its stored row reports: give --suite")
 
     def go():
         from engine.bench import default_out, run_bench
@@ -288,13 +291,21 @@ def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = Config
     guarded(go)
 
 
-def _bench_suite(suite: str, clash, sets, out: Optional[Path], rows, results: Path, validation: bool) -> None:
+def _bench_suite(suite: str, clash, sets, out: Optional[Path], rows, results: Path, validation: bool,
+                 report_only: bool = False) -> None:
     from engine.artifacts import write_text
-    from engine.suite import run_suite
+    from engine.suite import run_suite, stored_table
     from post_tui.render import suite_markdown
     if clash is not None:
         raise PostError("--suite runs the suite's own rows: leave out --preset / --config (use --set for every row)")
     folder = out or Path("runs") / f"suite-{Path(suite).stem}"
+    if report_only:
+        if rows:
+            raise PostError("--report-only writes the whole table from the stored reports: leave out --row")
+        report = stored_table(suite, folder, results, sets)
+        write_text(results / "suite.md", suite_markdown(report))
+        console.print(suite_markdown(report), markup=False, highlight=False)
+        return
 
     def run_row(name: str, cfg, run_dir: Path):
         from rich.text import Text

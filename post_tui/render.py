@@ -263,16 +263,22 @@ def suite_markdown(report: dict) -> str:
         acc = row["accuracy"]
         gap, vgap = row["gap_closed"], row.get("validation_gap_closed")
         alpha = (row.get("alpha") or {}).get("post")  # POST's α: under "select" the one chosen on validation
-        lines.append(f"| {name} | {row['classes']} | {row['test_examples']} | {'—' if alpha is None else f'{alpha:g}'} | " +
+        lines.append(f"| {name}{' †' if row.get('archived') else ''} | {row['classes']} | {row['test_examples']} | {'—' if alpha is None else f'{alpha:g}'} | " +
                      " | ".join(_pct(acc.get(m)) for m in SUITE_COLUMNS) +
                      f" | {'—' if gap is None else f'{gap:.2f}'} | {'—' if vgap is None else f'{vgap:.2f}'}"
                      f" | {_diagnostic_cells(row.get('diagnostics'))} | {row['minutes']['total']:.1f} |")
     s = report["summary"]
     mean = s["mean_gap_closed"]
     failing = [f"{row} ({check})" for row, checks in s["post_above"].items() for check, ok in checks.items() if ok is False]
-    lines += ["", f"Mean gap closed over {s['rows']} row{'' if s['rows'] == 1 else 's'}: {'—' if mean is None else f'{mean:.2f}'}. "
+    capped = s.get("mean_gap_closed_capped")
+    lines += ["", f"Mean gap closed over {s['rows']} row{'' if s['rows'] == 1 else 's'}: {'—' if mean is None else f'{mean:.2f}'}"
+              + ("" if capped is None or capped == mean else f" ({capped:.2f} with each row capped at 1)") + ". "
               + ("POST above Direct and Full ZS in every row." if not failing else
                  "POST not above: " + ", ".join(failing) + ".")]
     if report.get("not_run"):
         lines[-1] += " Not run: " + ", ".join(report["not_run"]) + "."
+    archived = [name for name, row in report["rows"].items() if row.get("archived")]
+    if archived:
+        lines += ["", "† the row's stored report (same row, run folder and config digest); its run folder is not on "
+                  "this machine, so its results.json was not checked again: " + ", ".join(archived) + "."]
     return "\n".join(lines) + "\n"

@@ -208,3 +208,49 @@ def test_as_selected_takes_the_chosen_candidates_validation(tmp_path):
     val = {"post": 0.51, "output": 0.72, "shift": 0.39, "full_zs": 0.37}
     assert as_selected(load_config("starter"), tmp_path, val) == {**val, "post": 0.39}
     assert as_selected(load_config("demo"), tmp_path, val) == val  # a fixed α: post is post
+
+
+def test_report_only_keeps_a_row_whose_run_folder_is_gone_and_marks_it(suite_run):
+    """The reports in bench/results outlive the run folders (another machine, an earlier session): the
+    table is written again from them alone, each such row marked, a stale one still left out."""
+    import shutil
+    root, args = suite_run
+    moved = root / "runs-moved-a"
+    shutil.move(str(root / "runs" / "a"), moved)
+    b_report = root / "results" / "b.json"
+    kept_b = b_report.read_text()
+    try:
+        watched = root / "runs" / "b" / "eval" / "done.json"
+        before = watched.stat().st_mtime_ns
+        result = runner.invoke(app, args + ["--report-only"])
+        assert result.exit_code == 0, result.output
+        table = (root / "results" / "suite.md").read_text()
+        assert "| a † |" in table and "| b |" in table and "not on this machine" in table and "Not run" not in table
+        assert watched.stat().st_mtime_ns == before and not (root / "runs" / "a").exists()  # nothing ran
+        # a report made for another config is not this row's, folder or not
+        b_report.write_text(kept_b.replace('"config_digest": "', '"config_digest": "0'))
+        shutil.move(str(root / "runs" / "b"), root / "runs-moved-b")
+        result = runner.invoke(app, args + ["--report-only"])
+        assert result.exit_code == 0, result.output
+        table = (root / "results" / "suite.md").read_text()
+        assert "| b" not in table and "Not run: b." in table
+    finally:
+        shutil.move(str(moved), root / "runs" / "a")
+        if (root / "runs-moved-b").exists():
+            shutil.move(str(root / "runs-moved-b"), root / "runs" / "b")
+        b_report.write_text(kept_b)
+
+
+def test_report_only_refuses_rows_and_a_missing_suite(suite_run):
+    root, args = suite_run
+    result = runner.invoke(app, args + ["--report-only", "--row", "a"])
+    assert result.exit_code == 2 and "leave out --row" in result.output
+    result = runner.invoke(app, ["bench", "--report-only"])
+    assert result.exit_code == 2 and "give --suite" in result.output
+
+
+def test_the_mean_gap_closed_is_also_given_with_each_row_capped_at_one():
+    from engine.suite import summary
+    rows = {"x": {"gap_closed": 1.5, "verdict": []}, "y": {"gap_closed": 0.5, "verdict": []}}
+    found = summary(rows)
+    assert found["mean_gap_closed"] == pytest.approx(1.0) and found["mean_gap_closed_capped"] == pytest.approx(0.75)
