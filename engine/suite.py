@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -324,8 +325,25 @@ def summary(rows: dict[str, dict]) -> dict:
     beats = {name: {"post>direct": _passed(r, "post_above_direct"), "post>full_zs": _passed(r, "post_above_zero_shot")}
              for name, r in rows.items()}
     capped = [min(g, 1.0) for g in gaps]  # a row above 1 says its Full PT reference is weak, not that POST beats it
-    return {"rows": len(rows), "mean_gap_closed": sum(gaps) / len(gaps) if gaps else None,
-            "mean_gap_closed_capped": sum(capped) / len(capped) if capped else None, "post_above": beats}
+    unresolved = [name for name, r in rows.items() if r["gap_closed"] is not None and not gap_resolved(r)]
+    resolved = [r["gap_closed"] for name, r in rows.items() if r["gap_closed"] is not None and name not in unresolved]
+    return {"rows": len(rows), "mean_gap_closed": _mean(gaps), "mean_gap_closed_capped": _mean(capped),
+            "gap_unresolved": unresolved, "mean_gap_closed_resolved": _mean(resolved) if unresolved else None,
+            "post_above": beats}
+
+
+def gap_resolved(row: dict) -> bool:
+    """Whether the row's gap (Full PT − Full ZS on test) exceeds two standard errors of a difference of two
+    accuracies on its n examples: below that the denominator of gap closed is noise, and a few examples
+    either way swing the ratio past ±1 (bbc-gemma3: 88.3 → 90.6 on 213 articles, 2 SE = 5.9 points)."""
+    zs, pt, n = row["accuracy"].get("full_zs"), row["accuracy"].get("full_pt"), row["test_examples"]
+    if zs is None or pt is None or not n:
+        return False
+    return pt - zs > 2 * math.sqrt((zs * (1 - zs) + pt * (1 - pt)) / n)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
 def _passed(row: dict, check: str) -> bool | None:

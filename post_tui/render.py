@@ -277,6 +277,10 @@ def suite_markdown(report: dict) -> str:
                  "POST not above: " + ", ".join(failing) + ".")]
     if report.get("not_run"):
         lines[-1] += " Not run: " + ", ".join(report["not_run"]) + "."
+    if s.get("gap_unresolved"):
+        rest = s.get("mean_gap_closed_resolved")
+        lines += ["", "Full PT − Full ZS within two standard errors (gap closed there is noise): "
+                  + ", ".join(s["gap_unresolved"]) + (f"; mean gap closed over the other rows: {rest:.2f}." if rest is not None else ".")]
     archived = [name for name, row in report["rows"].items() if row.get("archived")]
     if archived:
         lines += ["", "† the row's stored report (same row, run folder and config digest); its run folder is not on "

@@ -251,6 +251,26 @@ def test_report_only_refuses_rows_and_a_missing_suite(suite_run):
 
 def test_the_mean_gap_closed_is_also_given_with_each_row_capped_at_one():
     from engine.suite import summary
-    rows = {"x": {"gap_closed": 1.5, "verdict": []}, "y": {"gap_closed": 0.5, "verdict": []}}
+    acc = {"full_zs": 0.5, "full_pt": 0.8}
+    rows = {"x": {"gap_closed": 1.5, "verdict": [], "accuracy": acc, "test_examples": 300},
+            "y": {"gap_closed": 0.5, "verdict": [], "accuracy": acc, "test_examples": 300}}
     found = summary(rows)
     assert found["mean_gap_closed"] == pytest.approx(1.0) and found["mean_gap_closed_capped"] == pytest.approx(0.75)
+
+
+def test_a_gap_within_two_standard_errors_is_named_and_left_out_of_a_second_mean():
+    """88.3 → 90.6 on 213 examples (bbc-gemma3) is within noise; 55 → 81 on 300 (mr-smollm2) is not."""
+    from engine.suite import gap_resolved, summary
+    from post_tui.render import suite_markdown
+    noisy = {"accuracy": {"full_zs": 0.883, "full_pt": 0.906, "post": 0.859}, "test_examples": 213,
+             "gap_closed": -1.0, "verdict": [], "classes": 5, "minutes": {"total": 1.0}}
+    clear = {"accuracy": {"full_zs": 0.553, "full_pt": 0.81, "post": 0.697}, "test_examples": 300,
+             "gap_closed": 0.56, "verdict": [], "classes": 2, "minutes": {"total": 1.0}}
+    assert not gap_resolved(noisy) and gap_resolved(clear)
+    assert not gap_resolved({**noisy, "accuracy": {"full_zs": 0.9, "post": 0.9}})  # no reference: nothing resolved
+    found = summary({"noisy": noisy, "clear": clear})
+    assert found["gap_unresolved"] == ["noisy"] and found["mean_gap_closed"] == pytest.approx(-0.22)
+    assert found["mean_gap_closed_resolved"] == pytest.approx(0.56)
+    table = suite_markdown({"rows": {"noisy": noisy, "clear": clear}, "summary": found, "not_run": []})
+    assert "within two standard errors" in table and "noisy; mean gap closed over the other rows: 0.56" in table
+    assert summary({"clear": clear})["mean_gap_closed_resolved"] is None  # every gap resolved: one mean is enough
