@@ -138,8 +138,8 @@ def run_suite(name: str, out: Path, results_dir: Path, run_row: RunRow, only: li
 def stored_table(name: str, out: Path, results_dir: Path, overrides: list[str] | None = None) -> dict:
     """The suite report from the stored `<row>.json` alone (`post bench --suite … --report-only`): runs
     nothing and loads no model, so the table of rows measured in several sessions can be written again."""
-    return _report(name, _stored_reports(row_configs(name, None, overrides), set(), Path(out), Path(results_dir)),
-                   row_configs(name, None, overrides))
+    configs = row_configs(name, None, overrides)
+    return _report(name, _stored_reports(configs, set(), Path(out), Path(results_dir)), configs)
 
 
 def _stored_reports(configs: dict[str, RunConfig], skip: set[str], out: Path, results_dir: Path) -> dict[str, dict]:
@@ -153,14 +153,19 @@ def config_digest(config: RunConfig) -> str:
     return digest({k: v for k, v in config.model_dump().items() if k != "runtime"})
 
 
+REPORT_KEYS = ("row", "config_digest", "run_dir", "accuracy", "test_examples", "classes", "minutes")
+
+
 def stored_report(row: str, config: RunConfig, run_dir: Path, path: Path) -> dict | None:
     """`<row>.json` as an earlier invocation wrote it, if it still describes the run folder: made for this
     row, folder and config, from the results.json that is there now (its sha256), and the run's records
     say it finished. Cheap on purpose — no model is loaded for a row this process does not run.
 
-    Where the run folder is gone (another machine, an earlier session: the reports in bench/results are
-    the archive) the report stands if it was made for this row, folder and config, and says so:
-    `archived` is set and the table marks the row. A folder that is there but changed always wins."""
+    Where there is no run folder at the report's `run_dir` (another machine, an earlier session: the
+    reports in bench/results are the archive) the report stands if it was made for this row, folder and
+    config and, where it records them, under this config's α rule and today's selection rule; `archived`
+    is set and the table marks the row. A folder that is there but changed always wins. Gap closed and the
+    verdict are computed again from the accuracies either way (from results.json where it is there)."""
     from engine.artifacts import read_json_dict, sha256_file
     if not path.is_file():
         return None
@@ -168,11 +173,38 @@ def stored_report(row: str, config: RunConfig, run_dir: Path, path: Path) -> dic
     if not archived and not _records_finished(config, run_dir):
         return None
     report = read_json_dict(path, "suite row report")
-    same = (report.get("row") == row and report.get("config_digest") == config_digest(config)
-            and Path(str(report.get("run_dir"))).resolve() == run_dir.resolve())
+    if not {"row", "config_digest", "run_dir"} <= set(report):
+        return None  # written before reports carried their inputs: it cannot be matched to this config
+    missing = [key for key in REPORT_KEYS if key not in report]
+    if missing:
+        raise PostError(f"suite row report {path} lacks {', '.join(missing)}: delete it and run the row again "
+                        f"(--row {row}) so its report is written anew")
+    same = (report["row"] == row and report["config_digest"] == config_digest(config)
+            and Path(str(report["run_dir"])).resolve() == run_dir.resolve())
+    if not same:
+        return None
     if archived:
-        return {**report, "archived": True} if same else None
-    return report if same and report.get("results_sha256") == sha256_file(run_dir / "results.json") else None
+        return _rescored({**report, "archived": True}) if _same_rules(config, report) else None
+    if report.get("results_sha256") != sha256_file(run_dir / "results.json"):
+        return None
+    results = read_json_dict(run_dir / "results.json", "results")
+    return _rescored({**report, "accuracy": results["accuracy"], "test_examples": results["test_examples"]})
+
+
+def _same_rules(config: RunConfig, report: dict) -> bool:
+    """An archived report's α rule and selection (recorded since 2026-12-04) still those the engine applies."""
+    if "alpha_rule" in report and report["alpha_rule"] not in (None, config.transfer.alpha):
+        return False
+    choice = report.get("alpha_choice")
+    return config.transfer.alpha != "select" or choice is None or _same_choice_now(choice)
+
+
+def _rescored(report: dict) -> dict:
+    """Gap closed and the verdict from the report's accuracies, not as stored: the table cannot disagree
+    with its own numbers."""
+    from engine import verdict
+    return {**report, "gap_closed": gap_closed(report["accuracy"]),
+            "verdict": verdict.checks(report["accuracy"], report["test_examples"], report["classes"])}
 
 
 def _report(name: str, rows: dict[str, dict], configs: dict[str, RunConfig]) -> dict:
@@ -299,10 +331,22 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
             "config_digest": config_digest(config), "results_sha256": sha256_file(run_dir / "results.json"),
             "accuracy": results["accuracy"], "gap_closed": results["gap_closed"],
             "validation": val, "validation_gap_closed": gap_closed(val) if val else None,
-            "alpha": results["alpha"], "minutes": minutes, "test_examples": results["test_examples"],
+            "alpha": results["alpha"], "alpha_rule": results.get("alpha_rule"), "alpha_choice": _choice(run_dir),
+            "minutes": minutes, "test_examples": results["test_examples"],
             "classes": len(config.task.label_words), "diagnostics": _diagnostics(run_dir),
             "verdict": verdict.checks(results["accuracy"], results["test_examples"], len(config.task.label_words)),
             "method": {k: getattr(config, k).model_dump() for k in ("distill", "tune", "transfer")}}
+
+
+def _choice(run_dir: Path) -> dict | None:
+    """How `select` chose (rule, method, validation accuracy per candidate), so an archived report can be
+    checked against the rule the engine applies later."""
+    from engine.artifacts import read_json_dict
+    path = run_dir / "eval" / "alpha.json"
+    if not path.is_file():
+        return None
+    found = read_json_dict(path, "α choice")
+    return {k: found.get(k) for k in ("rule", "method", "validation")}
 
 
 def _diagnostics(run_dir: Path) -> dict | None:
@@ -325,7 +369,7 @@ def summary(rows: dict[str, dict]) -> dict:
     beats = {name: {"post>direct": _passed(r, "post_above_direct"), "post>full_zs": _passed(r, "post_above_zero_shot")}
              for name, r in rows.items()}
     capped = [min(g, 1.0) for g in gaps]  # a row above 1 says its Full PT reference is weak, not that POST beats it
-    unresolved = [name for name, r in rows.items() if r["gap_closed"] is not None and not gap_resolved(r)]
+    unresolved = [name for name, r in rows.items() if not gap_resolved(r)]
     resolved = [r["gap_closed"] for name, r in rows.items() if r["gap_closed"] is not None and name not in unresolved]
     return {"rows": len(rows), "mean_gap_closed": _mean(gaps), "mean_gap_closed_capped": _mean(capped),
             "gap_unresolved": unresolved, "mean_gap_closed_resolved": _mean(resolved) if unresolved else None,
@@ -333,10 +377,14 @@ def summary(rows: dict[str, dict]) -> dict:
 
 
 def gap_resolved(row: dict) -> bool:
-    """Whether the row's gap (Full PT − Full ZS on test) exceeds two standard errors of a difference of two
-    accuracies on its n examples: below that the denominator of gap closed is noise, and a few examples
-    either way swing the ratio past ±1 (bbc-gemma3: 88.3 → 90.6 on 213 articles, 2 SE = 5.9 points)."""
-    zs, pt, n = row["accuracy"].get("full_zs"), row["accuracy"].get("full_pt"), row["test_examples"]
+    """Whether Full PT is above Full ZS on test by more than two standard errors of the difference of two
+    accuracies on the row's n examples (as if independent: the per-example predictions are not kept, and
+    the paired error would be smaller, so this names more rows, not fewer). Otherwise the denominator of gap
+    closed is noise, or Full PT is no reference, and a few examples swing the ratio past ±1 (bbc-gemma3:
+    88.3 → 90.6 on 213 articles, 2 SE = 5.9 points). Above it the ratio is still uncertain, only its sign
+    is not."""
+    accuracy = row.get("accuracy") or {}
+    zs, pt, n = accuracy.get("full_zs"), accuracy.get("full_pt"), row.get("test_examples")
     if zs is None or pt is None or not n:
         return False
     return pt - zs > 2 * math.sqrt((zs * (1 - zs) + pt * (1 - pt)) / n)

@@ -271,7 +271,7 @@ def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = Config
         guarded(lambda: _bench_suite(suite, preset or config, sets, out, rows, results, validation, report_only))
         return
     if report_only:
-        fail("--report-only re-writes a suite's table from its stored row reports: give --suite")
+        fail("--report-only writes a suite's table from its stored row reports: give --suite NAME")
 
     def go():
         from engine.bench import default_out, run_bench
@@ -303,6 +303,9 @@ def _bench_suite(suite: str, clash, sets, out: Optional[Path], rows, results: Pa
         if rows:
             raise PostError("--report-only writes the whole table from the stored reports: leave out --row")
         report = stored_table(suite, folder, results, sets)
+        if not report["rows"]:  # never replace a table with an empty one
+            raise PostError(f"no report in {results} is current for this suite's rows under --out {folder}: nothing "
+                            "written (give the --out and --results the rows ran under)")
         write_text(results / "suite.md", suite_markdown(report))
         console.print(suite_markdown(report), markup=False, highlight=False)
         return

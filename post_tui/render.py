@@ -268,21 +268,21 @@ def suite_markdown(report: dict) -> str:
                      f" | {'—' if gap is None else f'{gap:.2f}'} | {'—' if vgap is None else f'{vgap:.2f}'}"
                      f" | {_diagnostic_cells(row.get('diagnostics'))} | {row['minutes']['total']:.1f} |")
     s = report["summary"]
-    mean = s["mean_gap_closed"]
+    mean, capped = s["mean_gap_closed"], s.get("mean_gap_closed_capped")
     failing = [f"{row} ({check})" for row, checks in s["post_above"].items() for check, ok in checks.items() if ok is False]
-    capped = s.get("mean_gap_closed_capped")
-    lines += ["", f"Mean gap closed over {s['rows']} row{'' if s['rows'] == 1 else 's'}: {'—' if mean is None else f'{mean:.2f}'}"
-              + ("" if capped is None or capped == mean else f" ({capped:.2f} with each row capped at 1)") + ". "
-              + ("POST above Direct and Full ZS in every row." if not failing else
+    # three decimals: a goal of 0.60 is not met by 0.598
+    lines += ["", f"Mean gap closed over {s['rows']} row{'' if s['rows'] == 1 else 's'}: {'—' if mean is None else f'{mean:.3f}'}"
+              + ("" if capped is None or capped == mean else f" ({capped:.3f} with each row capped above at 1)") + ". "
+              + ("No rows." if not s["rows"] else "POST above Direct and Full ZS in every row." if not failing else
                  "POST not above: " + ", ".join(failing) + ".")]
     if report.get("not_run"):
-        lines[-1] += " Not run: " + ", ".join(report["not_run"]) + "."
+        lines[-1] += " Not in the table (not run, or no current report): " + ", ".join(report["not_run"]) + "."
     if s.get("gap_unresolved"):
         rest = s.get("mean_gap_closed_resolved")
-        lines += ["", "Full PT − Full ZS within two standard errors (gap closed there is noise): "
-                  + ", ".join(s["gap_unresolved"]) + (f"; mean gap closed over the other rows: {rest:.2f}." if rest is not None else ".")]
+        lines += ["", "Full PT not above Full ZS by two standard errors (gap closed there is noise): "
+                  + ", ".join(s["gap_unresolved"]) + (f"; mean gap closed over the other rows: {rest:.3f}." if rest is not None else ".")]
     archived = [name for name, row in report["rows"].items() if row.get("archived")]
     if archived:
-        lines += ["", "† the row's stored report (same row, run folder and config digest); its run folder is not on "
-                  "this machine, so its results.json was not checked again: " + ", ".join(archived) + "."]
+        lines += ["", "† the row's stored report, made for the same row, run folder and config digest; there is no run "
+                  "folder at its run_dir, so its records and results.json were not checked again: " + ", ".join(archived) + "."]
     return "\n".join(lines) + "\n"

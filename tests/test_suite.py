@@ -107,7 +107,7 @@ def test_a_row_left_out_is_in_the_table_only_while_its_report_is_current(suite_r
         result = runner.invoke(app, args + ["--row", "b"])
         assert result.exit_code == 0, result.output
         table = (root / "results" / "suite.md").read_text()
-        assert "| a |" not in table and "Not run: a." in table
+        assert "| a |" not in table and "no current report): a." in table
     finally:
         report.write_text(kept)
 
@@ -225,7 +225,7 @@ def test_report_only_keeps_a_row_whose_run_folder_is_gone_and_marks_it(suite_run
         result = runner.invoke(app, args + ["--report-only"])
         assert result.exit_code == 0, result.output
         table = (root / "results" / "suite.md").read_text()
-        assert "| a † |" in table and "| b |" in table and "not on this machine" in table and "Not run" not in table
+        assert "| a † |" in table and "| b |" in table and "no run folder at its run_dir" in table and "Not in" not in table
         assert watched.stat().st_mtime_ns == before and not (root / "runs" / "a").exists()  # nothing ran
         # a report made for another config is not this row's, folder or not
         b_report.write_text(kept_b.replace('"config_digest": "', '"config_digest": "0'))
@@ -233,7 +233,7 @@ def test_report_only_keeps_a_row_whose_run_folder_is_gone_and_marks_it(suite_run
         result = runner.invoke(app, args + ["--report-only"])
         assert result.exit_code == 0, result.output
         table = (root / "results" / "suite.md").read_text()
-        assert "| b" not in table and "Not run: b." in table
+        assert "| b" not in table and "no current report): b." in table
     finally:
         shutil.move(str(moved), root / "runs" / "a")
         if (root / "runs-moved-b").exists():
@@ -244,9 +244,54 @@ def test_report_only_keeps_a_row_whose_run_folder_is_gone_and_marks_it(suite_run
 def test_report_only_refuses_rows_and_a_missing_suite(suite_run):
     root, args = suite_run
     result = runner.invoke(app, args + ["--report-only", "--row", "a"])
-    assert result.exit_code == 2 and "leave out --row" in result.output
+    assert result.exit_code == 2 and "leave out --row" in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["bench", "--report-only"])
-    assert result.exit_code == 2 and "give --suite" in result.output
+    assert result.exit_code == 2 and "give --suite" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_report_only_never_replaces_a_table_with_an_empty_one(suite_run):
+    root, args = suite_run
+    table = root / "results" / "suite.md"
+    before = table.read_bytes()
+    elsewhere = args[:args.index("--out") + 1] + [str(root / "other-out")] + args[args.index("--out") + 2:]
+    result = runner.invoke(app, elsewhere + ["--report-only"])  # the rows ran under another --out
+    assert result.exit_code == 2 and "nothing written" in result.output and table.read_bytes() == before
+
+
+def test_a_stored_report_shows_its_run_folders_numbers_and_an_archived_one_its_rule(suite_run):
+    """The table is computed from results.json where the folder is there (an edited report cannot show
+    other numbers), and an archived report made under another α rule is not current."""
+    import shutil
+    root, args = suite_run
+    report = root / "results" / "a.json"
+    kept = report.read_text()
+    data = json.loads(kept)
+    try:
+        report.write_text(json.dumps({**data, "accuracy": {**data["accuracy"], "post": 0.99}, "gap_closed": 0.9}))
+        result = runner.invoke(app, args + ["--report-only"])
+        assert result.exit_code == 0, result.output
+        assert "| 99.0 |" not in (root / "results" / "suite.md").read_text()
+        shutil.move(str(root / "runs" / "a"), root / "runs-moved-a")
+        report.write_text(json.dumps({**data, "alpha_rule": "select" if data["alpha_rule"] != "select" else 0.5}))
+        result = runner.invoke(app, args + ["--report-only"])
+        assert result.exit_code == 0, result.output
+        assert "| a" not in (root / "results" / "suite.md").read_text()
+    finally:
+        if (root / "runs-moved-a").exists():
+            shutil.move(str(root / "runs-moved-a"), root / "runs" / "a")
+        report.write_text(kept)
+
+
+def test_a_current_report_missing_a_field_is_one_line_naming_the_file(suite_run):
+    root, args = suite_run
+    report = root / "results" / "a.json"
+    kept = report.read_text()
+    try:
+        report.write_text(json.dumps({k: v for k, v in json.loads(kept).items() if k != "minutes"}))
+        result = runner.invoke(app, args + ["--report-only"])
+        assert result.exit_code == 2 and "a.json lacks minutes" in result.output and "Traceback" not in result.output
+    finally:
+        report.write_text(kept)
 
 
 def test_the_mean_gap_closed_is_also_given_with_each_row_capped_at_one():
@@ -272,5 +317,7 @@ def test_a_gap_within_two_standard_errors_is_named_and_left_out_of_a_second_mean
     assert found["gap_unresolved"] == ["noisy"] and found["mean_gap_closed"] == pytest.approx(-0.22)
     assert found["mean_gap_closed_resolved"] == pytest.approx(0.56)
     table = suite_markdown({"rows": {"noisy": noisy, "clear": clear}, "summary": found, "not_run": []})
-    assert "within two standard errors" in table and "noisy; mean gap closed over the other rows: 0.56" in table
+    assert "by two standard errors" in table and "noisy; mean gap closed over the other rows: 0.560" in table
+    below = {**clear, "accuracy": {"full_zs": 0.677, "full_pt": 0.5, "post": 0.79}}  # Full PT is no reference
+    assert not gap_resolved(below) and not gap_resolved({**clear, "gap_closed": None, "accuracy": {"full_zs": 0.6, "full_pt": 0.6}})
     assert summary({"clear": clear})["mean_gap_closed_resolved"] is None  # every gap resolved: one mean is enough
