@@ -184,19 +184,24 @@ def stored_report(row: str, config: RunConfig, run_dir: Path, path: Path) -> dic
     if not same:
         return None
     if archived:
-        return _rescored({**report, "archived": True}) if _same_rules(config, report) else None
+        current = _rules_current(config, report.get("alpha_rule"), report.get("alpha_choice"),
+                                 choice_required="alpha_choice" in report)
+        return _rescored({**report, "archived": True}) if current else None
     if report.get("results_sha256") != sha256_file(run_dir / "results.json"):
         return None
     results = read_json_dict(run_dir / "results.json", "results")
     return _rescored({**report, "accuracy": results["accuracy"], "test_examples": results["test_examples"]})
 
 
-def _same_rules(config: RunConfig, report: dict) -> bool:
-    """An archived report's α rule and selection (recorded since 2026-12-04) still those the engine applies."""
-    if "alpha_rule" in report and report["alpha_rule"] not in (None, config.transfer.alpha):
+def _rules_current(config: RunConfig, rule, choice: dict | None, choice_required: bool = True) -> bool:
+    """The eval's α rule is this config's (None: written before the field), and under "select" its choice
+    was made by the rule the engine applies now. An archived report written before it carried its
+    choice (2026-12-04) passes `choice_required=False`: there is nothing left to check it against."""
+    if rule is not None and rule != config.transfer.alpha:  # e.g. evaluated at α = 0.5, now "select": eval again
         return False
-    choice = report.get("alpha_choice")
-    return config.transfer.alpha != "select" or choice is None or _same_choice_now(choice)
+    if config.transfer.alpha != "select":
+        return True
+    return _same_choice_now(choice) if choice is not None else not choice_required
 
 
 def _rescored(report: dict) -> dict:
@@ -235,12 +240,9 @@ def _records_finished(config: RunConfig, run_dir: Path) -> bool:
     if (records.read(run_dir / "eval") or {}).get("status") != records.COMPLETED:
         return False
     rule = read_json_dict(run_dir / "results.json", "results").get("alpha_rule")  # None: written before the field
-    if rule is not None and rule != config.transfer.alpha:  # e.g. evaluated at α = 0.5, now "select": eval again
+    choice = run_dir / "eval" / "alpha.json"
+    if not _rules_current(config, rule, read_json_dict(choice, "α choice") if choice.is_file() else None):
         return False
-    if config.transfer.alpha == "select":
-        choice = run_dir / "eval" / "alpha.json"
-        if not choice.is_file() or not _same_choice_now(read_json_dict(choice, "α choice")):
-            return False
     for stage in stages_for(config)[:-1]:
         record = run_dir / stage / records.RECORD
         if not record.is_file() or record.stat().st_mtime_ns > eval_record.stat().st_mtime_ns:
