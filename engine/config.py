@@ -267,6 +267,10 @@ class TransferConfig(Section):
         "\"select\": the best of α = 0 / 0.5 / 1 (output, post, shift) on the validation split"))
     temperature: float = Field(2.0, gt=0)
     vocab: Literal["full", "labels"] = Field("full", description="KL over the full vocabulary (the paper) or only over the task's label words")
+    shift_loss: Literal["paper", "applied"] = Field("paper", description=(
+        "how L2 compares the prompt's effect: \"paper\": the two models' logit changes; \"applied\": the small "
+        "change added to the large model's logits (the inference-time transfer's output) against the large "
+        "prompted output — the same optimum, errors weighed where a prediction can flip"))
     steps: int = Field(300, ge=0)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -517,3 +521,18 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 def to_toml(config: RunConfig) -> str:
     """The fully resolved config (defaults filled in); unset optional values are left out."""
     return tomli_w.dumps(config.model_dump(mode="json", exclude_none=True))
+
+
+# Settings added after runs were recorded, with the default that reproduces what those runs did. At that
+# default they are left out of every digest, so the run folders and suite reports made before them stay current.
+LATE_DEFAULTS: dict[str, dict[str, Any]] = {"transfer": {"shift_loss": "paper"}}
+
+
+def stable_dump(config: RunConfig) -> dict[str, Any]:
+    """`config.model_dump()` for digests: a late setting (LATE_DEFAULTS) at its default is left out."""
+    data = config.model_dump()
+    for section, defaults in LATE_DEFAULTS.items():
+        for key, default in defaults.items():
+            if data[section].get(key) == default:
+                data[section].pop(key)
+    return data

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 
 from engine import artifacts, loading
+from engine.config import stable_dump
 
 
 def examples_hash(examples) -> str:
@@ -79,7 +80,8 @@ def transfer_settings(ctx) -> dict:
     public = cfg.public.model_dump(exclude={"prefix"} if not cfg.public.prefix else set())  # keys of runs made before public.prefix stay
     if cfg.public.prefix:  # a generated public set depends on the label words its prefixes name
         public["labels"] = [words[0] for words in cfg.task.label_words]
-    return {"transfer": cfg.transfer.model_dump(exclude={"alpha", "methods"}), "public": public,
+    transfer = {k: v for k, v in stable_dump(cfg)["transfer"].items() if k not in ("alpha", "methods")}
+    return {"transfer": transfer, "public": public,
             "large": cfg.models.large, "student": student_identity(ctx), **_runtime(cfg),
             "small_prompt": _file_hash(loading.small_prompt_path(ctx))}
 

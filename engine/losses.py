@@ -65,16 +65,33 @@ def cloze_loss(class_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 
 # ---------------------------------------------------------------- transfer (§3)
 
+SHIFT_LOSSES = ("paper", "applied")
+
+
 def transfer_loss(z_t_prompted: torch.Tensor, z_s_prompted: torch.Tensor, z_s_plain: torch.Tensor,
-                  z_t_plain: torch.Tensor, alpha: float, temperature: float = 2.0) -> torch.Tensor:
+                  z_t_plain: torch.Tensor, alpha: float, temperature: float = 2.0, shift: str = "paper") -> torch.Tensor:
     """POST's transfer loss, one value per public example.
 
     L1 matches the large prompted model's output to the small prompted model's output;
-    L2 matches the change the prompt causes (prompted − plain logits) on both models.
-    L = (1 − α)·L1 + α·L2. Only z_t_prompted depends on the prompt being learned.
+    L2 matches the change the prompt causes. L = (1 − α)·L1 + α·L2. Only z_t_prompted depends
+    on the prompt being learned. `shift` says how L2 compares the change:
+    - "paper": the two changes themselves, softmax(z_s(p_s+x) − z_s(x)) against
+      softmax(z_t(p_t+x) − z_t(x));
+    - "applied": the small change applied to the large model — the inference-time transfer's
+      output z_t(x) + z_s(p_s+x) − z_s(x) — against the large prompted output z_t(p_t+x).
+    Both vanish where z_t(p_t+x) − z_t(x) equals the small change (up to a constant); short of
+    that, "applied" weighs errors by the large model's own distribution, i.e. where a prediction
+    can flip, instead of by the shift's (BENCHMARKS.md, "The shift loss applied").
     """
+    if shift not in SHIFT_LOSSES:
+        raise ValueError(f"shift must be one of {SHIFT_LOSSES}, not {shift!r}")
     l1 = tempered_kl(z_s_prompted, z_t_prompted, temperature) if alpha < 1 else 0.0
-    l2 = tempered_kl(z_s_prompted - z_s_plain, z_t_prompted - z_t_plain, temperature) if alpha > 0 else 0.0
+    if alpha <= 0:
+        l2 = 0.0
+    elif shift == "paper":
+        l2 = tempered_kl(z_s_prompted - z_s_plain, z_t_prompted - z_t_plain, temperature)
+    else:
+        l2 = tempered_kl(inference_time_logits(z_t_plain, z_s_prompted, z_s_plain), z_t_prompted, temperature)
     return (1 - alpha) * l1 + alpha * l2
 
 

@@ -149,8 +149,9 @@ def _stored_reports(configs: dict[str, RunConfig], skip: set[str], out: Path, re
 
 def config_digest(config: RunConfig) -> str:
     """What a row's results depend on: its config less `runtime` (threads, device — how, not what)."""
+    from engine.config import stable_dump
     from engine.records import digest
-    return digest({k: v for k, v in config.model_dump().items() if k != "runtime"})
+    return digest({k: v for k, v in stable_dump(config).items() if k != "runtime"})
 
 
 REPORT_KEYS = ("row", "config_digest", "run_dir", "accuracy", "test_examples", "classes", "minutes")

@@ -70,7 +70,7 @@ def transfer_prompt(ctx, method: str, alpha: float, large, tokenizer, public, ta
         z_t = z_t[:, columns]
         idx = b["index"].to(ctx.device)
         return transfer_loss(z_t, targets["small_prompted"][idx], targets["small_plain"][idx],
-                             targets["large_plain"][idx], alpha, cfg.transfer.temperature)
+                             targets["large_plain"][idx], alpha, cfg.transfer.temperature, cfg.transfer.shift_loss)
 
     optimizer = make_optimizer("adam", [prompt.weight], cfg.transfer.lr)
     batches = shuffled_batches(public, cfg.transfer.batch_size, cfg.runtime.seed)

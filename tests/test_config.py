@@ -95,3 +95,24 @@ def test_bad_set_syntax():
 def test_all_keys_lists_sections():
     keys = all_keys()
     assert "privacy.epsilon" in keys and "transfer.alpha" in keys and "runtime.seed" in keys
+
+
+def test_a_late_setting_at_its_default_leaves_digests_as_they_were():
+    # suite reports and transfer records made before transfer.shift_loss existed must stay current
+    from engine.config import LATE_DEFAULTS, stable_dump
+    from engine.records import digest
+    from engine.suite import config_digest
+    config = load_config("starter")
+    before = config.model_dump()
+    for section, defaults in LATE_DEFAULTS.items():
+        for key in defaults:
+            del before[section][key]
+    assert config_digest(config) == digest({k: v for k, v in before.items() if k != "runtime"})
+    applied = validate(apply_overrides(config.model_dump(), ['transfer.shift_loss="applied"']))
+    assert stable_dump(applied)["transfer"]["shift_loss"] == "applied"
+    assert config_digest(applied) != config_digest(config)
+
+
+def test_unknown_shift_loss_is_refused():
+    with pytest.raises(PostError, match="shift_loss"):
+        validate(apply_overrides(load_config("demo").model_dump(), ['transfer.shift_loss="other"']))

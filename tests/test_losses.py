@@ -128,3 +128,27 @@ def test_alpha_select_breaks_accuracy_ties_by_validation_loss():
     assert best({"output": (0.75, 0.50), "post": (0.75, 0.50), "shift": (0.70, 0.10)}) == "post"  # a full tie
     assert best({"post": (0.75, float("nan")), "shift": (0.75, 0.90)}) == "shift"  # a NaN loss never wins a tie
     assert best({"shift": (0.75, 0.90), "post": (0.75, float("nan"))}) == "shift"
+
+
+def test_applied_shift_loss_by_hand():
+    # "applied": KL from the inference-time output z_t + (z_s_p − z_s) to the large prompted output
+    z_t_p, z_s_p = torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([[0.0, 1.0, 1.0]])
+    z_s, z_t = torch.tensor([[0.5, 0.5, 0.0]]), torch.tensor([[0.0, 0.0, 1.0]])
+    l1 = 4 * _kl(_softmax([0, 1, 1], 2), _softmax([1, 0, 2], 2))
+    l2 = 4 * _kl(_softmax([-0.5, 0.5, 2], 2), _softmax([1, 0, 2], 2))
+    for alpha in (0.0, 0.3, 1.0):
+        got = transfer_loss(z_t_p, z_s_p, z_s, z_t, alpha, 2.0, shift="applied")
+        assert math.isclose(got.item(), (1 - alpha) * l1 + alpha * l2, rel_tol=1e-5)
+    paper = transfer_loss(z_t_p, z_s_p, z_s, z_t, 1.0, 2.0, shift="paper")
+    assert not math.isclose(paper.item(), l2, rel_tol=1e-3)  # the two weigh the same error differently
+
+
+def test_both_shift_losses_vanish_where_the_large_change_is_the_small_one():
+    g = torch.Generator().manual_seed(0)
+    z_s, z_t, change = (torch.randn(4, 10, generator=g) for _ in range(3))
+    z_t_p = z_t + change + 3.0  # a constant offset per row changes no softmax
+    for shift in ("paper", "applied"):
+        got = transfer_loss(z_t_p, z_s + change, z_s, z_t, 1.0, 2.0, shift=shift)
+        assert torch.allclose(got, torch.zeros(4), atol=1e-5)
+    with pytest.raises(ValueError):
+        transfer_loss(z_t_p, z_s, z_s, z_t, 1.0, 2.0, shift="other")
