@@ -102,7 +102,7 @@ def test_a_late_setting_at_its_default_leaves_digests_as_they_were():
     from engine.config import LATE_DEFAULTS, stable_dump
     from engine.records import digest
     from engine.suite import config_digest
-    config = load_config("starter")
+    config = validate(apply_overrides(load_config("starter").model_dump(), ['transfer.shift_loss="paper"']))
     before = config.model_dump()
     for section, defaults in LATE_DEFAULTS.items():
         for key in defaults:

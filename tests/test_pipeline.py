@@ -257,6 +257,21 @@ def test_resume_retrains_transfer_prompts_whose_inputs_changed(smoke_run, tmp_pa
     assert all(prompts[m].read_bytes() != before[m] for m in prompts)  # a new lr: every prompt trained again
 
 
+def test_the_applied_shift_loss_reaches_the_transfer(smoke_run, tmp_path):
+    import shutil
+    from engine.prompt import SoftPrompt
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run, run_dir)
+    result = runner.invoke(app, ["run", "--resume", str(run_dir), "--set", 'transfer.shift_loss="applied"'])
+    assert result.exit_code == 0, result.output
+    weight = {m: (SoftPrompt.load(smoke_run / "transfer" / f"{m}.safetensors").weight,
+                  SoftPrompt.load(run_dir / "transfer" / f"{m}.safetensors").weight) for m in ("output", "shift")}
+    # shift (α = 1) is L2 alone: another L2, another prompt. output (α = 0) has no L2: retrained (its inputs
+    # changed) to the same prompt up to the order of float sums (see the test below for the tolerance)
+    assert (weight["shift"][0] - weight["shift"][1]).abs().max() > 1e-3
+    torch.testing.assert_close(weight["output"][1], weight["output"][0], rtol=1e-4, atol=1e-4)
+
+
 def test_post_at_alpha_one_is_shift_and_is_copied_not_retrained(smoke_run, tmp_path):
     import shutil
     run_dir = tmp_path / "run"
