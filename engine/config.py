@@ -260,6 +260,10 @@ class TuneConfig(Section):
         return self
 
 
+# how the transfer's L2 compares the prompt's effect (engine.losses.transfer_loss); named once, here
+SHIFT_LOSSES = ("paper", "applied")
+
+
 class TransferConfig(Section):
     methods: list[Literal[registry.TRANSFER]] = Field(default_factory=lambda: ["post", "direct"])
     alpha: Union[float, Literal["auto", "select"]] = Field(0.5, description=(
@@ -267,7 +271,7 @@ class TransferConfig(Section):
         "\"select\": the best of α = 0 / 0.5 / 1 (output, post, shift) on the validation split"))
     temperature: float = Field(2.0, gt=0)
     vocab: Literal["full", "labels"] = Field("full", description="KL over the full vocabulary (the paper) or only over the task's label words")
-    shift_loss: Literal["paper", "applied"] = Field("paper", description=(
+    shift_loss: Literal[SHIFT_LOSSES] = Field("paper", description=(
         "how L2 compares the prompt's effect: \"paper\": the two models' logit changes; \"applied\": the small "
         "change added to the large model's logits (the inference-time transfer's output) against the large "
         "prompted output — the same optimum, errors weighed where a prediction can flip"))

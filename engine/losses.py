@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.config import SHIFT_LOSSES
+
 
 def tempered_kl(target_logits: torch.Tensor, logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T²·KL(softmax(target/T) ‖ softmax(logits/T)) over the last axis → one value per row."""
@@ -64,9 +66,6 @@ def cloze_loss(class_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 
 
 # ---------------------------------------------------------------- transfer (§3)
-
-SHIFT_LOSSES = ("paper", "applied")
-
 
 def transfer_loss(z_t_prompted: torch.Tensor, z_s_prompted: torch.Tensor, z_s_plain: torch.Tensor,
                   z_t_plain: torch.Tensor, alpha: float, temperature: float = 2.0, shift: str = "paper") -> torch.Tensor:
