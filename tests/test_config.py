@@ -31,14 +31,17 @@ def test_real_model_presets_give_blocks_relative_to_the_model():
     assert load_config("sst2-gpt2").tune.prompt_length == 100
 
 
-def test_starter_is_the_demo_with_alpha_chosen_on_validation():
+def test_starter_is_the_demo_with_alpha_chosen_on_validation_and_the_applied_shift_loss():
     demo, starter = load_config("demo").model_dump(), load_config("starter").model_dump()
     assert starter["transfer"]["alpha"] == "select" and demo["transfer"]["alpha"] == 1.0
+    # the demo's figures are measured with the paper's L2; the suite's (starter) with the applied one
+    assert starter["transfer"]["shift_loss"] == "applied" and demo["transfer"]["shift_loss"] == "paper"
     for section in demo:  # every other setting is the demo's: one recipe, one rule for α
         if section not in ("name", "description", "transfer"):
             assert starter[section] == demo[section], section
-    rest = {k: v for k, v in starter["transfer"].items() if k not in ("alpha", "methods")}
-    assert rest == {k: v for k, v in demo["transfer"].items() if k not in ("alpha", "methods")}
+    differ = ("alpha", "methods", "shift_loss")
+    rest = {k: v for k, v in starter["transfer"].items() if k not in differ}
+    assert rest == {k: v for k, v in demo["transfer"].items() if k not in differ}
 
 
 def test_unknown_key_names_the_nearest():
