@@ -14,6 +14,12 @@ from engine.errors import PostError
 
 PROBE_TIMEOUT_S = 5.0
 
+# transformers >= 5 "kernelizes" a model at load by default (`use_kernels`): layers are swapped for code
+# fetched from the hub. Offline that load fails on CUDA (seen on an H200: "kernels-community/rotary is not
+# in the local cache"); online it runs downloaded code beside private data and changes the numerics
+# between machines. post loads every model with the library's own layers.
+NO_HUB_KERNELS = {"use_kernels": False}
+
 
 def _offline_hint() -> str:
     from engine.presets import OFFLINE_PRESETS

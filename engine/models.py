@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from engine.errors import PostError
-from engine.hub import model_in_cache, require_hub
+from engine.hub import NO_HUB_KERNELS, model_in_cache, require_hub
 
 
 def _quiet_libraries() -> None:
@@ -63,7 +63,8 @@ def _from_pretrained(ref: str, trust_remote_code: bool, **how):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust_remote_code, **how)
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust_remote_code,
+                                                     **NO_HUB_KERNELS, **how)
     except (OSError, ValueError) as err:
         raise PostError(f"cannot load model {ref!r}: {str(err).splitlines()[0]}") from None
     return model.eval(), _ready(tokenizer)

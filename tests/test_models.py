@@ -6,7 +6,7 @@ from engine.errors import PostError
 from engine.models import block_list, check_same_tokenizer, make_student, resolve_blocks, tokenizer_fingerprint
 from engine.prompt import SoftPrompt, prompted_logits
 from engine.verbalizer import Verbalizer
-from tests.helpers import LABEL_WORDS, TEXTS, batch, tiny_pair
+from tests.helpers import LABEL_WORDS, TEXTS, batch, saved_tiny, tiny_pair
 
 FAMILIES = ["gpt2", "llama"]
 
@@ -164,3 +164,13 @@ def test_blocks_are_checked_from_the_config_before_any_model_loads(tmp_path, mon
     result = CliRunner().invoke(app, ["run", "--preset", "smoke", "--out", str(tmp_path / "run"),
                                       "--set", f'models.large="{tmp_path / "m"}"', "--set", "distill.blocks=[0, 1, -5]"])
     assert result.exit_code == 2 and "out of range" in result.stderr and "3 blocks" in result.stderr, result.output
+
+
+def test_models_load_with_the_librarys_own_layers_never_kernels_from_the_hub(tmp_path):
+    # transformers kernelizes by default (use_kernels): offline that load failed on CUDA, online it
+    # would run code downloaded from the hub beside private data (engine.hub.NO_HUB_KERNELS)
+    from engine.models import load, load_dispatched
+    _, folder = saved_tiny("llama", tmp_path / "m")
+    whole, _ = load(folder)
+    split, _ = load_dispatched(folder, torch.float32, {"cpu": 300_000})
+    assert not whole.use_kernels and not split.use_kernels

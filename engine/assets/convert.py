@@ -28,9 +28,10 @@ def gguf_to_safetensors(gguf_file: str, out_dir: str) -> None:
     """Load a GGUF with transformers (de-quantised to float32) and save it as safetensors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from engine.hub import NO_HUB_KERNELS
     gguf = Path(gguf_file)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, **NO_HUB_KERNELS)
     # The weights are plain float32 now; without this, save_pretrained would record the
     # GGUF quantizer and every later load would try to re-read the (deleted) GGUF file.
     model.hf_quantizer = None

@@ -89,10 +89,11 @@ def check_model(folder: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from engine.hub import NO_HUB_KERNELS
     try:
         with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, **NO_HUB_KERNELS)
     except Exception as error:  # any loader failure means the build is bad
         raise PostError(f"converted model in {folder} does not load: {error}") from None
     batch = tokenizer("The movie was great.", return_tensors="pt")
