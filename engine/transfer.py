@@ -99,9 +99,16 @@ def label_columns(ctx, tokenizer) -> slice | torch.Tensor:
     return torch.tensor(loading.verbalizer(ctx, tokenizer).flat_token_ids)
 
 
-def transfer_inputs(ctx) -> str:
-    """A fingerprint of everything a transfer prompt depends on except α: a kept prompt must match it."""
-    return records.digest(fingerprints.transfer_settings(ctx))
+def transfer_inputs(ctx, alpha: float) -> str:
+    """A fingerprint of everything a transfer prompt trained at `alpha` depends on: a kept prompt must match it.
+
+    At α = 0 the shift loss L2 weighs nothing, so its form (`transfer.shift_loss`) cannot change the
+    prompt: an `output` prompt is kept when only that setting changed (one transfer fewer under "select").
+    """
+    settings = fingerprints.transfer_settings(ctx)
+    if alpha == 0:
+        settings["transfer"].pop("shift_loss", None)
+    return records.digest(settings)
 
 
 def finished_methods(ctx, alpha: float) -> dict[str, float]:
@@ -115,8 +122,7 @@ def finished_methods(ctx, alpha: float) -> dict[str, float]:
     folder = ctx.stage_dir("transfer")
     if not loading.small_prompt_path(ctx).is_file():
         return {}
-    inputs = transfer_inputs(ctx)
-    kept = {m: summary for m in registry.TRAINED if (summary := _finished(folder, m, inputs)) is not None}
+    kept = {m: summary for m in registry.TRAINED if (summary := _finished(ctx, folder, m)) is not None}
     wanted = {m: registry.alpha_of(m, alpha) for m in ctx.config.transfer.methods if m in TRAINED}
     done = {m: kept[m].get("seconds", 0.0) for m, a in wanted.items() if m in kept and _same_alpha(kept[m], a)}
     # every copy is planned on the files as the earlier attempt left them, and their bytes read before
@@ -132,8 +138,8 @@ def finished_methods(ctx, alpha: float) -> dict[str, float]:
     return done
 
 
-def _finished(folder, method: str, inputs: str) -> dict | None:
-    """The summary of a prompt a previous attempt finished with these inputs; None if there is none."""
+def _finished(ctx, folder, method: str) -> dict | None:
+    """The summary of a prompt a previous attempt finished with today's inputs at its α; None if there is none."""
     summary_path, path = folder / f"{method}.json", folder / f"{method}.safetensors"
     if not (summary_path.is_file() and path.is_file()):
         return None
@@ -141,7 +147,10 @@ def _finished(folder, method: str, inputs: str) -> dict | None:
         summary = artifacts.read_json_dict(summary_path, "transfer summary")
     except artifacts.DamagedArtifact:
         return None  # trained again
-    if summary.get("stopped") == "cancelled" or summary.get("inputs") != inputs \
+    alpha = summary.get("alpha")
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
+        return None  # not a summary this code wrote: trained again
+    if summary.get("stopped") == "cancelled" or summary.get("inputs") != transfer_inputs(ctx, alpha) \
             or summary.get("prompt_sha256") != artifacts.sha256_file(path):
         return None
     return summary
@@ -186,7 +195,7 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
         ctx.log(f"transfer:{method}: finished earlier with alpha={used[method]:g}, kept")
         ctx.emit(StageFinished(stage=f"transfer:{method}", seconds=0.0, summary={"reused": True}))
     methods = [m for m in cfg.transfer.methods if m in TRAINED and m not in used]
-    inputs, cancelled, start = transfer_inputs(ctx), False, time.time()
+    cancelled, start = False, time.time()
     check = diagnostics.needed(ctx)
     if methods or check:
         targets = ctx.once("transfer_targets", lambda: fixed_targets(ctx, large, small, tokenizer, small_prompt, public))
@@ -199,7 +208,7 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
             copy_twin(ctx, folder, twin, method)
             used[method] = a
             continue
-        cancelled = not _train_method(ctx, folder, method, a, inputs, large, tokenizer, public, targets)
+        cancelled = not _train_method(ctx, folder, method, a, transfer_inputs(ctx, a), large, tokenizer, public, targets)
         if cancelled:
             break
         used[method] = a
