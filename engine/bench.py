@@ -113,10 +113,32 @@ def machine() -> dict:
 
     import torch
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads()}
+            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), **cpu_identity(_cpuinfo())}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+# The vector units decide the last digits of a float result (AMX bf16 tiles, AVX-512, AVX2 kernels differ),
+# so a report names them: two rows measured on different boxes are then visibly not a paired comparison.
+VECTOR_UNITS = ("amx_bf16", "avx512f", "avx2")
+
+
+def cpu_identity(cpuinfo: str) -> dict:
+    """The CPU's model name and which of VECTOR_UNITS it has, from /proc/cpuinfo's text ({} where unknown)."""
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    if "model name" not in fields:
+        return {}
+    flags = set(fields.get("flags", "").split())
+    return {"cpu": fields["model name"], "cpu_units": [unit for unit in VECTOR_UNITS if unit in flags]}
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:  # not Linux: the platform string is all there is
+        return ""
 
 
 def _pct(value) -> str:

@@ -254,6 +254,23 @@ def _diagnostic_cells(found: dict | None) -> str:
             f"{', '.join(found.get('warnings') or []) or 'none'}")
 
 
+def _boxes(rows: dict) -> list[str]:
+    """Which machine measured which rows. Float results differ in the last digits between CPUs' vector units
+    and the students diverge from there, so rows from different kinds of box are not a paired comparison."""
+    boxes: dict[str, list[str]] = {}
+    for name, row in rows.items():
+        box = row.get("machine") or {}
+        units = ", ".join(box.get("cpu_units") or []) or "no AVX2"
+        label = (box["gpu"] if box.get("gpu") else f"{box['cpu']} ({units})" if box.get("cpu") else "CPU not recorded")
+        boxes.setdefault(label, []).append(name)
+    if set(boxes) <= {"CPU not recorded"}:
+        return []  # reports written before they named the CPU: nothing to say
+    if len(boxes) == 1:
+        return ["", f"Every row measured on one kind of machine: {next(iter(boxes))}."]
+    return ["", "Rows measured on more than one kind of machine (float results differ in the last digits between "
+            "them, so these rows are not paired): " + "; ".join(f"{box}: {', '.join(names)}" for box, names in boxes.items()) + "."]
+
+
 def suite_markdown(report: dict) -> str:
     """The generality table: one row per (task, large model), accuracy % on test, gap closed, minutes."""
     lines = ["| row | classes | test n | α | " + " | ".join(SUITE_COLUMNS) + " | gap closed | val. gap closed "
@@ -281,6 +298,7 @@ def suite_markdown(report: dict) -> str:
         rest = s.get("mean_gap_closed_resolved")
         lines += ["", "Full PT not above Full ZS by two standard errors (gap closed there is noise): "
                   + ", ".join(s["gap_unresolved"]) + (f"; mean gap closed over the other rows: {rest:.3f}." if rest is not None else ".")]
+    lines += _boxes(report["rows"])
     archived = [name for name, row in report["rows"].items() if row.get("archived")]
     if archived:
         lines += ["", "† the row's stored report, made for the same row, run folder and config digest; there is no run "

@@ -322,3 +322,21 @@ def test_a_gap_within_two_standard_errors_is_named_and_left_out_of_a_second_mean
     below = {**clear, "accuracy": {"full_zs": 0.677, "full_pt": 0.5, "post": 0.79}}  # Full PT is no reference
     assert not gap_resolved(below) and not gap_resolved({**clear, "gap_closed": None, "accuracy": {"full_zs": 0.6, "full_pt": 0.6}})
     assert summary({"clear": clear})["mean_gap_closed_resolved"] is None  # every gap resolved: one mean is enough
+
+
+def test_the_table_says_when_its_rows_come_from_different_kinds_of_cpu():
+    """An AMD row beside an Intel row differs by the box as well as the recipe: the table says so."""
+    from engine.suite import summary
+    from post_tui.render import suite_markdown
+    row = {"accuracy": {"full_zs": 0.553, "full_pt": 0.81, "post": 0.697}, "test_examples": 300,
+           "gap_closed": 0.56, "verdict": [], "classes": 2, "minutes": {"total": 1.0}}
+    intel = {**row, "machine": {"cpu": "Intel(R) Xeon(R) Processor", "cpu_units": ["amx_bf16", "avx512f", "avx2"]}}
+    amd = {**row, "machine": {"cpu": "AMD EPYC 7B13", "cpu_units": ["avx2"]}}
+
+    def table(rows):
+        return suite_markdown({"rows": rows, "summary": summary(rows), "not_run": []})
+    mixed = table({"a": intel, "b": amd, "c": {**row, "machine": {"platform": "x"}}})
+    assert "more than one kind of machine" in mixed
+    assert "Intel(R) Xeon(R) Processor (amx_bf16, avx512f, avx2): a; AMD EPYC 7B13 (avx2): b; CPU not recorded: c." in mixed
+    assert "one kind of machine: Intel(R) Xeon(R) Processor (amx_bf16, avx512f, avx2)." in table({"a": intel, "b": intel})
+    assert "kind of machine" not in table({"a": row})  # older reports name no CPU: the table claims nothing
