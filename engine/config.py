@@ -531,6 +531,10 @@ def to_toml(config: RunConfig) -> str:
 # default they are left out of every digest, so the run folders and suite reports made before them stay current.
 LATE_DEFAULTS: dict[str, dict[str, Any]] = {"transfer": {"shift_loss": "paper"}}
 
+# The runtime settings that change what a run computes (the rest of `runtime` says how: threads, device,
+# checkpoint cadence). Stage fingerprints and the suite's config digest both read this one list.
+RESULT_RUNTIME = ("seed", "dtype")
+
 
 def stable_dump(config: RunConfig) -> dict[str, Any]:
     """`config.model_dump()` for digests: a late setting (LATE_DEFAULTS) at its default is left out."""

@@ -30,7 +30,8 @@ def private_data_hash(ctx, tokenizer, names=("train", "validation")) -> dict[str
 
 
 def _runtime(cfg) -> dict:
-    return {"seed": cfg.runtime.seed, "dtype": cfg.runtime.dtype}
+    from engine.config import RESULT_RUNTIME
+    return {key: getattr(cfg.runtime, key) for key in RESULT_RUNTIME}
 
 
 def student_identity(ctx) -> dict:

@@ -148,10 +148,15 @@ def _stored_reports(configs: dict[str, RunConfig], skip: set[str], out: Path, re
 
 
 def config_digest(config: RunConfig) -> str:
-    """What a row's results depend on: its config less `runtime` (threads, device — how, not what)."""
-    from engine.config import stable_dump
+    """What a row's results depend on: its config less the `runtime` settings that say how (threads, device),
+    with those that say what (RESULT_RUNTIME: seed, dtype) — each only where it differs from its default, so
+    the reports written before they counted stay current for the default and a seed-1 repeat is another row."""
+    from engine.config import RESULT_RUNTIME, RuntimeConfig, stable_dump
     from engine.records import digest
-    return digest({k: v for k, v in stable_dump(config).items() if k != "runtime"})
+    data = {k: v for k, v in stable_dump(config).items() if k != "runtime"}
+    changed = {key: getattr(config.runtime, key) for key in RESULT_RUNTIME
+               if getattr(config.runtime, key) != RuntimeConfig.model_fields[key].default}
+    return digest({**data, "runtime": changed} if changed else data)
 
 
 REPORT_KEYS = ("row", "config_digest", "run_dir", "accuracy", "test_examples", "classes", "minutes")

@@ -1,7 +1,7 @@
 """Config validation, presets and overrides."""
 import pytest
 
-from engine.config import all_keys, apply_overrides, to_toml, validate
+from engine.config import all_keys, apply_overrides, stable_dump, to_toml, validate
 from engine.errors import PostError
 from engine.models import resolve_blocks
 from engine.presets import load_config, preset_data, preset_names
@@ -114,6 +114,22 @@ def test_a_late_setting_at_its_default_leaves_digests_as_they_were():
     applied = validate(apply_overrides(config.model_dump(), ['transfer.shift_loss="applied"']))
     assert stable_dump(applied)["transfer"]["shift_loss"] == "applied"
     assert config_digest(applied) != config_digest(config)
+
+
+def test_a_rows_digest_counts_the_seed_and_dtype_but_not_how_it_ran():
+    """A seed-1 repeat is another result (its stored report must not stand for the seed-0 one); threads and
+    the device change how fast, not what; at the defaults the digest is what reports stored before it had."""
+    from engine.records import digest
+    from engine.suite import config_digest
+    base = load_config("starter")
+
+    def with_(*sets):
+        return config_digest(validate(apply_overrides(base.model_dump(), list(sets))))
+    assert with_("runtime.seed=0", 'runtime.dtype="float32"') == config_digest(base)
+    assert config_digest(base) == digest({k: v for k, v in stable_dump(base).items() if k != "runtime"})
+    assert with_("runtime.threads=1", 'runtime.device="cpu"', "runtime.checkpoint_every=5") == config_digest(base)
+    seeds = {with_(f"runtime.seed={seed}") for seed in (0, 1, 2)}
+    assert len(seeds) == 3 and with_('runtime.dtype="bfloat16"') not in seeds
 
 
 def test_unknown_shift_loss_is_refused():
