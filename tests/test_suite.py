@@ -340,3 +340,30 @@ def test_the_table_says_when_its_rows_come_from_different_kinds_of_cpu():
     assert "Intel(R) Xeon(R) Processor (amx_bf16, avx512f, avx2): a; AMD EPYC 7B13 (avx2): b; CPU not recorded: c." in mixed
     assert "one kind of machine: Intel(R) Xeon(R) Processor (amx_bf16, avx512f, avx2)." in table({"a": intel, "b": intel})
     assert "kind of machine" not in table({"a": row})  # older reports name no CPU: the table claims nothing
+
+
+def test_two_suite_tables_side_by_side(tmp_path, capsys):
+    """bench/suite_pairs.py: the rows both measured, POST's difference against two standard errors, and the
+    rows from different kinds of CPU named; a folder that is not there is one line and exit 2."""
+    from bench import suite_pairs
+
+    def report(folder, row, post, cpu, gap):
+        folder.mkdir(exist_ok=True)
+        (folder / f"{row}.json").write_text(json.dumps({
+            "row": row, "test_examples": 300, "accuracy": {"post": post}, "validation": {"post": post},
+            "gap_closed": gap, "alpha": {"post": 1.0}, "machine": {"cpu": cpu}}))
+    a, b = tmp_path / "a", tmp_path / "b"
+    report(a, "mr", 0.60, "intel", 0.2)
+    report(b, "mr", 0.70, "intel", 0.6)
+    report(a, "spam", 0.80, "intel", 0.7)
+    report(b, "spam", 0.79, "amd", 0.6)
+    report(a, "only-here", 0.5, "intel", 0.0)
+    assert suite_pairs.main([str(a), str(b), "--names", "old", "new", "--out", str(tmp_path / "pairs.md")]) == 0
+    table = (tmp_path / "pairs.md").read_text()
+    assert "| mr | 60.0 | 70.0 | +10.0 | 7.7 |" in table and "| yes |" in table  # 2·sqrt(.24/300 + .21/300)
+    assert "| spam | 80.0 | 79.0 | -1.0 |" in table and "| **no** |" in table and "only-here" not in table
+    assert "new higher on test in 1, lower in 1, tied in 0" in table and "beyond two standard errors: 1" in table
+    assert "Mean gap closed 0.450 (old) against 0.600 (new)" in table
+    capsys.readouterr()
+    assert suite_pairs.main([str(tmp_path / "missing"), str(b)]) == 2
+    assert "is not a folder of suite row reports" in capsys.readouterr().err

@@ -1,0 +1,111 @@
+"""Two suite tables side by side, row by row: what one change did on the rows both measured.
+
+    python bench/suite_pairs.py bench/results/suite-paper-intel bench/results/suite-applied-paired \
+        --names "paper L2" applied --out bench/results/shift-loss-pairs.md
+
+Reads each directory's `<row>.json` (as `post bench --suite` writes them) and prints, for every row in
+both, POST's test and validation accuracy under each, the difference, two standard errors of that
+difference, gap closed and α. The standard error treats the two accuracies as independent binomials
+(the reports keep no per-example predictions, so no paired test is possible); it overstates the noise
+of a difference on the same examples, so a difference inside it is "within noise", not "no effect".
+Rows measured on different kinds of CPU are marked: float results differ in the last digits between
+them, the students diverge from there, and such a pair compares boxes as well as the change.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def load_rows(folder: Path) -> dict[str, dict]:
+    rows = {}
+    for path in sorted(folder.glob("*.json")):
+        report = json.loads(path.read_text())
+        if isinstance(report, dict) and {"row", "accuracy", "test_examples"} <= set(report):
+            rows[report["row"]] = report
+    return rows
+
+
+def two_se(p: float, q: float, n: int, m: int) -> float:
+    """Two standard errors of p − q, accuracies over n and m examples, taken as independent."""
+    return 2 * math.sqrt(p * (1 - p) / n + q * (1 - q) / m)
+
+
+def _box(report: dict) -> str | None:
+    machine = report.get("machine") or {}
+    return machine.get("gpu") or machine.get("cpu")
+
+
+def pair(a: dict, b: dict) -> dict:
+    n = a["test_examples"]
+    pa, pb = a["accuracy"]["post"], b["accuracy"]["post"]
+    va, vb = (a.get("validation") or {}).get("post"), (b.get("validation") or {}).get("post")
+    boxes = {_box(a), _box(b)}
+    return {"test": (pa, pb, pb - pa, two_se(pa, pb, n, b["test_examples"])),
+            "validation": None if va is None or vb is None else (va, vb, vb - va),
+            "gap": (a.get("gap_closed"), b.get("gap_closed")),
+            "alpha": ((a.get("alpha") or {}).get("post"), (b.get("alpha") or {}).get("post")),
+            "same_box": None if None in boxes else len(boxes) == 1}
+
+
+def markdown(rows: dict[str, dict], names: tuple[str, str]) -> str:
+    a, b = names
+
+    def pct(x):
+        return "—" if x is None else f"{100 * x:.1f}"
+
+    def num(x):
+        return "—" if x is None else f"{x:.2f}"
+
+    def alpha(x):
+        return "—" if x is None else f"{x:g}"
+    lines = [f"| row | test POST {a} | test POST {b} | Δ | 2 SE | val. POST {a} | val. POST {b} | gap {a} | gap {b} "
+             f"| α {a} / {b} | one kind of CPU |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, p in rows.items():
+        ta, tb, d, se = p["test"]
+        va, vb, _ = p["validation"] or (None, None, None)
+        box = {True: "yes", False: "**no**", None: "not recorded"}[p["same_box"]]
+        lines.append(f"| {name} | {pct(ta)} | {pct(tb)} | {100 * d:+.1f} | {100 * se:.1f} | {pct(va)} | {pct(vb)} "
+                     f"| {num(p['gap'][0])} | {num(p['gap'][1])} | {alpha(p['alpha'][0])} / {alpha(p['alpha'][1])} | {box} |")
+    diffs = [p["test"][2] for p in rows.values()]
+    up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    gaps = [p["gap"] for p in rows.values() if None not in p["gap"]]
+    lines += ["", f"{len(rows)} rows in both: {b} higher on test in {up}, lower in {down}, tied in {len(diffs) - up - down}; "
+              f"mean Δ {100 * sum(diffs) / len(diffs):+.2f} points; beyond two standard errors: "
+              f"{sum(abs(p['test'][2]) > p['test'][3] for p in rows.values())}."]
+    if gaps:
+        lines[-1] += (f" Mean gap closed {sum(g[0] for g in gaps) / len(gaps):.3f} ({a}) against "
+                      f"{sum(g[1] for g in gaps) / len(gaps):.3f} ({b}).")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("first", type=Path)
+    parser.add_argument("second", type=Path)
+    parser.add_argument("--names", nargs=2, default=None, help="what to call the two (default: folder names)")
+    parser.add_argument("--out", type=Path, help="also write the table here")
+    args = parser.parse_args(argv)
+    for folder in (args.first, args.second):
+        if not folder.is_dir():
+            print(f"error: {folder} is not a folder of suite row reports (give --results folders of post bench --suite)",
+                  file=sys.stderr)
+            return 2
+    first, second = load_rows(args.first), load_rows(args.second)
+    both = {row: pair(first[row], second[row]) for row in first if row in second}
+    if not both:
+        print(f"error: no row has a report in both {args.first} and {args.second}", file=sys.stderr)
+        return 2
+    table = markdown(both, tuple(args.names or (args.first.name, args.second.name)))
+    if args.out:
+        from engine.artifacts import write_text
+        write_text(args.out, table)
+    print(table, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
