@@ -35,8 +35,11 @@ def two_se(p: float, q: float, n: int, m: int) -> float:
 
 
 def _box(report: dict) -> str | None:
-    machine = report.get("machine") or {}
-    return machine.get("gpu") or machine.get("cpu")
+    """The kind of machine that ran the row (None: not recorded; several kinds across its stages count as one
+    mixed kind, never equal to a single box)."""
+    from engine.machine import label
+    kinds = report.get("machines") or ([label(report.get("machine"))] if label(report.get("machine")) else [])
+    return " + ".join(kinds) or None
 
 
 def pair(a: dict, b: dict) -> dict:

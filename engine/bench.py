@@ -11,7 +11,6 @@ The report (bench.json / .md / .png) is built from the two run folders alone.
 from __future__ import annotations
 
 import json
-import platform
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -19,6 +18,7 @@ from typing import Callable
 from engine import methods
 from engine.artifacts import read_json_dict, write_json, write_text
 from engine.config import RunConfig, validate
+from engine.machine import describe
 from engine.events import Metric, read_events
 
 DEFAULT_EPSILON = 8.0
@@ -98,7 +98,7 @@ def write_report(out: Path, config: RunConfig, configs: dict[str, RunConfig], al
     blocks = {name: block_summary(out / name) for name in configs}
     report = {
         "preset": config.name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(), "large": config.models.large, "task": config.task.source,
+        "machine": describe(), "large": config.models.large, "task": config.task.source,
         "public": config.public.source, "epsilon": configs["dp"].privacy.epsilon,
         "alpha_source": alpha_note, **blocks,
     }
@@ -106,39 +106,6 @@ def write_report(out: Path, config: RunConfig, configs: dict[str, RunConfig], al
     write_text(out / "bench.md", markdown(report))
     plot(report, out / "bench.png")
     return report
-
-
-def machine() -> dict:
-    import os
-
-    import torch
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), **cpu_identity(_cpuinfo())}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-# The vector units decide the last digits of a float result (AMX bf16 tiles, AVX-512, AVX2 kernels differ),
-# so a report names them: two rows measured on different boxes are then visibly not a paired comparison.
-VECTOR_UNITS = ("amx_bf16", "avx512f", "avx2")
-
-
-def cpu_identity(cpuinfo: str) -> dict:
-    """The CPU's model name and which of VECTOR_UNITS it has, from /proc/cpuinfo's text ({} where unknown)."""
-    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    if "model name" not in fields:
-        return {}
-    flags = set(fields.get("flags", "").split())
-    return {"cpu": fields["model name"], "cpu_units": [unit for unit in VECTOR_UNITS if unit in flags]}
-
-
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:  # not Linux: the platform string is all there is
-        return ""
 
 
 def _pct(value) -> str:

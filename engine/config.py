@@ -536,6 +536,11 @@ LATE_DEFAULTS: dict[str, dict[str, Any]] = {"transfer": {"shift_loss": "paper"}}
 RESULT_RUNTIME = ("seed", "dtype")
 
 
+def result_runtime(config: RunConfig) -> dict[str, Any]:
+    """The RESULT_RUNTIME settings of a config, for fingerprints and reports."""
+    return {key: getattr(config.runtime, key) for key in RESULT_RUNTIME}
+
+
 def stable_dump(config: RunConfig) -> dict[str, Any]:
     """`config.model_dump()` for digests: a late setting (LATE_DEFAULTS) at its default is left out."""
     data = config.model_dump()

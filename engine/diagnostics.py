@@ -179,8 +179,9 @@ def _rounded(values: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]
 def inputs(ctx) -> str:
     """What the diagnostics depend on: the models, the small prompt, the public set and the label words."""
     from engine import fingerprints
+    from engine.config import RESULT_RUNTIME
     settings = fingerprints.transfer_settings(ctx)
-    keep = {k: settings[k] for k in ("public", "large", "student", "small_prompt", "seed", "dtype")}
+    keep = {k: settings[k] for k in ("public", "large", "student", "small_prompt", *RESULT_RUNTIME)}
     return records.digest({**keep, "label_words": ctx.config.task.label_words, "v": 1})
 
 

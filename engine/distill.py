@@ -64,9 +64,10 @@ def weights_fingerprint(model) -> str:
 
 
 def teacher_identity(cfg, teacher, tokenizer) -> dict:
+    from engine.config import result_runtime
     from engine.prompt import bos_id
     identity = {"teacher": cfg.models.large, "tokenizer": tokenizer_fingerprint(tokenizer),
-                "weights": weights_fingerprint(teacher), "seed": cfg.runtime.seed, "dtype": cfg.runtime.dtype}
+                "weights": weights_fingerprint(teacher), **result_runtime(cfg)}
     if bos_id(tokenizer) is not None:  # rows begin with BOS (pack): students distilled without it are not reused
         identity["rows_begin_with_bos"] = True
     return identity

@@ -30,8 +30,8 @@ def private_data_hash(ctx, tokenizer, names=("train", "validation")) -> dict[str
 
 
 def _runtime(cfg) -> dict:
-    from engine.config import RESULT_RUNTIME
-    return {key: getattr(cfg.runtime, key) for key in RESULT_RUNTIME}
+    from engine.config import result_runtime
+    return result_runtime(cfg)
 
 
 def student_identity(ctx) -> dict:

@@ -29,6 +29,11 @@ def digest(inputs: dict) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def describe() -> dict:
+    from engine.machine import describe as here  # torch is imported there: not at this module's import
+    return here()
+
+
 def versions() -> dict[str, str]:
     import torch
     import transformers
@@ -55,7 +60,7 @@ def write(stage_dir: Path, stage: str, status: str, inputs: dict, artifacts_: di
     record = {"stage": stage, "status": status, "fingerprint": digest(inputs), "inputs": inputs,
               "artifacts": {role: {"path": _relative(stage_dir, p), "sha256": artifacts.sha256_of(p)}
                             for role, p in artifacts_.items()},
-              "steps": steps, "seconds": seconds, "versions": versions(),
+              "steps": steps, "seconds": seconds, "versions": versions(), "machine": describe(),
               "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
     artifacts.write_json(path_of(stage_dir), record)
     return record

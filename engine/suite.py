@@ -151,11 +151,11 @@ def config_digest(config: RunConfig) -> str:
     """What a row's results depend on: its config less the `runtime` settings that say how (threads, device),
     with those that say what (RESULT_RUNTIME: seed, dtype) — each only where it differs from its default, so
     the reports written before they counted stay current for the default and a seed-1 repeat is another row."""
-    from engine.config import RESULT_RUNTIME, RuntimeConfig, stable_dump
+    from engine.config import RuntimeConfig, result_runtime, stable_dump
     from engine.records import digest
     data = {k: v for k, v in stable_dump(config).items() if k != "runtime"}
-    changed = {key: getattr(config.runtime, key) for key in RESULT_RUNTIME
-               if getattr(config.runtime, key) != RuntimeConfig.model_fields[key].default}
+    changed = {key: value for key, value in result_runtime(config).items()
+               if value != RuntimeConfig.model_fields[key].default}
     return digest({**data, "runtime": changed} if changed else data)
 
 
@@ -324,9 +324,9 @@ def gap_closed(accuracy: dict[str, float], method: str = "post") -> float | None
 def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validation: bool = True) -> dict:
     from datetime import datetime, timezone
 
+    from engine import records, verdict
     from engine.artifacts import read_json_dict, sha256_file
-    from engine import verdict
-    from engine.bench import machine
+    from engine.config import result_runtime
     results = read_json_dict(run_dir / "results.json", "results")
     minutes = {stage: round(s / 60, 2) for stage, s in results["seconds"].items()}
     minutes["total"] = round(sum(results["seconds"].values()) / 60, 2)
@@ -335,7 +335,9 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
             "public": config.public.source, "run_dir": str(run_dir),
             # when the row's results were written (a report of a finished row does not re-date it)
             "date": datetime.fromtimestamp((run_dir / "results.json").stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
-            "machine": machine(),
+            # the machine that ran eval, and every kind that ran one of the row's stages (a resumed folder can mix)
+            "machine": (records.read(run_dir / "eval") or {}).get("machine"), "machines": stage_machines(config, run_dir),
+            "runtime": result_runtime(config),
             "config_digest": config_digest(config), "results_sha256": sha256_file(run_dir / "results.json"),
             "accuracy": results["accuracy"], "gap_closed": results["gap_closed"],
             "validation": val, "validation_gap_closed": gap_closed(val) if val else None,
@@ -344,6 +346,16 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
             "classes": len(config.task.label_words), "diagnostics": _diagnostics(run_dir),
             "verdict": verdict.checks(results["accuracy"], results["test_examples"], len(config.task.label_words)),
             "method": {k: getattr(config, k).model_dump() for k in ("distill", "tune", "transfer")}}
+
+
+def stage_machines(config: RunConfig, run_dir: Path) -> list[str]:
+    """The kinds of machine (engine.machine.label) that ran the row's stages, as their records say; records
+    written before they named the machine add nothing."""
+    from engine import records
+    from engine.machine import label
+    from engine.pipeline import stages_for
+    kinds = {label((records.read(run_dir / stage) or {}).get("machine")) for stage in stages_for(config)}
+    return sorted(kind for kind in kinds if kind)
 
 
 def _choice(run_dir: Path) -> dict | None:

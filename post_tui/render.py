@@ -11,6 +11,7 @@ from rich.text import Text
 
 from engine import events as ev
 from engine import methods
+from engine.machine import label as machine_label
 from post_tui.widgets.format import rank_line, seconds_per_step
 
 METHOD_ORDER = methods.ORDER
@@ -255,20 +256,26 @@ def _diagnostic_cells(found: dict | None) -> str:
 
 
 def _boxes(rows: dict) -> list[str]:
-    """Which machine measured which rows. Float results differ in the last digits between CPUs' vector units
-    and the students diverge from there, so rows from different kinds of box are not a paired comparison."""
+    """Which kind of machine measured which rows. Float results differ in the last digits between CPUs'
+    vector units and the students diverge from there, so rows from different kinds of box — or one row whose
+    stages ran on several — are not a paired comparison. Rows that record no machine claim nothing."""
     boxes: dict[str, list[str]] = {}
+    unrecorded = []
     for name, row in rows.items():
-        box = row.get("machine") or {}
-        units = ", ".join(box.get("cpu_units") or []) or "no AVX2"
-        label = (box["gpu"] if box.get("gpu") else f"{box['cpu']} ({units})" if box.get("cpu") else "CPU not recorded")
-        boxes.setdefault(label, []).append(name)
-    if set(boxes) <= {"CPU not recorded"}:
-        return []  # reports written before they named the CPU: nothing to say
+        kinds = row.get("machines") or ([machine_label(row.get("machine"))] if machine_label(row.get("machine")) else [])
+        if not kinds:
+            unrecorded.append(name)
+        else:
+            boxes.setdefault(kinds[0] if len(kinds) == 1 else "stages on " + " and ".join(kinds), []).append(name)
+    lines = []
     if len(boxes) == 1:
-        return ["", f"Every row measured on one kind of machine: {next(iter(boxes))}."]
-    return ["", "Rows measured on more than one kind of machine (float results differ in the last digits between "
-            "them, so these rows are not paired): " + "; ".join(f"{box}: {', '.join(names)}" for box, names in boxes.items()) + "."]
+        lines = [f"Rows that name their machine ran on one kind: {next(iter(boxes))}."]
+    elif boxes:
+        lines = ["Rows measured on more than one kind of machine (float results differ in the last digits between "
+                 "them, so these rows are not paired): " + "; ".join(f"{box}: {', '.join(names)}" for box, names in boxes.items()) + "."]
+    if lines and unrecorded:
+        lines[-1] += " Not recorded (reports written before rows named their machine): " + ", ".join(unrecorded) + "."
+    return ["", *lines] if lines else []
 
 
 def suite_markdown(report: dict) -> str:

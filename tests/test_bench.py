@@ -83,25 +83,3 @@ def test_markdown_gap_closed_and_cost_ratio():
     md = markdown(report)
     assert "| no DP | 50.00 | 90.00 | — | — | 80.00 |" in md
     assert "DP ε=8 (spent 7.99)" in md and "0.75" in md and "5.0× cheaper" in md
-
-
-INTEL_AMX = """processor\t: 0
-model name\t: Intel(R) Xeon(R) Processor
-flags\t\t: fpu sse2 avx2 avx512f avx512bw amx_bf16 amx_tile
-processor\t: 1
-model name\t: Intel(R) Xeon(R) Processor
-flags\t\t: fpu sse2 avx2 avx512f avx512bw amx_bf16 amx_tile
-"""
-AMD_AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx avx2 fma\n"
-
-
-def test_a_report_names_the_cpu_and_its_vector_units():
-    """Two rows from boxes whose float kernels differ are not a paired comparison: the report says which box."""
-    from engine.bench import cpu_identity, machine
-    assert cpu_identity(INTEL_AMX) == {"cpu": "Intel(R) Xeon(R) Processor", "cpu_units": ["amx_bf16", "avx512f", "avx2"]}
-    assert cpu_identity(AMD_AVX2) == {"cpu": "AMD EPYC 7B13", "cpu_units": ["avx2"]}
-    assert cpu_identity("") == {}  # not Linux: nothing claimed
-    here = machine()
-    assert {"platform", "torch", "threads"} <= set(here)
-    if "cpu" in here:
-        assert here["cpu"] and isinstance(here["cpu_units"], list)

@@ -61,6 +61,11 @@ def test_each_row_is_a_run_with_a_json(suite_run):
         assert report["diagnostics"]["values"]["prompt"]["shift_ratio"] >= 0
         assert isinstance(report["diagnostics"]["warnings"], list)
         assert {c["name"] for c in report["verdict"]} >= {"post_above_zero_shot", "student_prompt_works"}
+        # the machine comes from the stage records (where each stage ran), not from whoever wrote the report
+        eval_record = json.loads((root / "runs" / row / "eval" / "done.json").read_text())
+        assert report["machine"] == eval_record["machine"] and eval_record["machine"]["torch"]
+        assert report["runtime"] == {"seed": 0, "dtype": "float32"}
+        assert len(report["machines"]) <= 1  # one process ran every stage here (empty where no CPU is named)
     table = (root / "results" / "suite.md").read_text()
     assert "| a |" in table and "| b |" in table and "Mean gap closed over 2 rows" in table
     a = json.loads((root / "results" / "a.json").read_text())
@@ -325,21 +330,27 @@ def test_a_gap_within_two_standard_errors_is_named_and_left_out_of_a_second_mean
 
 
 def test_the_table_says_when_its_rows_come_from_different_kinds_of_cpu():
-    """An AMD row beside an Intel row differs by the box as well as the recipe: the table says so."""
+    """An AMD row beside an Intel row differs by the box as well as the recipe: the table says so. Rows that
+    record no machine (older reports) claim nothing, and one row whose stages ran on two kinds is named."""
     from engine.suite import summary
     from post_tui.render import suite_markdown
     row = {"accuracy": {"full_zs": 0.553, "full_pt": 0.81, "post": 0.697}, "test_examples": 300,
            "gap_closed": 0.56, "verdict": [], "classes": 2, "minutes": {"total": 1.0}}
     intel = {**row, "machine": {"cpu": "Intel(R) Xeon(R) Processor", "cpu_units": ["amx_bf16", "avx512f", "avx2"]}}
     amd = {**row, "machine": {"cpu": "AMD EPYC 7B13", "cpu_units": ["avx2"]}}
+    old = {**row, "machine": {"platform": "x"}}
 
     def table(rows):
         return suite_markdown({"rows": rows, "summary": summary(rows), "not_run": []})
-    mixed = table({"a": intel, "b": amd, "c": {**row, "machine": {"platform": "x"}}})
+    mixed = table({"a": intel, "b": amd, "c": old})
     assert "more than one kind of machine" in mixed
-    assert "Intel(R) Xeon(R) Processor (amx_bf16, avx512f, avx2): a; AMD EPYC 7B13 (avx2): b; CPU not recorded: c." in mixed
-    assert "one kind of machine: Intel(R) Xeon(R) Processor (amx_bf16, avx512f, avx2)." in table({"a": intel, "b": intel})
-    assert "kind of machine" not in table({"a": row})  # older reports name no CPU: the table claims nothing
+    assert "Intel(R) Xeon(R) Processor (amx_bf16, avx512f, avx2): a; AMD EPYC 7B13 (avx2): b." in mixed
+    assert "Not recorded (reports written before rows named their machine): c." in mixed
+    one = table({"a": intel, "c": old})  # one recorded kind beside older reports: not "more than one"
+    assert "more than one" not in one and "ran on one kind: Intel(R) Xeon(R) Processor (amx_bf16, avx512f, avx2)." in one
+    resumed = table({"a": {**intel, "machines": ["AMD EPYC 7B13 (avx2)", "Intel(R) Xeon(R) Processor (avx2)"]}, "b": intel})
+    assert "stages on AMD EPYC 7B13 (avx2) and Intel(R) Xeon(R) Processor (avx2): a" in resumed
+    assert "kind" not in table({"a": row, "c": old})  # nothing recorded: the table claims nothing
 
 
 def test_two_suite_tables_side_by_side(tmp_path, capsys):
