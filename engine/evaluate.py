@@ -32,20 +32,28 @@ def accuracy(logit_fn: LogitFn, examples: Examples, verbalizer, batch_size: int,
 
 @torch.inference_mode()
 def score(logit_fn: LogitFn, examples: Examples, verbalizer, batch_size: int, pad_id: int, device,
-          on_batch: Callable[[], None] | None = None) -> tuple[float, float]:
+          on_batch: Callable[[], None] | None = None, predicted: list[int] | None = None) -> tuple[float, float]:
     """(accuracy, mean cloze loss — the tuning loss, cross-entropy over the class scores). The loss is
-    continuous where accuracy moves in steps of 1/n, so it can tell apart prompts whose accuracies tie."""
+    continuous where accuracy moves in steps of 1/n, so it can tell apart prompts whose accuracies tie.
+    `predicted`, where given, is filled with each example's predicted class in the split's order (on every
+    rank), so two methods can be compared example by example (engine.verdict.paired)."""
     from engine.losses import cloze_loss
     correct, loss = 0, 0.0
+    # class + 1 at the examples this rank scored, 0 elsewhere: each example is scored by exactly one rank,
+    # so the sum over ranks is every example's class + 1
+    classes = torch.zeros(len(examples), dtype=torch.float64)
     for indices in distributed.my_share(eval_batches(examples, batch_size)):
         batch = collate(examples, indices, pad_id, device)
         scores = verbalizer.class_scores(logit_fn(batch))
         correct += (scores.argmax(-1) == batch["labels"]).sum().item()
         loss += cloze_loss(scores, batch["labels"]).sum().item()  # summed in Python floats (float64 on any device)
+        classes[torch.tensor(indices)] = scores.argmax(-1).cpu().to(torch.float64) + 1
         if on_batch is not None:
             on_batch()
     n = max(len(examples), 1)
     total_loss = distributed.all_reduce_sum(torch.tensor([loss], dtype=torch.float64)).item()
+    if predicted is not None:
+        predicted[:] = [int(c) - 1 for c in distributed.all_reduce_sum(classes).tolist()]
     return distributed.sum_over_ranks(correct) / n, total_loss / n
 
 
@@ -114,17 +122,28 @@ def eval_batches_needed(ctx, split: str, names=None) -> int:
     return len(fns) * len(distributed.my_share(eval_batches(examples, ctx.config.eval.batch_size)))  # this rank's
 
 
-def evaluate_methods(ctx, split: str, names=None, progress: EvalProgress | None = None) -> dict[str, float]:
-    """name → accuracy on `split`."""
-    return {name: acc for name, (acc, _) in score_methods(ctx, split, names, progress).items()}
+def evaluate_methods(ctx, split: str, names=None, progress: EvalProgress | None = None,
+                     predictions: dict[str, list[int]] | None = None) -> dict[str, float]:
+    """name → accuracy on `split`; `predictions`, where given, gets name → each example's predicted class
+    and "labels" → the true ones."""
+    return {name: acc for name, (acc, _) in score_methods(ctx, split, names, progress, predictions).items()}
 
 
-def score_methods(ctx, split: str, names=None, progress: EvalProgress | None = None) -> dict[str, tuple[float, float]]:
+def score_methods(ctx, split: str, names=None, progress: EvalProgress | None = None,
+                  predictions: dict[str, list[int]] | None = None) -> dict[str, tuple[float, float]]:
     """name → (accuracy, mean cloze loss) on `split`."""
     from engine import loading
     fns, tokenizer = method_logit_fns(ctx, names)
     examples = loading.task(ctx, tokenizer)[split]
     verbalizer = loading.verbalizer(ctx, tokenizer)
     on_batch = progress.advance if progress is not None else None
-    return {name: score(fn, examples, verbalizer, ctx.config.eval.batch_size, tokenizer.pad_token_id, ctx.device,
-                        on_batch) for name, fn in fns.items()}
+    found = {}
+    for name, fn in fns.items():
+        predicted = [] if predictions is not None else None
+        found[name] = score(fn, examples, verbalizer, ctx.config.eval.batch_size, tokenizer.pad_token_id, ctx.device,
+                            on_batch, predicted)
+        if predictions is not None:
+            predictions[name] = predicted
+    if predictions is not None:
+        predictions["labels"] = list(examples.labels)
+    return found

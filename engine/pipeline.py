@@ -83,13 +83,15 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
     ctx.emit(StageStarted(stage="eval", total_steps=total, description="accuracy on the private test split"))
     start = time.time()
     selected = alpha_policy.select(ctx, progress) if select else None
+    predictions: dict[str, list[int]] = {}  # each test example's predicted class per method: paired comparisons
     if selected and selected["method"] != "post":
         names = {"full_zs", "full_pt", "cpt", *cfg.transfer.methods} - {"post"}
         progress.total = progress.step + eval_batches_needed(ctx, "test", names)  # the α = 0.5 prompt is not run
-        accuracy = evaluate_methods(ctx, "test", names=names, progress=progress)
+        accuracy = evaluate_methods(ctx, "test", names=names, progress=progress, predictions=predictions)
         accuracy["post"] = accuracy[selected["method"]]  # POST at the α chosen on validation
+        predictions["post"] = predictions[selected["method"]]
     else:
-        accuracy = evaluate_methods(ctx, "test", progress=progress)
+        accuracy = evaluate_methods(ctx, "test", progress=progress, predictions=predictions)
     seconds["eval"] = time.time() - start
     gap = None
     if {"post", "full_zs", "full_pt"} <= accuracy.keys() and accuracy["full_pt"] != accuracy["full_zs"]:
@@ -100,16 +102,19 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
                "alpha_rule": cfg.transfer.alpha,  # a number, "auto" or "select": what POST's column means
                "seconds": {s: round(seconds.get(s, 0.0), 2) for s in ("distill", "tune", "transfer", "full_pt", "eval")},
                "test_examples": len(loading.task(ctx, loading.large(ctx)[1])["test"]),
-               "privacy": _privacy(ctx), "memory": {"ranks": ranks.peaks()}}  # each process's peak
-    results["verdict"] = verdict.checks(accuracy, results["test_examples"], len(cfg.task.label_words))
+               "privacy": _privacy(ctx), "memory": {"ranks": ranks.peaks()},  # each process's peak
+               "paired": verdict.paired(predictions)}  # POST against direct and zero-shot, example by example
+    results["verdict"] = verdict.checks(accuracy, results["test_examples"], len(cfg.task.label_words), results["paired"])
     for message in verdict.warnings(results["verdict"]):
         ctx.log(message, "warning")
     eval_dir = ctx.stage_dir("eval")
     artifacts.write_json(eval_dir / "accuracy.json", accuracy)
+    artifacts.write_json(eval_dir / "predictions.json", predictions)  # the private test split's: stays on this side
     path = ctx.run_dir / "results.json"
     artifacts.write_json(path, results)
     records.write(eval_dir, "eval", records.COMPLETED, {"results": results["accuracy"]},
-                  {"results": path, "accuracy": eval_dir / "accuracy.json"}, seconds=seconds["eval"])
+                  {"results": path, "accuracy": eval_dir / "accuracy.json", "predictions": eval_dir / "predictions.json"},
+                  seconds=seconds["eval"])
     ctx.saved("eval", path, "results")
     ctx.emit(StageFinished(stage="eval", seconds=seconds["eval"], summary={"accuracy": accuracy, "gap_closed": gap}))
     return results

@@ -196,7 +196,8 @@ def stored_report(row: str, config: RunConfig, run_dir: Path, path: Path) -> dic
     if report.get("results_sha256") != sha256_file(run_dir / "results.json"):
         return None
     results = read_json_dict(run_dir / "results.json", "results")
-    return _rescored({**report, "accuracy": results["accuracy"], "test_examples": results["test_examples"]})
+    return _rescored({**report, "accuracy": results["accuracy"], "test_examples": results["test_examples"],
+                      "paired": results.get("paired")})
 
 
 def _rules_current(config: RunConfig, rule, choice: dict | None, choice_required: bool = True) -> bool:
@@ -215,7 +216,7 @@ def _rescored(report: dict) -> dict:
     with its own numbers."""
     from engine import verdict
     return {**report, "gap_closed": gap_closed(report["accuracy"]),
-            "verdict": verdict.checks(report["accuracy"], report["test_examples"], report["classes"])}
+            "verdict": verdict.checks(report["accuracy"], report["test_examples"], report["classes"], report.get("paired"))}
 
 
 def _report(name: str, rows: dict[str, dict], configs: dict[str, RunConfig]) -> dict:
@@ -344,7 +345,9 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
             "alpha": results["alpha"], "alpha_rule": results.get("alpha_rule"), "alpha_choice": _choice(run_dir),
             "minutes": minutes, "test_examples": results["test_examples"],
             "classes": len(config.task.label_words), "diagnostics": _diagnostics(run_dir),
-            "verdict": verdict.checks(results["accuracy"], results["test_examples"], len(config.task.label_words)),
+            "paired": results.get("paired"),  # POST against direct and zero-shot on the same examples (None: before 2026-12-05)
+            "verdict": verdict.checks(results["accuracy"], results["test_examples"], len(config.task.label_words),
+                                      results.get("paired")),
             "method": {k: getattr(config, k).model_dump() for k in ("distill", "tune", "transfer")}}
 
 
@@ -393,13 +396,34 @@ def summary(rows: dict[str, dict]) -> dict:
     resolved = [r["gap_closed"] for name, r in rows.items() if r["gap_closed"] is not None and name not in unresolved]
     return {"rows": len(rows), "mean_gap_closed": _mean(gaps), "mean_gap_closed_capped": _mean(capped),
             "gap_unresolved": unresolved, "mean_gap_closed_resolved": _mean(resolved) if unresolved else None,
-            "post_above": beats}
+            "post_above": beats, "paired": paired_outcomes(rows)}
+
+
+SIGNIFICANT = 0.05  # the paired test's level for the table's line (each row's p-value is in its report)
+
+
+def paired_outcomes(rows: dict[str, dict]) -> dict[str, dict[str, list[str]]]:
+    """Per comparison (POST vs direct, vs zero-shot): the rows where POST is above or below the other by the
+    exact McNemar test at SIGNIFICANT, those where the test cannot tell, and those with no paired counts
+    (reports written before the eval kept its predictions)."""
+    from engine.verdict import PAIRED_WITH
+    out = {other: {"above": [], "below": [], "undecided": [], "not_paired": []} for other in PAIRED_WITH}
+    for name, row in rows.items():
+        for other in PAIRED_WITH:
+            pair = (row.get("paired") or {}).get(other)
+            if not pair:
+                out[other]["not_paired"].append(name)
+            elif pair["p"] >= SIGNIFICANT:
+                out[other]["undecided"].append(name)
+            else:
+                out[other]["above" if pair["only_post"] > pair["only_" + other] else "below"].append(name)
+    return out
 
 
 def gap_resolved(row: dict) -> bool:
     """Whether Full PT is above Full ZS on test by more than two standard errors of the difference of two
-    accuracies on the row's n examples (as if independent: the per-example predictions are not kept, and
-    the paired error would be smaller, so this names more rows, not fewer). Otherwise the denominator of gap
+    accuracies on the row's n examples (as if independent: reports before 2026-12-05 keep no per-example
+    predictions, and the paired error would be smaller, so this names more rows, not fewer). Otherwise the denominator of gap
     closed is noise, or Full PT is no reference, and a few examples swing the ratio past ±1 (bbc-gemma3:
     88.3 → 90.6 on 213 articles, 2 SE = 5.9 points). Above it the ratio is still uncertain, only its sign
     is not."""

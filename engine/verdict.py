@@ -15,38 +15,92 @@ eval's accuracies on the user's own split, where the answer is known. Three chec
 
 "Above" means by more than one example of the split: a tie is not a win. Differences this small are
 within the split's sampling error anyway (±2.9 points at 300 examples); the verdict says what was
-measured, it is not a significance test.
+measured. Where the eval kept each example's prediction (eval/predictions.json, since 2026-12-05) the
+two comparisons also carry a paired test on the same test examples: how many only POST gets right, how
+many only the other method, and the exact two-sided McNemar p-value — so "POST 66.3 vs Direct 67.7" can be
+read as "14 against 18 examples, p = 0.60", not as a loss.
 """
 from __future__ import annotations
+
+import math
 
 from engine.diagnostics import ADVICE_STUDENT  # the same advice the diagnostics give before the transfer
 
 
-def checks(accuracy: dict[str, float], examples: int, num_classes: int) -> list[dict]:
+# POST against each method the checks compare it with, example by example (results.json's "paired")
+PAIRED_WITH = ("direct", "full_zs")
+
+
+def mcnemar_p(only_first: int, only_second: int) -> float:
+    """Exact two-sided McNemar p-value: under "the two are equally good" each discordant example goes
+    either way with probability 1/2, so the smaller count is a Binomial(n, 1/2) tail, doubled."""
+    n = only_first + only_second
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_first, only_second) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired(predictions: dict[str, list[int]], method: str = "post") -> dict[str, dict]:
+    """For each of PAIRED_WITH that was scored: the examples only `method` gets right, those only the other
+    gets right, and mcnemar_p of the two. `predictions` maps a method to each example's predicted class and
+    "labels" to the true classes, all in the split's order."""
+    labels, ours = predictions.get("labels"), predictions.get(method)
+    if labels is None or ours is None:
+        return {}
+    out = {}
+    for other in PAIRED_WITH:
+        theirs = predictions.get(other)
+        if theirs is None or not len(theirs) == len(ours) == len(labels):
+            continue
+        only_ours = sum(a == y != b for a, b, y in zip(ours, theirs, labels))
+        only_theirs = sum(b == y != a for a, b, y in zip(ours, theirs, labels))
+        out[other] = {"only_" + method: only_ours, "only_" + other: only_theirs,
+                      "p": round(mcnemar_p(only_ours, only_theirs), 4)}
+    return out
+
+
+def _paired_note(pair: dict | None, other: str) -> str:
+    if not pair:
+        return ""
+    return (f" (paired on the same examples: {pair['only_post']} only POST gets right, {pair['only_' + other]} only "
+            f"{'zero-shot' if other == 'full_zs' else other}; exact McNemar p = {pair['p']:.2g})")
+
+
+def checks(accuracy: dict[str, float], examples: int, num_classes: int, pairs: dict[str, dict] | None = None) -> list[dict]:
+    """`pairs`: paired() of the same split, where the eval kept its predictions; it adds the paired counts
+    and p-value to the two comparisons' messages and dicts, and changes no status."""
     one = 1.0 / max(examples, 1)
+    pairs = pairs or {}
     out = []
     post, zs, cpt, direct = (accuracy.get(k) for k in ("post", "full_zs", "cpt", "direct"))
     if post is not None and zs is not None:
+        note = _paired_note(pairs.get("full_zs"), "full_zs")
         if post > zs + one:
-            out.append(_ok("post_above_zero_shot", f"POST {post:.1%} > the large model's zero-shot {zs:.1%}"))
+            out.append(_ok("post_above_zero_shot", f"POST {post:.1%} > the large model's zero-shot {zs:.1%}{note}"))
         elif cpt is not None and cpt <= zs:
             out.append(_warn("post_above_zero_shot",
-                             f"POST {post:.1%} does not beat the large model's zero-shot {zs:.1%}, and the student's own "
+                             f"POST {post:.1%} does not beat the large model's zero-shot {zs:.1%}{note}, and the student's own "
                              f"prompt ({cpt:.1%}) is below that zero-shot too: the student knows less of this task than "
                              f"the large model, so the transfer has nothing to add — use the large model as it is, or "
                              f"a stronger student: {ADVICE_STUDENT}"))
         else:
             reach = f" although the student's prompt reaches {cpt:.1%}" if cpt is not None else ""
             out.append(_warn("post_above_zero_shot",
-                             f"POST {post:.1%} does not beat the large model's zero-shot {zs:.1%}{reach}: the transfer "
+                             f"POST {post:.1%} does not beat the large model's zero-shot {zs:.1%}{note}{reach}: the transfer "
                              "lost it — try transfer.alpha = \"select\", more transfer.steps, or a public set closer to "
                              "the task"))
     if post is not None and direct is not None:
+        note = _paired_note(pairs.get("direct"), "direct")
         if post > direct + one:
-            out.append(_ok("post_above_direct", f"POST {post:.1%} > direct transfer {direct:.1%}"))
+            out.append(_ok("post_above_direct", f"POST {post:.1%} > direct transfer {direct:.1%}{note}"))
         else:
             out.append(_warn("post_above_direct", f"POST {post:.1%} does not beat using the student's prompt as it is "
-                             f"({direct:.1%}): the transfer training added nothing here"))
+                             f"({direct:.1%}){note}: the transfer training added nothing here"))
+    for check in out:  # the paired counts themselves, for tables (engine.suite.summary)
+        other = {"post_above_direct": "direct", "post_above_zero_shot": "full_zs"}.get(check["name"])
+        if other in pairs:
+            check["paired"] = pairs[other]
     if cpt is not None:
         chance = 1.0 / num_classes
         if cpt > chance + max(0.05, 2 * one):

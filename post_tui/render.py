@@ -255,6 +255,28 @@ def _diagnostic_cells(found: dict | None) -> str:
             f"{', '.join(found.get('warnings') or []) or 'none'}")
 
 
+def _paired_lines(paired: dict | None) -> list[str]:
+    """The paired test's reading of "POST above Direct / zero-shot", where rows kept their predictions."""
+    if not paired:
+        return []
+    from engine.suite import SIGNIFICANT
+    names = {"direct": "Direct", "full_zs": "Full ZS"}
+    parts, unpaired = [], set()
+    for other, found in paired.items():
+        unpaired |= set(found["not_paired"])
+        if found["above"] or found["below"] or found["undecided"]:
+            parts.append(f"vs {names.get(other, other)}: above in {len(found['above'])}, below in {len(found['below'])}"
+                         + (f" ({', '.join(found['below'])})" if found["below"] else "")
+                         + f", not told apart in {len(found['undecided'])}"
+                         + (f" ({', '.join(found['undecided'])})" if found["undecided"] else ""))
+    if not parts:
+        return []
+    line = (f"Paired on the same test examples (exact McNemar, p < {SIGNIFICANT:g}), POST " + "; ".join(parts) + ".")
+    if unpaired:
+        line += " Not paired (reports written before the eval kept its predictions): " + ", ".join(sorted(unpaired)) + "."
+    return ["", line]
+
+
 def _boxes(rows: dict) -> list[str]:
     """Which kind of machine measured which rows. Float results differ in the last digits between CPUs'
     vector units and the students diverge from there, so rows from different kinds of box — or one row whose
@@ -305,6 +327,7 @@ def suite_markdown(report: dict) -> str:
         rest = s.get("mean_gap_closed_resolved")
         lines += ["", "Full PT not above Full ZS by two standard errors (gap closed there is noise): "
                   + ", ".join(s["gap_unresolved"]) + (f"; mean gap closed over the other rows: {rest:.3f}." if rest is not None else ".")]
+    lines += _paired_lines(s.get("paired"))
     lines += _boxes(report["rows"])
     archived = [name for name, row in report["rows"].items() if row.get("archived")]
     if archived:

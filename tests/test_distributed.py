@@ -206,10 +206,11 @@ def scenario_accuracy(out, rank, world):
     ctx = _ctx(out, rank)
     model, tok = tiny("tiny:gpt2")
     test = loading.task(ctx, tok)["test"]
-    batches = []
+    batches, predicted = [], []
     acc, loss = score(prompt_logit_fn(model, tok, None, "float32"), test, loading.verbalizer(ctx, tok), 16,
-                      tok.pad_token_id, ctx.device, on_batch=lambda: batches.append(1))
-    return {"accuracy": acc, "loss": loss, "batches": len(batches), "examples": len(test)}
+                      tok.pad_token_id, ctx.device, on_batch=lambda: batches.append(1), predicted=predicted)
+    return {"accuracy": acc, "loss": loss, "batches": len(batches), "examples": len(test), "predicted": predicted,
+            "labels": list(test.labels)}
 
 
 def _distill_once(out, rank, overrides):
@@ -344,6 +345,13 @@ def test_eval_is_sharded_and_gathered_without_duplicates(tmp_path):
     assert ranks[0]["batches"] + ranks[1]["batches"] == one["batches"] and ranks[1]["batches"] > 0
     assert ranks[0]["accuracy"] == ranks[1]["accuracy"]
     assert abs(ranks[0]["accuracy"] - one["accuracy"]) <= 1 / one["examples"] + 1e-12
+    # each example's prediction, gathered in the split's order on every rank: the same list on both, the
+    # accuracy's own count, and one process's predictions but for at most that one near-tie
+    assert ranks[0]["predicted"] == ranks[1]["predicted"] and len(ranks[0]["predicted"]) == one["examples"]
+    for found in (one, ranks[0]):
+        hits = sum(p == y for p, y in zip(found["predicted"], found["labels"]))
+        assert hits == round(found["accuracy"] * found["examples"]) and min(found["predicted"]) >= 0
+    assert sum(a != b for a, b in zip(one["predicted"], ranks[0]["predicted"])) <= 1
     # the loss is one all-reduce: the same bits on every rank (alpha select compares it), and the sum of
     # the same per-example losses as one process in another order (float32 logits: ~1e-6 relative)
     assert ranks[0]["loss"] == ranks[1]["loss"]

@@ -48,6 +48,16 @@ def test_smoke_writes_every_result_field(smoke_run):
     for name in ("config.toml", "events.jsonl", "distill/student.json", "tune/prompt.safetensors",
                  "full_pt/prompt.safetensors", "transfer/post.safetensors", "eval/accuracy.json"):
         assert (smoke_run / name).is_file(), name
+    # each test example's prediction per method, kept on the user's side: the accuracies are their counts,
+    # and POST's comparisons with direct and zero-shot are made example by example from them
+    predictions = json.loads((smoke_run / "eval" / "predictions.json").read_text())
+    labels = predictions["labels"]
+    assert len(labels) == results["test_examples"] and set(results["accuracy"]) <= set(predictions)
+    for method, accuracy in results["accuracy"].items():
+        assert sum(p == y for p, y in zip(predictions[method], labels)) == round(accuracy * len(labels)), method
+    assert set(results["paired"]) == {"direct", "full_zs"} and 0 <= results["paired"]["direct"]["p"] <= 1
+    judged = {c["name"]: c for c in results["verdict"]}
+    assert judged["post_above_direct"]["paired"] == results["paired"]["direct"]
 
 
 def eval_progress(run_dir: Path) -> list[tuple[int, int]]:
@@ -218,6 +228,8 @@ def test_alpha_select_keeps_the_best_validation_prompt(smoke_run, tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["alpha"]["post"] == choice["alpha"]
     assert results["accuracy"]["post"] == results["accuracy"][choice["method"]]
+    predictions = json.loads((run_dir / "eval" / "predictions.json").read_text())
+    assert predictions["post"] == predictions[choice["method"]]  # the paired test compares the chosen prompt
     chosen = run_dir / "transfer" / f"{choice['method']}.safetensors"
     assert (run_dir / "eval" / "post.safetensors").read_bytes() == chosen.read_bytes()
     steps = eval_progress(run_dir)
@@ -231,8 +243,8 @@ def test_alpha_select_settles_a_tie_by_the_validation_loss(smoke_run, tmp_path, 
     shutil.copytree(smoke_run, run_dir)
     real = evaluate.score_methods
 
-    def tied(ctx, split, names=None, progress=None):  # post and shift tie on accuracy; shift's loss is lower
-        found = real(ctx, split, names, progress)
+    def tied(ctx, split, names=None, progress=None, predictions=None):  # post and shift tie on accuracy; shift's loss is lower
+        found = real(ctx, split, names, progress, predictions)
         if split == "validation":
             found = {"output": (0.5, 0.40), "post": (0.75, 0.70), "shift": (0.75, 0.60)}
         return found

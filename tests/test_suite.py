@@ -378,3 +378,23 @@ def test_two_suite_tables_side_by_side(tmp_path, capsys):
     capsys.readouterr()
     assert suite_pairs.main([str(tmp_path / "missing"), str(b)]) == 2
     assert "is not a folder of suite row reports" in capsys.readouterr().err
+
+
+def test_the_table_reads_post_against_direct_with_the_paired_test():
+    """Rows whose eval kept its predictions are judged by the exact McNemar test; older reports are named."""
+    from engine.suite import summary
+    from post_tui.render import suite_markdown
+    row = {"accuracy": {"full_zs": 0.553, "full_pt": 0.81, "post": 0.697, "direct": 0.56}, "test_examples": 300,
+           "gap_closed": 0.56, "verdict": [], "classes": 2, "minutes": {"total": 1.0}}
+    won = {**row, "paired": {"direct": {"only_post": 50, "only_direct": 10, "p": 0.0001},
+                             "full_zs": {"only_post": 14, "only_full_zs": 18, "p": 0.6}}}
+    lost = {**row, "paired": {"direct": {"only_post": 10, "only_direct": 40, "p": 0.0001}}}
+    rows = {"a": won, "b": lost, "c": row}
+    found = summary(rows)["paired"]
+    assert found["direct"] == {"above": ["a"], "below": ["b"], "undecided": [], "not_paired": ["c"]}
+    assert found["full_zs"] == {"above": [], "below": [], "undecided": ["a"], "not_paired": ["b", "c"]}
+    table = suite_markdown({"rows": rows, "summary": summary(rows), "not_run": []})
+    assert ("Paired on the same test examples (exact McNemar, p < 0.05), POST vs Direct: above in 1, below in 1 (b), "
+            "not told apart in 0; vs Full ZS: above in 0, below in 0, not told apart in 1 (a).") in table
+    assert "Not paired (reports written before the eval kept its predictions): b, c." in table
+    assert "Paired" not in suite_markdown({"rows": {"c": row}, "summary": summary({"c": row}), "not_run": []})
