@@ -1,13 +1,16 @@
 """Two suite tables side by side, row by row: what one change did on the rows both measured.
 
-    python bench/suite_pairs.py bench/results/suite-paper-intel bench/results/suite-applied-paired \
-        --names "paper L2" applied --out bench/results/shift-loss-pairs.md
+    python bench/suite_pairs.py bench/results/suite-select bench/results/suite-applied \
+        --names "paper L2" applied
+    python bench/suite_pairs.py RESULTS_A RESULTS_B --runs OUT_A OUT_B   # paired on the same test examples
 
 Reads each directory's `<row>.json` (as `post bench --suite` writes them) and prints, for every row in
 both, POST's test and validation accuracy under each, the difference, two standard errors of that
-difference, gap closed and α. The standard error treats the two accuracies as independent binomials
-(the reports keep no per-example predictions, so no paired test is possible); it overstates the noise
-of a difference on the same examples, so a difference inside it is "within noise", not "no effect".
+difference, gap closed and α. The standard error treats the two accuracies as independent binomials;
+it overstates the noise of a difference on the same examples, so a difference inside it is "within
+noise", not "no effect". With `--runs` (the two `--out` folders, whose `<row>/eval/predictions.json` the
+eval keeps since 2026-12-05) each row also gets the paired test: the test examples only one side's POST
+gets right, and the exact McNemar p-value.
 Rows measured on different kinds of CPU are marked: float results differ in the last digits between
 them, the students diverge from there, and such a pair compares boxes as well as the change.
 """
@@ -54,6 +57,23 @@ def pair(a: dict, b: dict) -> dict:
             "same_box": None if None in boxes else len(boxes) == 1}
 
 
+def paired_post(first_run: Path, second_run: Path) -> dict | None:
+    """POST of two run folders on the same test examples: how many only each gets right, McNemar's p."""
+    from engine.verdict import mcnemar_p
+    found = []
+    for run in (first_run, second_run):
+        path = run / "eval" / "predictions.json"
+        if not path.is_file():
+            return None
+        found.append(json.loads(path.read_text()))
+    (a, b) = found
+    if a.get("labels") != b.get("labels") or "post" not in a or "post" not in b:
+        return None  # not the same test examples: no paired test
+    only_a = sum(x == y != z for x, z, y in zip(a["post"], b["post"], a["labels"]))
+    only_b = sum(z == y != x for x, z, y in zip(a["post"], b["post"], a["labels"]))
+    return {"only_first": only_a, "only_second": only_b, "p": mcnemar_p(only_a, only_b)}
+
+
 def markdown(rows: dict[str, dict], names: tuple[str, str]) -> str:
     a, b = names
 
@@ -65,13 +85,18 @@ def markdown(rows: dict[str, dict], names: tuple[str, str]) -> str:
 
     def alpha(x):
         return "—" if x is None else f"{x:g}"
-    lines = [f"| row | test POST {a} | test POST {b} | Δ | 2 SE | val. POST {a} | val. POST {b} | gap {a} | gap {b} "
-             f"| α {a} / {b} | one kind of CPU |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    with_pairs = any(p.get("paired") for p in rows.values())
+    lines = [f"| row | test POST {a} | test POST {b} | Δ | 2 SE |" + (f" only {a} / only {b} (McNemar p) |" if with_pairs else "")
+             + f" val. POST {a} | val. POST {b} | gap {a} | gap {b} | α {a} / {b} | one kind of CPU |",
+             "|---|---|---|---|---|" + ("---|" if with_pairs else "") + "---|---|---|---|---|---|"]
     for name, p in rows.items():
         ta, tb, d, se = p["test"]
         va, vb, _ = p["validation"] or (None, None, None)
         box = {True: "yes", False: "**no**", None: "not recorded"}[p["same_box"]]
-        lines.append(f"| {name} | {pct(ta)} | {pct(tb)} | {100 * d:+.1f} | {100 * se:.1f} | {pct(va)} | {pct(vb)} "
+        pair = p.get("paired")
+        paired_cell = ("—" if not pair else f"{pair['only_first']} / {pair['only_second']} ({pair['p']:.2g})")
+        lines.append(f"| {name} | {pct(ta)} | {pct(tb)} | {100 * d:+.1f} | {100 * se:.1f} |"
+                     + (f" {paired_cell} |" if with_pairs else "") + f" {pct(va)} | {pct(vb)} "
                      f"| {num(p['gap'][0])} | {num(p['gap'][1])} | {alpha(p['alpha'][0])} / {alpha(p['alpha'][1])} | {box} |")
     diffs = [p["test"][2] for p in rows.values()]
     up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
@@ -91,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("second", type=Path)
     parser.add_argument("--names", nargs=2, default=None, help="what to call the two (default: folder names)")
     parser.add_argument("--out", type=Path, help="also write the table here")
+    parser.add_argument("--runs", nargs=2, type=Path, default=None,
+                        help="the two suites' --out folders: a paired test from each row's eval/predictions.json")
     args = parser.parse_args(argv)
     for folder in (args.first, args.second):
         if not folder.is_dir():
@@ -99,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     first, second = load_rows(args.first), load_rows(args.second)
     both = {row: pair(first[row], second[row]) for row in first if row in second}
+    if args.runs:
+        for row, found in both.items():
+            found["paired"] = paired_post(args.runs[0] / row, args.runs[1] / row)
     if not both:
         print(f"error: no row has a report in both {args.first} and {args.second}", file=sys.stderr)
         return 2

@@ -375,7 +375,13 @@ def test_two_suite_tables_side_by_side(tmp_path, capsys):
     assert "| spam | 80.0 | 79.0 | -1.0 |" in table and "| **no** |" in table and "only-here" not in table
     assert "new higher on test in 1, lower in 1, tied in 0" in table and "beyond two standard errors: 1" in table
     assert "Mean gap closed 0.450 (old) against 0.600 (new)" in table
-    capsys.readouterr()
+    # with the run folders' predictions: the paired test on the same test examples
+    for out, post in ((tmp_path / "ra", [0, 1, 1, 0]), (tmp_path / "rb", [1, 1, 0, 0])):
+        (out / "mr" / "eval").mkdir(parents=True)
+        (out / "mr" / "eval" / "predictions.json").write_text(json.dumps({"labels": [0, 1, 1, 1], "post": post}))
+    assert suite_pairs.main([str(a), str(b), "--runs", str(tmp_path / "ra"), str(tmp_path / "rb")]) == 0
+    paired = capsys.readouterr().out
+    assert "| 2 / 0 (0.5) |" in paired and "| — |" in paired  # mr: examples 0 and 2 only a's; spam has no folders
     assert suite_pairs.main([str(tmp_path / "missing"), str(b)]) == 2
     assert "is not a folder of suite row reports" in capsys.readouterr().err
 
