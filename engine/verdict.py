@@ -56,7 +56,7 @@ def paired(predictions: dict[str, list[int]], method: str = "post") -> dict[str,
         only_ours = sum(a == y != b for a, b, y in zip(ours, theirs, labels))
         only_theirs = sum(b == y != a for a, b, y in zip(ours, theirs, labels))
         out[other] = {"only_" + method: only_ours, "only_" + other: only_theirs,
-                      "p": round(mcnemar_p(only_ours, only_theirs), 4)}
+                      "p": float(f"{mcnemar_p(only_ours, only_theirs):.3g}")}  # 3 significant digits: tiny p stays > 0
     return out
 
 
