@@ -23,11 +23,25 @@ import sys
 from pathlib import Path
 
 
+class BadInput(Exception):
+    """One line for the user: what is wrong and how to fix it."""
+
+
+def _read(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise BadInput(f"{path} is not readable JSON ({error.__class__.__name__}): write it again with the "
+                       "command that made it, or move it out of the folder") from None
+
+
 def load_rows(folder: Path) -> dict[str, dict]:
+    """The folder's suite row reports (other JSON there, e.g. a table of pairs, is passed over)."""
     rows = {}
     for path in sorted(folder.glob("*.json")):
-        report = json.loads(path.read_text())
-        if isinstance(report, dict) and {"row", "accuracy", "test_examples"} <= set(report):
+        report = _read(path)
+        if isinstance(report, dict) and {"row", "accuracy", "test_examples"} <= set(report) \
+                and isinstance(report["accuracy"], dict) and "post" in report["accuracy"]:
             rows[report["row"]] = report
     return rows
 
@@ -40,9 +54,8 @@ def two_se(p: float, q: float, n: int, m: int) -> float:
 def _box(report: dict) -> str | None:
     """The kind of machine that ran the row (None: not recorded; several kinds across its stages count as one
     mixed kind, never equal to a single box)."""
-    from engine.machine import label
-    kinds = report.get("machines") or ([label(report.get("machine"))] if label(report.get("machine")) else [])
-    return " + ".join(kinds) or None
+    from engine.machine import report_kinds
+    return " + ".join(report_kinds(report)) or None
 
 
 def pair(a: dict, b: dict) -> dict:
@@ -59,18 +72,17 @@ def pair(a: dict, b: dict) -> dict:
 
 def paired_post(first_run: Path, second_run: Path) -> dict | None:
     """POST of two run folders on the same test examples: how many only each gets right, McNemar's p."""
-    from engine.verdict import mcnemar_p
+    from engine.verdict import discordant, mcnemar_p
     found = []
     for run in (first_run, second_run):
         path = run / "eval" / "predictions.json"
         if not path.is_file():
-            return None
-        found.append(json.loads(path.read_text()))
+            return None  # a row whose eval ran before predictions were kept: no paired test
+        found.append(_read(path))
     (a, b) = found
     if a.get("labels") != b.get("labels") or "post" not in a or "post" not in b:
         return None  # not the same test examples: no paired test
-    only_a = sum(x == y != z for x, z, y in zip(a["post"], b["post"], a["labels"]))
-    only_b = sum(z == y != x for x, z, y in zip(a["post"], b["post"], a["labels"]))
+    only_a, only_b = discordant(a["post"], b["post"], a["labels"])
     return {"only_first": only_a, "only_second": only_b, "p": mcnemar_p(only_a, only_b)}
 
 
@@ -119,19 +131,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", nargs=2, type=Path, default=None,
                         help="the two suites' --out folders: a paired test from each row's eval/predictions.json")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except BadInput as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args) -> int:
     for folder in (args.first, args.second):
         if not folder.is_dir():
-            print(f"error: {folder} is not a folder of suite row reports (give --results folders of post bench --suite)",
-                  file=sys.stderr)
-            return 2
+            raise BadInput(f"{folder} is not a folder of suite row reports (give --results folders of post bench --suite)")
+    for folder in args.runs or ():
+        if not folder.is_dir():
+            raise BadInput(f"{folder} is not a suite's run folder (give the --out folders the two suites ran under)")
     first, second = load_rows(args.first), load_rows(args.second)
     both = {row: pair(first[row], second[row]) for row in first if row in second}
     if args.runs:
         for row, found in both.items():
             found["paired"] = paired_post(args.runs[0] / row, args.runs[1] / row)
     if not both:
-        print(f"error: no row has a report in both {args.first} and {args.second}", file=sys.stderr)
-        return 2
+        raise BadInput(f"no row has a report in both {args.first} and {args.second}")
     table = markdown(both, tuple(args.names or (args.first.name, args.second.name)))
     if args.out:
         from engine.artifacts import write_text

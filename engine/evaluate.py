@@ -41,13 +41,14 @@ def score(logit_fn: LogitFn, examples: Examples, verbalizer, batch_size: int, pa
     correct, loss = 0, 0.0
     # class + 1 at the examples this rank scored, 0 elsewhere: each example is scored by exactly one rank,
     # so the sum over ranks is every example's class + 1
-    classes = torch.zeros(len(examples), dtype=torch.float64)
+    classes = torch.zeros(len(examples), dtype=torch.float64) if predicted is not None else None
     for indices in distributed.my_share(eval_batches(examples, batch_size)):
         batch = collate(examples, indices, pad_id, device)
         scores = verbalizer.class_scores(logit_fn(batch))
         correct += (scores.argmax(-1) == batch["labels"]).sum().item()
         loss += cloze_loss(scores, batch["labels"]).sum().item()  # summed in Python floats (float64 on any device)
-        classes[torch.tensor(indices)] = scores.argmax(-1).cpu().to(torch.float64) + 1
+        if classes is not None:
+            classes[torch.tensor(indices)] = scores.argmax(-1).cpu().to(torch.float64) + 1
         if on_batch is not None:
             on_batch()
     n = max(len(examples), 1)

@@ -65,3 +65,12 @@ def label(info: dict | None) -> str | None:
     units = info.get("cpu_units")
     return f"{info['cpu']} ({', '.join(units) if units else 'no listed vector unit'})" if units is not None \
         else f"{info['cpu']} (vector units not recorded)"
+
+
+def report_kinds(report: dict) -> list[str]:
+    """The kinds of machine a suite row report names: those its stages ran on (`machines`), else its eval's
+    (`machine`); [] where it records none (reports written before rows named their machine)."""
+    if report.get("machines"):
+        return list(report["machines"])
+    one = label(report.get("machine"))
+    return [one] if one else []

@@ -17,8 +17,8 @@ eval's accuracies on the user's own split, where the answer is known. Three chec
 within the split's sampling error anyway (±2.9 points at 300 examples); the verdict says what was
 measured. Where the eval kept each example's prediction (eval/predictions.json, since 2026-12-05) the
 two comparisons also carry a paired test on the same test examples: how many only POST gets right, how
-many only the other method, and the exact two-sided McNemar p-value — so "POST 66.3 vs Direct 67.7" can be
-read as "14 against 18 examples, p = 0.60", not as a loss.
+many only the other method, and the exact two-sided McNemar p-value — so mr-gemma3's "POST 66.3 vs Direct
+67.7" reads as "67 reviews against 71, p = 0.80" (measured 2026-12-05), not as a loss.
 """
 from __future__ import annotations
 
@@ -41,6 +41,13 @@ def mcnemar_p(only_first: int, only_second: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def discordant(ours: list[int], theirs: list[int], labels: list[int]) -> tuple[int, int]:
+    """(examples only `ours` gets right, examples only `theirs` gets right): McNemar's two counts."""
+    only_ours = sum(a == y != b for a, b, y in zip(ours, theirs, labels))
+    only_theirs = sum(b == y != a for a, b, y in zip(ours, theirs, labels))
+    return only_ours, only_theirs
+
+
 def paired(predictions: dict[str, list[int]], method: str = "post") -> dict[str, dict]:
     """For each of PAIRED_WITH that was scored: the examples only `method` gets right, those only the other
     gets right, and mcnemar_p of the two. `predictions` maps a method to each example's predicted class and
@@ -53,8 +60,7 @@ def paired(predictions: dict[str, list[int]], method: str = "post") -> dict[str,
         theirs = predictions.get(other)
         if theirs is None or not len(theirs) == len(ours) == len(labels):
             continue
-        only_ours = sum(a == y != b for a, b, y in zip(ours, theirs, labels))
-        only_theirs = sum(b == y != a for a, b, y in zip(ours, theirs, labels))
+        only_ours, only_theirs = discordant(ours, theirs, labels)
         out[other] = {"only_" + method: only_ours, "only_" + other: only_theirs,
                       "p": float(f"{mcnemar_p(only_ours, only_theirs):.3g}")}  # 3 significant digits: tiny p stays > 0
     return out

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from engine import events as ev
 from engine import methods
-from engine.machine import label as machine_label
+from engine.machine import report_kinds
 from post_tui.widgets.format import rank_line, seconds_per_step
 
 METHOD_ORDER = methods.ORDER
@@ -284,7 +284,7 @@ def _boxes(rows: dict) -> list[str]:
     boxes: dict[str, list[str]] = {}
     unrecorded = []
     for name, row in rows.items():
-        kinds = row.get("machines") or ([machine_label(row.get("machine"))] if machine_label(row.get("machine")) else [])
+        kinds = report_kinds(row)
         if not kinds:
             unrecorded.append(name)
         else:

@@ -384,6 +384,12 @@ def test_two_suite_tables_side_by_side(tmp_path, capsys):
     assert "| 2 / 0 (0.5) |" in paired and "| — |" in paired  # mr: examples 0 and 2 only a's; spam has no folders
     assert suite_pairs.main([str(tmp_path / "missing"), str(b)]) == 2
     assert "is not a folder of suite row reports" in capsys.readouterr().err
+    assert suite_pairs.main([str(a), str(b), "--runs", str(tmp_path / "ra"), str(tmp_path / "nowhere")]) == 2
+    assert "is not a suite's run folder" in capsys.readouterr().err  # not a silent column of dashes
+    (b / "broken.json").write_text('{"row": "mr", ')  # bad input: one line, exit 2, no traceback
+    assert suite_pairs.main([str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "broken.json is not readable JSON" in err and "Traceback" not in err
 
 
 def test_the_table_reads_post_against_direct_with_the_paired_test():
