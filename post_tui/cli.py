@@ -400,7 +400,29 @@ def main() -> None:
     except PostError as err:
         from post_tui.render import print_error
         print_error(err_console, str(err))
-        sys.exit(2)
+        _exit(2)
+    except SystemExit as done:
+        _exit(_exit_code(done.code))
+    _exit(0)
+
+
+def _exit(code: int) -> None:
+    """Exit with `code`; a rank of several processes leaves without the interpreter's teardown
+    (engine.distributed.leave: gloo's threads could abort it there, and a finished run would look failed)."""
+    distributed = sys.modules.get("engine.distributed")  # not imported: no process group (and no torch import to exit)
+    if distributed is not None and distributed.active():
+        distributed.leave(code)
+    sys.exit(code)
+
+
+def _exit_code(code) -> int:
+    """SystemExit's code as a process status: None is 0; a message is printed and is 1 (as Python does)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
