@@ -392,6 +392,44 @@ def test_two_suite_tables_side_by_side(tmp_path, capsys):
     assert err.count("\n") == 1 and "broken.json is not readable JSON" in err and "Traceback" not in err
 
 
+def test_one_suite_over_seeds(tmp_path, capsys):
+    """bench/suite_seeds.py: each row's gap closed per seed and its mean; the table's mean over the rows
+    measured at every seed, with the standard error of the seed-to-seed spread; rows in the suite's order."""
+    from bench import suite_seeds
+
+    def report(folder, row, gap, direct_ok=True, zs=0.5, pt=0.8):
+        folder.mkdir(exist_ok=True)
+        (folder / f"{row}.json").write_text(json.dumps({
+            "suite": "offline", "row": row, "test_examples": 300, "gap_closed": gap,
+            "accuracy": {"post": 0.7, "full_zs": zs, "full_pt": pt},
+            "verdict": [{"name": "post_above_direct", "status": "ok" if direct_ok else "warn"},
+                        {"name": "post_above_zero_shot", "status": "ok"}]}))
+    s0, s1 = tmp_path / "s0", tmp_path / "s1"
+    report(s0, "tweets-smollm2", 0.6)
+    report(s1, "tweets-smollm2", 0.8)
+    report(s0, "mr-smollm2", 0.5, direct_ok=False)
+    report(s1, "mr-smollm2", 0.3)
+    report(s0, "bbc-gemma3", 0.9, zs=0.88, pt=0.9)  # one seed only, and a noise denominator
+    assert suite_seeds.main([str(s0), str(s1), "--names", "0", "1", "--out", str(tmp_path / "seeds.md")]) == 0
+    table = (tmp_path / "seeds.md").read_text()
+    lines = table.splitlines()
+    assert lines[2].startswith("| mr-smollm2 |") and lines[3].startswith("| tweets-smollm2 |")  # the suite's order
+    assert "| mr-smollm2 | 0.50 | 0.30 | 0.40 | **no** yes | yes yes |" in table
+    assert "| bbc-gemma3 (noise at seed 0) | 0.90 | — | 0.90 |" in table
+    # rows' means 0.4 and 0.7 → 0.55; each row's variance 0.02 → SE sqrt(0.02 / (2 · 2)) = 0.0707
+    assert "over the 2 rows measured at all 2 seeds: **0.550** (seed 0 0.550, seed 1 0.550)" in table
+    assert "standard error ±0.071" in table and "per-row SD 0.14" in table
+    assert "Not measured at every seed (in the row means, not in the table's): bbc-gemma3." in table
+    capsys.readouterr()
+    assert suite_seeds.main([str(s0), str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert suite_seeds.main([str(s0), str(s1), "--names", "only-one"]) == 2
+    assert "one name per folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert suite_seeds.main([str(s0), str(tmp_path / "empty")]) == 2
+    assert "holds no suite row report" in capsys.readouterr().err
+
+
 def test_the_table_reads_post_against_direct_with_the_paired_test():
     """Rows whose eval kept its predictions are judged by the exact McNemar test; older reports are named."""
     from engine.suite import summary
