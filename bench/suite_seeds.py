@@ -8,11 +8,14 @@ Each folder holds one seed's `<row>.json` (as `post bench --suite ... --set runt
 FOLDER` writes them). A seed redraws the whole experiment — the task's samples, the public set, the
 distillation corpus and the student — so the spread over seeds is the noise of one table's row.
 
-The table's mean is taken over the rows measured at every seed (the mean of their per-seed means). Its
-standard error treats the tasks as fixed and the seeds as the noise: the within-row variance over seeds,
-pooled over those rows (each row's sample variance, averaged), divided by (seeds × rows). With two seeds
-each row's variance rests on one difference, so the error itself is rough; the line says how many rows
-and seeds it rests on.
+The table's mean is the mean over rows of each row's mean over the seeds it was measured at (rows may
+have different numbers of seeds). Its standard error treats the tasks as fixed and the seeds as the
+noise: the within-row variance over seeds, pooled over the rows measured more than once (weighted by
+their degrees of freedom), gives each row mean the variance s²/k_r, so SE = √(s² Σ 1/k_r) / R. With two
+seeds each row's variance rests on one difference, so the error itself is rough; the line says how many
+rows and degrees of freedom it rests on. The same is given without the (row, seed) measurements whose
+gap closed has a noise denominator (Full PT not above zero-shot by two standard errors), and per seed
+over the rows measured at that seed.
 """
 from __future__ import annotations
 
@@ -45,8 +48,14 @@ def seed_table(tables: list[dict[str, dict]]) -> dict:
             "post>full_zs": [None if r is None else _passed(r, "post_above_zero_shot") for r in reports],
             "resolved": [None if r is None else gap_resolved(r) for r in reports],
         }
-    complete = [name for name, row in rows.items() if all(g is not None for g in row["gaps"])]
-    return {"seeds": len(tables), "rows": rows, "complete": complete, **_mean_and_error(rows, complete, len(tables))}
+    every = _mean_and_error({n: r["gaps"] for n, r in rows.items()})
+    resolved = _mean_and_error({n: [g if ok else None for g, ok in zip(r["gaps"], r["resolved"])]
+                                for n, r in rows.items()})
+    per_seed = []
+    for s in range(len(tables)):
+        seen = [r["gaps"][s] for r in rows.values() if r["gaps"][s] is not None]
+        per_seed.append((sum(seen) / len(seen), len(seen)) if seen else (None, 0))
+    return {"seeds": len(tables), "rows": rows, "all": every, "resolved": resolved, "per_seed": per_seed}
 
 
 def _suite_order(tables: list[dict[str, dict]]) -> list[str]:
@@ -62,17 +71,22 @@ def _suite_order(tables: list[dict[str, dict]]) -> list[str]:
     return order
 
 
-def _mean_and_error(rows: dict[str, dict], complete: list[str], seeds: int) -> dict:
-    if not complete:
-        return {"mean": None, "se": None, "per_seed_means": [None] * seeds}
-    per_seed = [sum(rows[n]["gaps"][s] for n in complete) / len(complete) for s in range(seeds)]
-    mean = sum(rows[n]["mean"] for n in complete) / len(complete)
-    if seeds < 2:
-        return {"mean": mean, "se": None, "per_seed_means": per_seed}
-    variances = [sum((g - rows[n]["mean"]) ** 2 for g in rows[n]["gaps"]) / (seeds - 1) for n in complete]
-    pooled = sum(variances) / len(variances)
-    return {"mean": mean, "se": math.sqrt(pooled / (seeds * len(complete))), "per_seed_means": per_seed,
-            "row_sd": math.sqrt(pooled)}
+def _mean_and_error(gaps_by_row: dict[str, list]) -> dict:
+    """The mean over rows of each row's mean over its measured seeds, and its standard error from the
+    pooled within-row variance (None with no row measured twice)."""
+    measured = {n: [g for g in gaps if g is not None] for n, gaps in gaps_by_row.items()}
+    measured = {n: gs for n, gs in measured.items() if gs}
+    if not measured:
+        return {"mean": None, "se": None, "rows": 0, "dof": 0}
+    means = {n: sum(gs) / len(gs) for n, gs in measured.items()}
+    squares = sum((g - means[n]) ** 2 for n, gs in measured.items() for g in gs)
+    dof = sum(len(gs) - 1 for gs in measured.values())
+    out = {"mean": sum(means.values()) / len(means), "se": None, "rows": len(means), "dof": dof}
+    if dof:
+        pooled = squares / dof
+        out["se"] = math.sqrt(pooled * sum(1 / len(gs) for gs in measured.values())) / len(means)
+        out["row_sd"] = math.sqrt(pooled)
+    return out
 
 
 def _cell(value) -> str:
@@ -91,27 +105,25 @@ def markdown(table: dict, names: list[str]) -> str:
         label = name + (f" (noise at seed {', '.join(unresolved)})" if unresolved else "")
         lines.append("| " + " | ".join([label, *[_cell(g) for g in row["gaps"]], _cell(row["mean"]),
                                          _checks(row["post>direct"]), _checks(row["post>full_zs"])]) + " |")
-    done = table["complete"]
-    lines.append("")
-    if table["mean"] is None:
-        lines.append("No row is measured at every seed: no mean over seeds.")
-        return "\n".join(lines) + "\n"
-    per_seed = ", ".join(f"seed {n} {m:.3f}" for n, m in zip(names, table["per_seed_means"]))
-    text = (f"Mean gap closed over the {len(done)} rows measured at all {table['seeds']} seeds: "
-            f"**{table['mean']:.3f}** ({per_seed})")
-    if table["se"] is not None:
-        text += (f"; standard error ±{table['se']:.3f} from the seed-to-seed spread (per-row SD "
-                 f"{table['row_sd']:.2f}, pooled over {len(done)} rows, {table['seeds']} seeds each)")
-    lines.append(text + ".")
-    missing = [n for n in table["rows"] if n not in done]
-    if missing:
-        lines.append("")
-        lines.append(f"Not measured at every seed (in the row means, not in the table's): {', '.join(missing)}.")
-    lines.append("")
-    lines.append("POST > Direct / > Full ZS: the verdict's check per seed, in the seeds' order (above by more than "
-                 "one example; — not measured). \"noise\": Full PT is not above Full ZS by two standard errors "
-                 "there, so that seed's gap closed has a noise denominator.")
+    lines += ["", _mean_line("Mean gap closed over the", table["all"], "rows (each row's mean over its seeds)")]
+    if table["resolved"]["rows"] and table["resolved"] != table["all"]:
+        lines += ["", _mean_line("Without the (row, seed) measurements whose gap is noise, over the", table["resolved"], "rows")]
+    per_seed = "; ".join(f"seed {n} " + ("—" if m is None else f"{m:.3f}") + f" over {k} rows" for n, (m, k) in zip(names, table["per_seed"]))
+    lines += ["", f"Per seed, over the rows measured at it: {per_seed}.", "",
+              "POST > Direct / > Full ZS: the verdict's check per seed, in the seeds' order (above by more than "
+              "one example; — not measured). \"noise\": Full PT is not above Full ZS by two standard errors "
+              "there, so that seed's gap closed has a noise denominator."]
     return "\n".join(lines) + "\n"
+
+
+def _mean_line(before: str, found: dict, after: str) -> str:
+    if found["mean"] is None:
+        return f"{before} 0 {after}: no mean."
+    line = f"{before} {found['rows']} {after}: **{found['mean']:.3f}**"
+    if found["se"] is None:
+        return line + " (no row measured at two seeds: no standard error)."
+    return (line + f" ± {found['se']:.3f} (standard error from the seed-to-seed spread: per-row SD "
+            f"{found['row_sd']:.2f}, pooled over {found['dof']} degrees of freedom).")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -416,10 +416,13 @@ def test_one_suite_over_seeds(tmp_path, capsys):
     assert lines[2].startswith("| mr-smollm2 |") and lines[3].startswith("| tweets-smollm2 |")  # the suite's order
     assert "| mr-smollm2 | 0.50 | 0.30 | 0.40 | **no** yes | yes yes |" in table
     assert "| bbc-gemma3 (noise at seed 0) | 0.90 | — | 0.90 |" in table
-    # rows' means 0.4 and 0.7 → 0.55; each row's variance 0.02 → SE sqrt(0.02 / (2 · 2)) = 0.0707
-    assert "over the 2 rows measured at all 2 seeds: **0.550** (seed 0 0.550, seed 1 0.550)" in table
-    assert "standard error ±0.071" in table and "per-row SD 0.14" in table
-    assert "Not measured at every seed (in the row means, not in the table's): bbc-gemma3." in table
+    # rows' means 0.4, 0.7 and 0.9 → 0.667; pooled variance 0.02 (2 degrees of freedom), the row means'
+    # variances 0.02/2, 0.02/2, 0.02/1 → SE sqrt(0.04) / 3 = 0.0667
+    assert "Mean gap closed over the 3 rows (each row's mean over its seeds): **0.667** ± 0.067" in table
+    assert "per-row SD 0.14, pooled over 2 degrees of freedom" in table
+    # bbc-gemma3's one measurement has a noise denominator: without it, 0.55 ± sqrt(0.02 · 2 / 2) / 2
+    assert "whose gap is noise, over the 2 rows: **0.550** ± 0.071" in table
+    assert "Per seed, over the rows measured at it: seed 0 0.667 over 3 rows; seed 1 0.550 over 2 rows." in table
     capsys.readouterr()
     assert suite_seeds.main([str(s0), str(tmp_path / "missing")]) == 2
     assert "is not a folder" in capsys.readouterr().err
