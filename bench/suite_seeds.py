@@ -32,7 +32,8 @@ from bench.suite_pairs import BadInput, load_rows  # noqa: E402  (one reader of 
 def seed_table(tables: list[dict[str, dict]]) -> dict:
     """Per row: the gap closed at each seed (None where not measured), their mean, and the verdict's
     POST-above checks per seed; overall: the mean over rows measured at every seed, and its error."""
-    from engine.suite import _passed, gap_resolved
+    from engine.suite import gap_resolved, summary
+    beats = [summary(table)["post_above"] for table in tables]  # the table's own checks, per seed
     order = _suite_order(tables)
     names = sorted({row for table in tables for row in table},
                    key=lambda r: (order.index(r), "") if r in order else (len(order), r))
@@ -44,8 +45,8 @@ def seed_table(tables: list[dict[str, dict]]) -> dict:
         rows[name] = {
             "gaps": gaps,
             "mean": sum(seen) / len(seen) if seen else None,
-            "post>direct": [None if r is None else _passed(r, "post_above_direct") for r in reports],
-            "post>full_zs": [None if r is None else _passed(r, "post_above_zero_shot") for r in reports],
+            "post>direct": [seed.get(name, {}).get("post>direct") for seed in beats],
+            "post>full_zs": [seed.get(name, {}).get("post>full_zs") for seed in beats],
             "resolved": [None if r is None else gap_resolved(r) for r in reports],
         }
     every = _mean_and_error({n: r["gaps"] for n, r in rows.items()})
