@@ -30,10 +30,11 @@ from bench.suite_pairs import BadInput, load_rows  # noqa: E402  (one reader of 
 
 
 def seed_table(tables: list[dict[str, dict]]) -> dict:
-    """Per row: the gap closed at each seed (None where not measured), their mean, and the verdict's
-    POST-above checks per seed; overall: the mean over rows measured at every seed, and its error."""
-    from engine.suite import gap_resolved, summary
-    beats = [summary(table)["post_above"] for table in tables]  # the table's own checks, per seed
+    """Per row: the gap closed at each seed (None where not measured), their mean, the table's POST-above
+    checks and whether the gap is resolvable, per seed; overall: the mean over rows of each row's mean
+    (all rows, and without the noise measurements) with its error, and each seed's mean."""
+    from engine.suite import summary
+    summaries = [summary(table) for table in tables]  # the table's own checks and noise rows, per seed
     order = _suite_order(tables)
     names = sorted({row for table in tables for row in table},
                    key=lambda r: (order.index(r), "") if r in order else (len(order), r))
@@ -45,9 +46,9 @@ def seed_table(tables: list[dict[str, dict]]) -> dict:
         rows[name] = {
             "gaps": gaps,
             "mean": sum(seen) / len(seen) if seen else None,
-            "post>direct": [seed.get(name, {}).get("post>direct") for seed in beats],
-            "post>full_zs": [seed.get(name, {}).get("post>full_zs") for seed in beats],
-            "resolved": [None if r is None else gap_resolved(r) for r in reports],
+            "post>direct": [seed["post_above"].get(name, {}).get("post>direct") for seed in summaries],
+            "post>full_zs": [seed["post_above"].get(name, {}).get("post>full_zs") for seed in summaries],
+            "resolved": [None if r is None else name not in seed["gap_unresolved"] for r, seed in zip(reports, summaries)],
         }
     every = _mean_and_error({n: r["gaps"] for n, r in rows.items()})
     resolved = _mean_and_error({n: [g if ok else None for g, ok in zip(r["gaps"], r["resolved"])]
@@ -143,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             rows = load_rows(folder)
             if not rows:
                 raise BadInput(f"{folder} holds no suite row report (<row>.json): give the --results folder of a suite run")
+            lacking = sorted(row for row, report in rows.items() if "gap_closed" not in report)
+            if lacking:
+                raise BadInput(f"{folder}: the report of {', '.join(lacking)} has no gap_closed: write it again with "
+                               "post bench --suite ... --report-only")
             tables.append(rows)
     except BadInput as err:
         print(f"error: {err}", file=sys.stderr)

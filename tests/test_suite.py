@@ -431,6 +431,10 @@ def test_one_suite_over_seeds(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert suite_seeds.main([str(s0), str(tmp_path / "empty")]) == 2
     assert "holds no suite row report" in capsys.readouterr().err
+    (s1 / "odd.json").write_text(json.dumps({"row": "odd", "test_examples": 3, "accuracy": {"post": 0.5}}))
+    assert suite_seeds.main([str(s0), str(s1)]) == 2  # one line, not a KeyError from deep in the table
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the report of odd has no gap_closed" in err
 
 
 def test_the_table_reads_post_against_direct_with_the_paired_test():
