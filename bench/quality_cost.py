@@ -1,15 +1,17 @@
 """Quality against cost, one point per student recipe (issue 12): gap closed on validation against
 full PT's cost divided by POST's, both at one private epoch of `mr-smollm2`.
 
-    python bench/quality_cost.py kd600 kd1200 kd2400 [--full-pt 0.8133]
+    python bench/quality_cost.py kd600 kd1200 kd2400 alpha1-mr blocks6-mr [--full-pt 0.8133]
 
 Quality comes from the ablation rows (`bench/results/ablation/<name>.json`, written by
 bench/ablation.py): gap closed = (POST − zero-shot) / (full PT − zero-shot) on the same validation
 examples. Full PT's validation accuracy is the `mr-smollm2` suite row's (a row without its own takes
-`--full-pt`). Cost comes from *one* side-by-side measurement, bench/scaling.py's per-unit seconds for
-SmolLM2-135M (`bench/results/scaling.json`), times each recipe's step counts — so rows measured at
-different loads are not compared by their wall minutes. POST's cost includes the owner's one-time
-distillation (teacher cache + the recipe's KD steps) and one transfer (α known).
+`--full-pt`). Cost comes from *one* side-by-side measurement, `bench/scaling.py --part students`: the
+per-unit seconds of SmolLM2-135M with each student (block set) in one process
+(`bench/results/scaling.json`, key `students`), times each recipe's step counts — so rows measured at
+different loads are not compared by their wall minutes, and a bigger student costs what its steps cost.
+POST's cost includes the owner's one-time distillation (teacher cache + the recipe's KD steps) and one
+transfer (α known).
 
 Writes bench/results/quality_cost.json and, with matplotlib, bench/results/quality_cost.png; prints
 the markdown table.
@@ -26,19 +28,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 RESULTS = Path(__file__).parent / "results"
 
 
-def cost_model(size: str = "SmolLM2-135M") -> dict:
-    scaling = json.loads((RESULTS / "scaling.json").read_text())["size"]
-    row = next(s for s in scaling["sizes"] if s["name"] == size)
-    return {"run_seconds": row["run_seconds"], "distill_steps": row["steps"]["distill"],
-            "date": scaling["date"], "command": scaling["command"]}
+def cost_models() -> dict:
+    """Per kept-block set (absolute indices): whole-run seconds of each part, from one side-by-side run."""
+    measured = json.loads((RESULTS / "scaling.json").read_text()).get("students")
+    if not measured:
+        raise SystemExit("bench/results/scaling.json has no student costs: run "
+                         "python bench/scaling.py --part students")
+    return {"date": measured["date"], "command": measured["command"],
+            "students": {absolute(s["blocks"], s["layers"]): {"run_seconds": s["run_seconds"],
+                                                              "distill_steps": s["steps"]["distill"]}
+                         for s in measured["students"]}}
 
 
-def point(name: str, model: dict, full_pt: float | None) -> dict:
+def absolute(blocks: list[int], layers: int) -> tuple[int, ...]:
+    return tuple(sorted(b % layers for b in blocks))
+
+
+def point(name: str, models: dict, full_pt: float | None, layers: int = 30) -> dict:
     r = json.loads((RESULTS / "ablation" / f"{name}.json").read_text())
     val = r["validation"]
     pt = val.get("full_pt", full_pt)
     steps = (r.get("distill") or {}).get("steps")
     blocks = (r.get("distill") or {}).get("blocks")
+    model = models["students"].get(absolute(blocks or [], layers))
+    if model is None:
+        raise SystemExit(f"{name}: no cost measured for a student of blocks {blocks}: run python bench/scaling.py "
+                         f"--part students --students with that block set")
     secs = model["run_seconds"]
     kd = secs["distill"] * steps / model["distill_steps"]
     post = secs["post_one_alpha"] + secs["teacher_cache"] + kd
@@ -55,10 +70,15 @@ def table(points: list[dict]) -> str:
              "|---|---|---|---|---|---|---|"]
     for p in points:
         g = p["gap_closed"]
+        cpt = p["validation"].get("cpt")
         lines.append(f"| {p['name']} | {len(p['blocks'] or [])} × {p['kd_steps']} | {p['kd_hours_here']} | "
-                     f"{p['full_pt_over_post']}× | {g.get('post', float('nan')):.2f} | "
-                     f"{g.get('inference', float('nan')):.2f} | {100 * p['validation'].get('cpt', float('nan')):.1f} |")
+                     f"{p['full_pt_over_post']}× | {_num(g.get('post'))} | {_num(g.get('inference'))} | "
+                     f"{'—' if cpt is None else f'{100 * cpt:.1f}'} |")
     return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def plot(points: list[dict], path: Path) -> bool:
@@ -83,7 +103,8 @@ def plot(points: list[dict], path: Path) -> bool:
     ax.set_title("mr-smollm2: student recipe, quality vs cost")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from engine.artifacts import write_with
+    write_with(path, lambda temp: fig.savefig(temp, dpi=120, format="png"))  # atomic, as every artifact
     return True
 
 
@@ -92,14 +113,16 @@ def main() -> None:
     parser.add_argument("names", nargs="+", help="ablation rows (bench/results/ablation/<name>.json)")
     parser.add_argument("--full-pt", type=float, default=None, help="full PT validation accuracy for rows without it")
     args = parser.parse_args()
-    model = cost_model()
+    models = cost_models()
     fallback = args.full_pt
     if fallback is None:
         suite_row = json.loads((RESULTS / "ablation" / "kd1200.json").read_text())["validation"]
         fallback = suite_row.get("full_pt")
-    points = [point(n, model, fallback) for n in args.names]
+    points = [point(n, models, fallback) for n in args.names]
     from engine.artifacts import write_json
-    write_json(RESULTS / "quality_cost.json", {"cost_model": model, "points": points})
+    cost = {"date": models["date"], "command": models["command"],
+            "students": [{"blocks": list(b), **m} for b, m in models["students"].items()]}
+    write_json(RESULTS / "quality_cost.json", {"cost_model": cost, "points": points})
     plot(points, RESULTS / "quality_cost.png")
     print(table(points))
 

@@ -31,7 +31,13 @@ transfer for `post run` at 1 and 2 processes (torchrun, gloo) on the demo's mode
     nice -n 10 python bench/scaling.py --part size --repeats 3 --batch 2 --threads 2
     nice -n 10 python bench/scaling.py --part ranks
 
-Writes bench/results/scaling.json (atomic; keys `size` and `ranks:<preset>`) and, with matplotlib,
+(c) `--part students`: SmolLM2-135M with each student of `--students` (block sets, default the recipe's 4 blocks
+and 6: [0, 1, 2, -3, -2, -1]), the same operations in one process — what a bigger student costs POST
+(bench/quality_cost.py prices each recipe with it).
+
+    nice -n 10 python bench/scaling.py --part students --repeats 3 --batch 2 --threads 2
+
+Writes bench/results/scaling.json (atomic; keys `size`, `ranks:<preset>` and `students`) and, with matplotlib,
 bench/results/scaling.png.
 """
 from __future__ import annotations
@@ -187,33 +193,48 @@ def _per_unit(batch: int) -> dict[str, int]:
     return {"full_pt": batch, "tune": batch, "transfer": batch, "target_pass": batch, "teacher_cache": ROWS, "distill": 1}
 
 
-def measure_size(name: str, base, tok, cfg, batch: int, repeats: int, rows: int, check_linearity: bool) -> dict:
+def measure_size(name: str, base, tok, cfg, batch: int, repeats: int, rows: int, check_linearity: bool,
+                 blocks: list[int] = BLOCKS) -> dict:
+    return measure_students(name, base, tok, cfg, batch, repeats, rows, check_linearity, [blocks])[0]
+
+
+def measure_students(name: str, base, tok, cfg, batch: int, repeats: int, rows: int, check_linearity: bool,
+                     students: list[list[int]]) -> list[dict]:
+    """One large model with each student: every operation of every pair once per repetition (interleaved, so
+    load on a shared machine hits all alike; the median drops a cold first call)."""
     large = family_member(name, base)
-    student = _student(large)
-    fns, shapes = step_functions(large, student, tok, cfg, batch)
+    pairs = []
+    for blocks in students:
+        student = _student(large, blocks)
+        fns, shapes = step_functions(large, student, tok, cfg, batch)
+        pairs.append((blocks, student, fns, shapes, {k: [] for k in fns}))
     units = _per_unit(batch)
-    samples = {k: [] for k in fns}
-    for repeat in range(repeats):  # interleaved: every operation once per repetition; the median drops a cold first call
-        for key, fn in fns.items():
-            samples[key].append(timed(fn, warmup=False) / units[key])
-    median = {k: statistics.median(v) for k, v in samples.items()}
-    out = {"name": name, "random_weights": FAMILY[name] is not None, "parameters": parameters(large),
-           "student_parameters": parameters(student), "layers": large.config.num_hidden_layers,
-           "kept_blocks": len(BLOCKS), "seconds_per_unit": median, "samples": samples, "corpus_rows": rows,
-           **{k: shapes[k] for k in ("prompt_tokens", "public_tokens", "public_examples", "train_examples")}}
-    if check_linearity:
-        full16, _ = shapes["tune_step"](large, cfg.tune.batch_size)
-        at16 = timed(full16) / cfg.tune.batch_size  # one timed call: a check of the per-example conversion
-        out["linearity"] = {"full_pt_per_example_at_batch": {str(batch): median["full_pt"],
-                                                            str(cfg.tune.batch_size): at16}}
-    out.update(whole_run(out, cfg, large.config, student.config))
-    del large, student, fns
-    return out
+    for repeat in range(repeats):
+        for _, _, fns, _, samples in pairs:
+            for key, fn in fns.items():
+                samples[key].append(timed(fn, warmup=False) / units[key])
+    entries = []
+    for blocks, student, fns, shapes, samples in pairs:
+        median = {k: statistics.median(v) for k, v in samples.items()}
+        out = {"name": name, "random_weights": FAMILY[name] is not None, "parameters": parameters(large),
+               "student_parameters": parameters(student), "layers": large.config.num_hidden_layers,
+               "kept_blocks": len(blocks), "blocks": blocks, "seconds_per_unit": median, "samples": samples,
+               "corpus_rows": rows,
+               **{k: shapes[k] for k in ("prompt_tokens", "public_tokens", "public_examples", "train_examples")}}
+        if check_linearity:
+            full16, _ = shapes["tune_step"](large, cfg.tune.batch_size)
+            at16 = timed(full16) / cfg.tune.batch_size  # one timed call: a check of the per-example conversion
+            out["linearity"] = {"full_pt_per_example_at_batch": {str(batch): median["full_pt"],
+                                                                str(cfg.tune.batch_size): at16}}
+        out.update(whole_run(out, cfg, large.config, student.config))
+        entries.append(out)
+    del large, pairs
+    return entries
 
 
-def _student(large):
+def _student(large, blocks: list[int]):
     from engine.models import make_student
-    return make_student(large, BLOCKS).eval().requires_grad_(False)
+    return make_student(large, blocks).eval().requires_grad_(False)
 
 
 def corpus_rows(cfg, tok) -> int:
@@ -288,6 +309,40 @@ def _size_summary(args, sizes: list[dict]) -> dict:
             "not_measured": ["GPU (none here)", "bf16 weights (runtime.dtype = auto is float32 on this CPU)",
                              "models beyond 1.7B (7B float32 needs 28 GB; this machine has 23 GB)",
                              "full PT's validation passes and early stop (both methods' eval excluded)"]}
+
+
+def part_students(args) -> dict:
+    """SmolLM2-135M with one student per block set, in one process: what a bigger student costs POST."""
+    from engine.presets import load_config
+    torch.set_num_threads(args.threads)
+    cfg = load_config(PRESET)
+    base, _, tok = models(cfg.models.large, BLOCKS)
+    rows = corpus_rows(cfg, tok)
+    command = ("nice -n 10 python bench/scaling.py --part students --students "
+               + " ".join(",".join(map(str, b)) for b in args.students)
+               + f" --repeats {args.repeats} --batch {args.batch} --threads {args.threads}")
+    print(f"[{time.strftime('%H:%M:%S')}] students {args.students}, interleaved ...", flush=True)
+    entries = measure_students("SmolLM2-135M", base, tok, cfg, args.batch, args.repeats, rows, False, args.students)
+    summary = {"command": command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "preset": PRESET,
+               "threads": args.threads, "batch_measured": args.batch, "repeats": args.repeats,
+               "machine": f"{os.cpu_count()} CPU cores shared with other jobs, float32, no GPU",
+               "students": entries}
+    _save("students", summary)
+    for e in entries:
+        r = e["ratio"]
+        print(f"  student {e['blocks']} ({e['student_parameters'] / 1e6:.0f}M): step large/student "
+              f"{r['tune_step_large_over_student']:.2f}, full PT / POST {r['one_alpha']:.2f} (one α)", flush=True)
+    return summary
+
+
+def block_list(text: str) -> list[int]:
+    try:
+        blocks = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give block indices separated by commas, e.g. 0,1,-2,-1") from None
+    if not blocks:
+        raise argparse.ArgumentTypeError("a student needs at least one block")
+    return blocks
 
 
 # ---------------------------------------------------------------- (a) ranks
@@ -439,11 +494,13 @@ def table(summary: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["size", "ranks"], default="size")
+    ap.add_argument("--part", choices=["size", "ranks", "students"], default="size")
     ap.add_argument("--sizes", default=",".join(FAMILY))
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=2, help="examples per timed prompt step (converted per example)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--students", nargs="+", type=block_list, default=[BLOCKS, [0, 1, 2, -3, -2, -1]],
+                    help="--part students: the block sets kept, each as 0,1,-2,-1")
     ap.add_argument("--preset", default="demo", help="--part ranks: the preset run at 1 and 2 processes")
     ap.add_argument("--table", action="store_true", help="print the markdown table of scaling.json and stop")
     args = ap.parse_args()
@@ -455,6 +512,8 @@ def main() -> None:
         summary = part_size(args)
         _save("size", summary)
         print("plot:", plot(summary))
+    elif args.part == "students":
+        part_students(args)
     else:
         _save(f"ranks:{args.preset}", part_ranks(args))
 

@@ -83,3 +83,35 @@ def test_markdown_gap_closed_and_cost_ratio():
     md = markdown(report)
     assert "| no DP | 50.00 | 90.00 | — | — | 80.00 |" in md
     assert "DP ε=8 (spent 7.99)" in md and "0.75" in md and "5.0× cheaper" in md
+
+
+def test_quality_cost_prices_each_recipe_with_its_own_students_costs(tmp_path, monkeypatch):
+    """bench/quality_cost.py: a 6-block recipe is priced with the 6-block student's measured seconds, not the
+    4-block one's; gap closed is on the row's own validation examples; an unmeasured student is refused."""
+    from bench import quality_cost
+
+    def student(blocks, tune, distill):
+        seconds = {"full_pt": 1000.0, "tune": tune, "transfer_one": 50.0, "target_pass": 5.0, "teacher_cache": 20.0,
+                   "distill": distill, "post_one_alpha": tune + 55.0}
+        return {"blocks": blocks, "layers": 30, "run_seconds": seconds, "steps": {"distill": 1200}}
+
+    (tmp_path / "ablation").mkdir()
+    (tmp_path / "scaling.json").write_text(json.dumps({"students": {
+        "date": "d", "command": "c", "students": [student([0, 1, -2, -1], 100.0, 600.0),
+                                                 student([0, 1, 2, -3, -2, -1], 200.0, 1200.0)]}}))
+    for name, blocks, steps, post in (("four", [0, 1, 28, 29], 2400, 0.7), ("six", [0, 1, 2, 27, 28, 29], 1200, 0.6)):
+        (tmp_path / "ablation" / f"{name}.json").write_text(json.dumps({
+            "lever": name, "validation": {"full_zs": 0.5, "post": post, "cpt": 0.6},
+            "distill": {"blocks": blocks, "steps": steps}}))
+    monkeypatch.setattr(quality_cost, "RESULTS", tmp_path)
+    models = quality_cost.cost_models()
+    four = quality_cost.point("four", models, full_pt=0.9)
+    six = quality_cost.point("six", models, full_pt=0.9)
+    # four: POST = 155 (user + transfer) + 20 (teacher cache) + 600 · 2400 / 1200 (its KD steps) = 1375
+    assert four["full_pt_over_post"] == round(1000 / 1375, 2) and four["gap_closed"]["post"] == 0.5
+    # six: its own student's seconds — 255 + 20 + 1200 = 1475
+    assert six["full_pt_over_post"] == round(1000 / 1475, 2) and six["gap_closed"]["post"] == 0.25
+    (tmp_path / "ablation" / "two.json").write_text(json.dumps({
+        "lever": "two", "validation": {"full_zs": 0.5, "post": 0.6}, "distill": {"blocks": [0, 29], "steps": 1}}))
+    with pytest.raises(SystemExit, match=r"two: no cost measured for a student of blocks \[0, 29\]"):
+        quality_cost.point("two", models, full_pt=0.9)
