@@ -392,6 +392,26 @@ def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Assets to 
     guarded(go)
 
 
+# ---------------------------------------------------------------- export
+
+@app.command("export")
+def export_cmd(run_dir: Path = typer.Argument(..., help="A finished run folder"),
+               method: str = typer.Option("post", "--method", "-m", help="Whose large-model prompt: post, shift, "
+                                          "output, direct or full_pt"),
+               out: Path = typer.Option(..., "--out", "-o", help="The adapter folder to write (new or empty)")) -> None:
+    """A run's large-model prompt as a PEFT prompt-tuning adapter (PeftModel.from_pretrained loads it)."""
+    def go():
+        from engine.export import export
+        with console.status(f"exporting {method} from {run_dir} and checking it through PEFT"):
+            info = export(run_dir, method, out)
+        check = info["check"]
+        console.print(f"PEFT adapter {out}: {info['label']} ({info['prompt']}), {info['num_virtual_tokens']} virtual "
+                      f"tokens for {info['large_model']}; PEFT's logits match post's within "
+                      f"{check['max_abs_logit_difference']:.1g} on {check['texts']} fixed texts. Tokenize with "
+                      f"{info['tokenize']}", markup=False, highlight=False, soft_wrap=True)
+    guarded(go)
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
