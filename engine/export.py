@@ -3,7 +3,8 @@
     post export RUN_DIR [--method post] --out ADAPTER
 
     ADAPTER/adapter_config.json, adapter_model.safetensors   PEFT's own files (PromptTuningConfig), written by PEFT
-    ADAPTER/post_export.json   which prompt it is, how to tokenize for it, and the equivalence check
+    ADAPTER/post_export.json   which prompt it is, how to tokenize for it, its privacy (ε of the training it
+                               comes from, or not private), and the equivalence check
 
 The adapter loads with `PeftModel.from_pretrained(large_model, ADAPTER)`. PEFT puts its virtual tokens
 before everything the tokenizer produced, while post lays a sequence out as [BOS][prompt][text]. For a
@@ -113,9 +114,22 @@ def export(run_dir: Path, method: str, out: Path, model=None, tokenizer=None) ->
                 "num_virtual_tokens": int(virtual.shape[0]), "bos_is_first_virtual_token": bos is not None,
                 "tokenize": ("tokenizer(text, add_special_tokens=False): the adapter's first virtual token is the "
                              "BOS embedding" if bos is not None else "tokenizer(text) as usual (no BOS)"),
-                "template": cfg.task.template, "label_words": cfg.task.label_words, "check": check}
+                "template": cfg.task.template, "label_words": cfg.task.label_words,
+                "privacy": privacy(run_dir, stage), "check": check}
         artifacts.write_json(temp / INFO, info)
     return info
+
+
+def privacy(run_dir: Path, stage: str) -> dict:
+    """ε of the private training the prompt comes from: full PT's own, else the user's tune (which every
+    transferred prompt and Direct derive from). Without a certificate the prompt is not private."""
+    origin = "full_pt" if stage == "full_pt" else "tune"
+    path = run_dir / origin / "privacy.json"
+    if not path.is_file():
+        return {"private": False, "from": origin}
+    cert = artifacts.read_json_dict(path, "privacy certificate")
+    return {"private": True, "from": origin, "certificate": f"{origin}/privacy.json",
+            **{k: cert.get(k) for k in ("epsilon", "delta", "accountant")}}
 
 
 def virtual_tokens(model, tokenizer, prompt: torch.Tensor) -> tuple[torch.Tensor, int | None]:

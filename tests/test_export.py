@@ -36,6 +36,7 @@ def test_the_adapter_loads_with_peft_and_gives_posts_logits(run, tmp_path):
     info = json.loads((adapter / "post_export.json").read_text())
     assert info["method"] == "post" and info["prompt"] == "transfer/post.safetensors"
     assert info["check"]["max_abs_logit_difference"] < exporting.TOLERANCE
+    assert info["privacy"] == {"private": False, "from": "tune"}
 
     model, tokenizer = models.load("tiny:gpt2", 0)  # the run's large model: the same seed builds the same weights
     prompt = SoftPrompt.load(run / "transfer" / "post.safetensors").weight.detach()
@@ -146,3 +147,15 @@ def test_under_select_post_is_the_candidate_the_users_eval_chose(run, tmp_path):
     (folder / "eval" / "alpha.json").unlink()
     result = runner.invoke(app, ["export", str(folder), "--out", str(tmp_path / "again")])
     assert result.exit_code == 2 and "its eval has not chosen yet" in result.output
+
+
+def test_a_dp_prompt_says_its_epsilon(tmp_path):
+    """The adapter's post_export.json carries ε of the private training its prompt comes from."""
+    result = run_with_sets(tmp_path / "dp", FAST + ["privacy.epsilon=8"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["export", str(tmp_path / "dp"), "--out", str(tmp_path / "adapter")])
+    assert result.exit_code == 0, result.output
+    found = json.loads((tmp_path / "adapter" / "post_export.json").read_text())["privacy"]
+    certificate = json.loads((tmp_path / "dp" / "tune" / "privacy.json").read_text())
+    assert found["private"] is True and found["certificate"] == "tune/privacy.json"
+    assert found["epsilon"] == certificate["epsilon"] <= 8.0 and found["delta"] == certificate["delta"]
