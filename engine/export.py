@@ -18,6 +18,7 @@ task's template (no data is read): an export that PEFT would run differently is 
 """
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -55,8 +56,9 @@ def source(run_dir: Path, method: str) -> tuple[Path, str]:
                    if isinstance(entry, dict) and (run_dir / stage / str(entry.get("path"))).resolve() == path.resolve()),
                   None)
     if not path.is_file() or listed is None:
+        how = "set eval.full_pt = true" if stage == "full_pt" else f"add {method} to transfer.methods"
         raise PostError(f"{run_dir} has no {method} prompt ({path.relative_to(run_dir)}): its {stage} stage did not "
-                        f"train it (add {method} to transfer.methods and resume the run)")
+                        f"train it ({how} and resume the run)")
     if artifacts.sha256_file(path) != listed.get("sha256"):
         raise PostError(f"{path} is not the prompt its {stage} stage recorded (changed since): resume the run so "
                         f"the stage runs again")
@@ -108,8 +110,8 @@ def export(run_dir: Path, method: str, out: Path, model=None, tokenizer=None) ->
         if check["max_abs_logit_difference"] > TOLERANCE:
             raise PostError(f"PEFT runs this prompt differently from post on {cfg.models.large} (logits differ by up "
                             f"to {check['max_abs_logit_difference']:.2g}): nothing exported")
-        info = {"method": method, "label": methods.label(method), "run": str(run_dir.resolve()),
-                "prompt": str(path.relative_to(run_dir)), "prompt_sha256": artifacts.sha256_file(path),
+        # no paths: the adapter may travel, and a folder's name can say what the private data is
+        info = {"method": method, "label": methods.label(method), "prompt": str(path.relative_to(run_dir)), "prompt_sha256": artifacts.sha256_file(path),
                 "large_model": cfg.models.large, "prompt_length": int(prompt.shape[0]),
                 "num_virtual_tokens": int(virtual.shape[0]), "bos_is_first_virtual_token": bos is not None,
                 "tokenize": ("tokenizer(text, add_special_tokens=False): the adapter's first virtual token is the "
@@ -124,11 +126,13 @@ def privacy(run_dir: Path, stage: str) -> dict:
     """ε of the private training the prompt comes from: full PT's own, else the user's tune (which every
     transferred prompt and Direct derive from). Without a certificate the prompt is not private."""
     origin = "full_pt" if stage == "full_pt" else "tune"
-    path = run_dir / origin / "privacy.json"
-    if not path.is_file():
+    places = [run_dir / "full_pt" / "privacy.json"] if origin == "full_pt" else \
+        [run_dir / "tune" / "privacy.json", run_dir / "package" / "privacy.json"]  # the owner's: the package received
+    found = [path for path in places if path.is_file()]
+    if not found:
         return {"private": False, "from": origin}
-    cert = artifacts.read_json_dict(path, "privacy certificate")
-    return {"private": True, "from": origin, "certificate": f"{origin}/privacy.json",
+    cert = artifacts.read_json_dict(found[0], "privacy certificate")
+    return {"private": True, "from": origin, "certificate": str(found[0].relative_to(run_dir)),
             **{k: cert.get(k) for k in ("epsilon", "delta", "accountant")}}
 
 
@@ -178,7 +182,8 @@ def equivalence(model, tokenizer, adapter: Path, prompt: torch.Tensor, bos: int 
                 mask = torch.ones_like(ids)
                 ours = prompted_logits(model, ids, mask, prompt, bos)
                 theirs = loaded(input_ids=ids, attention_mask=mask).logits[:, -1].float()
-                worst = max(worst, (ours - theirs).abs().max().item())
+                difference = (ours - theirs).abs().max().item()
+                worst = max(worst, difference if math.isfinite(difference) else math.inf)  # NaN must not pass
     finally:
         del loaded
     return {"texts": len(CHECK_TEXTS), "max_abs_logit_difference": worst, "tolerance": TOLERANCE}

@@ -90,6 +90,25 @@ def test_user_scores_the_owners_prompts(flow):
     assert results["privacy"]["epsilon"] <= 8.0
 
 
+def test_the_owner_exports_the_transferred_prompt_with_the_users_epsilon(flow, tmp_path):
+    """post export in the owner's folder: the PEFT adapter says ε from the certificate in the package received
+    (the owner has no tune stage), and nothing private is in it."""
+    root, data = flow
+    hidden = data.with_suffix(".away")
+    data.rename(hidden)  # the owner's export, like its transfer, runs without the private data
+    try:
+        invoke("export", root / "owner", "--out", tmp_path / "adapter")
+    finally:
+        hidden.rename(data)
+    info = json.loads((tmp_path / "adapter" / "post_export.json").read_text())
+    certificate = json.loads((root / "PKG" / "privacy.json").read_text())
+    assert info["privacy"]["private"] is True and info["privacy"]["certificate"] == "package/privacy.json"
+    assert info["privacy"]["epsilon"] == certificate["epsilon"] <= 8.0
+    for path in (tmp_path / "adapter").iterdir():
+        text = path.read_bytes().decode("utf-8", errors="replace")
+        assert not any(secret in text for secret in (str(data), data.name, *LABELS, str(root))), path
+
+
 @pytest.mark.parametrize("damage", ["prompt", "manifest", "truncated", "extra", "wrong_kit"])
 def test_tampered_package_or_wrong_kit_is_refused(flow, tmp_path, damage):
     root, _ = flow
