@@ -37,40 +37,71 @@ CHECK_TEXTS = ("A short sentence about nothing in particular.",
 TOLERANCE = 1e-3
 
 
-def source(run_dir: Path, method: str) -> tuple[Path, str]:
-    """The prompt file of `method` in a finished run, checked against its stage record; and the stage."""
+def source(run_dir: Path, method: str, cfg) -> tuple[Path, str]:
+    """The prompt file of `method` in a finished run and its stage, checked against the stage's record: done,
+    the file as recorded, and made from what the run holds now (the large model, the small prompt)."""
     if method not in methods.EXPORTABLE:
         raise PostError(f"{method!r} has no prompt for the large model to export: choose one of "
                         f"{', '.join(methods.EXPORTABLE)}")
     stage = methods.METHODS[method].prompt_stage
     name = "prompt" if stage in ("tune", "full_pt") else method
-    if method == "post":
+    if method == "post" and cfg.transfer.alpha == "select":
         name = _selected(run_dir)
-    record = records.read(run_dir / stage)
-    if record is None or record.get("status") not in records.DONE_STATUSES:
-        state = "has not run" if record is None else f"was {record.get('status')}"
-        raise PostError(f"the {stage} stage in {run_dir} {state}: finish it (post run --resume {run_dir}) "
-                        f"before exporting {method}")
+    record = _done(run_dir, stage, method)
     path = run_dir / stage / f"{name}.safetensors"
-    listed = next((entry for entry in (record.get("artifacts") or {}).values()
-                   if isinstance(entry, dict) and (run_dir / stage / str(entry.get("path"))).resolve() == path.resolve()),
-                  None)
-    if not path.is_file() or listed is None:
+    recorded = _recorded_sha256(record, run_dir / stage, path)
+    if not path.is_file() or recorded is None:
         how = "set eval.full_pt = true" if stage == "full_pt" else f"add {method} to transfer.methods"
         raise PostError(f"{run_dir} has no {method} prompt ({path.relative_to(run_dir)}): its {stage} stage did not "
                         f"train it ({how} and resume the run)")
-    if artifacts.sha256_file(path) != listed.get("sha256"):
+    if artifacts.sha256_file(path) != recorded:
         raise PostError(f"{path} is not the prompt its {stage} stage recorded (changed since): resume the run so "
                         f"the stage runs again")
+    inputs = record.get("inputs") if isinstance(record.get("inputs"), dict) else {}
+    if stage != "tune" and inputs.get("large") != cfg.models.large:
+        raise PostError(f"the {stage} prompt in {run_dir} was made for {inputs.get('large')!r}, and the run's large "
+                        f"model is now {cfg.models.large!r}: resume the run so the {stage} stage runs again")
+    if stage == "transfer" and inputs.get("small_prompt") != _small_prompt_hash(run_dir):
+        raise PostError(f"the transfer prompts in {run_dir} were made from an earlier small prompt than the run's "
+                        f"tuned one now: resume the run so the transfer runs again (post run --resume {run_dir})")
     return path, stage
 
 
+def _done(run_dir: Path, stage: str, method: str) -> dict:
+    record = records.read(run_dir / stage)
+    if record is None or record.get("status") not in records.DONE_STATUSES:
+        state = "has not run (or its record is damaged)" if record is None else f"was {record.get('status')}"
+        raise PostError(f"the {stage} stage in {run_dir} {state}: finish it (post run --resume {run_dir}) "
+                        f"before exporting {method}")
+    return record
+
+
+def _recorded_sha256(record: dict, stage_dir: Path, path: Path) -> str | None:
+    """The sha256 the stage record lists for `path`; None when it does not list it."""
+    listed = record.get("artifacts")
+    for entry in (listed.values() if isinstance(listed, dict) else ()):
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str) and \
+                (stage_dir / entry["path"]).resolve() == path.resolve():
+            return entry.get("sha256")
+    return None
+
+
+def _small_prompt_hash(run_dir: Path) -> str | None:
+    """The small prompt the transfer reads (the package's; before packages, tune's), by its values; on the
+    user's machine the package must hold tune's prompt (a newer tune makes an older package stale)."""
+    from engine.prompt import tensor_hash
+    tuned, packed = run_dir / "tune" / "prompt.safetensors", run_dir / "package" / "prompt.safetensors"
+    if (run_dir / "package" / "manifest.json").is_file():
+        if tuned.is_file() and tensor_hash(tuned) != tensor_hash(packed):
+            raise PostError(f"{run_dir}/package holds an earlier prompt than tune's: resume the run (post run --resume "
+                            f"{run_dir}) so the package and the transfer are made again")
+        return tensor_hash(packed)
+    return tensor_hash(tuned) if tuned.is_file() else None
+
+
 def _selected(run_dir: Path) -> str:
-    """POST's prompt: transfer/post, or under transfer.alpha = "select" the candidate the user's eval chose."""
-    from engine.config import read_toml, validate
-    cfg = validate(read_toml(run_dir / "config.toml"))
-    if cfg.transfer.alpha != "select":
-        return "post"
+    """POST under transfer.alpha = "select": the candidate the user's eval chose, as long as the prompt it chose
+    (eval/post.safetensors) is still that candidate's transfer prompt."""
     choice = run_dir / "eval" / "alpha.json"
     eval_record = records.read(run_dir / "eval")
     if not choice.is_file() or eval_record is None or eval_record.get("status") not in records.DONE_STATUSES:
@@ -78,8 +109,13 @@ def _selected(run_dir: Path) -> str:
                         f"yet: finish the run (post eval {run_dir}), or export a candidate by name: --method output "
                         "(α = 0) or shift (α = 1)")
     chosen = artifacts.read_json_dict(choice, "α choice").get("method")
-    if chosen not in methods.SELECT_CANDIDATES:
+    if not isinstance(chosen, str) or chosen not in methods.SELECT_CANDIDATES:
         raise PostError(f"{choice}: damaged α choice (method {chosen!r}): run post eval {run_dir} again")
+    kept, candidate = run_dir / "eval" / "post.safetensors", run_dir / "transfer" / f"{chosen}.safetensors"
+    if not kept.is_file() or not candidate.is_file() or \
+            artifacts.sha256_file(kept) != artifacts.sha256_file(candidate):
+        raise PostError(f"the eval in {run_dir} chose among earlier transfer prompts than the run holds now: run "
+                        f"post eval {run_dir} again so the choice is made for these")
     return chosen
 
 
@@ -93,8 +129,11 @@ def export(run_dir: Path, method: str, out: Path, model=None, tokenizer=None) ->
         raise PostError(f"{run_dir} is not a run folder (no config.toml): give the folder post run wrote")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PostError(f"{out} already exists and is not an empty folder: give a new folder for the adapter")
-    path, stage = source(run_dir, method)
+    existing = next(p for p in (out.parent, *out.parent.parents) if p.exists())
+    if not existing.is_dir():  # checked before minutes of model loading
+        raise PostError(f"cannot write {out}: {existing} is a file, not a folder")
     cfg = validate(read_toml(run_dir / "config.toml"))
+    path, stage = source(run_dir, method, cfg)
     if model is None:
         from engine import models
         model, tokenizer = models.load(cfg.models.large, cfg.runtime.seed, cfg.models.trust_remote_code)
@@ -104,18 +143,27 @@ def export(run_dir: Path, method: str, out: Path, model=None, tokenizer=None) ->
         raise PostError(f"the {method} prompt is {prompt.shape[-1]} wide and {cfg.models.large}'s embeddings {width}: "
                         "it runs on the student, not the large model")
     virtual, bos = virtual_tokens(model, tokenizer, prompt)
+    try:
+        return _write(out, model, tokenizer, virtual, prompt, bos, path, run_dir, method, stage, cfg)
+    except OSError as err:  # permissions, a full disk: one line, and atomic_dir left nothing behind
+        raise PostError(f"cannot write {out}: {err.strerror or err}") from None
+
+
+def _write(out: Path, model, tokenizer, virtual, prompt, bos, path: Path, run_dir: Path, method: str, stage: str,
+           cfg) -> dict:
     with artifacts.atomic_dir(out) as temp:
-        _save_adapter(model, virtual, temp)
+        _save_adapter(model, virtual, temp, model_name(cfg.models.large))
         check = equivalence(model, tokenizer, temp, prompt, bos, cfg.task.template, cfg.task.text_fields)
         if check["max_abs_logit_difference"] > TOLERANCE:
             raise PostError(f"PEFT runs this prompt differently from post on {cfg.models.large} (logits differ by up "
                             f"to {check['max_abs_logit_difference']:.2g}): nothing exported")
         # no paths: the adapter may travel, and a folder's name can say what the private data is
         info = {"method": method, "label": methods.label(method), "prompt": str(path.relative_to(run_dir)), "prompt_sha256": artifacts.sha256_file(path),
-                "large_model": cfg.models.large, "prompt_length": int(prompt.shape[0]),
+                "large_model": model_name(cfg.models.large), "prompt_length": int(prompt.shape[0]),
                 "num_virtual_tokens": int(virtual.shape[0]), "bos_is_first_virtual_token": bos is not None,
-                "tokenize": ("tokenizer(text, add_special_tokens=False): the adapter's first virtual token is the "
-                             "BOS embedding" if bos is not None else "tokenizer(text) as usual (no BOS)"),
+                "tokenize": "tokenizer(text, add_special_tokens=False)" + (
+                    ": the adapter's first virtual token is the BOS embedding" if bos is not None else ""),
+                "checked_inputs": "one text at a time, unpadded (a batch: pad on the right)",
                 "template": cfg.task.template, "label_words": cfg.task.label_words,
                 "privacy": privacy(run_dir, stage), "check": check}
         artifacts.write_json(temp / INFO, info)
@@ -124,16 +172,32 @@ def export(run_dir: Path, method: str, out: Path, model=None, tokenizer=None) ->
 
 def privacy(run_dir: Path, stage: str) -> dict:
     """ε of the private training the prompt comes from: full PT's own, else the user's tune (which every
-    transferred prompt and Direct derive from). Without a certificate the prompt is not private."""
+    transferred prompt and Direct derive from) — from a certificate its stage record lists with this sha256,
+    or, in the owner's folder, the one in the package received (checked against its manifest). Without a
+    certificate the prompt is not private."""
+    from engine import package
     origin = "full_pt" if stage == "full_pt" else "tune"
-    places = [run_dir / "full_pt" / "privacy.json"] if origin == "full_pt" else \
-        [run_dir / "tune" / "privacy.json", run_dir / "package" / "privacy.json"]  # the owner's: the package received
-    found = [path for path in places if path.is_file()]
-    if not found:
+    found = run_dir / origin / "privacy.json"
+    if found.is_file():
+        record = records.read(run_dir / origin) or {}
+        if _recorded_sha256(record, run_dir / origin, found) != artifacts.sha256_file(found):
+            raise PostError(f"{found} is not the certificate its {origin} stage recorded: resume the run so the "
+                            f"stage runs again")
+    elif origin == "tune" and (run_dir / "package" / "manifest.json").is_file():
+        found = run_dir / "package" / "privacy.json"
+        if "privacy.json" not in package.verify(run_dir / "package")["files"]:
+            return {"private": False, "from": origin}
+    else:
         return {"private": False, "from": origin}
-    cert = artifacts.read_json_dict(found[0], "privacy certificate")
-    return {"private": True, "from": origin, "certificate": str(found[0].relative_to(run_dir)),
+    cert = artifacts.read_json_dict(found, "privacy certificate")
+    return {"private": True, "from": origin, "certificate": str(found.relative_to(run_dir)),
             **{k: cert.get(k) for k in ("epsilon", "delta", "accountant")}}
+
+
+def model_name(ref: str) -> str:
+    """How the adapter names its large model: an offline asset's or a hub id as given; a local folder by its
+    name only (the adapter may travel; an absolute path says where things live on this machine)."""
+    return Path(ref).name if Path(ref).exists() else ref
 
 
 def virtual_tokens(model, tokenizer, prompt: torch.Tensor) -> tuple[torch.Tensor, int | None]:
@@ -148,20 +212,25 @@ def virtual_tokens(model, tokenizer, prompt: torch.Tensor) -> tuple[torch.Tensor
     return torch.cat([first, prompt], dim=0), bos
 
 
-def _save_adapter(model, virtual: torch.Tensor, folder: Path) -> None:
-    """PEFT writes its own format: a prompt-tuning adapter whose embedding is `virtual`. (Prompt tuning adds
-    no layers to the model: its weights are untouched, and the command's process ends after the export.)"""
+def _save_adapter(model, virtual: torch.Tensor, folder: Path, base: str | None = None) -> None:
+    """PEFT writes its own format: a prompt-tuning adapter whose embedding is `virtual`, for the model named
+    `base`. (Prompt tuning adds no layers: the model's weights are untouched, though PEFT marks them frozen.)"""
     from peft import PromptTuningConfig, TaskType, get_peft_model
     config = PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=int(virtual.shape[0]),
-                                token_dim=int(virtual.shape[1]),
-                                base_model_name_or_path=getattr(model, "name_or_path", None) or None)
-    with warnings.catch_warnings():  # PEFT names the folder the model was loaded from, as it should: not news
-        warnings.filterwarnings("ignore", message=".*base_model_name_or_path.*")
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        peft_model = get_peft_model(model, config)
-    with torch.no_grad():
-        peft_model.prompt_encoder["default"].embedding.weight.copy_(virtual)
-    peft_model.save_pretrained(str(folder))
+                                token_dim=int(virtual.shape[1]), base_model_name_or_path=base)
+    own_name, own_config_name = model.name_or_path, getattr(model.config, "_name_or_path", "")
+    # PEFT names the adapter's base (config and model card) after the model: the name we give, no local path
+    model.name_or_path = model.config._name_or_path = base or ""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            peft_model = get_peft_model(model, config)
+        with torch.no_grad():
+            peft_model.prompt_encoder["default"].embedding.weight.copy_(virtual)
+        # prompt tuning leaves the vocabulary alone: no embedding layers, and no hub lookup to find that out
+        peft_model.save_pretrained(str(folder), save_embedding_layers=False)
+    finally:
+        model.name_or_path, model.config._name_or_path = own_name, own_config_name
 
 
 def equivalence(model, tokenizer, adapter: Path, prompt: torch.Tensor, bos: int | None, template: str,

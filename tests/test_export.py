@@ -1,6 +1,7 @@
 """`post export`: a run's large-model prompt as a PEFT prompt-tuning adapter that PEFT runs as post does."""
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -88,7 +89,6 @@ def test_an_export_that_peft_would_run_differently_is_not_written(run, tmp_path,
 
 
 def _copy_run(run, tmp_path):
-    import shutil
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     return copy
@@ -102,6 +102,10 @@ def _copy_run(run, tmp_path):
     ("unfinished", "the transfer stage in"),
     ("changed", "is not the prompt its transfer stage recorded"),
     ("not-trained", "has no output prompt (transfer/output.safetensors)"),
+    ("artifacts-not-a-dict", "has no post prompt (transfer/post.safetensors)"),
+    ("retuned", "were made from an earlier small prompt"),
+    ("other-large-model", "was made for 'tiny:gpt2', and the run's large model is now 'tiny:llama'"),
+    ("out-under-a-file", "cannot write"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(run, tmp_path, case, message):
     folder, method, out = run, "post", tmp_path / "adapter"
@@ -126,11 +130,29 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run, tmp_path, case, me
         del record["artifacts"]["output.safetensors"]
         (folder / "transfer" / "done.json").write_text(json.dumps(record))
         method = "output"
+    elif case == "artifacts-not-a-dict":
+        folder = _copy_run(run, tmp_path)
+        record = json.loads((folder / "transfer" / "done.json").read_text())
+        record["artifacts"] = list(record["artifacts"])
+        (folder / "transfer" / "done.json").write_text(json.dumps(record))
+    elif case == "retuned":  # a newer tune (e.g. resumed with DP) beside the transfer of the older prompt
+        folder = _copy_run(run, tmp_path)
+        SoftPrompt(8, 64).save(folder / "package" / "prompt.safetensors")
+        SoftPrompt(8, 64).save(folder / "tune" / "prompt.safetensors")
+    elif case == "other-large-model":
+        folder = _copy_run(run, tmp_path)
+        config = (folder / "config.toml").read_text()
+        (folder / "config.toml").write_text(config.replace('large = "tiny:gpt2"', 'large = "tiny:llama"', 1))
+    elif case == "out-under-a-file":
+        (tmp_path / "a-file").write_text("x")
+        out = tmp_path / "a-file" / "adapter"
     result = runner.invoke(app, ["export", str(folder), "--method", method, "--out", str(out)])
     assert result.exit_code == 2, result.output
     assert message in result.output and result.output.count("\n") == 1, result.output
     if case == "not-empty":
         assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    elif case == "out-under-a-file":
+        assert (tmp_path / "a-file").read_text() == "x"
     else:
         assert not out.exists()
 
@@ -141,9 +163,17 @@ def test_under_select_post_is_the_candidate_the_users_eval_chose(run, tmp_path):
     config = (folder / "config.toml").read_text()
     (folder / "config.toml").write_text(config.replace("alpha = 0.5", 'alpha = "select"', 1))
     (folder / "eval" / "alpha.json").write_text(json.dumps({"method": "shift", "alpha": 1.0}))
+    shutil.copyfile(folder / "transfer" / "shift.safetensors", folder / "eval" / "post.safetensors")  # as eval keeps it
     result = runner.invoke(app, ["export", str(folder), "--out", str(tmp_path / "adapter")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "adapter" / "post_export.json").read_text())["prompt"] == "transfer/shift.safetensors"
+    # the transfer ran again after the eval chose: the choice was made among other prompts
+    shutil.copyfile(folder / "transfer" / "output.safetensors", folder / "eval" / "post.safetensors")
+    result = runner.invoke(app, ["export", str(folder), "--out", str(tmp_path / "stale")])
+    assert result.exit_code == 2 and "chose among earlier transfer prompts" in result.output
+    (folder / "eval" / "alpha.json").write_text(json.dumps({"method": ["shift"]}))
+    result = runner.invoke(app, ["export", str(folder), "--out", str(tmp_path / "odd")])
+    assert result.exit_code == 2 and "damaged α choice" in result.output
     (folder / "eval" / "alpha.json").unlink()
     result = runner.invoke(app, ["export", str(folder), "--out", str(tmp_path / "again")])
     assert result.exit_code == 2 and "its eval has not chosen yet" in result.output
@@ -159,3 +189,18 @@ def test_a_dp_prompt_says_its_epsilon(tmp_path):
     certificate = json.loads((tmp_path / "dp" / "tune" / "privacy.json").read_text())
     assert found["private"] is True and found["certificate"] == "tune/privacy.json"
     assert found["epsilon"] == certificate["epsilon"] <= 8.0 and found["delta"] == certificate["delta"]
+
+
+def test_a_local_model_folder_is_named_not_located(tmp_path):
+    """The adapter may travel: no file of it holds an absolute path, even where the large model is a local folder
+    (PEFT would write the folder's path into adapter_config.json and its model card)."""
+    from tests.helpers import saved_tiny
+    _, folder = saved_tiny("gpt2", tmp_path / "owners-model-folder")
+    result = run_with_sets(tmp_path / "run", FAST + [f'models.large="{folder}"'])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "adapter")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        "owners-model-folder"
+    for path in (tmp_path / "adapter").iterdir():
+        assert str(tmp_path) not in path.read_bytes().decode("utf-8", errors="replace"), path
