@@ -35,6 +35,7 @@ def cost_models() -> dict:
         raise SystemExit("bench/results/scaling.json has no student costs: run "
                          "python bench/scaling.py --part students")
     return {"date": measured["date"], "command": measured["command"],
+            "layers": measured["students"][0]["layers"],
             "students": {absolute(s["blocks"], s["layers"]): {"run_seconds": s["run_seconds"],
                                                               "distill_steps": s["steps"]["distill"]}
                          for s in measured["students"]}}
@@ -44,13 +45,13 @@ def absolute(blocks: list[int], layers: int) -> tuple[int, ...]:
     return tuple(sorted(b % layers for b in blocks))
 
 
-def point(name: str, models: dict, full_pt: float | None, layers: int = 30) -> dict:
+def point(name: str, models: dict, full_pt: float | None) -> dict:
     r = json.loads((RESULTS / "ablation" / f"{name}.json").read_text())
     val = r["validation"]
     pt = val.get("full_pt", full_pt)
     steps = (r.get("distill") or {}).get("steps")
     blocks = (r.get("distill") or {}).get("blocks")
-    model = models["students"].get(absolute(blocks or [], layers))
+    model = models["students"].get(absolute(blocks or [], models["layers"]))
     if model is None:
         raise SystemExit(f"{name}: no cost measured for a student of blocks {blocks}: run python bench/scaling.py "
                          f"--part students --students with that block set")
