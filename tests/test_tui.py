@@ -206,6 +206,10 @@ async def test_smoke_run_through_the_ui_ends_with_results_and_replays(tmp_path):
         assert rows["transfer"].state == "done" and "transfer:post" in rows
         assert len(board.state.stages["tune"].val) >= 1
         assert board.state.results["accuracy"] == results["accuracy"]
+        # x exports POST's prompt as a PEFT adapter into the run folder, in a worker thread
+        await pilot.press("x")
+        await wait_for(pilot, lambda: (out / "peft-post" / "post_export.json").is_file(), 60, "the PEFT export")
+        assert json.loads((out / "peft-post" / "post_export.json").read_text())["privacy"]["private"] is True
         # toggle back to the curves and cycle through the stages' curves
         await pilot.press("t")
         assert board.view_mode == "curves"

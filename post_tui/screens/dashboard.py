@@ -27,6 +27,7 @@ from post_tui.widgets.state import WATCH_SECONDS, RunState, load_run, read_confi
 from post_tui.widgets.timeline import Timeline
 
 REDRAW_SECONDS = 0.5
+EXPORT_FOLDER = "peft-post"  # where x writes POST's PEFT adapter, inside the run folder
 LOG_STYLE = {"warning": "yellow", "error": "bold red", "info": ""}
 
 
@@ -67,6 +68,7 @@ class DashboardScreen(Screen):
         Binding("c", "cancel", "Cancel run"),
         Binding("r", "resume", "Resume"),
         Binding("t", "toggle_results", "Results/curves"),
+        Binding("x", "export", "Export PEFT"),
         Binding("left_square_bracket", "curve(-1)", "◀ stage"),
         Binding("right_square_bracket", "curve(1)", "stage ▶"),
         Binding("f", "follow", "Follow", show=False),
@@ -292,6 +294,8 @@ class DashboardScreen(Screen):
             return not state.active
         if action in ("curve", "follow"):
             return self.view_mode == "curves"
+        if action == "export":
+            return not state.active and state.status == "finished" and bool(state.run_dir)
         return True
 
     def action_cancel(self) -> None:
@@ -308,6 +312,24 @@ class DashboardScreen(Screen):
             self.notify("this run folder has no valid config.toml to resume from", severity="error")
             return
         self.start(Path(run_dir) if run_dir else self.out, resume=bool(run_dir))
+
+    def action_export(self) -> None:
+        """POST's prompt as a PEFT adapter in <run>/peft-post (post export RUN --out RUN/peft-post)."""
+        run_dir = Path(self.state.run_dir)
+        self.notify(f"exporting POST's prompt to {run_dir / EXPORT_FOLDER} (checked through PEFT)")
+        self._export(run_dir, run_dir / EXPORT_FOLDER)
+
+    @work(thread=True, exclusive=True, group="export", exit_on_error=False)
+    def _export(self, run_dir: Path, out: Path) -> None:
+        try:
+            from engine.export import export
+            info = export(run_dir, "post", out)
+        except Exception as err:  # one line in the UI, as for a run
+            message = one_line(err) if isinstance(err, PostError) else f"{type(err).__name__}: {one_line(err)}"
+            self.app.call_from_thread(self.notify, message, severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"PEFT adapter {out}: {info['num_virtual_tokens']} virtual tokens; "
+                                  f"tokenize with {info['tokenize']}")
 
     def action_toggle_results(self) -> None:
         if self.view_mode == "results":
