@@ -47,7 +47,8 @@ def source(run_dir: Path, method: str, cfg) -> tuple[Path, str]:
     name = "prompt" if stage in ("tune", "full_pt") else method
     if method == "post" and cfg.transfer.alpha == "select":
         name = _selected(run_dir)
-    record = _done(run_dir, stage, method)
+    record = records.require_done(run_dir / stage,
+                                  f"finish it (post run --resume {run_dir}) before exporting {method}")
     path = run_dir / stage / f"{name}.safetensors"
     recorded = _recorded_sha256(record, run_dir / stage, path)
     if not path.is_file() or recorded is None:
@@ -65,15 +66,6 @@ def source(run_dir: Path, method: str, cfg) -> tuple[Path, str]:
         raise PostError(f"the transfer prompts in {run_dir} were made from an earlier small prompt than the run's "
                         f"tuned one now: resume the run so the transfer runs again (post run --resume {run_dir})")
     return path, stage
-
-
-def _done(run_dir: Path, stage: str, method: str) -> dict:
-    record = records.read(run_dir / stage)
-    if record is None or record.get("status") not in records.DONE_STATUSES:
-        state = "has not run (or its record is damaged)" if record is None else f"was {record.get('status')}"
-        raise PostError(f"the {stage} stage in {run_dir} {state}: finish it (post run --resume {run_dir}) "
-                        f"before exporting {method}")
-    return record
 
 
 def _recorded_sha256(record: dict, stage_dir: Path, path: Path) -> str | None:

@@ -48,10 +48,7 @@ def build(run_dir: Path, out: Path, replace: bool = False) -> dict:
     run_dir, out = Path(run_dir), Path(out)
     if not (run_dir / "config.toml").is_file():
         raise PostError(f"{run_dir} is not a run folder (no config.toml): give the folder post tune wrote")
-    record = records.read(run_dir / "tune")
-    if record is None or record.get("status") not in records.DONE_STATUSES:
-        state = "has not run" if record is None else f"was {record.get('status')}"
-        raise PostError(f"the tune stage in {run_dir} {state}: finish it (post tune {run_dir}) before packaging")
+    record = records.require_done(run_dir / "tune", f"finish it (post tune {run_dir}) before packaging")
     if out.exists() and any(out.iterdir()) and not replace:
         raise PostError(f"{out} already exists and is not empty: give a new folder for the package")
     cfg = validate(read_toml(run_dir / "config.toml"))

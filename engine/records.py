@@ -77,6 +77,17 @@ def read(stage_dir: Path) -> dict | None:
         return None
 
 
+def require_done(stage_dir: Path, then: str) -> dict:
+    """The stage's record when it says done; else one line naming the stage's state and `then` (what to do)."""
+    from engine.errors import PostError
+    stage_dir = Path(stage_dir)
+    record = read(stage_dir)
+    if record is None or record.get("status") not in DONE_STATUSES:
+        state = "has not run (or its record is damaged)" if record is None else f"was {record.get('status')}"
+        raise PostError(f"the {stage_dir.name} stage in {stage_dir.parent} {state}: {then}")
+    return record
+
+
 def why_not_done(stage_dir: Path, inputs: dict) -> str | None:
     """None when the stage is done for these inputs; otherwise the reason it must run (one line)."""
     path = path_of(stage_dir)
