@@ -353,6 +353,19 @@ class RuntimeConfig(Section):
                                       "kill -9 loses at most this much work")
 
 
+class AuditConfig(Section):
+    """`post audit RUN` (engine.audit): membership inference against the tuning recipe, on the user's side."""
+    shadows: int = Field(8, ge=4, description="shadow prompts, each trained on a random half of the pool (even, ≥ 4)")
+    pool: int = Field(0, ge=0, description="training examples in the audit pool (0: the whole training split)")
+
+    @field_validator("shadows")
+    @classmethod
+    def _even(cls, v):
+        if v % 2:
+            raise ValueError("audit.shadows must be even: each example is in exactly half of the shadows")
+        return v
+
+
 class RunConfig(Section):
     name: str = "custom"
     description: str = ""
@@ -365,6 +378,7 @@ class RunConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -531,6 +545,10 @@ def to_toml(config: RunConfig) -> str:
 # default they are left out of every digest, so the run folders and suite reports made before them stay current.
 LATE_DEFAULTS: dict[str, dict[str, Any]] = {"transfer": {"shift_loss": "paper"}}
 
+# Sections that say how a run is examined, not what its stages compute: never in a digest, so setting them
+# reruns nothing (the audit's own record keys on its section).
+NOT_IN_DIGESTS = ("audit",)
+
 # The runtime settings that change what a run computes (the rest of `runtime` says how: threads, device,
 # checkpoint cadence). Stage fingerprints and the suite's config digest both read this one list.
 RESULT_RUNTIME = ("seed", "dtype")
@@ -544,6 +562,8 @@ def result_runtime(config: RunConfig) -> dict[str, Any]:
 def stable_dump(config: RunConfig) -> dict[str, Any]:
     """`config.model_dump()` for digests: a late setting (LATE_DEFAULTS) at its default is left out."""
     data = config.model_dump()
+    for section in NOT_IN_DIGESTS:
+        data.pop(section, None)
     for section, defaults in LATE_DEFAULTS.items():
         for key, default in defaults.items():
             if data[section].get(key) == default:

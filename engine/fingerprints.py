@@ -75,6 +75,11 @@ def full_pt_inputs(ctx) -> dict:
             "data": private_data_hash(ctx, tokenizer), **_runtime(cfg)}
 
 
+def audit_inputs(ctx) -> dict:
+    """The shadows repeat tune's recipe on tune's data: tune's inputs, and how many shadows on which pool."""
+    return {**tune_inputs(ctx), "audit": ctx.config.audit.model_dump()}
+
+
 def transfer_settings(ctx) -> dict:
     """Everything a transfer prompt depends on except α (the small prompt's bytes included)."""
     cfg = ctx.config
@@ -109,4 +114,6 @@ def stage_inputs(ctx, stage: str, alpha=None) -> dict:
         return full_pt_inputs(ctx)
     if stage == "transfer":
         return transfer_inputs(ctx, alpha)
+    if stage == "audit":
+        return audit_inputs(ctx)
     raise ValueError(f"no fingerprint for stage {stage}")

@@ -24,6 +24,8 @@ from engine import artifacts, fingerprints, loading, methods, ranks, records, ve
 from engine.config import RunConfig, to_toml
 from engine.context import RunContext
 from engine.data.generated import GENERATED
+from engine.parties import WITHHELD
+from engine.audit.stage import run_audit
 from engine.distill import run_distill
 from engine.errors import PostError
 from engine.events import (EventBus, JsonlWriter, RunFailed, RunFinished, RunStarted, StageFailed,
@@ -138,7 +140,7 @@ def upstream_of(ctx: RunContext, stage: str) -> list[str]:
     cfg = ctx.config
     distill = ["distill"] if cfg.distills else []
     return {"distill": [], "tune": distill, "full_pt": [], "transfer": distill + ["tune"],
-            "eval": ["tune", "transfer"] + (["full_pt"] if cfg.eval.full_pt else [])}[stage]
+            "eval": ["tune", "transfer"] + (["full_pt"] if cfg.eval.full_pt else []), "audit": distill + ["tune"]}[stage]
 
 
 def check_upstream(ctx: RunContext, stages: list[str]) -> None:
@@ -163,6 +165,10 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
     from engine.prompt import context_length
     check_upstream(ctx, stages)
     cfg = ctx.config
+    private = [s for s in stages if s in ("tune", "full_pt", "eval", "audit")]
+    if cfg.task.source == WITHHELD and private:
+        raise PostError(f"{ctx.run_dir} is the model owner's folder (task.source = \"{WITHHELD}\"): {private[0]} reads "
+                        "the private data, which only the user's run folder has — run it there")
     if "distill" in stages and cfg.student_source == "distilled":  # blocks out of range: before a minute of loading
         check_blocks(cfg.models.large, cfg.distill.blocks)
     owner_side = any(s in stages for s in ("distill", "full_pt", "transfer", "eval"))
@@ -179,7 +185,7 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
         cut = init_warning(tokenizer, cfg.task.prompt_init, cfg.tune.prompt_length, cfg.task.label_words)
         if cut:
             ctx.log(cut, "warning")
-    if any(s in stages for s in ("tune", "full_pt", "eval")):
+    if any(s in stages for s in ("tune", "full_pt", "eval", "audit")):
         train = loading.task(ctx, tokenizer)["train"]
         loading.verbalizer(ctx, tokenizer)
         if cfg.privacy.enabled and any(s in stages for s in ("tune", "full_pt")):
@@ -187,6 +193,9 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
             from engine.sampling import steps_for
             check_config(cfg.privacy, len(train), cfg.tune.batch_size,
                          steps_for(len(train), cfg.tune.batch_size, cfg.tune.steps, cfg.tune.epochs))
+    if "audit" in stages and "tune" not in stages:
+        from engine.audit.stage import check_recipe
+        check_recipe(ctx)  # the shadows repeat the released prompt's recipe, not one the --set made up
     if "transfer" in stages and cfg.public.source != GENERATED:  # a generated set is written in the transfer stage
         loading.public(ctx, tokenizer)
     if "transfer" in stages and cfg.transfer.alpha == "auto" and not cfg.eval.full_zs:
@@ -217,6 +226,8 @@ def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | N
     except PostError as err:
         ctx.emit(StageFailed(stage="preflight", message=str(err)))
         raise
+    # the config this folder was last run with — only once it passed: a refused `--set` leaves the old one
+    artifacts.write_text(ctx.run_dir / "config.toml", to_toml(ctx.config))
     for stage in stages:
         if ctx.cancelled:
             raise Cancelled()
@@ -259,6 +270,8 @@ def _run_stage(ctx: RunContext, stage: str, force: bool, seconds: dict[str, floa
         kept = {} if force else finished_methods(ctx, alpha)
         run_transfer(ctx, alpha, skip=kept)
         start -= sum(kept.values())  # the stage's minutes include the methods an earlier attempt trained
+    elif stage == "audit":
+        run_audit(ctx)
     elif stage == "eval":
         for s in STAGES[:-1]:
             seconds.setdefault(s, _stage_seconds(ctx, s))
@@ -287,7 +300,6 @@ def _run_locked(config: RunConfig, run_dir: Path, fresh: bool, bus, cancel, stag
     if cancel is not None:
         ctx.cancel_event = cancel
     stale = artifacts.clean_stale(run_dir)  # temp files of a writer that was killed
-    artifacts.write_text(run_dir / "config.toml", to_toml(config))  # the config this folder was last run with
     writer = ctx.bus.subscribe(JsonlWriter(run_dir / "events.jsonl"))
     stages = stages or stages_for(config)
     discard = False

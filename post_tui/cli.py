@@ -350,13 +350,16 @@ def _stage(stage: str):
                        "tune": "User: tune the soft prompt on the student with the private data.",
                        "full_pt": "Reference: tune a prompt on the large model itself.",
                        "transfer": "Model owner: transfer the small prompt to the large model (public data only).",
-                       "eval": "Accuracy of every method on the private test split; writes results.json."}[stage]
+                       "eval": "Accuracy of every method on the private test split; writes results.json.",
+                       "audit": "User: membership inference (LiRA) against the tuning recipe, with shadow prompts "
+                                "on the private data (--set audit.shadows=8 audit.pool=0)."}[stage]
     return command
 
 
 for _name in ("distill", "tune"):
     app.command(_name)(_stage(_name))
 app.command("full-pt")(_stage("full_pt"))
+app.command("audit")(_stage("audit"))
 
 from post_tui import cli_parties  # noqa: E402  (post transfer / eval / kit / package: the two-party commands)
 

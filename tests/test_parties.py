@@ -251,3 +251,16 @@ def test_an_auto_choice_is_made_again_for_another_large_model(tmp_path, monkeypa
     assert json.loads((run / "package" / "choice.json").read_text())["alpha"] == again["alpha"]
     from engine import manifest
     assert "choice.json" in manifest.verify(run / "package", "post-prompt-package")["files"]
+
+
+def test_the_user_audits_their_recipe_and_the_owner_cannot(flow):
+    """The audit reads the private training data: it runs in the user's folder (with the kit's student and the
+    DP recipe of the package's certificate), and the owner's folder refuses it in one line."""
+    root, _ = flow
+    invoke("audit", root / "user", "--set", "audit.pool=48", "--set", "audit.shadows=4")
+    report = json.loads((root / "user" / "audit" / "audit.json").read_text())
+    assert report["released"]["dp"] and report["shadow_dp"]["epsilon"][0] <= 8.0 + 1e-9
+    refused = runner.invoke(app, ["audit", str(root / "owner")])
+    assert refused.exit_code == 2 and "model owner's folder" in refused.output and "Traceback" not in refused.output
+    assert not (root / "owner" / "audit").exists()
+    assert not (root / "PKG" / "audit.json").exists() and "audit" not in (root / "PKG" / "manifest.json").read_text()

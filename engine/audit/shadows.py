@@ -1,0 +1,94 @@
+"""One shadow prompt: the user's tuning recipe on its half of the audit pool, then φ on the whole pool.
+
+The recipe is the released prompt's: the same prompt length and init, optimizer, learning rate and
+batch size, and the same number of passes over its data (the released tune's steps × batch / N,
+so a shadow on fewer examples takes proportionally fewer steps and each example is seen as often).
+Under DP the shadow runs DP-SGD at the run's target ε (σ planned for the shadow's own data size and
+steps, δ = 1/its examples) or at the run's σ when the config gives one: the audit then measures what
+the guarantee lets through. A shadow keeps its last step (the released non-DP prompt keeps its best
+validation step; validation is not read here). Shadows are never released and spend no budget:
+like accuracies they are statistics of the private data, kept on the user's machine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.audit.lira import confidence_logit
+from engine.data.tasks import Examples, collate, eval_batches
+from engine.losses import cloze_loss
+from engine.prompt import SoftPrompt, bos_id, prompted_logits
+from engine.sampling import shuffled_batches
+from engine.training import make_optimizer, mean_gradient, train_prompt
+
+
+@dataclass
+class Recipe:
+    steps: int            # optimizer steps of this shadow
+    dp: dict | None       # {"noise_multiplier", "sample_rate", "clip", "delta", "epsilon"} under DP
+
+
+def shadow_steps(released_steps: int, n_train: int, n_members: int) -> int:
+    """Steps that give a shadow on n_members examples the released prompt's passes over its n_train."""
+    return max(1, round(released_steps * n_members / n_train))
+
+
+def dp_recipe(privacy_cfg, n_members: int, batch_size: int, steps: int) -> dict:
+    """σ, q, C, δ and ε of a DP shadow (see the module's docstring)."""
+    from engine.privacy import accounting
+    q = min(1.0, batch_size / n_members)
+    delta = 1.0 / n_members
+    if privacy_cfg.epsilon is not None:
+        sigma = accounting.plan_noise(float(privacy_cfg.epsilon), delta, q, steps, privacy_cfg.accountant)
+    else:
+        sigma = float(privacy_cfg.noise_multiplier)
+    eps = accounting.epsilon(accounting.add_steps([], sigma, q, steps), delta, privacy_cfg.accountant)
+    return {"noise_multiplier": sigma, "sample_rate": q, "clip": float(privacy_cfg.clip), "delta": delta,
+            "epsilon": eps, "accountant": privacy_cfg.accountant}
+
+
+def train_shadow(ctx, model, tokenizer, members: Examples, verbalizer, recipe: Recipe, seed: int,
+                 label: str) -> tuple[SoftPrompt, bool]:
+    """The shadow's prompt and whether it finished (False: cancelled midway; nothing of it is kept)."""
+    cfg = ctx.config
+    pad, bos = tokenizer.pad_token_id, bos_id(tokenizer)
+    prompt = SoftPrompt.from_text(model, tokenizer, cfg.task.prompt_init, cfg.tune.prompt_length)
+
+    def loss_fn(prompt_copy, indices):
+        batch = collate(members, indices, pad, ctx.device)
+        logits = prompted_logits(model, batch["input_ids"], batch["attention_mask"], prompt_copy.to(ctx.device),
+                                 bos, ctx.dtype)
+        return cloze_loss(verbalizer.class_scores(logits), batch["labels"])
+
+    optimizer = make_optimizer(cfg.tune.optimizer, [prompt.weight], cfg.tune.lr)
+    if recipe.dp is None:
+        batches, aggregate = shuffled_batches(members, cfg.tune.batch_size, seed), mean_gradient
+    else:
+        batches, aggregate = _dp_mechanism(ctx, label, recipe.dp, len(members), tuple(prompt.weight.shape), seed)
+    result = train_prompt(ctx, label, prompt, loss_fn, batches, recipe.steps, optimizer, aggregate,
+                          tokens_of=lambda idx: sum(len(members.input_ids[i]) + prompt.length for i in idx))
+    return prompt, not result.cancelled
+
+
+def _dp_mechanism(ctx, label: str, dp: dict, n_members: int, shape: tuple[int, ...], seed: int):
+    """Poisson batches and clip + noise: the released tune's own mechanism (engine.privacy.DPSession),
+    seeded (a shadow is never released, so its noise need not be secret), without a journal or ledger."""
+    from engine.privacy import DPSession
+    session = DPSession(ctx, label, accountant=dp["accountant"], delta=dp["delta"], target_epsilon=None,
+                        noise_multiplier=dp["noise_multiplier"], sample_rate=dp["sample_rate"], clip=dp["clip"],
+                        n_examples=n_members, steps=0, planned_total=0, shape=shape, history=[], limit=0, seed=seed)
+    return session.batches(seed), session.aggregate
+
+
+@torch.inference_mode()
+def pool_phi(ctx, model, tokenizer, prompt: SoftPrompt, pool: Examples, verbalizer) -> torch.Tensor:
+    """(N,) φ of every pool example under the prompt, in the pool's order (float64)."""
+    pad, bos = tokenizer.pad_token_id, bos_id(tokenizer)
+    weight = prompt.weight.to(ctx.device)
+    phi = torch.empty(len(pool), dtype=torch.float64)
+    for indices in eval_batches(pool, ctx.config.eval.batch_size):
+        batch = collate(pool, indices, pad, ctx.device)
+        logits = prompted_logits(model, batch["input_ids"], batch["attention_mask"], weight, bos, ctx.dtype)
+        phi[torch.tensor(indices)] = confidence_logit(verbalizer.class_scores(logits), batch["labels"]).cpu()
+    return phi
