@@ -210,6 +210,13 @@ async def test_smoke_run_through_the_ui_ends_with_results_and_replays(tmp_path):
         await pilot.press("x")
         await wait_for(pilot, lambda: (out / "peft-post" / "post_export.json").is_file(), 60, "the PEFT export")
         assert json.loads((out / "peft-post" / "post_export.json").read_text())["privacy"]["private"] is True
+        # a audits the tuning recipe (LiRA with shadow prompts), its progress on this dashboard; the results stay
+        await pilot.press("a")
+        await wait_for(pilot, lambda: board.state.status not in ("starting", "running") and
+                       (out / "audit" / "done.json").is_file(), 120, "the audit")
+        assert board.state.status == "finished", board.state.error
+        assert "audit" in board.state.stages and "LiRA AUC" in (out / "events.jsonl").read_text()
+        assert board.state.results["accuracy"] == results["accuracy"]
         # toggle back to the curves and cycle through the stages' curves
         await pilot.press("t")
         assert board.view_mode == "curves"

@@ -1,6 +1,7 @@
 """The run dashboard: a live run (engine in a worker thread) or a past run replayed from its folder."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import deque
@@ -29,6 +30,21 @@ from post_tui.widgets.timeline import Timeline
 REDRAW_SECONDS = 0.5
 EXPORT_FOLDER = "peft-post"  # where x writes POST's PEFT adapter, inside the run folder
 LOG_STYLE = {"warning": "yellow", "error": "bold red", "info": ""}
+
+
+def _finished_results(run_dir: Path) -> dict | None:
+    path = run_dir / "results.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _stage_outcome(run_dir: Path, stages: list[str]) -> str:
+    if stages == ["audit"]:
+        from engine.audit.stage import summary_line
+        return summary_line(json.loads((run_dir / "audit" / "audit.json").read_text()))
+    return f"{', '.join(stages)} finished"
 
 
 def one_line(err: BaseException) -> str:
@@ -69,6 +85,7 @@ class DashboardScreen(Screen):
         Binding("r", "resume", "Resume"),
         Binding("t", "toggle_results", "Results/curves"),
         Binding("x", "export", "Export PEFT"),
+        Binding("a", "audit", "Audit (LiRA)"),
         Binding("left_square_bracket", "curve(-1)", "◀ stage"),
         Binding("right_square_bracket", "curve(1)", "stage ▶"),
         Binding("f", "follow", "Follow", show=False),
@@ -113,7 +130,7 @@ class DashboardScreen(Screen):
         self.redraw()
 
     # ------------------------------------------------------------ the engine
-    def start(self, out: Path | None, resume: bool = False) -> None:
+    def start(self, out: Path | None, resume: bool = False, stages: list[str] | None = None) -> None:
         """Run the engine in a worker thread; its events come back as EngineEvents messages."""
         if self.state.active:
             return
@@ -124,18 +141,23 @@ class DashboardScreen(Screen):
         self.query_one("#main", ContentSwitcher).current = "curves"
         self.remove_class("-results")
         self.cancel_event = threading.Event()
-        self._engine(self.config, out, resume, self.cancel_event)
+        self._engine(self.config, out, resume, self.cancel_event, stages)
         self.refresh_bindings()
 
     @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
-    def _engine(self, config: Any, out: Path | None, resume: bool, cancel: threading.Event) -> None:
+    def _engine(self, config: Any, out: Path | None, resume: bool, cancel: threading.Event,
+                stages: list[str] | None = None) -> None:
         pipeline = None
         try:
             from engine import pipeline
             from engine.events import EventBus
             bus = EventBus()
             bus.subscribe(EventPump(self))
-            results = pipeline.run(config, bus, out=out, cancel=cancel, resume=resume)
+            # a stage run on a finished folder (the audit) runs again when asked, as `post audit RUN` does
+            results = pipeline.run(config, bus, out=out, cancel=cancel, resume=resume, stages=stages, force=bool(stages))
+            if stages and out is not None:  # the run's own results stay on show; the stage says its outcome
+                results = _finished_results(Path(out))
+                self.app.call_from_thread(self.notify, _stage_outcome(Path(out), stages), title="POST")
         except BaseException as err:  # every failure becomes one line in the UI; the app stays up
             if pipeline is not None and isinstance(err, pipeline.Cancelled):
                 self.post_message(RunEnded("cancelled", "cancelled: the stage saved what it had; r resumes the run"))
@@ -294,7 +316,7 @@ class DashboardScreen(Screen):
             return not state.active
         if action in ("curve", "follow"):
             return self.view_mode == "curves"
-        if action == "export":
+        if action in ("export", "audit"):
             return not state.active and state.status == "finished" and bool(state.run_dir)
         return True
 
@@ -318,6 +340,15 @@ class DashboardScreen(Screen):
         run_dir = Path(self.state.run_dir)
         self.notify(f"exporting POST's prompt to {run_dir / EXPORT_FOLDER} (checked through PEFT)")
         self._export(run_dir, run_dir / EXPORT_FOLDER)
+
+    def action_audit(self) -> None:
+        """Membership inference against this run's tuning recipe (post audit RUN), its progress on this dashboard."""
+        run_dir = Path(self.state.run_dir)
+        self.config = read_config(run_dir)
+        if self.config is None:
+            self.notify("this run folder has no valid config.toml to audit", severity="error")
+            return
+        self.start(run_dir, stages=["audit"])
 
     @work(thread=True, exclusive=True, group="export", exit_on_error=False)
     def _export(self, run_dir: Path, out: Path) -> None:
