@@ -76,8 +76,11 @@ def full_pt_inputs(ctx) -> dict:
 
 
 def audit_inputs(ctx) -> dict:
-    """The shadows repeat tune's recipe on tune's data: tune's inputs, and how many shadows on which pool."""
-    return {**tune_inputs(ctx), "audit": ctx.config.audit.model_dump()}
+    """The shadows repeat tune's recipe on tune's data: tune's inputs, the steps the released tune took (the
+    shadows' passes follow them) and how many shadows on which pool."""
+    summary = ctx.stage_dir("tune") / "summary.json"
+    steps = artifacts.read_json_dict(summary, "tune summary").get("steps") if summary.is_file() else None
+    return {**tune_inputs(ctx), "released_steps": steps, "audit": ctx.config.audit.model_dump()}
 
 
 def transfer_settings(ctx) -> dict:

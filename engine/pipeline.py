@@ -193,9 +193,11 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
             from engine.sampling import steps_for
             check_config(cfg.privacy, len(train), cfg.tune.batch_size,
                          steps_for(len(train), cfg.tune.batch_size, cfg.tune.steps, cfg.tune.epochs))
-    if "audit" in stages and "tune" not in stages:
-        from engine.audit.stage import check_recipe
-        check_recipe(ctx)  # the shadows repeat the released prompt's recipe, not one the --set made up
+    if "audit" in stages:
+        from engine.audit.stage import check_pool, check_recipe
+        check_pool(cfg, len(train))
+        if "tune" not in stages:
+            check_recipe(ctx)  # the shadows repeat the released prompt's recipe, not one the --set made up
     if "transfer" in stages and cfg.public.source != GENERATED:  # a generated set is written in the transfer stage
         loading.public(ctx, tokenizer)
     if "transfer" in stages and cfg.transfer.alpha == "auto" and not cfg.eval.full_zs:
@@ -300,6 +302,8 @@ def _run_locked(config: RunConfig, run_dir: Path, fresh: bool, bus, cancel, stag
     if cancel is not None:
         ctx.cancel_event = cancel
     stale = artifacts.clean_stale(run_dir)  # temp files of a writer that was killed
+    if fresh:  # a new folder has no earlier config to keep: written now, a kill during preflight leaves it resumable
+        artifacts.write_text(run_dir / "config.toml", to_toml(config))
     writer = ctx.bus.subscribe(JsonlWriter(run_dir / "events.jsonl"))
     stages = stages or stages_for(config)
     discard = False

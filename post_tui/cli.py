@@ -133,6 +133,9 @@ def _check_run_folder(run_dir: Path) -> None:
         raise PostError(f"run folder {run_dir} does not exist: give the folder a run wrote (it holds config.toml)")
 
 
+AGAIN = {"audit": "cancelled: the finished shadows are kept; post audit {where} continues"}
+
+
 def _execute(config, out, stages=None, resume=False, force=False) -> dict | None:
     """Run the pipeline in a worker thread (see in_worker); prints the results table.
 
@@ -148,7 +151,8 @@ def _execute(config, out, stages=None, resume=False, force=False) -> dict | None
         if not distributed.is_main():
             return _follow(config)
     results = in_worker(lambda bus, cancel: run(config, bus, out=out, cancel=cancel, stages=stages,
-                                                resume=resume, force=force), out)
+                                                resume=resume, force=force), out,
+                        AGAIN.get(stages[0]) if stages and len(stages) == 1 else None)
     if results:
         console.print(results_table(results))
     return results
@@ -174,7 +178,7 @@ def _follow(config) -> None:
     return None
 
 
-def in_worker(job, out=None):
+def in_worker(job, out=None, again: str | None = None):
     """Run `job(bus, cancel)` in a worker thread, its events drawn here, so Ctrl-C / SIGTERM / SIGHUP
     can ask it to stop after the current step (StopSignals). Returns what the job returns."""
     from engine.events import EventBus
@@ -199,7 +203,8 @@ def in_worker(job, out=None):
     error = outcome.get("error")
     if isinstance(error, Cancelled):
         where = out if out is not None else "RUN_DIR"
-        _say(f"cancelled: finished stages and checkpoints are kept; post run --resume {where} continues")
+        _say(again.format(where=where) if again else
+             f"cancelled: finished stages and checkpoints are kept; post run --resume {where} continues")
         raise typer.Exit(130)
     if error is not None:
         raise error

@@ -69,7 +69,7 @@ def test_design_is_balanced_seeded_and_checked():
     assert member.shape == (6, 37) and (member.sum(0) == 3).all()
     assert torch.equal(member, design.membership(37, 6, seed=3))
     assert not torch.equal(member, design.membership(37, 6, seed=4))
-    for shadows in (2, 5):
+    for shadows in (2, 4, 5):  # 4: groups of one shadow left, no variance to fit
         with pytest.raises(PostError, match="even number"):
             design.membership(10, shadows, seed=0)
     assert design.pool_indices(10, 0, seed=0) == list(range(10))
@@ -118,28 +118,40 @@ def test_audit_tells_memorised_members_apart_and_dp_hides_them(tmp_path):
     assert plain_report["lira"]["auc"] > 0.68
     assert dp_report["lira"]["auc"] < plain_report["lira"]["auc"] - 0.12
     assert plain_report["shadow_dp"] is None and dp_report["released"]["dp"]
-    assert all(0.9 < e <= 1.0 + 1e-9 for e in dp_report["shadow_dp"]["epsilon"])  # σ planned for ε = 1 per shadow
+    shadow_dp = dp_report["shadow_dp"]
+    assert all(0.9 < e <= 1.0 + 1e-9 for e in shadow_dp["epsilon"])  # σ planned for ε = 1 per shadow
+    # the released tune's δ (1/N of the training split) and expected batch (tune.batch_size), not the shadow's
+    assert all(d == pytest.approx(1 / dp_report["train_examples"]) for d in shadow_dp["delta"])
+    assert all(q * n == pytest.approx(16) for q, n in zip(shadow_dp["sample_rate"], dp_report["members_per_shadow"]))
     assert sum(plain_report["members_per_shadow"]) == 64 * 4  # each example in half of the 8 shadows
     record = json.loads((plain / "audit" / "done.json").read_text())
     assert record["status"] == "completed" and record["artifacts"]["report"]["path"].endswith("audit.json")
 
 
 def test_audit_resumes_its_finished_shadows_and_repeats_only_the_released_recipe(tmp_path):
+    from engine import pipeline
+    from engine.config import read_toml, validate
+    from engine.context import RunContext
     data = random_label_csv(tmp_path / "coin.csv")
     run = tuned(tmp_path / "run", data, "tune.steps=30")
-    invoke("audit", run, "--set", "audit.pool=32", "--set", "audit.shadows=4")
+    invoke("audit", run, "--set", "audit.pool=40", "--set", "audit.shadows=6")
     first = json.loads((run / "audit" / "audit.json").read_text())
+    ctx = RunContext(config=validate(read_toml(run / "config.toml")), run_dir=run)
+    assert pipeline.why_rerun(ctx, "audit") is None  # its record says done for these inputs
     (run / "audit" / "phi-2.safetensors").unlink()  # as if the run had stopped during shadow 3
     out = invoke("audit", run).output  # the pool and shadows come back from the run's config.toml
-    assert out.count("audit: shadow ") == 1 and "shadow 3 of 4" in out
+    assert out.count("audit: shadow ") == 1 and "shadow 3 of 6" in out
     again = json.loads((run / "audit" / "audit.json").read_text())
     assert again["lira"]["auc"] == pytest.approx(first["lira"]["auc"], abs=0.05)  # a shadow retrained: near, not equal
-    invoke("audit", run, "--set", "audit.shadows=6")  # another design: every shadow anew
-    assert len(list((run / "audit").glob("phi-*.safetensors"))) == 6
+    invoke("audit", run, "--set", "audit.shadows=8")  # another design: every shadow anew
+    assert len(list((run / "audit").glob("phi-*.safetensors"))) == 8
     config = (run / "config.toml").read_text()
     refused = invoke("audit", run, "--set", "tune.lr=0.5", code=2).output
     assert "not current" in refused and "tune.lr" in refused and "Traceback" not in refused
+    small = invoke("audit", run, "--set", "audit.pool=20", code=2).output  # halves of 10: under a batch of 16
+    assert "audit.pool ≥ 32" in small and "Traceback" not in small
     assert (run / "config.toml").read_text() == config  # a refused --set leaves the folder's config as it was
+    assert json.loads((run / "audit" / "done.json").read_text())["status"] == "completed"
 
 
 def test_audit_needs_a_tuned_prompt(tmp_path):

@@ -257,7 +257,7 @@ def test_the_user_audits_their_recipe_and_the_owner_cannot(flow):
     """The audit reads the private training data: it runs in the user's folder (with the kit's student and the
     DP recipe of the package's certificate), and the owner's folder refuses it in one line."""
     root, _ = flow
-    invoke("audit", root / "user", "--set", "audit.pool=48", "--set", "audit.shadows=4")
+    invoke("audit", root / "user", "--set", "audit.pool=48", "--set", "audit.shadows=6")
     report = json.loads((root / "user" / "audit" / "audit.json").read_text())
     assert report["released"]["dp"] and report["shadow_dp"]["epsilon"][0] <= 8.0 + 1e-9
     refused = runner.invoke(app, ["audit", str(root / "owner")])

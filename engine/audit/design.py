@@ -2,7 +2,7 @@
 
 Each example is in exactly half of the shadows (a balanced design, seeded): with K shadows every
 example has K/2 "in" and K/2 "out" models, so when one shadow plays the target, each example keeps
-at least K/2 − 1 ≥ 1 of each group (K ≥ 4) and LiRA's means are defined for every example.
+at least K/2 − 1 ≥ 2 of each group (K ≥ 6: a variance needs two) and LiRA's means are defined for every example.
 """
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from engine.errors import PostError
 
 def membership(n_examples: int, n_shadows: int, seed: int) -> torch.Tensor:
     """(K, N) bool: member[k, i] is True when shadow k trains on example i."""
-    if n_shadows < 4 or n_shadows % 2:
-        raise PostError(f"audit.shadows={n_shadows}: give an even number ≥ 4 (each example is in half of them, "
-                        "and each shadow in turn is the target of the others)")
+    if n_shadows < 6 or n_shadows % 2:
+        raise PostError(f"audit.shadows={n_shadows}: give an even number ≥ 6 (each example is in half of them, each "
+                        "shadow in turn is the target of the others, and each group needs two to have a variance)")
     if n_examples < 2:
         raise PostError(f"the audit pool has {n_examples} example(s): it needs at least 2")
     gen = torch.Generator().manual_seed(int(seed))

@@ -113,10 +113,11 @@ def audit(phi: torch.Tensor, member: torch.Tensor) -> dict:
     scores = torch.stack([target_scores(phi, member, k) for k in range(phi.shape[0])])
     per_target = [roc_auc(scores[k], member[k]) for k in range(phi.shape[0])]
     return {"auc": roc_auc(scores, member),
-            # how many (shadow, example) scores are in each group: TPR at an FPR below 1 / non_members is
-            # that of the strictest threshold (no non-member flagged), not a measurement at that rate
+            # how many (shadow, example) scores are in each group
             "members": int(member.sum()), "non_members": int((~member).sum()),
-            "tpr_at_fpr": {f"{f:g}": tpr_at_fpr(scores, member, f) for f in FPRS},
+            # None where fewer than 1 / fpr non-members were scored: no threshold can be placed at that rate
+            "tpr_at_fpr": {f"{f:g}": (tpr_at_fpr(scores, member, f) if f * int((~member).sum()) >= 1 else None)
+                           for f in FPRS},
             "per_target_auc": per_target,
             # the simplest attack for scale: a member has a higher confidence (no shadows)
             "confidence_auc": roc_auc(phi, member)}

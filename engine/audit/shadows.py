@@ -3,9 +3,9 @@
 The recipe is the released prompt's: the same prompt length and init, optimizer, learning rate and
 batch size, and the same number of passes over its data (the released tune's steps × batch / N,
 so a shadow on fewer examples takes proportionally fewer steps and each example is seen as often).
-Under DP the shadow runs DP-SGD at the run's target ε (σ planned for the shadow's own data size and
-steps, δ = 1/its examples) or at the run's σ when the config gives one: the audit then measures what
-the guarantee lets through. A shadow keeps its last step (the released non-DP prompt keeps its best
+Under DP the shadow runs DP-SGD with the run's δ and expected batch at the run's target ε (σ planned
+for the shadow's own sampling rate and steps) or at the run's σ when the config gives one: the audit
+then measures what the guarantee lets through. A shadow keeps its last step (the released non-DP prompt keeps its best
 validation step; validation is not read here). Shadows are never released and spend no budget:
 like accuracies they are statistics of the private data, kept on the user's machine.
 """
@@ -34,11 +34,12 @@ def shadow_steps(released_steps: int, n_train: int, n_members: int) -> int:
     return max(1, round(released_steps * n_members / n_train))
 
 
-def dp_recipe(privacy_cfg, n_members: int, batch_size: int, steps: int) -> dict:
-    """σ, q, C, δ and ε of a DP shadow (see the module's docstring)."""
-    from engine.privacy import accounting
-    q = min(1.0, batch_size / n_members)
-    delta = 1.0 / n_members
+def dp_recipe(privacy_cfg, n_train: int, n_members: int, batch_size: int, steps: int) -> dict:
+    """σ, q, C, δ and ε of a DP shadow: the released tune's δ and expected batch (q·N), σ planned for the
+    run's target ε at the shadow's q and steps (or the run's σ when the config gives one)."""
+    from engine.privacy import accounting, resolve_delta, resolve_sample_rate
+    delta = resolve_delta(privacy_cfg, n_train)
+    q = min(1.0, resolve_sample_rate(privacy_cfg, n_train, batch_size) * n_train / n_members)
     if privacy_cfg.epsilon is not None:
         sigma = accounting.plan_noise(float(privacy_cfg.epsilon), delta, q, steps, privacy_cfg.accountant)
     else:

@@ -13,6 +13,7 @@ Everything here is computed from the private data without noise: it stays in the
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -21,6 +22,7 @@ from engine import artifacts, fingerprints, loading, records
 from engine.audit import lira
 from engine.audit.design import membership, pool_indices
 from engine.audit.shadows import Recipe, dp_recipe, pool_phi, shadow_steps, train_shadow
+from engine.errors import PostError
 from engine.events import StageFinished, StageStarted
 
 STAGE = "audit"
@@ -36,10 +38,12 @@ def run_audit(ctx) -> None:
     pool = train.subset(pool_indices(len(train), cfg.audit.pool, cfg.runtime.seed))
     member = membership(len(pool), cfg.audit.shadows, cfg.runtime.seed)
     recipes = [_recipe(cfg, int(tune["steps"]), len(train), int(m.sum())) for m in member]
-    inputs = {**fingerprints.stage_inputs(ctx, STAGE), "released_steps": int(tune["steps"])}
-    key = records.digest(inputs)
+    inputs = fingerprints.stage_inputs(ctx, STAGE)
+    # the shadows' own recipes too (σ, q, δ, steps): a shadow made under another derivation is not reused
+    key = records.digest({**inputs, "recipes": [dataclasses.asdict(r) for r in recipes]})
     phis = _reusable_shadows(folder, key)
     records.clear(folder)
+    (folder / "audit.json").unlink(missing_ok=True)  # the report of an earlier design never stands beside this one
     artifacts.write_json(folder / "design.json", {"key": key, "pool": len(pool), "shadows": cfg.audit.shadows})
     ctx.emit(StageStarted(stage=STAGE, total_steps=sum(r.steps for r in recipes),
                           description=f"membership inference: {cfg.audit.shadows} shadow prompts on {len(pool)} examples"))
@@ -52,9 +56,13 @@ def run_audit(ctx) -> None:
         prompt, finished = train_shadow(ctx, model, tokenizer, members, verbalizer, recipe,
                                         seed=cfg.runtime.seed * 1_000_003 + k, label=STAGE)
         if not finished:  # the finished shadows stay; a resume trains this one again from its start
-            records.write(folder, STAGE, records.CANCELLED, inputs, {}, steps=k, seconds=time.time() - start)
+            records.write(folder, STAGE, records.CANCELLED, inputs, {}, steps=sum(recipes[j].steps for j in phis),
+                          seconds=time.time() - start, shadows_done=len(phis))
             return
         phis[k] = pool_phi(ctx, model, tokenizer, prompt, pool, verbalizer)
+        if not torch.isfinite(phis[k]).all():
+            raise PostError(f"audit: shadow {k + 1}'s prompt gives non-finite scores on the pool (the model or the "
+                            "learning rate diverged): the audit cannot score it; check tune.lr and runtime.dtype")
         artifacts.save_tensors(folder / f"phi-{k}.safetensors", {"phi": phis[k]}, metadata={"key": key})
     report = _report(cfg, lira.audit(torch.stack([phis[k] for k in range(len(recipes))]), member),
                      recipes, member, len(train), tune, time.time() - start)
@@ -68,17 +76,29 @@ def run_audit(ctx) -> None:
 def check_recipe(ctx) -> None:
     """The shadows repeat the recipe that made the run's prompt: a config that differs from the tune
     record's (another ε, learning rate, data) would audit something that was never released."""
-    from engine.errors import PostError
     reason = records.why_not_done(ctx.stage_dir("tune"), fingerprints.tune_inputs(ctx))
     if reason is not None:
         raise PostError(f"the audit repeats the recipe of {ctx.run_dir}'s tuned prompt, but that prompt is not "
-                        f"current: {reason}. Audit with the settings it was tuned with (no --set for task, tune or "
-                        f"privacy), or run post tune {ctx.run_dir} again first")
+                        f"current: {reason}. Audit with the settings it was tuned with (no --set that changes what "
+                        f"tune computed), or run post tune {ctx.run_dir} again first")
+
+
+MIN_SHADOW_EXAMPLES = 8  # a shadow below this trains on a handful of examples: its recipe is not the released one
+
+
+def check_pool(cfg, n_train: int) -> None:
+    """Before any model work: a pool whose halves are too small to train a shadow on is refused."""
+    n = n_train if cfg.audit.pool <= 0 else min(cfg.audit.pool, n_train)
+    least = max(2 * MIN_SHADOW_EXAMPLES, 2 * cfg.tune.batch_size)
+    if n < least:
+        raise PostError(f"the audit pool has {n} training examples, so each shadow would train on about {n // 2}: "
+                        f"give audit.pool ≥ {least} (twice tune.batch_size, at least {2 * MIN_SHADOW_EXAMPLES}) or 0 "
+                        "for the whole training split")
 
 
 def _recipe(cfg, released_steps: int, n_train: int, n_members: int) -> Recipe:
     steps = shadow_steps(released_steps, n_train, n_members)
-    dp = dp_recipe(cfg.privacy, n_members, cfg.tune.batch_size, steps) if cfg.privacy.enabled else None
+    dp = dp_recipe(cfg.privacy, n_train, n_members, cfg.tune.batch_size, steps) if cfg.privacy.enabled else None
     return Recipe(steps=steps, dp=dp)
 
 
@@ -128,6 +148,6 @@ def _report(cfg, result: dict, recipes: list[Recipe], member, n_train: int, tune
 
 def summary_line(report: dict) -> str:
     r = report["lira"]
-    low = ", ".join(f"TPR {100 * v:.1f} % at FPR {100 * float(f):g} %" for f, v in r["tpr_at_fpr"].items())
+    low = ", ".join(f"TPR {100 * v:.1f} % at FPR {100 * float(f):g} %" for f, v in r["tpr_at_fpr"].items() if v is not None)
     return (f"audit: LiRA AUC {r['auc']:.3f} ({low}; confidence alone: AUC {r['confidence_auc']:.3f}), "
             f"{report['shadows']} shadow prompts on {report['pool']} training examples")

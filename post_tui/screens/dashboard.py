@@ -96,6 +96,7 @@ class DashboardScreen(Screen):
                  resume: bool = False) -> None:
         super().__init__()
         self.config = config
+        self.run_stages: list[str] | None = None  # set when one stage (the audit) was started on this dashboard
         self.out = Path(out) if out is not None else None
         self.replay_dir = Path(run_dir) if run_dir is not None else None
         self.resume_on_start = resume
@@ -141,6 +142,7 @@ class DashboardScreen(Screen):
         self.query_one("#main", ContentSwitcher).current = "curves"
         self.remove_class("-results")
         self.cancel_event = threading.Event()
+        self.run_stages = stages  # what r continues: the whole run, or the one stage started here (the audit)
         self._engine(self.config, out, resume, self.cancel_event, stages)
         self.refresh_bindings()
 
@@ -333,7 +335,8 @@ class DashboardScreen(Screen):
         if self.config is None:
             self.notify("this run folder has no valid config.toml to resume from", severity="error")
             return
-        self.start(Path(run_dir) if run_dir else self.out, resume=bool(run_dir))
+        stages = self.run_stages
+        self.start(Path(run_dir) if run_dir else self.out, resume=bool(run_dir) and not stages, stages=stages)
 
     def action_export(self) -> None:
         """POST's prompt as a PEFT adapter in <run>/peft-post (post export RUN --out RUN/peft-post)."""
