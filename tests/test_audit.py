@@ -67,6 +67,7 @@ def test_each_examples_groups_are_cut_to_the_same_size_from_the_right_shadows():
 def test_design_is_balanced_seeded_and_checked():
     member = design.membership(37, 6, seed=3)
     assert member.shape == (6, 37) and (member.sum(0) == 3).all()
+    # exact: a seeded CPU generator draws the same bits on every machine and nothing is trained or summed
     assert torch.equal(member, design.membership(37, 6, seed=3))
     assert not torch.equal(member, design.membership(37, 6, seed=4))
     for shadows in (2, 4, 5):  # 4: groups of one shadow left, no variance to fit
