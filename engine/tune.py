@@ -33,7 +33,7 @@ def tune_prompt(ctx, stage: str, model, tokenizer, model_id: str, steps: int | N
     splits = loading.task(ctx, tokenizer)
     train, val = splits["train"], splits["validation"].head(cfg.tune.eval_size)
     verbalizer = loading.verbalizer(ctx, tokenizer)
-    pad, bos = tokenizer.pad_token_id, bos_id(tokenizer)
+    pad = tokenizer.pad_token_id
     prompt = SoftPrompt.from_text(model, tokenizer, cfg.task.prompt_init, cfg.tune.prompt_length,
                                   model_id=model_id, tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
                                   stage=stage)
@@ -42,11 +42,7 @@ def tune_prompt(ctx, stage: str, model, tokenizer, model_id: str, steps: int | N
     fingerprint = records.digest(inputs or {})
     checkpoint = Checkpointer(ctx, folder / "checkpoint.pt", fingerprint)
 
-    def loss_fn(prompt_copy, indices):
-        batch = collate(train, indices, pad, ctx.device)
-        logits = prompted_logits(model, batch["input_ids"], batch["attention_mask"],
-                                 prompt_copy.to(ctx.device), bos, ctx.dtype)
-        return cloze_loss(verbalizer.class_scores(logits), batch["labels"])
+    loss_fn = cloze_loss_fn(ctx, model, tokenizer, train, verbalizer)
 
     def validate():
         return accuracy(prompt_logit_fn(model, tokenizer, prompt, ctx.dtype), val, verbalizer,
@@ -80,6 +76,20 @@ def tune_prompt(ctx, stage: str, model, tokenizer, model_id: str, steps: int | N
     if dp is None and result.best_weight is not None and not result.cancelled:
         prompt.weight.data.copy_(result.best_weight)
     return prompt, result, dp
+
+
+def cloze_loss_fn(ctx, model, tokenizer, examples, verbalizer):
+    """Prompt tuning's per-example loss on `examples` (the training loop's LossFn): the cloze
+    cross-entropy over the class scores at the prediction position. Tune, full PT and the audit's
+    shadows train with this one."""
+    pad, bos = tokenizer.pad_token_id, bos_id(tokenizer)
+
+    def loss_fn(prompt_copy, indices):
+        batch = collate(examples, indices, pad, ctx.device)
+        logits = prompted_logits(model, batch["input_ids"], batch["attention_mask"],
+                                 prompt_copy.to(ctx.device), bos, ctx.dtype)
+        return cloze_loss(verbalizer.class_scores(logits), batch["labels"])
+    return loss_fn
 
 
 def _dp_session(ctx, stage, inputs: dict, fingerprint: str, n_train: int, total: int, prompt, start):

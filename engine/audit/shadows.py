@@ -17,10 +17,10 @@ import torch
 
 from engine.audit.lira import confidence_logit
 from engine.data.tasks import Examples, collate, eval_batches
-from engine.losses import cloze_loss
-from engine.prompt import SoftPrompt, bos_id, prompted_logits
+from engine.prompt import SoftPrompt
 from engine.sampling import shuffled_batches
 from engine.training import make_optimizer, mean_gradient, train_prompt
+from engine.tune import cloze_loss_fn
 
 
 @dataclass
@@ -53,14 +53,8 @@ def train_shadow(ctx, model, tokenizer, members: Examples, verbalizer, recipe: R
                  label: str) -> tuple[SoftPrompt, bool]:
     """The shadow's prompt and whether it finished (False: cancelled midway; nothing of it is kept)."""
     cfg = ctx.config
-    pad, bos = tokenizer.pad_token_id, bos_id(tokenizer)
     prompt = SoftPrompt.from_text(model, tokenizer, cfg.task.prompt_init, cfg.tune.prompt_length)
-
-    def loss_fn(prompt_copy, indices):
-        batch = collate(members, indices, pad, ctx.device)
-        logits = prompted_logits(model, batch["input_ids"], batch["attention_mask"], prompt_copy.to(ctx.device),
-                                 bos, ctx.dtype)
-        return cloze_loss(verbalizer.class_scores(logits), batch["labels"])
+    loss_fn = cloze_loss_fn(ctx, model, tokenizer, members, verbalizer)  # tune's own loss
 
     optimizer = make_optimizer(cfg.tune.optimizer, [prompt.weight], cfg.tune.lr)
     if recipe.dp is None:
@@ -85,11 +79,10 @@ def _dp_mechanism(ctx, label: str, dp: dict, n_members: int, shape: tuple[int, .
 @torch.inference_mode()
 def pool_phi(ctx, model, tokenizer, prompt: SoftPrompt, pool: Examples, verbalizer) -> torch.Tensor:
     """(N,) φ of every pool example under the prompt, in the pool's order (float64)."""
-    pad, bos = tokenizer.pad_token_id, bos_id(tokenizer)
-    weight = prompt.weight.to(ctx.device)
+    from engine.evaluate import prompt_logit_fn
+    logits_of = prompt_logit_fn(model, tokenizer, prompt, ctx.dtype)  # the eval's prompted forward
     phi = torch.empty(len(pool), dtype=torch.float64)
     for indices in eval_batches(pool, ctx.config.eval.batch_size):
-        batch = collate(pool, indices, pad, ctx.device)
-        logits = prompted_logits(model, batch["input_ids"], batch["attention_mask"], weight, bos, ctx.dtype)
-        phi[torch.tensor(indices)] = confidence_logit(verbalizer.class_scores(logits), batch["labels"]).cpu()
+        batch = collate(pool, indices, tokenizer.pad_token_id, ctx.device)
+        phi[torch.tensor(indices)] = confidence_logit(verbalizer.class_scores(logits_of(batch)), batch["labels"]).cpu()
     return phi
