@@ -226,6 +226,9 @@ class DistillConfig(Section):
     weight_lm: float = Field(2.0, ge=0)
     weight_cos: float = Field(1.0, ge=0)
     weight_mse: float = Field(10.0, ge=0, description="hidden loss only: weight of the mean squared error")
+    init: Literal["kept", "merged"] = Field("kept", description="How the student's blocks start: kept = the teacher's kept "
+                                            "blocks as they are; merged = each the mean of its kept block and the dropped "
+                                            "blocks nearest it (BENCHMARKS.md: the student levers)")
     cue_weight: float = Field(1.0, ge=1, description="hidden loss only: how much more the positions that end the "
                               "template's cue (where the task's label word comes next) count than other positions")
     freeze_embeddings: bool = True
@@ -387,6 +390,9 @@ class RunConfig(Section):
         if self.distill.align and not self.models.small:
             raise ValueError("distill.align aligns the pre-trained student of models.small: set models.small, or "
                              "distill.align = false to distil one from the large model's blocks")
+        if self.distill.init == "merged" and self.models.small:
+            raise ValueError("distill.init = \"merged\" starts the student from the large model's blocks; with "
+                             "models.small the student is that model: remove distill.init or models.small")
         if self.distill.align and self.distill.loss != "kd":
             raise ValueError("distill.align trains a student of its own width on the large model's logits: "
                              "set distill.loss = \"kd\"")

@@ -89,6 +89,8 @@ def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
         d.pop("cue_weight")
     if not d.get("align"):  # likewise: students made before distill.align keep their keys
         d.pop("align", None)
+    if d.get("init") == "kept":  # likewise: the default start leaves earlier students' keys as they were
+        d.pop("init")
     if keep is not None:
         d["blocks"] = list(keep)
     from engine.fingerprints import content_id
@@ -311,7 +313,7 @@ def student_plan(cfg, teacher, tokenizer) -> tuple[list[int] | None, dict, str]:
 def _starting_student(ctx, teacher, keep):
     """The student before training, float32 master weights: the teacher's kept blocks, or models.small."""
     if keep is not None:
-        return make_student(teacher, keep).to(ctx.device, torch.float32)
+        return make_student(teacher, keep, ctx.config.distill.init).to(ctx.device, torch.float32)
     from engine.models import check_same_tokenizer, load
     model, tokenizer = load(ctx.config.models.small, ctx.config.runtime.seed, ctx.config.models.trust_remote_code)
     large = loading.large(ctx)
@@ -331,7 +333,8 @@ def _run_distill(ctx) -> Path | None:
     final = _cache_dir("students") / key
     folder = ctx.stage_dir("distill")
     records.clear(folder)
-    what = (f"student keeps blocks {keep} of {teacher.config.num_hidden_layers}" if keep is not None else
+    merged = ", each the mean of its group of blocks" if cfg.distill.init == "merged" else ""
+    what = (f"student keeps blocks {keep} of {teacher.config.num_hidden_layers}{merged}" if keep is not None else
             f"aligning {cfg.models.small} to {cfg.models.large}")
     ctx.emit(StageStarted(stage="distill", total_steps=cfg.distill.steps, description=what))
     start = time.time()

@@ -232,23 +232,53 @@ def read_weights(model: nn.Module, wanted) -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-def make_student(teacher: nn.Module, blocks: list[int]) -> nn.Module:
-    """A copy of `teacher` that keeps only `blocks`; embeddings, final norm and LM head copied."""
-    keep = resolve_blocks(blocks, teacher.config.num_hidden_layers)
+def merge_groups(keep: list[int], n_layers: int) -> dict[int, int]:
+    """Teacher block → the student block that absorbs it under `distill.init = "merged"`: a dropped
+    block goes to the nearer kept neighbour (a run of dropped blocks is split in half between the
+    kept blocks around it; ties to the earlier one), blocks before the first kept one to it, after
+    the last kept one to it. Every teacher block belongs to exactly one group."""
+    owner = {}
+    for block in range(n_layers):
+        before = [k for k in keep if k <= block]
+        after = [k for k in keep if k >= block]
+        if not before or (after and after[0] - block < block - before[-1]):
+            owner[block] = keep.index(after[0])
+        else:
+            owner[block] = keep.index(before[-1])
+    return owner
+
+
+def make_student(teacher: nn.Module, blocks: list[int], init: str = "kept") -> nn.Module:
+    """A copy of `teacher` that keeps only `blocks`; embeddings, final norm and LM head copied.
+    init "kept": each student block is its teacher block; "merged": the mean of the teacher blocks of
+    its group (merge_groups), so the dropped blocks' weights are not simply thrown away."""
+    n_layers = teacher.config.num_hidden_layers
+    keep = resolve_blocks(blocks, n_layers)
     prefix, _ = block_list(teacher)
     student = type(teacher)(_student_config(teacher.config, keep))
-    new_index = {old: new for new, old in enumerate(keep)}
+    if init == "merged":
+        group_of = merge_groups(keep, n_layers)
+    else:
+        group_of = {old: new for new, old in enumerate(keep)}
+    sizes = {new: list(group_of.values()).count(new) for new in set(group_of.values())}
     pattern = re.compile(rf"^{re.escape(prefix)}\.(\d+)\.(.*)$")
     state = {}
-    for key, value in read_weights(teacher, lambda k: (m := pattern.match(k)) is None or int(m.group(1)) in keep):
+    for key, value in read_weights(teacher, lambda k: (m := pattern.match(k)) is None or int(m.group(1)) in group_of):
         match = pattern.match(key)
         if match is None:
             state[key] = value
-        else:
-            state[f"{prefix}.{new_index[int(match.group(1))]}.{match.group(2)}"] = value
+            continue
+        new_key = f"{prefix}.{group_of[int(match.group(1))]}.{match.group(2)}"
+        if sizes[group_of[int(match.group(1))]] == 1:
+            state[new_key] = value
+        else:  # a running mean in float32: no list of the group's tensors is held
+            part = value.detach().to(torch.float32) / sizes[group_of[int(match.group(1))]]
+            state[new_key] = state[new_key] + part if new_key in state else part
     missing, unexpected = student.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith(("attn.bias", "masked_bias", "rotary_emb.inv_freq"))]
     if missing or unexpected:
         raise PostError(f"cannot build the student: missing {missing[:3]}, unexpected {unexpected[:3]}")
     student.config.post_student_of_blocks = keep
+    if init == "merged":
+        student.config.post_student_init = "merged"
     return student.eval()

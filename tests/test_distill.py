@@ -197,3 +197,45 @@ def test_long_teacher_caching_says_how_far_it_is(tmp_path, monkeypatch):
     teacher_hidden_states(ctx, teacher, rows, corpus_key(teacher_identity(cfg, teacher, tokenizer), rows))
     progress = [m for m in said if m.startswith("teacher hidden states:")]
     assert progress[0].startswith("teacher hidden states: 32 of 70 rows") and "70 of 70 rows" in progress[-1]
+
+
+def test_merge_groups_split_each_run_of_dropped_blocks_between_its_neighbours():
+    from engine.models import merge_groups
+    # SmolLM2's demo blocks [0, 1, 28, 29] of 30: 2..14 to block 1, 15..27 to block 28
+    owner = merge_groups([0, 1, 28, 29], 30)
+    assert [b for b in range(30) if owner[b] == 1] == list(range(1, 15))
+    assert [b for b in range(30) if owner[b] == 2] == list(range(15, 29))
+    assert owner[0] == 0 and owner[29] == 3
+    # blocks before the first kept one and after the last go to them; a tie goes to the earlier block
+    assert merge_groups([2, 4], 7) == {0: 0, 1: 0, 2: 0, 3: 0, 4: 1, 5: 1, 6: 1}
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_merged_student_block_is_the_mean_of_its_group(family):
+    from engine.models import block_list, make_student
+    from tests.helpers import tiny_pair
+    teacher = tiny_pair(family, layers=4)[0]
+    kept, merged = make_student(teacher, [0, -1]), make_student(teacher, [0, -1], "merged")
+    _, blocks = block_list(teacher)
+    _, kept_blocks = block_list(kept)
+    _, merged_blocks = block_list(merged)
+    for name, weight in merged_blocks[0].state_dict().items():  # student block 0 = mean of teacher blocks 0, 1
+        want = (blocks[0].state_dict()[name].float() + blocks[1].state_dict()[name].float()) / 2
+        torch.testing.assert_close(weight, want, rtol=0, atol=1e-7)
+        assert torch.equal(kept_blocks[0].state_dict()[name], blocks[0].state_dict()[name])
+    if family == "llama":  # llama's tiny blocks differ from one another: the merge really changed the weights
+        assert not torch.equal(merged_blocks[1].state_dict()["mlp.up_proj.weight"], blocks[3].state_dict()["mlp.up_proj.weight"])
+    assert merged.config.post_student_init == "merged"
+
+
+def test_a_merged_start_is_another_student_and_refused_beside_models_small(tmp_path):
+    first, _ = distill(tmp_path, "a")
+    merged, events = distill(tmp_path, "m", 'distill.init="merged"')
+    assert merged["key"] != first["key"] and not merged["reused"]
+    assert any("mean of its group" in e.get("description", "") for e in events)
+    kept, _ = distill(tmp_path, "k", 'distill.init="kept"')  # the default, said aloud: the same student
+    assert kept["key"] == first["key"] and kept["reused"]
+    result = runner.invoke(app, ["run", "--preset", "smoke", "--out", str(tmp_path / "s"), "--set", 'distill.init="merged"',
+                                 "--set", 'models.small="tiny:gpt2"'])
+    assert result.exit_code == 2 and "distill.init" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "s").exists()
