@@ -240,9 +240,9 @@ def _student(large, blocks: list[int]):
 def corpus_rows(cfg, tok) -> int:
     """Rows of the distillation corpus as the pipeline packs it (same tokenizer for the whole family)."""
     from engine.data.tasks import load_corpus
-    from engine.distill import corpus_source, pack
+    from engine.distill import corpus_texts, pack
     d = cfg.distill
-    texts = load_corpus(corpus_source(cfg), d.corpus_subset, d.corpus_split, d.corpus_field, d.max_texts, cfg.runtime.seed)
+    texts = corpus_texts(cfg)
     return len(pack(tok, [d.template.replace("{text}", t) for t in texts], d.seq_len))
 
 

@@ -206,7 +206,9 @@ class PublicConfig(Section):
 class DistillConfig(Section):
     enabled: bool = True
     blocks: list[int] = Field(default_factory=lambda: [0, -1], description="Teacher blocks the student keeps (negative counts from the end)")
-    corpus: str = Field("", description="Knowledge-distillation text: a data source like task.source; empty: the public set's source")
+    corpus: str | list[str] = Field("", description="Knowledge-distillation text: a data source like task.source, or a "
+                                    "list of them mixed (each source's texts, max_texts split evenly between them); "
+                                    "empty: the public set's source")
     corpus_subset: str = ""
     corpus_field: str = "text"
     corpus_split: str = "train"
@@ -242,6 +244,22 @@ class DistillConfig(Section):
     @classmethod
     def _has_text(cls, value: str) -> str:
         return check_template(value, ["text"])
+
+    @field_validator("corpus")
+    @classmethod
+    def _corpus_list(cls, value):
+        if isinstance(value, list):
+            from engine.data.generated import GENERATED
+            if not value or any(not isinstance(v, str) or not v.strip() for v in value):
+                raise ValueError("a list of corpora names each source, e.g. [\"amazon\", \"nyt\"]; for the public "
+                                 "set's source leave distill.corpus empty")
+            if len(set(value)) != len(value):
+                raise ValueError(f"{value} names a source twice: list each once")
+            if GENERATED in value:
+                raise ValueError("\"generated\" is written by the transfer, after distillation: it cannot be a corpus")
+            if len(value) == 1:
+                return value[0]
+        return value
 
 
 class TuneConfig(Section):

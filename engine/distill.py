@@ -95,8 +95,10 @@ def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
         d["blocks"] = list(keep)
     from engine.fingerprints import content_id
     d["corpus"] = corpus_source(cfg)
-    if content_id(d["corpus"]) != d["corpus"]:  # a local corpus file: its content, so an edit makes a new student
-        d["corpus_content"] = content_id(d["corpus"])
+    sources = d["corpus"] if isinstance(d["corpus"], list) else [d["corpus"]]
+    contents = [content_id(source) for source in sources]
+    if contents != sources:  # a local corpus file: its content, so an edit makes a new student
+        d["corpus_content"] = contents if isinstance(d["corpus"], list) else contents[0]
     return _digest({**identity, "distill": d, "v": 2})
 
 
@@ -106,8 +108,20 @@ def corpus_key(identity: dict, rows: torch.Tensor) -> str:
     return _digest({**identity, "rows": hashlib.sha256(rows.numpy().tobytes()).hexdigest(), "v": 1})
 
 
-def corpus_source(cfg) -> str:
+def corpus_source(cfg) -> str | list[str]:
     return cfg.distill.corpus or cfg.public.source
+
+
+def corpus_texts(cfg) -> list[str]:
+    """The distillation texts: one source's, or a mix's — each source gives its share of
+    distill.max_texts (all its texts when 0), one after the other; the student's steps draw
+    rows in a shuffled order, so the sources mix in every epoch."""
+    d, sources = cfg.distill, corpus_source(cfg)
+    if isinstance(sources, str):
+        return load_corpus(sources, d.corpus_subset, d.corpus_split, d.corpus_field, d.max_texts, cfg.runtime.seed)
+    share = -(-d.max_texts // len(sources))  # ceiling; 0 stays 0 (every text)
+    return [t for source in sources
+            for t in load_corpus(source, d.corpus_subset, d.corpus_split, d.corpus_field, share, cfg.runtime.seed)]
 
 
 def _learning_rate(step: int, total: int, warmup: float) -> float:
@@ -348,8 +362,7 @@ def _run_distill(ctx) -> Path | None:
         summary["reused"] = True
     else:
         d = cfg.distill
-        texts = load_corpus(corpus_source(cfg), d.corpus_subset, d.corpus_split, d.corpus_field, d.max_texts,
-                            cfg.runtime.seed)
+        texts = corpus_texts(cfg)
         rows = pack(tokenizer, [d.template.replace("{text}", t) for t in texts], d.seq_len)
         targets = None
         if d.loss == "hidden" and d.steps * d.batch_size > len(rows):  # the corpus is read more than once

@@ -239,3 +239,46 @@ def test_a_merged_start_is_another_student_and_refused_beside_models_small(tmp_p
                                  "--set", 'models.small="tiny:gpt2"'])
     assert result.exit_code == 2 and "distill.init" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "s").exists()
+
+
+def _corpus_folder(folder, texts):
+    folder.mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return str(folder)
+
+
+def test_a_corpus_mix_reads_each_source_its_share(tmp_path):
+    from engine.distill import corpus_texts, student_key
+    a = _corpus_folder(tmp_path / "a", [f"alpha text {i}" for i in range(6)])
+    b = _corpus_folder(tmp_path / "b", [f"beta text {i}" for i in range(9)])
+    mixed = load_config("smoke", overrides=[f'distill.corpus=["{a}", "{b}"]'])
+    texts = corpus_texts(mixed)
+    assert sorted(texts) == sorted([f"alpha text {i}" for i in range(6)] + [f"beta text {i}" for i in range(9)])
+    capped = load_config("smoke", overrides=[f'distill.corpus=["{a}", "{b}"]', "distill.max_texts=8"])
+    texts = corpus_texts(capped)  # 8 texts split evenly: 4 from each source
+    assert sum(t.startswith("alpha") for t in texts) == 4 and sum(t.startswith("beta") for t in texts) == 4
+    one = load_config("smoke", overrides=[f'distill.corpus=["{a}"]'])
+    assert one.distill.corpus == a  # a list of one source is that source: the same student as the plain name
+    plain = load_config("smoke", overrides=[f'distill.corpus="{a}"'])
+    identity = {"teacher": "t"}
+    assert student_key(one, identity, [0]) == student_key(plain, identity, [0])
+    assert student_key(mixed, identity, [0]) != student_key(plain, identity, [0])
+    before = student_key(mixed, identity, [0])
+    (tmp_path / "b" / "corpus.jsonl").write_text(json.dumps({"text": "edited"}) + "\n")
+    assert student_key(mixed, identity, [0]) != before  # a local source edited in place: another student
+
+
+@pytest.mark.parametrize("corpus, says", [('[]', "each source"), ('["amazon", "amazon"]', "twice"),
+                                          ('["amazon", "generated"]', "written by the transfer"),
+                                          ('["amazon", ""]', "each source")])
+def test_a_bad_corpus_list_is_a_one_line_error(tmp_path, corpus, says):
+    result = runner.invoke(app, ["run", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set", f"distill.corpus={corpus}"])
+    assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_mixed_corpus_distils_from_both_sources(tmp_path):
+    a = _corpus_folder(tmp_path / "a", [f"the movie was great number {i}" for i in range(30)])
+    summary, _ = distill(tmp_path, "m", f'distill.corpus=["smoke", "{a}"]')
+    single, _ = distill(tmp_path, "s")
+    assert summary["corpus_rows"] > single["corpus_rows"] and summary["key"] != single["key"]

@@ -61,7 +61,9 @@ def preset_info(name: str) -> dict[str, Any]:
     refs = {"large model": cfg.models.large, "student": cfg.models.small, "task": cfg.task.source,
             "public": cfg.public.source}
     if cfg.distill.enabled and not cfg.models.small:
-        refs["distill corpus"] = cfg.distill.corpus or cfg.public.source
+        corpus = cfg.distill.corpus or cfg.public.source
+        for i, source in enumerate(corpus if isinstance(corpus, list) else [corpus]):
+            refs["distill corpus" + (f" {i + 1}" if isinstance(corpus, list) else "")] = source
     statuses = {what: asset_status(ref) for what, ref in refs.items() if ref}
     info["assets"] = statuses
     words = {word for word, _ in statuses.values()}
