@@ -105,6 +105,16 @@ def tuned(folder, data, *extra):
     return folder
 
 
+def len_train(run) -> int:
+    return json.loads((run / "audit" / "audit.json").read_text())["train_examples"]
+
+
+def audit_steps(run) -> list[tuple[int, int]]:
+    """(step, total) of every audit progress event the run folder's events.jsonl holds, in order."""
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    return [(e["step"], e["total_steps"]) for e in events if e["event"] == "Progress" and e["stage"] == "audit"]
+
+
 def test_audit_tells_memorised_members_apart_and_dp_hides_them(tmp_path):
     data = random_label_csv(tmp_path / "coin.csv")
     plain = tuned(tmp_path / "plain", data)
@@ -137,11 +147,18 @@ def test_audit_resumes_its_finished_shadows_and_repeats_only_the_released_recipe
     run = tuned(tmp_path / "run", data, "tune.steps=30")
     invoke("audit", run, "--set", "audit.pool=40", "--set", "audit.shadows=6")
     first = json.loads((run / "audit" / "audit.json").read_text())
+    steps = audit_steps(run)  # one bar over all six shadows, not one that starts again per shadow
+    total = steps[0][1]
+    assert [s for s, _ in steps] == list(range(1, total + 1)) and {t for _, t in steps} == {total}
+    assert total % 6 == 0 and total == 6 * round(30 * 20 / len_train(run))  # six equal shadows of 20 members
     ctx = RunContext(config=validate(read_toml(run / "config.toml")), run_dir=run)
     assert pipeline.why_rerun(ctx, "audit") is None  # its record says done for these inputs
     (run / "audit" / "phi-2.safetensors").unlink()  # as if the run had stopped during shadow 3
+    seen = len(audit_steps(run))
     out = invoke("audit", run).output  # the pool and shadows come back from the run's config.toml
     assert out.count("audit: shadow ") == 1 and "shadow 3 of 6" in out
+    resumed = audit_steps(run)[seen:]  # shadow 3's steps, numbered after shadows 1 and 2
+    assert resumed[0][0] == steps[-1][0] // 6 * 2 + 1 and resumed[-1][0] == steps[-1][0] // 6 * 3
     again = json.loads((run / "audit" / "audit.json").read_text())
     assert again["lira"]["auc"] == pytest.approx(first["lira"]["auc"], abs=0.05)  # a shadow retrained: near, not equal
     invoke("audit", run, "--set", "audit.shadows=8")  # another design: every shadow anew

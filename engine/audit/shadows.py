@@ -11,12 +11,14 @@ like accuracies they are statistics of the private data, kept on the user's mach
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from engine.audit.lira import confidence_logit
 from engine.data.tasks import Examples, collate, eval_batches
+from engine.events import Metric, Progress
 from engine.prompt import SoftPrompt
 from engine.sampling import shuffled_batches
 from engine.training import make_optimizer, mean_gradient, train_prompt
@@ -47,6 +49,25 @@ def dp_recipe(privacy_cfg, n_train: int, n_members: int, batch_size: int, steps:
     eps = accounting.epsilon(accounting.add_steps([], sigma, q, steps), delta, privacy_cfg.accountant)
     return {"noise_multiplier": sigma, "sample_rate": q, "clip": float(privacy_cfg.clip), "delta": delta,
             "epsilon": eps, "accountant": privacy_cfg.accountant}
+
+
+class StepsAfter:
+    """The run context as one shadow's training sees it: its step events numbered after the steps of
+    the shadows before it, out of all the shadows' steps, so a progress bar and a loss curve run once
+    over the whole audit instead of starting again with every shadow. Everything else is ctx's."""
+
+    def __init__(self, ctx, stage: str, done: int, total: int):
+        self._ctx, self._stage, self._done, self._total = ctx, stage, done, total
+
+    def emit(self, event) -> None:
+        if isinstance(event, Progress) and event.stage == self._stage:
+            event = dataclasses.replace(event, step=self._done + event.step, total_steps=self._total)
+        elif isinstance(event, Metric) and event.stage == self._stage:
+            event = dataclasses.replace(event, step=self._done + event.step)
+        self._ctx.emit(event)
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
 
 
 def train_shadow(ctx, model, tokenizer, members: Examples, verbalizer, recipe: Recipe, seed: int,

@@ -21,7 +21,7 @@ import torch
 from engine import artifacts, fingerprints, loading, records
 from engine.audit import lira
 from engine.audit.design import membership, pool_indices
-from engine.audit.shadows import Recipe, dp_recipe, pool_phi, shadow_steps, train_shadow
+from engine.audit.shadows import Recipe, StepsAfter, dp_recipe, pool_phi, shadow_steps, train_shadow
 from engine.errors import PostError
 from engine.events import StageFinished, StageStarted
 
@@ -53,7 +53,8 @@ def run_audit(ctx) -> None:
             continue
         ctx.log(f"audit: shadow {k + 1} of {len(recipes)}: {int(member[k].sum())} examples, {recipe.steps} steps")
         members = pool.subset(member[k].nonzero().flatten().tolist())
-        prompt, finished = train_shadow(ctx, model, tokenizer, members, verbalizer, recipe,
+        shadow_ctx = StepsAfter(ctx, STAGE, sum(r.steps for r in recipes[:k]), sum(r.steps for r in recipes))
+        prompt, finished = train_shadow(shadow_ctx, model, tokenizer, members, verbalizer, recipe,
                                         seed=cfg.runtime.seed * 1_000_003 + k, label=STAGE)
         if not finished:  # the finished shadows stay; a resume trains this one again from its start
             records.write(folder, STAGE, records.CANCELLED, inputs, {}, steps=sum(recipes[j].steps for j in phis),
