@@ -296,6 +296,9 @@ class TransferConfig(Section):
         "how L2 compares the prompt's effect: \"paper\": the two models' logit changes; \"applied\": the small "
         "change added to the large model's logits (the inference-time transfer's output) against the large "
         "prompted output — the same optimum, errors weighed where a prediction can flip"))
+    init: Literal["text", "small"] = Field("text", description=(
+        "where the large model's prompt starts: \"text\": task.prompt_init's embeddings (the paper), \"small\": "
+        "the user's small prompt itself (Direct's prompt; the student shares the large model's embedding width)"))
     steps: int = Field(300, ge=0)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
@@ -567,7 +570,8 @@ def to_toml(config: RunConfig) -> str:
 
 # Settings added after runs were recorded, with the default that reproduces what those runs did. At that
 # default they are left out of every digest, so the run folders and suite reports made before them stay current.
-LATE_DEFAULTS: dict[str, dict[str, Any]] = {"transfer": {"shift_loss": "paper"}}
+LATE_DEFAULTS: dict[str, dict[str, Any]] = {"transfer": {"shift_loss": "paper", "init": "text"},
+                                            "distill": {"init": "kept"}}
 
 # Sections that say how a run is examined, not what its stages compute: never in a digest, so setting them
 # reruns nothing (the audit's own record keys on its section).

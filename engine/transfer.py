@@ -16,6 +16,7 @@ from engine import artifacts, diagnostics, distributed, fingerprints, loading, r
 from engine import methods as registry
 from engine.checkpoint import Checkpointer
 from engine.data.tasks import collate, eval_batches
+from engine.errors import PostError
 from engine.events import StageFinished, StageStarted
 from engine.losses import transfer_loss
 from engine.models import tokenizer_fingerprint
@@ -53,14 +54,31 @@ def fixed_targets(ctx, large, small, tokenizer, small_prompt: SoftPrompt, public
     return {k: v[inverse] for k, v in gathered.items()}  # row i ↔ public example i
 
 
+def starting_prompt(ctx, large, tokenizer, stage: str, method: str, alpha: float,
+                    small_prompt: SoftPrompt | None = None) -> SoftPrompt:
+    """The large model's prompt before the transfer: the task's init text (the paper), or with
+    transfer.init = "small" the user's small prompt — already released, so starting from it reads
+    nothing private (post-processing); the student keeps the large model's embedding width."""
+    cfg = ctx.config
+    prompt = SoftPrompt.from_text(large, tokenizer, cfg.task.prompt_init, cfg.tune.prompt_length,
+                                  model_id=cfg.models.large, tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+                                  stage=stage, method=method, alpha=str(alpha))
+    if cfg.transfer.init == "small":
+        prompt.metadata["init"] = "small prompt"
+        small_prompt = small_prompt or SoftPrompt.load(loading.small_prompt_path(ctx))
+        if small_prompt.weight.shape != prompt.weight.shape:
+            raise PostError(f"transfer.init = \"small\": the small prompt is {tuple(small_prompt.weight.shape)} and the "
+                            f"large model's {tuple(prompt.weight.shape)} (a student of another width): use transfer.init = \"text\"")
+        prompt.weight.data.copy_(small_prompt.weight.detach().float())
+    return prompt
+
+
 def transfer_prompt(ctx, method: str, alpha: float, large, tokenizer, public, targets,
                     checkpoint: Checkpointer | None = None) -> tuple[SoftPrompt, object]:
     cfg = ctx.config
     stage = f"transfer:{method}"
     bos, pad = bos_id(tokenizer), tokenizer.pad_token_id
-    prompt = SoftPrompt.from_text(large, tokenizer, cfg.task.prompt_init, cfg.tune.prompt_length,
-                                  model_id=cfg.models.large, tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
-                                  stage=stage, method=method, alpha=str(alpha))
+    prompt = starting_prompt(ctx, large, tokenizer, stage, method, alpha)
     columns = label_columns(ctx, tokenizer)
     targets = {k: v[:, columns].to(ctx.device) for k, v in targets.items()}
 

@@ -24,3 +24,33 @@ def test_the_run_says_it_before_tuning(tmp_path):
                                              "eval.full_pt=false", "task.max_eval=8"])
     assert result.exit_code == 0, result.output
     assert "tune.prompt_length is 2" in result.output
+
+
+def test_transfer_init_small_starts_the_large_prompt_at_the_small_one(tmp_path):
+    import json
+
+    import torch
+
+    from engine.prompt import SoftPrompt
+    sets = ["distill.steps=4", "tune.steps=4", "transfer.steps=0", "eval.full_pt=false", "task.max_eval=8"]
+    text = tmp_path / "text"
+    assert run_with_sets(text, sets).exit_code == 0
+    small = tmp_path / "small"
+    result = run_with_sets(small, sets + ['transfer.init="small"'])
+    assert result.exit_code == 0, result.output
+    tuned = SoftPrompt.load(small / "tune" / "prompt.safetensors").weight
+    started = SoftPrompt.load(small / "transfer" / "post.safetensors")
+    assert torch.equal(started.weight, tuned) and started.metadata["init"] == "small prompt"  # 0 steps: the start itself
+    from_text = SoftPrompt.load(text / "transfer" / "post.safetensors")  # the paper's start: the init text
+    assert not torch.equal(from_text.weight, SoftPrompt.load(text / "tune" / "prompt.safetensors").weight)
+    assert "init" not in from_text.metadata
+    inputs = [json.loads((run / "transfer" / "post.json").read_text())["inputs"] for run in (text, small)]
+    assert inputs[0] != inputs[1]  # another start is another transfer: a finished one is not kept across it
+
+
+def test_the_new_inits_at_their_defaults_leave_every_digest_as_it_was():
+    from engine.config import stable_dump
+    from engine.presets import load_config
+    dump = stable_dump(load_config("starter"))
+    assert "init" not in dump["transfer"] and "init" not in dump["distill"]
+    assert "init" in stable_dump(load_config("starter", overrides=['transfer.init="small"']))["transfer"]
