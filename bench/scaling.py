@@ -239,7 +239,6 @@ def _student(large, blocks: list[int]):
 
 def corpus_rows(cfg, tok) -> int:
     """Rows of the distillation corpus as the pipeline packs it (same tokenizer for the whole family)."""
-    from engine.data.tasks import load_corpus
     from engine.distill import corpus_texts, pack
     d = cfg.distill
     texts = corpus_texts(cfg)

@@ -245,20 +245,24 @@ class DistillConfig(Section):
     def _has_text(cls, value: str) -> str:
         return check_template(value, ["text"])
 
-    @field_validator("corpus")
+    @field_validator("corpus", mode="before")
     @classmethod
-    def _corpus_list(cls, value):
-        if isinstance(value, list):
-            from engine.data.generated import GENERATED
-            if not value or any(not isinstance(v, str) or not v.strip() for v in value):
-                raise ValueError("a list of corpora names each source, e.g. [\"amazon\", \"nyt\"]; for the public "
-                                 "set's source leave distill.corpus empty")
-            if len(set(value)) != len(value):
-                raise ValueError(f"{value} names a source twice: list each once")
-            if GENERATED in value:
-                raise ValueError("\"generated\" is written by the transfer, after distillation: it cannot be a corpus")
-            if len(value) == 1:
-                return value[0]
+    def _corpus_sources(cls, value):
+        from engine.data.generated import GENERATED
+        listed = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and (not value or any(not isinstance(v, str) or not v.strip() for v in value)):
+            raise ValueError("a list of corpora names each source, e.g. [\"amazon\", \"nyt\"]; for the public "
+                             "set's source leave distill.corpus empty")
+        if not all(isinstance(v, str) for v in listed):
+            raise ValueError(f"{value!r} is not a data source: give its name (\"amazon\"), a file, or a list of them")
+        names = [v.strip() for v in listed]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{value} names a source twice: list each once")
+        if GENERATED in names:
+            raise ValueError("\"generated\" is written by the transfer, after distillation: it cannot be the "
+                             "distillation corpus; name a data source (\"amazon\", a file)")
+        if isinstance(value, list) and len(value) == 1:
+            return value[0]
         return value
 
 

@@ -113,14 +113,18 @@ def corpus_source(cfg) -> str | list[str]:
 
 
 def corpus_texts(cfg) -> list[str]:
-    """The distillation texts: one source's, or a mix's — each source gives its share of
-    distill.max_texts (all its texts when 0), one after the other; the student's steps draw
+    """The distillation texts: one source's, or a mix's — each source gives an equal share of
+    distill.max_texts (the first sources one more where it does not divide; all their texts when 0),
+    one source after the other; the student's steps draw
     rows in a shuffled order, so the sources mix in every epoch."""
     d, sources = cfg.distill, corpus_source(cfg)
     if isinstance(sources, str):
         return load_corpus(sources, d.corpus_subset, d.corpus_split, d.corpus_field, d.max_texts, cfg.runtime.seed)
-    share = -(-d.max_texts // len(sources))  # ceiling; 0 stays 0 (every text)
-    return [t for source in sources
+    shares = [d.max_texts // len(sources) + (i < d.max_texts % len(sources)) for i in range(len(sources))]
+    if d.max_texts and min(shares) == 0:
+        raise PostError(f"distill.max_texts = {d.max_texts} cannot give each of the {len(sources)} corpora a text: "
+                        f"set it to at least {len(sources)}, or 0 for every text")
+    return [t for source, share in zip(sources, shares)  # max_texts 0: every text of each source
             for t in load_corpus(source, d.corpus_subset, d.corpus_split, d.corpus_field, share, cfg.runtime.seed)]
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -163,6 +164,15 @@ def layer_count(ref: str) -> int | None:
     if ref.startswith("tiny:"):
         from engine.tiny import LAYERS
         return LAYERS
+    return _config_int(ref, ("num_hidden_layers", "n_layer"))
+
+
+def hidden_size(ref: str) -> int | None:
+    """The embedding width of model `ref` from its config.json, like layer_count; None when unknown."""
+    return None if ref.startswith("tiny:") else _config_int(ref, ("hidden_size", "n_embd"))
+
+
+def _config_int(ref: str, keys: tuple[str, ...]) -> int | None:
     path = Path(ref).expanduser()
     if not path.is_dir():
         try:
@@ -185,7 +195,7 @@ def layer_count(ref: str) -> int | None:
     except (OSError, ValueError):
         return None
     for section in (config, config.get("text_config") or {}):
-        for key in ("num_hidden_layers", "n_layer"):
+        for key in keys:
             if isinstance(section.get(key), int):
                 return section[key]
     return None
@@ -209,14 +219,14 @@ def _student_config(config, keep: list[int]):
     return cfg
 
 
-def read_weights(model: nn.Module, wanted) -> list[tuple[str, torch.Tensor]]:
-    """(name, tensor) of every tensor of `model` whose name `wanted` accepts: resident ones as they are
-    (no copy: callers copy what they keep, load_state_dict does), and weights accelerate offloaded (the
-    module's own tensors on 'meta') read back to the CPU one module at a time, so a teacher split over
-    devices or disk never needs to fit in memory whole — only the blocks the student keeps."""
+def read_weights(model: nn.Module, wanted) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every tensor of `model` whose name `wanted` accepts, one module at a time:
+    resident ones as they are (no copy: callers copy what they keep, load_state_dict does), and
+    weights accelerate offloaded (the module's own tensors on 'meta') read back to the CPU, so a
+    teacher split over devices or disk never needs to fit in memory whole — only what the caller
+    keeps (the student's blocks; under a merged start, running means of them)."""
     import contextlib
     from accelerate.utils import align_module_device, has_offloaded_params
-    out = []
     for name, module in model.named_modules():
         persistent = [k for k, _ in module.named_buffers(recurse=False) if k not in module._non_persistent_buffers_set]
         own = [k for k, _ in module.named_parameters(recurse=False)] + persistent  # what state_dict() holds
@@ -227,9 +237,9 @@ def read_weights(model: nn.Module, wanted) -> list[tuple[str, torch.Tensor]]:
         with align_module_device(module, "cpu") if offloaded else contextlib.nullcontext():
             tensors = {**dict(module.named_parameters(recurse=False)), **dict(module.named_buffers(recurse=False))}
             # an offloaded module's tensors go back to 'meta' when the context ends: keep a copy of those only
-            out += [(f"{name}.{k}" if name else k, tensors[k].detach().to("cpu", copy=True) if offloaded
-                     else tensors[k].detach()) for k in keys]
-    return out
+            chunk = [(f"{name}.{k}" if name else k, tensors[k].detach().to("cpu", copy=True) if offloaded
+                      else tensors[k].detach()) for k in keys]
+        yield from chunk
 
 
 def merge_groups(keep: list[int], n_layers: int) -> dict[int, int]:

@@ -175,6 +175,9 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
     model, tokenizer = loading.large(ctx) if owner_side else loading.small(ctx)  # the user may lack the large model
     if owner_side and cfg.student_source == "given":
         loading.both(ctx)  # a given student with another tokenizer: refused now, not after tuning
+    if "transfer" in stages:
+        from engine.transfer import check_init_width
+        check_init_width(ctx, model)
     limit = context_length(model)
     need = cfg.tune.prompt_length + max(cfg.task.max_length, cfg.public.max_length) + 1
     if limit is not None and need > limit:

@@ -73,6 +73,19 @@ def starting_prompt(ctx, large, tokenizer, stage: str, method: str, alpha: float
     return prompt
 
 
+def check_init_width(ctx, large) -> None:
+    """transfer.init = "small" with a pre-trained student (models.small): its prompt must have the large
+    model's width — said before tuning, not after it. A distilled student keeps the large model's width."""
+    cfg = ctx.config
+    if cfg.transfer.init != "small" or not cfg.models.small:
+        return
+    from engine.models import hidden_size
+    small = loading.small(ctx)[0].config.hidden_size if cfg.student_source == "given" else hidden_size(cfg.models.small)
+    if small is not None and small != large.config.hidden_size:
+        raise PostError(f"transfer.init = \"small\" starts the large prompt at the small one, but {cfg.models.small} is "
+                        f"{small} wide and {cfg.models.large} {large.config.hidden_size}: use transfer.init = \"text\"")
+
+
 def transfer_prompt(ctx, method: str, alpha: float, large, tokenizer, public, targets,
                     checkpoint: Checkpointer | None = None) -> tuple[SoftPrompt, object]:
     cfg = ctx.config

@@ -137,3 +137,18 @@ def test_a_rows_digest_counts_the_seed_and_dtype_but_not_how_it_ran():
 def test_unknown_shift_loss_is_refused():
     with pytest.raises(PostError, match="shift_loss"):
         validate(apply_overrides(load_config("demo").model_dump(), ['transfer.shift_loss="other"']))
+
+
+@pytest.mark.parametrize("preset, student, config", [
+    ("smoke", "ee0dfb72bd7ef9e6", "6ccefce517f43a19"), ("demo", "8586779b51c4c1d0", "ea1cb24b4625487b"),
+    ("starter", "8586779b51c4c1d0", "3cb7635b925efac5"), ("bbc-gemma3", "1093c6b8acd1052e", "29cb5b1532962f61")])
+def test_student_keys_and_config_digests_of_the_presets_are_pinned(preset, student, config):
+    """The values cde4e9e computed: a setting added later at its default must leave them as they are, or
+    every cached student and finished stage of an existing run folder would be made again (strings and
+    integers hashed, no floats computed, so they hold on any machine)."""
+    from engine import records
+    from engine.config import stable_dump
+    from engine.distill import student_key
+    cfg = load_config(preset)
+    assert student_key(cfg, {"teacher": "t"}, [0, 1]) == student
+    assert records.digest(stable_dump(cfg)) == config

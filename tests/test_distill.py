@@ -282,3 +282,18 @@ def test_a_mixed_corpus_distils_from_both_sources(tmp_path):
     summary, _ = distill(tmp_path, "m", f'distill.corpus=["smoke", "{a}"]')
     single, _ = distill(tmp_path, "s")
     assert summary["corpus_rows"] > single["corpus_rows"] and summary["key"] != single["key"]
+
+
+def test_corpus_shares_and_bad_values(tmp_path):
+    from engine.distill import corpus_texts
+    from engine.errors import PostError
+    folders = [_corpus_folder(tmp_path / n, [f"{n} text {i}" for i in range(5)]) for n in "abc"]
+    listed = "[" + ", ".join(f'"{f}"' for f in folders) + "]"
+    texts = corpus_texts(load_config("smoke", overrides=[f"distill.corpus={listed}", "distill.max_texts=7"]))
+    assert len(texts) == 7 and [sum(t.startswith(n) for t in texts) for n in "abc"] == [3, 2, 2]
+    with pytest.raises(PostError, match="at least 3"):
+        corpus_texts(load_config("smoke", overrides=[f"distill.corpus={listed}", "distill.max_texts=2"]))
+    for bad, says in (('"generated"', "cannot be the distillation corpus"), ("[1, 2]", "each source"),
+                      ("3", "not a data source"), ('["smoke", " smoke"]', "twice")):
+        result = runner.invoke(app, ["run", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set", f"distill.corpus={bad}"])
+        assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output, (bad, result.output)

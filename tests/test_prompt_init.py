@@ -27,8 +27,6 @@ def test_the_run_says_it_before_tuning(tmp_path):
 
 
 def test_transfer_init_small_starts_the_large_prompt_at_the_small_one(tmp_path):
-    import json
-
     import torch
 
     from engine.prompt import SoftPrompt
@@ -44,8 +42,15 @@ def test_transfer_init_small_starts_the_large_prompt_at_the_small_one(tmp_path):
     from_text = SoftPrompt.load(text / "transfer" / "post.safetensors")  # the paper's start: the init text
     assert not torch.equal(from_text.weight, SoftPrompt.load(text / "tune" / "prompt.safetensors").weight)
     assert "init" not in from_text.metadata
-    inputs = [json.loads((run / "transfer" / "post.json").read_text())["inputs"] for run in (text, small)]
-    assert inputs[0] != inputs[1]  # another start is another transfer: a finished one is not kept across it
+    from engine.config import read_toml, validate
+    from engine.context import RunContext
+    from engine.fingerprints import transfer_settings
+    ctx = RunContext(config=validate(read_toml(small / "config.toml")), run_dir=small)
+    as_text = RunContext(config=ctx.config.model_copy(update={"transfer": ctx.config.transfer.model_copy(
+        update={"init": "text"})}), run_dir=small)
+    # the same folder, only the start differs: another start is another transfer, never kept across it
+    assert transfer_settings(ctx) != transfer_settings(as_text)
+    assert transfer_settings(ctx)["small_prompt"] == transfer_settings(as_text)["small_prompt"]
 
 
 def test_the_new_inits_at_their_defaults_leave_every_digest_as_it_was():

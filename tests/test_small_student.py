@@ -52,6 +52,15 @@ def test_a_student_with_another_tokenizer_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("align", [False, True])
+def test_a_narrower_student_with_transfer_init_small_is_refused_before_tuning(tmp_path, align):
+    extra = ["distill.align=true", 'distill.loss="kd"', "distill.steps=3"] if align else []
+    result = run(tmp_path, small_member(tmp_path / "small"), 'transfer.init="small"', *extra)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "32 wide" in result.output and "transfer.init" in result.output
+    assert not (tmp_path / "run" / "tune").exists()  # said before any stage ran
+
+
 def test_aligning_the_smaller_model_to_the_large_one(tmp_path):
     """distill.align: the distill stage starts from models.small (not the teacher's blocks) and trains it
     on the large model's logits; the result is a kit like any distilled student."""

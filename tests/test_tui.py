@@ -539,3 +539,11 @@ def test_stage_eta_follows_the_steps_pace():
     state.apply(ev.Progress(stage="distill", step=601, total_steps=1200, step_seconds=0.5, time=180.0 + 600 * 0.25))
     row = next(r for r in state.rows() if r.name == "distill")
     assert row.eta == pytest.approx(0.25 * 599)  # the measured pace, not one step's
+
+
+def test_the_corpus_field_reads_a_name_as_text_and_a_list_as_a_list():
+    from engine.config import DistillConfig
+    from post_tui.screens.config import from_text
+    info = DistillConfig.model_fields["corpus"]
+    assert from_text("2024", info) == (True, "2024")  # a source named like a TOML value stays a name
+    assert from_text('["amazon", "nyt"]', info) == (True, ["amazon", "nyt"])

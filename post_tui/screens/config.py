@@ -41,6 +41,12 @@ def _is_str(annotation: Any) -> bool:
     return annotation is str
 
 
+def _is_str_or_list(annotation: Any) -> bool:
+    """A name or a list of names (distill.corpus): text unless it is written as a list."""
+    args = get_args(annotation)
+    return get_origin(annotation) in (Union, types.UnionType) and str in args and any(get_origin(a) is list for a in args)
+
+
 def _is_optional(annotation: Any) -> bool:
     return get_origin(annotation) in (Union, types.UnionType) and type(None) in get_args(annotation)
 
@@ -70,7 +76,7 @@ def to_text(value: Any) -> str:
 def from_text(text: str, info: Any) -> tuple[bool, Any]:
     """(present, value): a string field takes the text as is; others read it as a TOML value
     (falling back to the text, so the engine's validation names what is wrong)."""
-    if _is_str(info.annotation):
+    if _is_str(info.annotation) or (_is_str_or_list(info.annotation) and not text.lstrip().startswith("[")):
         return True, text
     if not text.strip():
         return (False, None) if _is_optional(info.annotation) else (True, text)
