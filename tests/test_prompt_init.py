@@ -38,7 +38,7 @@ def test_transfer_init_small_starts_the_large_prompt_at_the_small_one(tmp_path):
     assert result.exit_code == 0, result.output
     tuned = SoftPrompt.load(small / "tune" / "prompt.safetensors").weight
     started = SoftPrompt.load(small / "transfer" / "post.safetensors")
-    assert torch.equal(started.weight, tuned) and started.metadata["init"] == "small prompt"  # 0 steps: the start itself
+    assert torch.equal(started.weight, tuned) and started.metadata["init"] == "small prompt"  # 0 steps: the start itself, copied bytes (exact)
     from_text = SoftPrompt.load(text / "transfer" / "post.safetensors")  # the paper's start: the init text
     assert not torch.equal(from_text.weight, SoftPrompt.load(text / "tune" / "prompt.safetensors").weight)
     assert "init" not in from_text.metadata
