@@ -54,8 +54,7 @@ def fixed_targets(ctx, large, small, tokenizer, small_prompt: SoftPrompt, public
     return {k: v[inverse] for k, v in gathered.items()}  # row i ↔ public example i
 
 
-def starting_prompt(ctx, large, tokenizer, stage: str, method: str, alpha: float,
-                    small_prompt: SoftPrompt | None = None) -> SoftPrompt:
+def starting_prompt(ctx, large, tokenizer, stage: str, method: str, alpha: float) -> SoftPrompt:
     """The large model's prompt before the transfer: the task's init text (the paper), or with
     transfer.init = "small" the user's small prompt — already released, so starting from it reads
     nothing private (post-processing); the student keeps the large model's embedding width."""
@@ -65,7 +64,7 @@ def starting_prompt(ctx, large, tokenizer, stage: str, method: str, alpha: float
                                   stage=stage, method=method, alpha=str(alpha))
     if cfg.transfer.init == "small":
         prompt.metadata["init"] = "small prompt"
-        small_prompt = small_prompt or SoftPrompt.load(loading.small_prompt_path(ctx))
+        small_prompt = SoftPrompt.load(loading.small_prompt_path(ctx))  # the package's, checked once per run
         if small_prompt.weight.shape != prompt.weight.shape:
             raise PostError(f"transfer.init = \"small\": the small prompt is {tuple(small_prompt.weight.shape)} and the "
                             f"large model's {tuple(prompt.weight.shape)} (a student of another width): use transfer.init = \"text\"")

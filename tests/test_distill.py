@@ -224,7 +224,8 @@ def test_a_merged_student_block_is_the_mean_of_its_group(family):
         torch.testing.assert_close(weight, want, rtol=0, atol=1e-7)
         assert torch.equal(kept_blocks[0].state_dict()[name], blocks[0].state_dict()[name])  # copied bytes: exact
     if family == "llama":  # llama's tiny blocks differ from one another: the merge really changed the weights
-        assert not torch.equal(merged_blocks[1].state_dict()["mlp.up_proj.weight"], blocks[3].state_dict()["mlp.up_proj.weight"])
+        moved = merged_blocks[1].state_dict()["mlp.up_proj.weight"] - blocks[3].state_dict()["mlp.up_proj.weight"]
+        assert moved.abs().max() > 1e-3  # random blocks differ by far more than any float rounding of a mean
     assert merged.config.post_student_init == "merged"
 
 
