@@ -333,6 +333,7 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
     minutes["total"] = round(sum(results["seconds"].values()) / 60, 2)
     val = as_selected(config, run_dir, validation_accuracy(config, run_dir)) if validation else None
     return {"suite": suite, "row": row, "task": config.task.source, "large": config.models.large,
+            "student": config.models.small or None,  # None: distilled from the large model (method.distill says how)
             "public": config.public.source, "run_dir": str(run_dir),
             # when the row's results were written (a report of a finished row does not re-date it)
             "date": datetime.fromtimestamp((run_dir / "results.json").stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),

@@ -115,3 +115,30 @@ def test_quality_cost_prices_each_recipe_with_its_own_students_costs(tmp_path, m
         "lever": "two", "validation": {"full_zs": 0.5, "post": 0.6}, "distill": {"blocks": [0, 29], "steps": 1}}))
     with pytest.raises(SystemExit, match=r"two: no cost measured for a student of blocks \[0, 29\]"):
         quality_cost.point("two", models, full_pt=0.9)
+
+
+def test_student_curve_orders_students_by_size_and_finds_where_the_goal_is_crossed(tmp_path):
+    """bench/student_curve.py: points sorted by blocks kept (the oracle — the large model as its own student —
+    counts all of them), the goal's crossing on the straight line between the neighbours that straddle it,
+    and another row's or another student's report refused."""
+    from bench import student_curve
+
+    def report(name, blocks, gap, val_gap, enabled=True, row="mr-smollm2", student=None):
+        path = tmp_path / f"{name}.json"
+        acc = {m: 0.5 for m in ("cpt", "inference", "post", "full_zs", "full_pt")}
+        path.write_text(json.dumps({
+            "row": row, "large": "smollm2-135m", "student": student, "accuracy": acc, "validation": acc,
+            "gap_closed": gap, "validation_gap_closed": val_gap, "alpha": {"post": 1.0}, "minutes": {"total": 1.0},
+            "method": {"distill": {"enabled": enabled, "blocks": blocks, "steps": 1200}}}))
+        return path
+
+    paths = [report("oracle", [0, -1], 0.9, 0.95, enabled=False), report("four", [0, 1, -2, -1], 0.6, 0.7),
+             report("ten", list(range(10)), 0.7, 0.85)]
+    points = sorted((student_curve.point(p, 30) for p in paths), key=lambda p: p["blocks"])
+    assert [p["blocks"] for p in points] == [4, 10, 30] and points[-1]["student"] == "the large model itself"
+    # test: 0.7 at 10 blocks, 0.9 at 30 → 0.8 halfway, at 20; validation: 0.7 → 0.85 from 4 to 10 → 0.8 at 8
+    assert student_curve.crossing(points, "gap_closed") == 20.0
+    assert student_curve.crossing(points, "validation_gap_closed") == 8.0
+    assert student_curve.crossing(points[:2], "gap_closed") is None  # never reaches the goal
+    with pytest.raises(SystemExit, match="not the large model"):
+        student_curve.point(report("other", [], 0.9, 0.9, enabled=False, student="gemma3-270m"), 30)

@@ -65,6 +65,7 @@ def test_each_row_is_a_run_with_a_json(suite_run):
         eval_record = json.loads((root / "runs" / row / "eval" / "done.json").read_text())
         assert report["machine"] == eval_record["machine"] and eval_record["machine"]["torch"]
         assert report["runtime"] == {"seed": 0, "dtype": "float32"}
+        assert report["student"] is None  # distilled from the large model, as method.distill says
         assert len(report["machines"]) <= 1  # one process ran every stage here (empty where no CPU is named)
     table = (root / "results" / "suite.md").read_text()
     assert "| a |" in table and "| b |" in table and "Mean gap closed over 2 rows" in table
