@@ -2,6 +2,7 @@
 full PT's cost divided by POST's, both at one private epoch of `mr-smollm2`.
 
     python bench/quality_cost.py kd600 kd1200 kd2400 alpha1-mr blocks6-mr [--full-pt 0.8133]
+    python bench/quality_cost.py ... bench/results/student-curve/blocks10-mr-smollm2.json   # a suite row's report
 
 Quality comes from the ablation rows (`bench/results/ablation/<name>.json`, written by
 bench/ablation.py): gap closed = (POST − zero-shot) / (full PT − zero-shot) on the same validation
@@ -45,12 +46,21 @@ def absolute(blocks: list[int], layers: int) -> tuple[int, ...]:
     return tuple(sorted(b % layers for b in blocks))
 
 
-def point(name: str, models: dict, full_pt: float | None) -> dict:
+def read_point(name: str) -> tuple[str, dict, dict]:
+    """An ablation row by name, or a suite row's report by path (`<row>.json`: its recipe under `method`)."""
+    if name.endswith(".json"):
+        r = json.loads(Path(name).read_text())
+        return Path(name).stem, {**r, "lever": f"{r['row']}: {Path(name).stem}"}, r["method"]["distill"]
     r = json.loads((RESULTS / "ablation" / f"{name}.json").read_text())
+    return name, r, r.get("distill") or {}
+
+
+def point(name: str, models: dict, full_pt: float | None) -> dict:
+    name, r, distill = read_point(name)
     val = r["validation"]
     pt = val.get("full_pt", full_pt)
-    steps = (r.get("distill") or {}).get("steps")
-    blocks = (r.get("distill") or {}).get("blocks")
+    steps = distill.get("steps")
+    blocks = distill.get("blocks")
     model = models["students"].get(absolute(blocks or [], models["layers"]))
     if model is None:
         raise SystemExit(f"{name}: no cost measured for a student of blocks {blocks}: run python bench/scaling.py "
@@ -111,7 +121,8 @@ def plot(points: list[dict], path: Path) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="+", help="ablation rows (bench/results/ablation/<name>.json)")
+    parser.add_argument("names", nargs="+", help="ablation rows (bench/results/ablation/<name>.json) or suite row "
+                        "reports (a path ending in .json, e.g. bench/results/student-curve/blocks10-mr-smollm2.json)")
     parser.add_argument("--full-pt", type=float, default=None, help="full PT validation accuracy for rows without it")
     args = parser.parse_args()
     models = cost_models()

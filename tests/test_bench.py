@@ -115,6 +115,13 @@ def test_quality_cost_prices_each_recipe_with_its_own_students_costs(tmp_path, m
         "lever": "two", "validation": {"full_zs": 0.5, "post": 0.6}, "distill": {"blocks": [0, 29], "steps": 1}}))
     with pytest.raises(SystemExit, match=r"two: no cost measured for a student of blocks \[0, 29\]"):
         quality_cost.point("two", models, full_pt=0.9)
+    # a suite row's report (bench/student_curve.py's points) reads its recipe from `method`, full PT from the row
+    report = tmp_path / "blocks6-mr.json"
+    report.write_text(json.dumps({"row": "mr", "validation": {"full_zs": 0.5, "full_pt": 0.7, "post": 0.6},
+                                  "method": {"distill": {"blocks": [0, 1, 2, 27, 28, 29], "steps": 1200}}}))
+    suite_point = quality_cost.point(str(report), models, full_pt=0.9)
+    assert suite_point["name"] == "blocks6-mr" and suite_point["full_pt_over_post"] == round(1000 / 1475, 2)
+    assert suite_point["gap_closed"]["post"] == pytest.approx(0.5)  # (0.6 − 0.5) / (0.7 − 0.5): the row's full PT
 
 
 def test_student_curve_orders_students_by_size_and_finds_where_the_goal_is_crossed(tmp_path):
