@@ -58,6 +58,11 @@ learnable `smoke-learn` task (tests/test_smoke_learn.py; seeds 0–4, CPT 0.90�
 Label-word mass and class entropy are reported without a threshold: the demo's large model puts 5.3 %
 of its next-token probability on the label words (240× a uniform guess), a random tiny model about a
 uniform guess, and no run here has shown where a low mass predicts a failed transfer.
+Across students of one row (the mr row at seed 0 with 4, 10 and 15 kept blocks and the large model as its
+own student; BENCHMARKS.md "The student's size") shift_ratio (0.16 / 0.42 / 0.27 / 0.98) and
+shift_input_share (0.008 / 0.098 / 0.058 / 0.25) rank the students as their gap closed (0.53 / 0.69 / 0.55 /
+1.05); the fidelity correlation does not (0.38 / 0.65 / 0.73 / 1.00). Both stay reported, not thresholded,
+above SHIFT_RATIO_MIN: four students of one row are an ordering, not a cut-off.
 """
 from __future__ import annotations
 
