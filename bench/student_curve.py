@@ -64,7 +64,7 @@ def table(points: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(points: list[dict], path: Path) -> bool:
+def plot(points: list[dict], layers: int, path: Path) -> bool:
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -76,7 +76,7 @@ def plot(points: list[dict], path: Path) -> bool:
     ax.plot(xs, [p["gap_closed"] for p in points], "o-", label="test")
     ax.plot(xs, [p["validation_gap_closed"] for p in points], "s--", label="validation")
     ax.axhline(GOAL, color="grey", linestyle=":", label=f"goal {GOAL}")
-    ax.set_xlabel("student: blocks kept of the large model's (the last point: the large model itself)")
+    ax.set_xlabel(f"student: blocks kept of {layers} (at {layers}: the large model itself)")
     ax.set_ylabel("gap closed by POST")
     ax.set_title(f"{points[0]['row']}, seed {points[0]['seed']}: gap closed against the student's size")
     ax.legend(fontsize=8)
@@ -98,7 +98,7 @@ def main() -> None:
     from engine.artifacts import write_json
     cross = {k: crossing(points, k) for k in ("gap_closed", "validation_gap_closed")}
     write_json(args.out / "curve.json", {"goal": GOAL, "crossing_blocks": cross, "points": points})
-    plot(points, args.out / "curve.png")
+    plot(points, args.layers, args.out / "curve.png")
     print(table(points))
     print(f"\nGoal {GOAL} crossed (straight line between neighbours), in blocks kept: test {cross['gap_closed']}, "
           f"validation {cross['validation_gap_closed']}")
