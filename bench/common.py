@@ -37,3 +37,22 @@ def texts(n: int) -> list[str]:
     except Exception:  # no asset: generated smoke sentences
         from engine.data.smoke import make_rows
         return [r["text"] + " It was" for r in make_rows(n, 0)]
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only backend, or None where matplotlib is not installed (no plot)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def save_figure(fig, ax, path) -> None:
+    """The legend, a tight layout and the PNG written atomically, as every artifact."""
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    from engine.artifacts import write_with
+    write_with(path, lambda temp: fig.savefig(temp, dpi=120, format="png"))

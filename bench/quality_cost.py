@@ -93,11 +93,9 @@ def _num(value: float | None) -> str:
 
 
 def plot(points: list[dict], path: Path) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    from bench.common import pyplot, save_figure
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [p["full_pt_over_post"] for p in points]
@@ -112,10 +110,7 @@ def plot(points: list[dict], path: Path) -> bool:
     ax.set_xlabel("full PT cost / POST cost (one private epoch, distillation included)")
     ax.set_ylabel("gap closed (validation)")
     ax.set_title("mr-smollm2: student recipe, quality vs cost")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    from engine.artifacts import write_with
-    write_with(path, lambda temp: fig.savefig(temp, dpi=120, format="png"))  # atomic, as every artifact
+    save_figure(fig, ax, path)
     return True
 
 

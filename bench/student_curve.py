@@ -65,11 +65,9 @@ def table(points: list[dict]) -> str:
 
 
 def plot(points: list[dict], layers: int, path: Path) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    from bench.common import pyplot, save_figure
+    plt = pyplot()
+    if plt is None:
         return False
     fig, ax = plt.subplots(figsize=(6, 4))
     xs = [p["blocks"] for p in points]
@@ -79,10 +77,7 @@ def plot(points: list[dict], layers: int, path: Path) -> bool:
     ax.set_xlabel(f"student: blocks kept of {layers} (at {layers}: the large model itself)")
     ax.set_ylabel("gap closed by POST")
     ax.set_title(f"{points[0]['row']}, seed {points[0]['seed']}: gap closed against the student's size")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    from engine.artifacts import write_with
-    write_with(path, lambda temp: fig.savefig(temp, dpi=120, format="png"))  # atomic, as every artifact
+    save_figure(fig, ax, path)
     return True
 
 
