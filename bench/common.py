@@ -56,3 +56,15 @@ def save_figure(fig, ax, path) -> None:
     fig.tight_layout()
     from engine.artifacts import write_with
     write_with(path, lambda temp: fig.savefig(temp, dpi=120, format="png"))
+
+
+def run_main(main) -> None:
+    """A script's main: a refusal (SystemExit with a message) prints its one line and exits 2, as every bad input."""
+    import sys
+    try:
+        main()
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            raise SystemExit(2) from None
+        raise

@@ -48,11 +48,15 @@ def absolute(blocks: list[int], layers: int) -> tuple[int, ...]:
 
 def read_point(name: str) -> tuple[str, dict, dict]:
     """An ablation row by name, or a suite row's report by path (`<row>.json`: its recipe under `method`)."""
-    if name.endswith(".json"):
-        r = json.loads(Path(name).read_text())
-        return Path(name).stem, {**r, "lever": f"{r['row']}: {Path(name).stem}"}, r["method"]["distill"]
-    r = json.loads((RESULTS / "ablation" / f"{name}.json").read_text())
-    return name, r, r.get("distill") or {}
+    try:
+        if name.endswith(".json"):
+            r = json.loads(Path(name).read_text())
+            return Path(name).stem, {**r, "lever": f"{r['row']}: {Path(name).stem}"}, r["method"]["distill"]
+        r = json.loads((RESULTS / "ablation" / f"{name}.json").read_text())
+        return name, r, r.get("distill") or {}
+    except (OSError, ValueError, KeyError, TypeError) as e:  # one line, no traceback (a bench script's bad input)
+        raise SystemExit(f"{name}: neither an ablation row (bench/results/ablation/<name>.json) nor a suite row's "
+                         f"report ({type(e).__name__}: {e})") from None
 
 
 def point(name: str, models: dict, full_pt: float | None) -> dict:
@@ -135,4 +139,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bench.common import run_main
+    run_main(main)

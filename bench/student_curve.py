@@ -28,7 +28,14 @@ OUT = Path(__file__).parent / "results" / "student-curve"
 
 def point(path: Path, layers: int) -> dict:
     """One student: how much of the large model it keeps, and what the row measured with it."""
-    r = json.loads(path.read_text())
+    try:
+        return _point(json.loads(path.read_text()), path, layers)
+    except (OSError, ValueError, KeyError, TypeError) as e:  # one line, no traceback (a bench script's bad input)
+        raise SystemExit(f"{path}: not a suite row's report ({type(e).__name__}: {e}): "
+                         f"make one with post bench --suite offline --row ROW --results DIR") from None
+
+
+def _point(r: dict, path: Path, layers: int) -> dict:
     distill = r["method"]["distill"]
     oracle = not distill["enabled"]
     if oracle and r.get("student") not in (None, r["large"]):
@@ -100,4 +107,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bench.common import run_main
+    run_main(main)

@@ -149,3 +149,6 @@ def test_student_curve_orders_students_by_size_and_finds_where_the_goal_is_cross
     assert student_curve.crossing(points[:2], "gap_closed") is None  # never reaches the goal
     with pytest.raises(SystemExit, match="not the large model"):
         student_curve.point(report("other", [], 0.9, 0.9, enabled=False, student="gemma3-270m"), 30)
+    (tmp_path / "ablation.json").write_text(json.dumps({"lever": "x", "validation": {}}))  # not a suite report
+    with pytest.raises(SystemExit, match=r"ablation.json: not a suite row's report \(KeyError: 'method'\)"):
+        student_curve.point(tmp_path / "ablation.json", 30)
