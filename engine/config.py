@@ -233,6 +233,13 @@ class DistillConfig(Section):
                                             "blocks nearest it (BENCHMARKS.md: the student levers)")
     cue_weight: float = Field(1.0, ge=1, description="hidden loss only: how much more the positions that end the "
                               "template's cue (where the task's label word comes next) count than other positions")
+    prefix_share: float = Field(0.0, ge=0, le=1, description="hidden loss only: the share of distillation rows that "
+                                "begin (after BOS) with a prompt-like soft prefix — a random span of corpus text, "
+                                "its embeddings jittered — so the student learns how the teacher answers to a soft "
+                                "prompt, not only to text (engine/distill_prefix.py); 0: text only")
+    prefix_length: int = Field(0, ge=0, description="vectors per soft prefix; 0: tune.prompt_length")
+    prefix_noise: float = Field(0.35, ge=0, description="the prefixes' jitter in embedding standard deviations "
+                                "per coordinate (tuned SmolLM2 prompts sit 0.3–0.37 from their start)")
     freeze_embeddings: bool = True
     freeze_head: bool = True
     eval_every: int = Field(0, ge=0)
@@ -421,6 +428,12 @@ class RunConfig(Section):
         if self.distill.align and self.distill.loss != "kd":
             raise ValueError("distill.align trains a student of its own width on the large model's logits: "
                              "set distill.loss = \"kd\"")
+        if self.distill.prefix_share and self.distill.loss != "hidden":
+            raise ValueError("distill.prefix_share prefixes rows for the hidden-state loss: set distill.loss = "
+                             "\"hidden\", or distill.prefix_share = 0")
+        if self.distill.prefix_share and self.models.small:
+            raise ValueError("distill.prefix_share feeds the large model's embeddings to a student made of its "
+                             "blocks; models.small is another model: remove one of them")
         from engine.data.generated import GENERATED
         if self.distills and not self.distill.corpus and self.public.source == GENERATED:
             raise ValueError("distill.corpus is empty, so distillation would read the public set's source, and "

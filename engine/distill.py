@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from engine import artifacts, distill_shards, distributed, kit, loading, ranks, records
+from engine import artifacts, distill_prefix, distill_shards, distributed, kit, loading, ranks, records
 from engine.checkpoint import Checkpointer
 from engine.data.tasks import load_corpus
 from engine.errors import PostError
@@ -91,6 +91,11 @@ def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
         d.pop("align", None)
     if d.get("init") == "kept":  # likewise: the default start leaves earlier students' keys as they were
         d.pop("init")
+    if not d.get("prefix_share"):  # likewise: no prefixes, and their shape settings then change nothing
+        for name in ("prefix_share", "prefix_length", "prefix_noise"):
+            d.pop(name, None)
+    else:  # 0 means the prompt's length: the length the prefixes really have
+        d["prefix_length"] = d["prefix_length"] or cfg.tune.prompt_length
     if keep is not None:
         d["blocks"] = list(keep)
     from engine.fingerprints import content_id
@@ -102,10 +107,13 @@ def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
     return _digest({**identity, "distill": d, "v": 2})
 
 
-def corpus_key(identity: dict, rows: torch.Tensor) -> str:
+def corpus_key(identity: dict, rows: torch.Tensor, prefixes: distill_prefix.Prefixes | None = None) -> str:
     """The teacher and the packed rows themselves (not the settings that made them: a corpus
-    file edited in place must not hit an old cache entry)."""
-    return _digest({**identity, "rows": hashlib.sha256(rows.numpy().tobytes()).hexdigest(), "v": 1})
+    file edited in place must not hit an old cache entry), and their soft prefixes' values if any."""
+    blob = {**identity, "rows": hashlib.sha256(rows.numpy().tobytes()).hexdigest(), "v": 1}
+    if prefixes is not None:
+        blob["prefixes"] = hashlib.sha256(prefixes.fingerprint()).hexdigest()
+    return _digest(blob)
 
 
 def corpus_source(cfg) -> str | list[str]:
@@ -134,17 +142,22 @@ def _learning_rate(step: int, total: int, warmup: float) -> float:
     return step / warm if step < warm else max(0.0, (total - step) / max(1, total - warm))
 
 
-def final_hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
-    """Final normalised hidden states, no LM head (`base_model` is Llama's `.model`, GPT-2's `.transformer`)."""
+def final_hidden(model, input_ids: torch.Tensor, prefix: torch.Tensor | None = None, n_head: int = 0) -> torch.Tensor:
+    """Final normalised hidden states, no LM head (`base_model` is Llama's `.model`, GPT-2's `.transformer`);
+    with `prefix` (B, m, d) after the first `n_head` tokens, at the rows' own positions (engine.distill_prefix)."""
+    if prefix is not None:
+        return distill_prefix.final_hidden(model, input_ids, prefix, n_head)
     return model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
 
 
-def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str, path: Path | None = None) -> torch.Tensor | None:
+def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str, path: Path | None = None,
+                          prefixes: distill_prefix.Prefixes | None = None) -> torch.Tensor | None:
     """The teacher's final hidden states for every row, computed once and cached on disk (bf16).
 
     None if the run was cancelled part-way (nothing is written then). Peak memory is one copy of
     the states: rows × seq_len × hidden × 2 bytes (SmolLM2, 2150 rows of 32 tokens: 79 MB).
-    `path`: where (over several processes, this rank's shard: engine.distill_shards.cache_path).
+    `path`: where (over several processes, this rank's shard: engine.distill_shards.cache_path);
+    `prefixes`: the rows' soft prefixes (engine.distill_prefix; the same rows, in the same order).
     """
     from safetensors.torch import load_file
     path = path or _cache_dir("teacher_hidden") / f"{key}.safetensors"
@@ -164,7 +177,9 @@ def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str, path: Path
         for i in range(0, len(rows), batch):
             if ctx.cancelled:
                 return None
-            states = final_hidden(teacher, rows[i:i + batch].to(ctx.device))
+            prefix = None if prefixes is None else prefixes.vectors[i:i + batch]
+            states = final_hidden(teacher, rows[i:i + batch].to(ctx.device), prefix,
+                                  0 if prefixes is None else prefixes.n_head)
             if hidden is None:
                 hidden = torch.empty(*rows.shape, states.shape[-1], dtype=torch.bfloat16)
             hidden[i:i + batch] = states.to("cpu", torch.bfloat16)
@@ -204,22 +219,25 @@ def cue_positions(tokenizer, template: str, rows: torch.Tensor) -> torch.Tensor:
     return found
 
 
-def _hidden_step_loss(cfg, teacher, forward, batch, ctx, target=None, weights=None):
-    """`forward`: the student's final hidden states (StudentForward, DDP-wrapped over ranks)."""
+def _hidden_step_loss(cfg, teacher, forward, batch, ctx, target=None, weights=None, prefix=None, n_head=0):
+    """`forward`: the student's final hidden states (StudentForward, DDP-wrapped over ranks);
+    `prefix`: the batch rows' soft prefixes (engine.distill_prefix), or None."""
     if target is None:  # corpus read once: no cache, the teacher runs beside the student
         with torch.no_grad(), autocast(ctx.device, ctx.dtype):
-            target = final_hidden(teacher, batch)
+            target = final_hidden(teacher, batch, prefix, n_head)
     with autocast(ctx.device, ctx.dtype):
-        hidden = forward(batch)
+        hidden = forward(batch) if prefix is None else forward(batch, prefix, n_head)
     return hidden_state_loss(hidden, target.to(hidden.device), cfg.weight_mse, cfg.weight_cos,
                              None if weights is None else weights.to(hidden.device))
 
 
 def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tensor | None = None,
-                  weights: torch.Tensor | None = None, checkpoint=None) -> list[float]:
+                  weights: torch.Tensor | None = None, checkpoint=None,
+                  prefixes: distill_prefix.Prefixes | None = None) -> list[float]:
     """`targets`: the teacher's cached hidden states per row (hidden loss only), else computed per step;
     over several processes only this rank's shard of them (rows r, r + W, ...: engine.distill_shards);
-    `weights`: per-position loss weights (hidden loss only; `distill.cue_weight`).
+    `weights`: per-position loss weights (hidden loss only; `distill.cue_weight`);
+    `prefixes`: each row's soft prefix (hidden loss only; `distill.prefix_share`).
 
     `checkpoint` (engine.checkpoint.Checkpointer) saves the student, optimizer, schedule, data
     order and random states when due and on cancel; a matching checkpoint is continued exactly.
@@ -270,7 +288,9 @@ def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tens
         if cfg.loss == "hidden":
             loss, parts = _hidden_step_loss(cfg, teacher, forward, batch, ctx,
                                             None if targets is None else targets[split.local(picked)],
-                                            None if weights is None else weights[picked])
+                                            None if weights is None else weights[picked],
+                                            None if prefixes is None else prefixes.vectors[picked].to(ctx.device),
+                                            0 if prefixes is None else prefixes.n_head)
         else:
             loss, parts = _kd_step_loss(cfg, teacher, forward, batch, ctx)
         optimizer.zero_grad(set_to_none=True)
@@ -368,10 +388,13 @@ def _run_distill(ctx) -> Path | None:
         d = cfg.distill
         texts = corpus_texts(cfg)
         rows = pack(tokenizer, [d.template.replace("{text}", t) for t in texts], d.seq_len)
+        prefixes = _prefixes(ctx, teacher, tokenizer, rows, keep)
+        if prefixes is not None:
+            summary["prefixed_rows"] = int(prefixes.synthetic.sum())
         targets = None
         if d.loss == "hidden" and d.steps * d.batch_size > len(rows):  # the corpus is read more than once
             cache_start = time.time()
-            targets = _cached_targets(ctx, teacher, rows, corpus_key(identity, rows))
+            targets = _cached_targets(ctx, teacher, rows, corpus_key(identity, rows, prefixes), prefixes)
             summary["teacher_cache_seconds"] = time.time() - cache_start
         weights = None
         if d.loss == "hidden" and d.cue_weight != 1.0:
@@ -380,7 +403,7 @@ def _run_distill(ctx) -> Path | None:
             summary["cue_positions"] = int(cues.sum())
         student = _starting_student(ctx, teacher, keep)
         checkpoint = Checkpointer(ctx, folder / "checkpoint.pt", records.digest(inputs)) if distributed.is_main() else None
-        losses = train_student(ctx, teacher, student, rows, targets, weights, checkpoint)  # [] when stopped before
+        losses = train_student(ctx, teacher, student, rows, targets, weights, checkpoint, prefixes)  # [] when stopped before
         if ctx.cancelled:  # a half-trained student is never cached as if complete
             records.write(folder, "distill", records.CANCELLED, inputs, {}, steps=len(losses),
                           seconds=time.time() - start)
@@ -423,12 +446,33 @@ def _cached_kit(ctx, final: Path, identity: tuple) -> bool:
     return True
 
 
-def _cached_targets(ctx, teacher, rows: torch.Tensor, key: str) -> torch.Tensor | None:
+def _prefixes(ctx, teacher, tokenizer, rows: torch.Tensor, keep) -> distill_prefix.Prefixes | None:
+    """The rows' soft prefixes when `distill.prefix_share` asks for them (a student of the teacher's
+    own blocks: it reads the teacher's embeddings), else None."""
+    from engine.models import input_device
+    from engine.prompt import bos_id
+    d = ctx.config.distill
+    if not d.prefix_share:
+        return None
+    if keep is None:
+        raise PostError("distill.prefix_share needs a student made of the teacher's blocks (models.small aligns "
+                        "another model, whose embeddings differ): set distill.prefix_share = 0")
+    embedding = teacher.get_input_embeddings()
+    embed = lambda ids: embedding(ids.to(input_device(teacher)))  # noqa: E731 — the teacher's, on its device
+    length = d.prefix_length or ctx.config.tune.prompt_length
+    return distill_prefix.make(rows, embed, int(bos_id(tokenizer) is not None), d.prefix_share, length,
+                               d.prefix_noise, ctx.config.runtime.seed)
+
+
+def _cached_targets(ctx, teacher, rows: torch.Tensor, key: str,
+                    prefixes: distill_prefix.Prefixes | None = None) -> torch.Tensor | None:
     """The teacher's states of this rank's corpus shard (all rows with one process), cached; rank 0
     writes the shards' manifest. A stop asked on any rank while caching stops every rank here."""
     owned = distill_shards.RowSplit(len(rows)).owned(len(rows))
     path = distill_shards.cache_path(_cache_dir("teacher_hidden"), key)
-    targets = teacher_hidden_states(ctx, teacher, rows[owned], key, path)
+    mine = None if prefixes is None else distill_prefix.Prefixes(prefixes.vectors[owned], prefixes.synthetic[owned],
+                                                                  prefixes.n_head)
+    targets = teacher_hidden_states(ctx, teacher, rows[owned], key, path, mine)
     if distributed.sum_over_ranks(int(targets is None)):
         ctx.cancel_event.set()
         return None

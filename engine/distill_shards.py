@@ -29,7 +29,10 @@ class StudentForward(nn.Module):
         super().__init__()
         self.student, self.hidden_only = student, hidden_only
 
-    def forward(self, input_ids: torch.Tensor):
+    def forward(self, input_ids: torch.Tensor, prefix: torch.Tensor | None = None, n_head: int = 0):
+        if self.hidden_only and prefix is not None:  # engine.distill_prefix: the rows' own positions
+            from engine.distill_prefix import final_hidden
+            return final_hidden(self.student, input_ids, prefix, n_head)
         if self.hidden_only:
             return self.student.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
         return self.student(input_ids=input_ids, output_hidden_states=True, use_cache=False)
