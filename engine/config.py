@@ -588,7 +588,8 @@ def to_toml(config: RunConfig) -> str:
 # Settings added after runs were recorded, with the default that reproduces what those runs did. At that
 # default they are left out of every digest, so the run folders and suite reports made before them stay current.
 LATE_DEFAULTS: dict[str, dict[str, Any]] = {"transfer": {"shift_loss": "paper", "init": "text"},
-                                            "distill": {"init": "kept"}}
+                                            "distill": {"init": "kept", "prefix_share": 0.0, "prefix_length": 0,
+                                                        "prefix_noise": 0.35}}
 
 # Sections that say how a run is examined, not what its stages compute: never in a digest, so setting them
 # reruns nothing (the audit's own record keys on its section).

@@ -240,7 +240,9 @@ def scenario_distill(out, rank, world):
                    if p.is_file())
     manifest = next(((cache_root() / "teacher_hidden").rglob("manifest.json")), None)
     kd = _distill_once(out, rank, ['distill.loss="kd"', "distill.steps=12"])
-    return {"hidden": hidden, "kd": kd, "cache": cache,
+    # soft-prefixed rows (engine.distill_prefix): each rank's prefixes are its own rows', in the cache and the steps
+    prefixed = _distill_once(out, rank, ['distill.loss="hidden"', "distill.steps=30", "distill.prefix_share=0.5"])
+    return {"hidden": hidden, "kd": kd, "prefixed": prefixed, "cache": cache,
             "manifest": json.loads(manifest.read_text()) if manifest else None,
             "student_saved": (Path(hidden["summary"]["path"]) / "manifest.json").is_file()}
 
@@ -368,7 +370,7 @@ def test_distillation_over_two_ranks_reaches_the_loss_of_one(tmp_path):
     of size ~0.2 (a desynchronised batch or a wrong loss weight moves them by far more)."""
     one = single(tmp_path, "distill")
     ranks = spawn(tmp_path, "distill")
-    for loss in ("hidden", "kd"):
+    for loss in ("hidden", "kd", "prefixed"):
         assert len(ranks[0][loss]["losses"]) == len(one[loss]["losses"]) == one[loss]["summary"]["steps"]
         assert ranks[0][loss]["losses"] == pytest.approx(one[loss]["losses"], rel=1e-3, abs=1e-4), loss
         assert ranks[1][loss]["losses"] == ranks[0][loss]["losses"]  # the global batch's loss, on every rank

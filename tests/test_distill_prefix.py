@@ -1,0 +1,115 @@
+"""Prompt-aware distillation (distill.prefix_share): rows that begin with a soft prefix."""
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from engine import distill_prefix
+from engine.distill import student_key, teacher_identity
+from engine.presets import load_config
+from post_tui.cli import app
+from tests.helpers import seeded, tiny_pair
+
+runner = CliRunner()
+
+
+def _rows(n=12, width=9, vocab=200, bos=1):
+    body = torch.randint(5, vocab, (n, width - 1), generator=seeded(3))
+    return torch.cat([torch.full((n, 1), bos), body], dim=1)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_plain_rows_prefix_is_the_text_before_it_so_its_states_are_the_longer_texts(family):
+    model, _ = tiny_pair(family)
+    model.eval()
+    rows = _rows()
+    prefixes = distill_prefix.make(rows, model.get_input_embeddings(), 1, share=0.0, length=4, noise=0.35, seed=0)
+    assert not prefixes.synthetic.any() and prefixes.vectors.shape == (12, 4, model.config.hidden_size)
+    i = 5  # row 5's prefix: the last 4 text tokens of row 4 (the packed stream, BOS slots left out)
+    longer = torch.cat([rows[i, :1], rows[i - 1, -4:], rows[i, 1:]]).unsqueeze(0)
+    with torch.no_grad():
+        whole = model.base_model(input_ids=longer, use_cache=False).last_hidden_state
+        got = distill_prefix.final_hidden(model, rows[i:i + 1], prefixes.vectors[i:i + 1], 1)
+    assert got.shape == (1, rows.shape[1], model.config.hidden_size)  # the row's own positions only
+    want = torch.cat([whole[:, :1], whole[:, 5:]], dim=1)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)  # one float32 graph each: summation order only
+
+
+def test_synthetic_prefixes_are_jittered_text_in_the_share_asked_and_fixed_by_the_seed():
+    model, _ = tiny_pair("llama")
+    rows = _rows(n=400)
+    embed = model.get_input_embeddings()
+    a = distill_prefix.make(rows, embed, 1, share=0.5, length=4, noise=0.35, seed=0)
+    b = distill_prefix.make(rows, embed, 1, share=0.5, length=4, noise=0.35, seed=0)
+    c = distill_prefix.make(rows, embed, 1, share=0.5, length=4, noise=0.35, seed=1)
+    assert torch.equal(a.vectors, b.vectors) and torch.equal(a.synthetic, b.synthetic)  # same seed: same prefixes
+    assert not torch.equal(a.vectors, c.vectors)
+    assert 160 < int(a.synthetic.sum()) < 240  # 400 rows at 0.5: ±4 binomial SDs
+    # a synthetic prefix is no token's embedding: its distance to the nearest one is about the jitter asked
+    table = embed.weight.detach()
+    synthetic = a.vectors[a.synthetic].reshape(-1, table.shape[1])
+    nearest = torch.cdist(synthetic, table).min(1).values
+    per_coordinate = nearest / table.shape[1] ** 0.5 / a.vectors[a.synthetic].std()
+    assert 0.25 < per_coordinate.median() < 0.45
+    plain = a.vectors[~a.synthetic].reshape(-1, table.shape[1])
+    # plain rows: token embeddings as they are (cdist's matmul form rounds to ~1e-4; a jittered vector is ~0.2 away)
+    assert torch.cdist(plain, table).min(1).values.max() < 1e-3
+    none = distill_prefix.make(rows, embed, 1, share=0.5, length=4, noise=0.0, seed=0)
+    assert torch.cdist(none.vectors.reshape(-1, table.shape[1]), table).min(1).values.max() < 1e-3
+
+
+def test_the_student_key_ignores_prefix_settings_unless_prefixes_are_on(tmp_path):
+    from engine import loading
+    from engine.context import RunContext
+    base = load_config("smoke", overrides=['distill.loss="hidden"'])
+    teacher, tokenizer = loading.large(RunContext(base, tmp_path / "ctx"))
+    identity = teacher_identity(base, teacher, tokenizer)
+
+    def key(*sets):
+        return student_key(load_config("smoke", overrides=['distill.loss="hidden"', *sets]), identity, [0, 3])
+    assert key() == key("distill.prefix_noise=0.9", "distill.prefix_length=7")  # off: earlier students stay valid
+    on = key("distill.prefix_share=0.5")
+    assert on != key()
+    assert on != key("distill.prefix_share=0.5", "distill.prefix_noise=0.9")
+    # length 0 is the prompt's length: said or left to default, the same student
+    assert key("distill.prefix_share=0.5", "tune.prompt_length=6") == key("distill.prefix_share=0.5",
+                                                                          "tune.prompt_length=6",
+                                                                          "distill.prefix_length=6")
+
+
+def _distill(tmp_path, name, *sets):
+    run_dir = tmp_path / name
+    args = ["distill", "--preset", "smoke", "--out", str(run_dir), "--set", 'distill.loss="hidden"',
+            "--set", "distill.steps=40"]
+    for s in sets:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    return json.loads((run_dir / "distill" / "summary.json").read_text()), events
+
+
+def test_a_prefixed_distillation_trains_on_its_own_teacher_states(tmp_path):
+    from engine.assets import cache_root
+    plain, _ = _distill(tmp_path, "plain")
+    summary, events = _distill(tmp_path, "prefixed", "distill.prefix_share=0.5")
+    mse = [e["value"] for e in events if e["event"] == "Metric" and e["name"] == "mse"]
+    assert len(mse) == 40 and sum(mse[-8:]) < sum(mse[:8])
+    assert summary["key"] != plain["key"] and 0 < summary["prefixed_rows"] < summary["corpus_rows"]
+    # the prefixed rows' teacher states are cached apart from the plain rows': two entries
+    assert len(list((cache_root() / "teacher_hidden").glob("*.safetensors"))) == 2
+
+
+@pytest.mark.parametrize("sets, says", [
+    (['distill.loss="kd"', "distill.prefix_share=0.5"], "distill.loss"),
+    (["distill.prefix_share=1.5"], "prefix_share"),
+    (['models.small="tiny:gpt2"', 'distill.loss="hidden"', "distill.prefix_share=0.5"], "models.small"),
+])
+def test_bad_prefix_settings_are_one_line_errors(tmp_path, sets, says):
+    args = ["run", "--preset", "smoke", "--out", str(tmp_path / "r")]
+    for s in sets:
+        args += ["--set", s]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
