@@ -514,6 +514,8 @@ def _validation_message(err: ValidationError) -> str:
         return (f"config: {where}: required but missing: set it, or start from a preset (extends = \"smoke\"; "
                 f"post presets show smoke prints a whole config)")
     message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:  # a rule across sections: its message names the keys; no "config: config:"
+        return f"config: {message}"
     return f"config: {where}: {message}{got_text}"
 
 
