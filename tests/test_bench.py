@@ -152,3 +152,43 @@ def test_student_curve_orders_students_by_size_and_finds_where_the_goal_is_cross
     (tmp_path / "ablation.json").write_text(json.dumps({"lever": "x", "validation": {}}))  # not a suite report
     with pytest.raises(SystemExit, match=r"ablation.json: not a suite row's report \(KeyError: 'method'\)"):
         student_curve.point(tmp_path / "ablation.json", 30)
+
+
+def test_prompt_response_compares_a_students_answer_to_the_large_models_prompt(tmp_path):
+    """bench/prompt_response.py: the large model as its own "student" answers exactly as itself
+    (correlation 1, the same accuracies: one model, one computation); a two-block student is measured on
+    the same examples; a prompt of another width and a missing student are refused in one line."""
+    import subprocess
+    import sys
+    import torch
+    from pathlib import Path
+    from engine.models import make_student
+    from engine.prompt import SoftPrompt
+    from tests.helpers import saved_tiny
+    from bench import prompt_response
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text('extends = "smoke"\n')
+    large, large_folder = saved_tiny("gpt2", tmp_path / "large")
+    from engine.tiny import tiny
+    _, tokenizer = tiny("tiny:gpt2")
+    make_student(large, [0, -1]).save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
+    prompt = SoftPrompt.from_text(large, tokenizer, "Predict the sentiment of the review.", 4)
+    prompt.weight.data += 0.5 * torch.randn(prompt.weight.shape, generator=torch.Generator().manual_seed(0))
+    prompt.save(tmp_path / "prompt.safetensors")
+    out = prompt_response.measure(run, tmp_path / "prompt.safetensors",
+                                  {"itself": Path(large_folder), "two": tmp_path / "student"}, "validation")
+    itself, two = out["students"]["itself"], out["students"]["two"]
+    assert itself["correlation"] == pytest.approx(1.0, abs=1e-3)
+    assert {k: itself[k] for k in ("zero_shot", "prompted")} == {k: out["large"][k] for k in ("zero_shot", "prompted")}
+    assert itself["mean_change"] == pytest.approx(out["large"]["mean_change"], abs=1e-3)
+    assert out["large"]["mean_change"] != 0  # the prompt does move the large model
+    assert -1 <= two["correlation"] <= 1 and out["examples"] > 0
+    narrow = SoftPrompt(4, 8)
+    narrow.save(tmp_path / "narrow.safetensors")
+    script = Path(__file__).parents[1] / "bench" / "prompt_response.py"
+    for args, says in [([str(tmp_path / "narrow.safetensors"), f"s={tmp_path / 'student'}"], "not the large model's"),
+                       ([str(tmp_path / "prompt.safetensors"), f"s={tmp_path / 'nowhere'}"], "NAME=FOLDER")]:
+        done = subprocess.run([sys.executable, str(script), str(run), *args], capture_output=True, text=True)
+        assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
