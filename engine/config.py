@@ -240,6 +240,13 @@ class DistillConfig(Section):
     prefix_length: int = Field(0, ge=0, description="vectors per soft prefix; 0: tune.prompt_length")
     prefix_noise: float = Field(0.35, ge=0, description="the prefixes' jitter in embedding standard deviations "
                                 "per coordinate (tuned SmolLM2 prompts sit 0.3–0.37 from their start)")
+    prefix_source: Literal["text", "tuned"] = Field("text", description="what a synthetic prefix is before its jitter: "
+                                                   "text = a random span's embeddings; tuned = one of prefix_tasks "
+                                                   "prompts the owner tunes on the large model for binary tasks it "
+                                                   "makes up on the distillation texts (engine/prefix_tasks.py)")
+    prefix_tasks: int = Field(8, ge=1, description="tuned prefixes: how many made-up tasks (one prompt each)")
+    prefix_steps: int = Field(30, ge=1, description="tuned prefixes: tuning steps per prompt (batch 8, tune.lr)")
+    prefix_inputs: int = Field(256, ge=16, description="tuned prefixes: distillation texts the made-up tasks label")
     freeze_embeddings: bool = True
     freeze_head: bool = True
     eval_every: int = Field(0, ge=0)
@@ -591,7 +598,8 @@ def to_toml(config: RunConfig) -> str:
 # default they are left out of every digest, so the run folders and suite reports made before them stay current.
 LATE_DEFAULTS: dict[str, dict[str, Any]] = {"transfer": {"shift_loss": "paper", "init": "text"},
                                             "distill": {"init": "kept", "prefix_share": 0.0, "prefix_length": 0,
-                                                        "prefix_noise": 0.35}}
+                                                        "prefix_noise": 0.35, "prefix_source": "text",
+                                                        "prefix_tasks": 8, "prefix_steps": 30, "prefix_inputs": 256}}
 
 # Sections that say how a run is examined, not what its stages compute: never in a digest, so setting them
 # reruns nothing (the audit's own record keys on its section).

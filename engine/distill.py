@@ -81,6 +81,9 @@ def _digest(blob: dict) -> str:
 _UNUSED_BY = {"hidden": {"temperature", "weight_kd", "weight_lm", "freeze_head"}, "kd": {"weight_mse", "cue_weight"}}
 
 
+_TUNED_PREFIX = ("prefix_source", "prefix_tasks", "prefix_steps", "prefix_inputs")
+
+
 def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
     """Everything that determines the distilled student; `keep`: the blocks resolved against the
     teacher, so [0, 1, -2, -1] and [0, 1, 28, 29] of a 30-block model are the same student."""
@@ -92,10 +95,13 @@ def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
     if d.get("init") == "kept":  # likewise: the default start leaves earlier students' keys as they were
         d.pop("init")
     if not d.get("prefix_share"):  # likewise: no prefixes, and their shape settings then change nothing
-        for name in ("prefix_share", "prefix_length", "prefix_noise"):
+        for name in ("prefix_share", "prefix_length", "prefix_noise", *_TUNED_PREFIX):
             d.pop(name, None)
     else:  # 0 means the prompt's length: the length the prefixes really have
         d["prefix_length"] = d["prefix_length"] or cfg.tune.prompt_length
+        if d.get("prefix_source") == "text":  # text prefixes: the tuned pool's settings change nothing
+            for name in _TUNED_PREFIX:
+                d.pop(name, None)
     if keep is not None:
         d["blocks"] = list(keep)
     from engine.fingerprints import content_id
@@ -389,6 +395,9 @@ def _run_distill(ctx) -> Path | None:
         texts = corpus_texts(cfg)
         rows = pack(tokenizer, [d.template.replace("{text}", t) for t in texts], d.seq_len)
         prefixes = _prefixes(ctx, teacher, tokenizer, rows, keep)
+        if ctx.cancelled:  # stopped while tuning the owner's prompts: nothing trained, nothing cached
+            records.write(folder, "distill", records.CANCELLED, inputs, {}, steps=0, seconds=time.time() - start)
+            return None
         if prefixes is not None:
             summary["prefixed_rows"] = int(prefixes.synthetic.sum())
         targets = None
@@ -459,9 +468,16 @@ def _prefixes(ctx, teacher, tokenizer, rows: torch.Tensor, keep) -> distill_pref
                         "another model, whose embeddings differ): set distill.prefix_share = 0")
     embedding = teacher.get_input_embeddings()
     embed = lambda ids: embedding(ids.to(input_device(teacher)))  # noqa: E731 — the teacher's, on its device
-    length = d.prefix_length or ctx.config.tune.prompt_length
-    return distill_prefix.make(rows, embed, int(bos_id(tokenizer) is not None), d.prefix_share, length,
-                               d.prefix_noise, ctx.config.runtime.seed)
+    length, n_head, seed = d.prefix_length or ctx.config.tune.prompt_length, int(bos_id(tokenizer) is not None), \
+        ctx.config.runtime.seed
+    pool = None
+    if d.prefix_source == "tuned":  # the owner's prompts for made-up tasks (engine.prefix_tasks)
+        from engine import prefix_tasks
+        starts = distill_prefix.text_spans(rows, embed, n_head, d.prefix_tasks, length, seed)
+        pool = prefix_tasks.tuned_pool(ctx, teacher, tokenizer, corpus_texts(ctx.config), starts)
+        if pool is None:
+            return None
+    return distill_prefix.make(rows, embed, n_head, d.prefix_share, length, d.prefix_noise, seed, pool)
 
 
 def _cached_targets(ctx, teacher, rows: torch.Tensor, key: str,

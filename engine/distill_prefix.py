@@ -37,10 +37,24 @@ class Prefixes:
         return self.vectors.contiguous().numpy().tobytes() + self.synthetic.numpy().tobytes()
 
 
+def _embedded(embed, ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([embed(ids[i:i + 256]).float().cpu() for i in range(0, len(ids), 256)])
+
+
+def text_spans(rows: torch.Tensor, embed, n_head: int, n: int, length: int, seed: int) -> torch.Tensor:
+    """(n, length, hidden): the embeddings of `n` random spans of the rows' text (the tuned pool's starts)."""
+    generator = torch.Generator().manual_seed(seed + 15485863)
+    stream = rows[:, n_head:].reshape(-1)
+    starts = torch.randint(0, max(1, len(stream) - length), (n,), generator=generator)
+    return _embedded(embed, stream[(starts.unsqueeze(1) + torch.arange(length)) % len(stream)])
+
+
 def make(rows: torch.Tensor, embed, n_head: int, share: float, length: int, noise: float,
-         seed: int) -> Prefixes:
+         seed: int, pool: torch.Tensor | None = None) -> Prefixes:
     """Each row's prefix. `embed` maps token ids (any shape) to their input embeddings (the
-    teacher's: the vectors are fixed before the student changes anything)."""
+    teacher's: the vectors are fixed before the student changes anything). `pool` (k, length, hidden):
+    prompts the synthetic prefixes are drawn from (engine.prefix_tasks), instead of text spans."""
     generator = torch.Generator().manual_seed(seed + 7919)  # its own stream: the row order's is untouched
     n, body = len(rows), rows[:, n_head:]
     stream, width = body.reshape(-1), body.shape[1]
@@ -51,9 +65,10 @@ def make(rows: torch.Tensor, embed, n_head: int, share: float, length: int, nois
     starts = torch.randint(0, max(1, len(stream) - length), (n,), generator=generator)
     spans = (starts.unsqueeze(1) + offsets) % len(stream)
     ids = torch.where(synthetic.unsqueeze(1), stream[spans], stream[before])
-    with torch.no_grad():
-        vectors = torch.cat([embed(ids[i:i + 256]).float().cpu() for i in range(0, n, 256)]) if n else \
-            torch.zeros(0, length, 0)
+    vectors = _embedded(embed, ids) if n else torch.zeros(0, length, 0)
+    if n and pool is not None:  # a synthetic row's prefix: one of the pool's prompts
+        choice = torch.randint(0, len(pool), (n,), generator=generator)
+        vectors = torch.where(synthetic.view(-1, 1, 1), pool.float()[choice], vectors)
     if n and synthetic.any() and noise > 0:
         scale = noise * vectors[synthetic].std()
         jitter = torch.randn(vectors.shape, generator=generator) * scale
