@@ -475,7 +475,8 @@ def _prefixes(ctx, teacher, tokenizer, rows: torch.Tensor, keep) -> distill_pref
         from engine import prefix_tasks
         starts = distill_prefix.text_spans(rows, embed, n_head, d.prefix_tasks, length, seed)
         pool = prefix_tasks.tuned_pool(ctx, teacher, tokenizer, corpus_texts(ctx.config), starts)
-        if pool is None:
+        if pool is None:  # a stop was asked while tuning: the caller writes the cancelled record
+            ctx.cancel_event.set()
             return None
     return distill_prefix.make(rows, embed, n_head, d.prefix_share, length, d.prefix_noise, seed, pool)
 

@@ -120,7 +120,7 @@ def tuned_pool(ctx, teacher, tokenizer, texts: list[str], spans: torch.Tensor) -
             ctx.log(f"distill: tuning the large model's prompt {k + 1} of {len(tasks)} for a made-up task "
                     f"(label words {tokenizer.convert_ids_to_tokens(words)})")
             tuned = tune_prompt(teacher, tokenizer, examples, labels, words, spans[k], d.prefix_steps,
-                                 ctx.config.tune.lr, 8, generator, lambda: ctx.cancelled, ctx.dtype)
+                                 ctx.config.tune.lr, 8, generator, cancelled=lambda: ctx.cancelled, dtype=ctx.dtype)
             if tuned is None:
                 return None
             ctx.log(f"distill: prompt {k + 1} fits its made-up task on {100 * tuned[1]:.0f} % of its last "

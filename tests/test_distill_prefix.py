@@ -113,3 +113,61 @@ def test_bad_prefix_settings_are_one_line_errors(tmp_path, sets, says):
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_made_up_tasks_split_at_the_median_of_a_random_direction_with_two_likely_words():
+    from engine import prefix_tasks
+    states = torch.randn(40, 6, generator=seeded(0))
+    logps = torch.log_softmax(torch.randn(40, 30, generator=seeded(1)), -1)
+    tasks = prefix_tasks.make_tasks(states, logps, 5, 4, seeded(2))
+    likely = set(logps.exp().mean(0).topk(4).indices.tolist())
+    for labels, words in tasks:
+        assert sum(labels) == 20  # balanced: half above the median
+        assert len(set(words)) == 2 and set(words) <= likely
+    first = torch.tensor(tasks[0][0], dtype=torch.bool)
+    # the split is linear in the states: the two classes' means differ along some direction, not by chance
+    assert (states[first].mean(0) - states[~first].mean(0)).norm() > 0.5
+    assert tasks != prefix_tasks.make_tasks(states, logps, 5, 4, seeded(3))
+
+
+def test_a_synthetic_row_takes_one_of_the_pools_prompts():
+    model, _ = tiny_pair("llama")
+    rows = _rows(n=50)
+    pool = torch.randn(3, 4, model.config.hidden_size, generator=seeded(5))
+    p = distill_prefix.make(rows, model.get_input_embeddings(), 1, share=0.5, length=4, noise=0.0, seed=0, pool=pool)
+    for vectors, synthetic in zip(p.vectors, p.synthetic):
+        is_pool = any(torch.equal(vectors, q) for q in pool)
+        assert is_pool == bool(synthetic)  # synthetic rows: a pool prompt exactly (no jitter asked); plain: text
+    jittered = distill_prefix.make(rows, model.get_input_embeddings(), 1, 0.5, 4, 0.35, 0, pool=pool)
+    assert torch.equal(jittered.vectors[~jittered.synthetic], p.vectors[~p.synthetic])
+    assert not torch.equal(jittered.vectors[jittered.synthetic], p.vectors[p.synthetic])
+
+
+def test_tuned_prefixes_distil_and_a_stop_while_tuning_caches_nothing(tmp_path, monkeypatch):
+    from engine import prefix_tasks
+    from engine.assets import cache_root
+    text, _ = _distill(tmp_path, "text", "distill.prefix_share=0.5")
+    tuned, events = _distill(tmp_path, "tuned", "distill.prefix_share=0.5", 'distill.prefix_source="tuned"',
+                             "distill.prefix_tasks=2", "distill.prefix_steps=5")
+    said = [e["message"] for e in events if e["event"] == "Log" and "made-up task" in e.get("message", "")]
+    assert sum("fits its made-up task" in m for m in said) == 2
+    assert tuned["key"] != text["key"] and tuned["prefixed_rows"] > 0
+    # a stop while the owner's prompts are tuned: a cancelled record, no student, no teacher states
+    real = prefix_tasks.tune_prompt
+    stopped = {}
+
+    def stop_after_first(*args, cancelled=None, **kw):
+        if stopped:
+            return real(*args, cancelled=lambda: True, **kw)
+        stopped["once"] = True
+        return real(*args, cancelled=cancelled, **kw)
+    monkeypatch.setattr(prefix_tasks, "tune_prompt", stop_after_first)
+    students = set((cache_root() / "students").iterdir())
+    states = set((cache_root() / "teacher_hidden").iterdir())
+    result = runner.invoke(app, ["distill", "--preset", "smoke", "--out", str(tmp_path / "stop"), "--set",
+                                 'distill.loss="hidden"', "--set", "distill.prefix_share=0.5", "--set",
+                                 'distill.prefix_source="tuned"', "--set", "distill.prefix_steps=6"])
+    record = json.loads((tmp_path / "stop" / "distill" / "done.json").read_text())
+    assert record["status"] == "cancelled", result.output
+    assert set((cache_root() / "students").iterdir()) == students
+    assert set((cache_root() / "teacher_hidden").iterdir()) == states
