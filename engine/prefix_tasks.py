@@ -6,9 +6,12 @@ learns how the teacher answers to prompts like that, the owner tunes `n` prompts
 for a binary task it invents on the distillation texts — no label anyone wrote, nothing private:
 
 - inputs: distillation texts with the template's cue after them (what a task's inputs look like);
-- labels: which side of its median the teacher's own final state at the cue falls along a random
-  direction (so a prompt can learn it: the teacher already tells the classes apart, as it does a real
-  task's; each task balanced by construction);
+- labels: which side of its median the teacher's own final state at the cue falls along one of that
+  state's principal directions over the texts (task k: the k-th). The directions the texts vary most
+  along are the features the teacher reads from them most strongly (what a review's sentiment or an
+  article's topic is to it), so a prompt can learn to say them, as it does a real task; a random
+  direction is not (on SmolLM2, prompts tuned 60 steps for random directions fit 50–65 %). Each task
+  is balanced by construction;
 - label words: two of the teacher's most likely next tokens after the cue (the words a verbalizer for
   this template would pick).
 
@@ -65,14 +68,15 @@ def _mask_with_bos(batch, tokenizer):
 
 def make_tasks(states: torch.Tensor, logps: torch.Tensor, n: int, candidates: int,
                generator: torch.Generator) -> list[tuple[list[int], list[int]]]:
-    """`n` tasks: (labels per input, the two label-word token ids). Labels split at the median of a
-    random direction of the cue states; words drawn from the teacher's `candidates` likeliest next tokens."""
+    """`n` tasks: (labels per input, the two label-word token ids). Task k's labels split at the median
+    of the cue states' k-th principal direction; words drawn from the teacher's `candidates` likeliest
+    next tokens."""
     likely = logps.exp().mean(0).topk(candidates).indices
     centred = states - states.mean(0)
+    directions = torch.linalg.svd(centred, full_matrices=False).Vh  # rows: principal directions, leading first
     tasks = []
-    for _ in range(n):
-        direction = torch.randn(states.shape[1], generator=generator)
-        projection = centred @ direction
+    for k in range(n):
+        projection = centred @ directions[k % len(directions)]
         labels = (projection > projection.median()).long().tolist()
         words = likely[torch.randperm(candidates, generator=generator)[:2]].tolist()
         tasks.append((labels, words))
