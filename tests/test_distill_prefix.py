@@ -10,6 +10,7 @@ from engine.distill import student_key, teacher_identity
 from engine.presets import load_config
 from post_tui.cli import app
 from tests.helpers import seeded, tiny_pair
+from tests.test_distill import distill as _distill  # the distill command on the smoke preset, hidden loss
 
 runner = CliRunner()
 
@@ -76,18 +77,6 @@ def test_the_student_key_ignores_prefix_settings_unless_prefixes_are_on(tmp_path
     assert key("distill.prefix_share=0.5", "tune.prompt_length=6") == key("distill.prefix_share=0.5",
                                                                           "tune.prompt_length=6",
                                                                           "distill.prefix_length=6")
-
-
-def _distill(tmp_path, name, *sets):
-    run_dir = tmp_path / name
-    args = ["distill", "--preset", "smoke", "--out", str(run_dir), "--set", 'distill.loss="hidden"',
-            "--set", "distill.steps=40"]
-    for s in sets:
-        args += ["--set", s]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
-    return json.loads((run_dir / "distill" / "summary.json").read_text()), events
 
 
 def test_a_prefixed_distillation_trains_on_its_own_teacher_states(tmp_path):
