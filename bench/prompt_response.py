@@ -17,7 +17,6 @@ developer's measurement of students on a benchmark task, not a stage of the owne
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
