@@ -475,9 +475,12 @@ def _prefixes(ctx, teacher, tokenizer, rows: torch.Tensor, keep) -> distill_pref
         from engine import prefix_tasks
         starts = distill_prefix.text_spans(rows, embed, n_head, d.prefix_tasks, length, seed)
         pool = prefix_tasks.tuned_pool(ctx, teacher, tokenizer, corpus_texts(ctx.config), starts)
-        if pool is None:  # a stop was asked while tuning: the caller writes the cancelled record
-            ctx.cancel_event.set()
+        if distributed.sum_over_ranks(int(pool is None)):  # a stop asked on any rank while tuning stops all;
+            ctx.cancel_event.set()                         # the caller writes the cancelled record
             return None
+        # several processes: rank 0's prompts for every rank (hundreds of optimizer steps can amplify
+        # float differences between machines; the prefixes, the teacher's states and the student must agree)
+        distributed.sync_tensor_(pool)
     return distill_prefix.make(rows, embed, n_head, d.prefix_share, length, d.prefix_noise, seed, pool)
 
 

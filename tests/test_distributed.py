@@ -240,8 +240,11 @@ def scenario_distill(out, rank, world):
                    if p.is_file())
     manifest = next(((cache_root() / "teacher_hidden").rglob("manifest.json")), None)
     kd = _distill_once(out, rank, ['distill.loss="kd"', "distill.steps=12"])
-    # soft-prefixed rows (engine.distill_prefix): each rank's prefixes are its own rows', in the cache and the steps
-    prefixed = _distill_once(out, rank, ['distill.loss="hidden"', "distill.steps=30", "distill.prefix_share=0.5"])
+    # soft-prefixed rows (engine.distill_prefix): each rank's prefixes are its own rows', in the cache and the steps;
+    # the owner's tuned prompts (engine.prefix_tasks) are rank 0's on every rank
+    prefixed = _distill_once(out, rank, ['distill.loss="hidden"', "distill.steps=30", "distill.prefix_share=0.5",
+                                         'distill.prefix_source="tuned"', "distill.prefix_tasks=2",
+                                         "distill.prefix_steps=4"])
     return {"hidden": hidden, "kd": kd, "prefixed": prefixed, "cache": cache,
             "manifest": json.loads(manifest.read_text()) if manifest else None,
             "student_saved": (Path(hidden["summary"]["path"]) / "manifest.json").is_file()}
