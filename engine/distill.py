@@ -470,6 +470,12 @@ def _prefixes(ctx, teacher, tokenizer, rows: torch.Tensor, keep) -> distill_pref
     embed = lambda ids: embedding(ids.to(input_device(teacher)))  # noqa: E731 — the teacher's, on its device
     length, n_head, seed = d.prefix_length or ctx.config.tune.prompt_length, int(bos_id(tokenizer) is not None), \
         ctx.config.runtime.seed
+    from engine.prompt import context_length
+    limit = context_length(teacher)
+    if limit is not None and rows.shape[1] + length > limit:
+        raise PostError(f"a prefixed distillation row is {rows.shape[1] + length} positions (distill.seq_len "
+                        f"{d.seq_len} + a prefix of {length}), more than {ctx.config.models.large}'s context of "
+                        f"{limit}: lower distill.prefix_length or distill.seq_len")
     pool = None
     if d.prefix_source == "tuned":  # the owner's prompts for made-up tasks (engine.prefix_tasks)
         from engine import prefix_tasks

@@ -41,29 +41,18 @@ def task_inputs(tokenizer, texts: list[str], template: str, max_length: int, lim
 
 
 @torch.no_grad()
-def cue_states(model, tokenizer, examples: Examples, batch_size: int = 16):
-    """(the teacher's final hidden state at each input's last position, its next-token log-probs there)."""
+def cue_states(model, tokenizer, examples: Examples, batch_size: int = 16, dtype: str = "float32"):
+    """(the teacher's final hidden state at each input's last position, its next-token log-probs there):
+    one forward per batch, the vocabulary's logits at that position only (Gemma's head is 262k wide)."""
     states, logps = [], []
-    device = input_device(model)
+    device, bos = input_device(model), bos_id(tokenizer)
     for lo in range(0, len(examples), batch_size):
         batch = collate(examples, list(range(lo, min(lo + batch_size, len(examples)))), tokenizer.pad_token_id or 0, device)
-        out = model(input_ids=_with_bos(batch["input_ids"], tokenizer), attention_mask=_mask_with_bos(batch, tokenizer),
-                    output_hidden_states=True, use_cache=False)
-        last = batch["attention_mask"].sum(1) - 1 + int(bos_id(tokenizer) is not None)
-        rows = torch.arange(len(last))
-        states.append(out.hidden_states[-1][rows, last].float().cpu())
-        logps.append(torch.log_softmax(out.logits[rows, last].float(), -1).cpu())
+        logits, state = prompted_logits(model, batch["input_ids"], batch["attention_mask"], None, bos, dtype,
+                                        with_state=True)
+        states.append(state.cpu())
+        logps.append(torch.log_softmax(logits, -1).cpu())
     return torch.cat(states), torch.cat(logps)
-
-
-def _with_bos(ids, tokenizer):
-    bos = bos_id(tokenizer)
-    return ids if bos is None else torch.cat([torch.full_like(ids[:, :1], bos), ids], dim=1)
-
-
-def _mask_with_bos(batch, tokenizer):
-    mask = batch["attention_mask"]
-    return mask if bos_id(tokenizer) is None else torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
 
 
 def make_tasks(states: torch.Tensor, logps: torch.Tensor, n: int, candidates: int,
@@ -114,7 +103,7 @@ def tuned_pool(ctx, teacher, tokenizer, texts: list[str], spans: torch.Tensor) -
     d = ctx.config.distill
     generator = torch.Generator().manual_seed(ctx.config.runtime.seed + 104729)
     examples = task_inputs(tokenizer, texts, d.template, d.seq_len, d.prefix_inputs, generator)
-    states, logps = cue_states(teacher, tokenizer, examples)
+    states, logps = cue_states(teacher, tokenizer, examples, dtype=ctx.dtype)
     tasks = make_tasks(states, logps, len(spans), 20, generator)
     prompts = []
     requires = [p.requires_grad for p in teacher.parameters()]

@@ -133,10 +133,11 @@ def autocast(device: torch.device, dtype: str):
 
 def prompted_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                     prompt: torch.Tensor | None = None, bos: int | None = None,
-                    dtype: str = "float32") -> torch.Tensor:
+                    dtype: str = "float32", with_state: bool = False):
     """Next-token logits (B, V) at the prediction position of `prompt + input`.
 
     `prompt` is (B, m, d) (see `SoftPrompt.per_example`), (m, d), or None for no prompt.
+    `with_state`: also the final hidden state (B, d) there, from the same forward.
     """
     embed = model.get_input_embeddings()
     B = input_ids.shape[0]
@@ -156,8 +157,12 @@ def prompted_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     embeds = source.gather(1, index.to(source.device).unsqueeze(-1).expand(-1, -1, d))
     with autocast(input_ids.device, dtype):
         out = model(inputs_embeds=embeds, attention_mask=mask.to(source.device),
-                    position_ids=position_ids.to(source.device), logits_to_keep=1, use_cache=False)
-    return out.logits[:, -1].float().to(input_ids.device)  # from a split model's last device, back to the batch's
+                    position_ids=position_ids.to(source.device), logits_to_keep=1, use_cache=False,
+                    output_hidden_states=with_state)
+    logits = out.logits[:, -1].float().to(input_ids.device)  # from a split model's last device, back to the batch's
+    if with_state:
+        return logits, out.hidden_states[-1][:, -1].float().to(input_ids.device)
+    return logits
 
 
 def init_warning(tokenizer, text: str, length: int, label_words: list[list[str]]) -> str | None:

@@ -161,3 +161,30 @@ def test_tuned_prefixes_distil_and_a_stop_while_tuning_caches_nothing(tmp_path, 
     assert record["status"] == "cancelled", result.output
     assert set((cache_root() / "students").iterdir()) == students
     assert set((cache_root() / "teacher_hidden").iterdir()) == states
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_cue_states_are_the_last_positions_of_one_plain_forward(family):
+    """The made-up tasks read the teacher at each input's last token: rows of different lengths (right-padded
+    in the batch) give what each row alone gives (one float32 graph each: summation order only)."""
+    from engine import prefix_tasks
+    from engine.data.tasks import Examples
+    model, tokenizer = tiny_pair(family)
+    model.eval()
+    rows = [[7, 8, 9, 10, 11], [12, 13], [14, 15, 16]]
+    states, logps = prefix_tasks.cue_states(model, tokenizer, Examples(rows), batch_size=3)
+    from engine.prompt import bos_id
+    head = [] if bos_id(tokenizer) is None else [bos_id(tokenizer)]
+    for i, row in enumerate(rows):
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([head + row]), output_hidden_states=True, use_cache=False)
+        torch.testing.assert_close(states[i], out.hidden_states[-1][0, -1], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logps[i], torch.log_softmax(out.logits[0, -1], -1), rtol=1e-5, atol=1e-5)
+
+
+def test_a_prefix_longer_than_the_context_is_a_one_line_error(tmp_path):
+    result = runner.invoke(app, ["distill", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set",
+                                 'distill.loss="hidden"', "--set", "distill.prefix_share=0.5", "--set",
+                                 "distill.prefix_length=5000"])
+    assert result.exit_code == 2 and "distill.prefix_length" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()  # nothing half-written
