@@ -59,10 +59,15 @@ def save_figure(fig, ax, path) -> None:
 
 
 def run_main(main) -> None:
-    """A script's main: a refusal (SystemExit with a message) prints its one line and exits 2, as every bad input."""
+    """A script's main: a refusal (SystemExit with a message, or the engine's PostError) prints its one line and
+    exits 2, as every bad input."""
     import sys
+    from engine.errors import PostError
     try:
         main()
+    except PostError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     except SystemExit as e:
         if isinstance(e.code, str):
             print(e.code, file=sys.stderr)

@@ -72,17 +72,36 @@ def measure(run: Path, prompt_path: Path, students: dict[str, Path], split: str)
     if prompt.weight.shape[1] != large.config.hidden_size:
         raise SystemExit(f"{prompt_path}: a prompt of width {prompt.weight.shape[1]}, not the large model's "
                          f"{large.config.hidden_size}: give a prompt tuned on {cfg.models.large}")
+    from engine.prompt import context_length
+    limit, longest = context_length(large), max(len(ids) for ids in examples.input_ids) + 1  # + BOS
+    if limit is not None and prompt.length + longest > limit:
+        raise SystemExit(f"{prompt_path}: {prompt.length} vectors before inputs of up to {longest} tokens pass "
+                         f"{cfg.models.large}'s context of {limit}: give a prompt tuned for this task")
     reference = response(large, tokenizer, prompt, examples, verbalizer)
     out = {"run": str(run), "prompt": str(prompt_path), "split": split, "examples": len(examples),
            "large": {k: v for k, v in reference.items() if k != "change"}, "students": {}}
     for name, path in students.items():
-        folder = path / "student" if (path / "student").is_dir() else path
+        from engine import kit
+        if kit.is_kit(path):  # the owner's kit says whose student it is: refuse one of another model
+            _check_teacher(kit.verify(path), large, path, cfg.models.large)
+        folder = kit.student_files(path)
         model, student_tokenizer = models.load(str(folder), cfg.runtime.seed, False)
         models.check_same_tokenizer(student_tokenizer, tokenizer)
+        if model.config.hidden_size != prompt.weight.shape[1]:
+            raise SystemExit(f"{name}={path}: a student of width {model.config.hidden_size}, and the prompt's is "
+                             f"{prompt.weight.shape[1]}: give a student distilled from {cfg.models.large}")
         got = response(model.eval(), tokenizer, prompt, examples, verbalizer)
         out["students"][name] = {**{k: v for k, v in got.items() if k != "change"},
                                  "correlation": correlation(got["change"], reference["change"])}
     return out
+
+
+def _check_teacher(manifest: dict, large, path: Path, large_name: str) -> None:
+    from engine.distill import weights_fingerprint
+    teacher = manifest.get("teacher_identity") or {}
+    if teacher.get("weights") != weights_fingerprint(large):
+        raise SystemExit(f"{path}: a student kit distilled from {manifest.get('teacher', 'another model')!r}, not "
+                         f"from this run's large model {large_name}: give a kit of {large_name}")
 
 
 def main() -> None:
@@ -100,7 +119,11 @@ def main() -> None:
         name, _, path = spec.partition("=")
         if not name or not path or not Path(path).is_dir():
             raise SystemExit(f"{spec!r}: give NAME=FOLDER, a student kit or model folder that exists")
+        if name in students:
+            raise SystemExit(f"{name!r} names two students: give each its own name")
         students[name] = Path(path)
+    if args.out is not None and args.out.is_dir():
+        raise SystemExit(f"--out {args.out} is a folder: give the JSON file's path")
     out = measure(args.run, args.prompt, students, args.split)
     large = out["large"]
     print(f"large model: {large['zero_shot']} → {large['prompted']} % with the prompt, "

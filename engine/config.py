@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import string
 import tomllib
@@ -67,6 +68,14 @@ class Section(BaseModel):
                 raise ValueError("expects a list of numbers, not true / false")
         elif isinstance(value, bool) and _numeric(annotation):
             raise ValueError("expects a number, not true / false")
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite(cls, value: Any) -> Any:
+        """inf or nan in a setting only ever trains a NaN model or loops without end: refuse it where it enters."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"expects a finite number, not {value}")
         return value
 
 
@@ -238,7 +247,7 @@ class DistillConfig(Section):
                                 "its embeddings jittered — so the student learns how the teacher answers to a soft "
                                 "prompt, not only to text (engine/distill_prefix.py); 0: text only")
     prefix_length: int = Field(0, ge=0, description="vectors per soft prefix; 0: tune.prompt_length")
-    prefix_noise: float = Field(0.35, ge=0, description="the prefixes' jitter in embedding standard deviations "
+    prefix_noise: float = Field(0.35, ge=0, le=10, description="the prefixes' jitter in embedding standard deviations "
                                 "per coordinate (tuned SmolLM2 prompts sit 0.3–0.37 from their start)")
     prefix_source: Literal["text", "tuned"] = Field("text", description="what a synthetic prefix is before its jitter: "
                                                    "text = a random span's embeddings; tuned = one of prefix_tasks "
@@ -280,8 +289,17 @@ class DistillConfig(Section):
         return value
 
 
+def _idle_prefix_settings(distill) -> list[str]:
+    """The prefix settings given other values than their defaults while distill.prefix_share = 0 (read by nothing)."""
+    if distill.prefix_share:
+        return []
+    names = ("prefix_length", "prefix_noise", "prefix_source", "prefix_tasks", "prefix_steps", "prefix_inputs")
+    fields = type(distill).model_fields
+    return [f"distill.{n}" for n in names if getattr(distill, n) != fields[n].default]
+
+
 class TuneConfig(Section):
-    prompt_length: int = Field(20, ge=0)
+    prompt_length: int = Field(20, ge=1)
     steps: int = Field(0, ge=0, description="Optimizer steps (0: use epochs)")
     epochs: float = Field(1.0, gt=0)
     batch_size: int = Field(16, ge=1)
@@ -441,6 +459,20 @@ class RunConfig(Section):
         if self.distill.prefix_share and self.models.small:
             raise ValueError("distill.prefix_share feeds the large model's embeddings to a student made of its "
                              "blocks; models.small is another model: remove one of them")
+        if self.distill.prefix_share and self.models.kit:
+            raise ValueError("distill.prefix_share shapes how a student is distilled; models.kit is a student the "
+                             "owner already distilled: remove one of them")
+        idle = _idle_prefix_settings(self.distill)
+        if idle:
+            one = len(idle) == 1
+            raise ValueError(f"{', '.join(idle)} {'applies' if one else 'apply'} only with distill.prefix_share > 0, "
+                             f"and it is 0: {'it' if one else 'they'} would do nothing — set distill.prefix_share, "
+                             f"or remove {'it' if one else 'them'}")
+        if self.distill.prefix_share and self.distill.prefix_source == "tuned" and \
+                self.distill.prefix_tasks > self.distill.prefix_inputs:
+            raise ValueError(f"distill.prefix_tasks ({self.distill.prefix_tasks}) is more than distill.prefix_inputs "
+                             f"({self.distill.prefix_inputs}): each made-up task splits the inputs along its own "
+                             "principal direction, and there are at most as many as inputs — lower prefix_tasks")
         from engine.data.generated import GENERATED
         if self.distills and not self.distill.corpus and self.public.source == GENERATED:
             raise ValueError("distill.corpus is empty, so distillation would read the public set's source, and "

@@ -26,6 +26,7 @@ from engine.events import Metric, Progress, StageFinished, StageStarted
 from engine.losses import distillation_loss, hidden_state_loss
 from engine.models import make_student, resolve_blocks, tokenizer_fingerprint
 from engine.prompt import autocast
+from engine.training import check_finite
 
 
 def pack(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
@@ -306,6 +307,7 @@ def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tens
         schedule.step()
         seconds = time.perf_counter() - start
         value, parts, stop = split.reduce(loss.detach(), parts, fraction, ctx.cancelled)  # the global batch's
+        check_finite("distill", step, value)  # a NaN student is never cached
         losses.append(value)
         _emit_step(ctx, step, cfg.steps, value, parts, seconds, cfg.batch_size * batch.shape[1])
         ranks.record_work(batch.numel() if fraction else 0, seconds)
@@ -480,13 +482,18 @@ def _prefixes(ctx, teacher, tokenizer, rows: torch.Tensor, keep) -> distill_pref
     if d.prefix_source == "tuned":  # the owner's prompts for made-up tasks (engine.prefix_tasks)
         from engine import prefix_tasks
         starts = distill_prefix.text_spans(rows, embed, n_head, d.prefix_tasks, length, seed)
-        pool = prefix_tasks.tuned_pool(ctx, teacher, tokenizer, corpus_texts(ctx.config), starts)
+        # each made-up task's input is BOS + prompt + text: the text gets what the context leaves it
+        room = d.seq_len if limit is None else min(d.seq_len, limit - length - n_head)
+        pool = prefix_tasks.tuned_pool(ctx, teacher, tokenizer, corpus_texts(ctx.config), starts, room)
         if distributed.sum_over_ranks(int(pool is None)):  # a stop asked on any rank while tuning stops all;
             ctx.cancel_event.set()                         # the caller writes the cancelled record
             return None
         # several processes: rank 0's prompts for every rank (hundreds of optimizer steps can amplify
         # float differences between machines; the prefixes, the teacher's states and the student must agree)
         distributed.sync_tensor_(pool)
+        if not torch.isfinite(pool).all():  # rank 0's pool on every rank: every rank refuses alike
+            raise PostError("distill: a prompt the owner tuned for a made-up task diverged (inf or nan): lower "
+                            "tune.lr, which tunes those prompts too, and run again")
     return distill_prefix.make(rows, embed, n_head, d.prefix_share, length, d.prefix_noise, seed, pool)
 
 

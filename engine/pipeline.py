@@ -335,6 +335,7 @@ def _run_locked(config: RunConfig, run_dir: Path, fresh: bool, bus, cancel, stag
 
 def _nothing_finished(run_dir: Path) -> bool:
     """No stage record, checkpoint or privacy journal: the folder holds nothing worth keeping
-    (a journal is never deleted — it records privacy already spent)."""
-    keep = {records.RECORD, "privacy.journal.json", "results.json"}
+    (a journal is never deleted — it records privacy already spent; an engine bug's error.txt, which its
+    one-line message points to, is kept for the bug report)."""
+    keep = {records.RECORD, "privacy.journal.json", "results.json", "error.txt"}
     return not any(p.name in keep or p.suffix == ".pt" for p in run_dir.rglob("*") if p.is_file())

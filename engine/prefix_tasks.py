@@ -97,12 +97,12 @@ def tune_prompt(model, tokenizer, examples: Examples, labels: list[int], words: 
     return prompt.detach().cpu(), sum(hits[-5:]) / max(1, len(hits[-5:]))
 
 
-def tuned_pool(ctx, teacher, tokenizer, texts: list[str], spans: torch.Tensor) -> torch.Tensor | None:
-    """(n, length, hidden): the owner's prompts for made-up tasks (`spans` (n, length, hidden): their starts).
-    None when the run was cancelled."""
+def tuned_pool(ctx, teacher, tokenizer, texts: list[str], spans: torch.Tensor, max_length: int) -> torch.Tensor | None:
+    """(n, length, hidden): the owner's prompts for made-up tasks (`spans` (n, length, hidden): their starts;
+    each task's inputs cut to `max_length` tokens). None when the run was cancelled."""
     d = ctx.config.distill
     generator = torch.Generator().manual_seed(ctx.config.runtime.seed + 104729)
-    examples = task_inputs(tokenizer, texts, d.template, d.seq_len, d.prefix_inputs, generator)
+    examples = task_inputs(tokenizer, texts, d.template, max_length, d.prefix_inputs, generator)
     states, logps = cue_states(teacher, tokenizer, examples, dtype=ctx.dtype)
     tasks = make_tasks(states, logps, len(spans), 20, generator)
     prompts = []

@@ -72,9 +72,24 @@ class SoftPrompt(nn.Module):
         except Exception as err:  # truncated or not a safetensors file: say which file, not a raw traceback
             raise PostError(f"prompt file {path} is damaged ({type(err).__name__}); resume the run so the "
                             "stage that wrote it runs again") from None
+        problem = _not_a_prompt(weight)
+        if problem:  # a prompt that would score or transfer garbage: refused where it enters
+            raise PostError(f"prompt file {path} does not hold a prompt ({problem}): give a prompt post wrote, or "
+                            "resume the run so the stage that wrote it runs again")
         prompt = cls(weight.shape[0], weight.shape[1], meta)
         prompt.weight.data.copy_(weight)
         return prompt
+
+
+def _not_a_prompt(weight: torch.Tensor) -> str:
+    """What is wrong with a loaded tensor as a prompt; "" when nothing is."""
+    if weight.ndim != 2 or 0 in weight.shape:
+        return f"a tensor of shape {tuple(weight.shape)}, not vectors × width"
+    if not weight.is_floating_point():
+        return f"{str(weight.dtype).removeprefix('torch.')} values, not floating point"
+    if not torch.isfinite(weight).all():
+        return "inf or nan values"
+    return ""
 
 
 def tensor_hash(path: Path) -> str:

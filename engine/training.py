@@ -8,6 +8,7 @@ expected batch size. Same loop, same code path, with or without privacy.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Protocol
@@ -15,6 +16,7 @@ from typing import Callable, Iterator, Protocol
 import torch
 
 from engine import distributed, ranks
+from engine.errors import PostError
 from engine.events import Metric, Progress
 from engine.prompt import SoftPrompt
 
@@ -31,6 +33,19 @@ def mean_gradient(per_example_grads: torch.Tensor) -> torch.Tensor:
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr) if name == "adam" else torch.optim.SGD(params, lr=lr)
+
+
+_LEARNING_RATE = {"tune": "tune.lr", "full_pt": "tune.lr", "transfer": "transfer.lr", "distill": "distill.lr"}
+
+
+def check_finite(stage: str, step: int, loss: float) -> None:
+    """A loss that is inf or nan poisons every later step and whatever the stage would write (a prompt, a
+    cached student): stop at once with one line. Over several processes the loss is the global batch's, the
+    same on every rank, so every rank stops at the same step."""
+    if not math.isfinite(loss):
+        key = _LEARNING_RATE.get(stage.split(":")[0], "the stage's learning rate")
+        raise PostError(f"{stage}: the loss became {loss} at step {step}: the training diverged and nothing of "
+                        f"it is kept — lower {key} and run again")
 
 
 def prompt_step(prompt: SoftPrompt, optimizer, loss_fn: LossFn, indices: list[int],
@@ -101,6 +116,7 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
         result.tokens += tokens
         ranks.record_work(tokens_of(indices) if hasattr(indices, "global_batch") else tokens, seconds)  # this rank's share
         if loss is not None:
+            check_finite(stage, step, loss)
             result.losses.append(loss)
             ctx.emit(Metric(stage=stage, step=step, name="loss", value=loss))
         ctx.emit(Progress(stage=stage, step=step, total_steps=steps, step_seconds=seconds,

@@ -157,7 +157,8 @@ def test_student_curve_orders_students_by_size_and_finds_where_the_goal_is_cross
 def test_prompt_response_compares_a_students_answer_to_the_large_models_prompt(tmp_path):
     """bench/prompt_response.py: the large model as its own "student" answers exactly as itself
     (correlation 1, the same accuracies: one model, one computation); a two-block student is measured on
-    the same examples; a prompt of another width and a missing student are refused in one line."""
+    the same examples; bad prompts (another width, nan, not a matrix), students (missing, not a model, another
+    width, a kit of another teacher) and arguments (a name twice, --out a folder) are refused in one line."""
     import subprocess
     import sys
     import torch
@@ -187,8 +188,26 @@ def test_prompt_response_compares_a_students_answer_to_the_large_models_prompt(t
     assert -1 <= two["correlation"] <= 1 and out["examples"] > 0
     narrow = SoftPrompt(4, 8)
     narrow.save(tmp_path / "narrow.safetensors")
+    from safetensors.torch import save_file
+    save_file({"prompt": torch.full((4, 64), float("nan"))}, tmp_path / "nan.safetensors")
+    save_file({"prompt": torch.zeros(64)}, tmp_path / "flat.safetensors")
+    from transformers import GPT2Config, GPT2LMHeadModel
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4)).save_pretrained(tmp_path / "w32")
+    tokenizer.save_pretrained(tmp_path / "w32")
+    from engine import kit
+    kit.write(tmp_path / "other", make_student(large, [0, -1]), tokenizer, "tiny:llama", {"weights": "another"},
+              [0, -1], "k")
+    (tmp_path / "empty").mkdir()
+    good, student = str(tmp_path / "prompt.safetensors"), f"s={tmp_path / 'student'}"
     script = Path(__file__).parents[1] / "bench" / "prompt_response.py"
-    for args, says in [([str(tmp_path / "narrow.safetensors"), f"s={tmp_path / 'student'}"], "not the large model's"),
-                       ([str(tmp_path / "prompt.safetensors"), f"s={tmp_path / 'nowhere'}"], "NAME=FOLDER")]:
+    for args, says in [([str(tmp_path / "narrow.safetensors"), student], "not the large model's"),
+                       ([good, f"s={tmp_path / 'nowhere'}"], "NAME=FOLDER"),
+                       ([str(tmp_path / "nan.safetensors"), student], "inf or nan values"),
+                       ([str(tmp_path / "flat.safetensors"), student], "not vectors × width"),
+                       ([good, student, f"s={tmp_path / 'student'}"], "names two students"),
+                       ([good, student, "--out", str(tmp_path)], "is a folder"),
+                       ([good, f"e={tmp_path / 'empty'}"], "config.json"),
+                       ([good, f"w={tmp_path / 'w32'}"], "a student of width 32"),
+                       ([good, f"o={tmp_path / 'other'}"], "distilled from 'tiny:llama'")]:
         done = subprocess.run([sys.executable, str(script), str(run), *args], capture_output=True, text=True)
         assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr

@@ -70,7 +70,11 @@ def test_the_student_key_ignores_prefix_settings_unless_prefixes_are_on(tmp_path
 
     def key(*sets):
         return student_key(load_config("smoke", overrides=['distill.loss="hidden"', *sets]), identity, [0, 3])
-    assert key() == key("distill.prefix_noise=0.9", "distill.prefix_length=7")  # off: earlier students stay valid
+    # off: earlier students stay valid (such settings are refused beside a share of 0, but a config built
+    # in code or read from an older run folder may still carry them)
+    off = load_config("smoke", overrides=['distill.loss="hidden"'])
+    idle = off.model_copy(update={"distill": off.distill.model_copy(update={"prefix_noise": 0.9, "prefix_length": 7})})
+    assert key() == student_key(idle, identity, [0, 3])
     on = key("distill.prefix_share=0.5")
     assert on != key()
     assert on != key("distill.prefix_share=0.5", "distill.prefix_noise=0.9")
@@ -188,3 +192,47 @@ def test_a_prefix_longer_than_the_context_is_a_one_line_error(tmp_path):
                                  "distill.prefix_length=5000"])
     assert result.exit_code == 2 and "distill.prefix_length" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "r").exists()  # nothing half-written
+
+
+def test_tuned_prompts_fit_the_context_with_bos_before_them(tmp_path):
+    """A made-up task's input is BOS + prompt + text: with a prefix that fills the context up to distill.seq_len,
+    the text is cut so the whole fits (a GPT-2 of 64 positions and a tokenizer that starts with BOS)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from engine.prompt import bos_id
+    from tests.helpers import sentencepiece_style_tokenizer
+    tokenizer = sentencepiece_style_tokenizer()
+    assert bos_id(tokenizer) is not None
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=4, n_head=4,
+                                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
+    model.save_pretrained(tmp_path / "bos64")
+    tokenizer.save_pretrained(tmp_path / "bos64")
+    summary, _ = _distill(tmp_path, "edge", f'models.large="{tmp_path / "bos64"}"', "distill.steps=3",
+                          "distill.seq_len=32", "distill.prefix_share=0.5", "distill.prefix_length=32",
+                          'distill.prefix_source="tuned"', "distill.prefix_tasks=1", "distill.prefix_steps=1",
+                          'distill.template="{text} {text} {text} {text} {text} {text} It was"')
+    assert summary["prefixed_rows"] > 0
+
+
+@pytest.mark.parametrize("sets, says", [
+    (['distill.prefix_source="tuned"'], "distill.prefix_source applies only with distill.prefix_share > 0"),
+    (["distill.prefix_tasks=3", "distill.prefix_noise=0.1"], "distill.prefix_noise, distill.prefix_tasks apply only"),
+    (["distill.prefix_share=0.5", "distill.prefix_noise=1e300"], "prefix_noise"),
+    (["distill.prefix_share=0.5", 'distill.prefix_source="tuned"', "distill.prefix_tasks=20",
+      "distill.prefix_inputs=16"], "lower prefix_tasks"),
+])
+def test_prefix_settings_that_would_do_nothing_or_wrap_are_refused(tmp_path, sets, says):
+    result = runner.invoke(app, ["distill", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set",
+                                 'distill.loss="hidden"'] + [a for s in sets for a in ("--set", s)])
+    assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_prefixes_with_an_owners_kit_are_refused(tmp_path):
+    plain, _ = _distill(tmp_path, "plain", "distill.steps=3")
+    from engine.assets import cache_root
+    kit_folder = cache_root() / "students" / plain["key"]
+    result = runner.invoke(app, ["run", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set",
+                                 f'models.kit="{kit_folder}"', "--set", 'distill.loss="hidden"', "--set",
+                                 "distill.prefix_share=0.5"])
+    assert result.exit_code == 2 and "models.kit" in result.output and "Traceback" not in result.output

@@ -1,6 +1,7 @@
 """The prompt-training loop: best-on-validation kept, early stop on patience."""
 import itertools
 
+import pytest
 import torch
 
 from engine.context import RunContext
@@ -41,3 +42,31 @@ def test_patience_without_validations_is_refused():
 def test_no_patience_runs_every_step(tmp_path):
     result = run(tmp_path, [0.5] * 10, patience=0)
     assert result.steps == 20 and result.best_step == 2 and result.stopped_reason == ""
+
+
+def test_a_loss_that_is_not_finite_stops_the_stage_in_one_line():
+    from engine.errors import PostError
+    from engine.training import check_finite
+    check_finite("tune", 3, 0.25)
+    for stage, key in (("tune", "tune.lr"), ("transfer:post", "transfer.lr"), ("distill", "distill.lr")):
+        for bad in (float("nan"), float("inf")):
+            with pytest.raises(PostError, match=f"{stage}: the loss became {bad} at step 7.*lower {key}"):
+                check_finite(stage, 7, bad)
+
+
+@pytest.mark.parametrize("sets, stage, key", [
+    (["tune.lr=1e30"], "tune", "tune.lr"),
+    (['distill.loss="hidden"', "distill.lr=1e30", "distill.grad_clip=1e30"], "distill", "distill.lr"),
+])
+def test_a_diverging_stage_fails_in_one_line_and_keeps_nothing(tmp_path, sets, stage, key):
+    """A learning rate that sends the loss to nan: the stage stops there, exit 2; no results, and a diverged
+    student is never cached for a later run to reuse."""
+    from engine.assets import cache_root
+    from tests.helpers import run_with_sets
+    students = set((cache_root() / "students").glob("*")) if (cache_root() / "students").is_dir() else set()
+    result = run_with_sets(tmp_path / "r", sets + ["eval.full_pt=false"])
+    assert result.exit_code == 2 and f"{stage}: the loss became" in result.output, result.output
+    assert f"lower {key}" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r" / "results.json").exists()
+    now = set((cache_root() / "students").glob("*")) if (cache_root() / "students").is_dir() else set()
+    assert now == students or stage != "distill"
