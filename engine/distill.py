@@ -472,6 +472,9 @@ def _prefixes(ctx, teacher, tokenizer, rows: torch.Tensor, keep) -> distill_pref
     embed = lambda ids: embedding(ids.to(input_device(teacher)))  # noqa: E731 — the teacher's, on its device
     length, n_head, seed = d.prefix_length or ctx.config.tune.prompt_length, int(bos_id(tokenizer) is not None), \
         ctx.config.runtime.seed
+    if d.prefix_share * len(rows) < 1:  # a share that prefixes no row would tune the owner's prompts for nothing
+        raise PostError(f"distill.prefix_share = {d.prefix_share} prefixes fewer than one of the {len(rows)} "
+                        "distillation rows: raise it, or set 0 for text only")
     from engine.prompt import context_length
     limit = context_length(teacher)
     if limit is not None and rows.shape[1] + length > limit:

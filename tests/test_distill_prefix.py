@@ -220,6 +220,7 @@ def test_tuned_prompts_fit_the_context_with_bos_before_them(tmp_path):
     (["distill.prefix_share=0.5", "distill.prefix_noise=1e300"], "prefix_noise"),
     (["distill.prefix_share=0.5", 'distill.prefix_source="tuned"', "distill.prefix_tasks=20",
       "distill.prefix_inputs=16"], "lower prefix_tasks"),
+    (["distill.prefix_share=1e-9", 'distill.prefix_source="tuned"'], "prefixes fewer than one of the"),
 ])
 def test_prefix_settings_that_would_do_nothing_or_wrap_are_refused(tmp_path, sets, says):
     result = runner.invoke(app, ["distill", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set",
