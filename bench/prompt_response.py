@@ -72,8 +72,9 @@ def measure(run: Path, prompt_path: Path, students: dict[str, Path], split: str)
     if prompt.weight.shape[1] != large.config.hidden_size:
         raise SystemExit(f"{prompt_path}: a prompt of width {prompt.weight.shape[1]}, not the large model's "
                          f"{large.config.hidden_size}: give a prompt tuned on {cfg.models.large}")
-    from engine.prompt import context_length
-    limit, longest = context_length(large), max(len(ids) for ids in examples.input_ids) + 1  # + BOS
+    from engine.prompt import bos_id, context_length
+    limit = context_length(large)
+    longest = max(len(ids) for ids in examples.input_ids) + int(bos_id(tokenizer) is not None)
     if limit is not None and prompt.length + longest > limit:
         raise SystemExit(f"{prompt_path}: {prompt.length} vectors before inputs of up to {longest} tokens pass "
                          f"{cfg.models.large}'s context of {limit}: give a prompt tuned for this task")
@@ -83,7 +84,7 @@ def measure(run: Path, prompt_path: Path, students: dict[str, Path], split: str)
     for name, path in students.items():
         from engine import kit
         if kit.is_kit(path):  # the owner's kit says whose student it is: refuse one of another model
-            _check_teacher(kit.verify(path), large, path, cfg.models.large)
+            _check_teacher(kit.verify(path), tokenizer, path, cfg.models.large)
         folder = kit.student_files(path)
         model, student_tokenizer = models.load(str(folder), cfg.runtime.seed, False)
         models.check_same_tokenizer(student_tokenizer, tokenizer)
@@ -96,10 +97,11 @@ def measure(run: Path, prompt_path: Path, students: dict[str, Path], split: str)
     return out
 
 
-def _check_teacher(manifest: dict, large, path: Path, large_name: str) -> None:
-    from engine.distill import weights_fingerprint
+def _check_teacher(manifest: dict, tokenizer, path: Path, large_name: str) -> None:
+    """By the teacher's name and tokenizer (its weights' fingerprint depends on the dtype they were loaded in)."""
+    from engine.models import tokenizer_fingerprint
     teacher = manifest.get("teacher_identity") or {}
-    if teacher.get("weights") != weights_fingerprint(large):
+    if teacher.get("teacher") != large_name or teacher.get("tokenizer") != tokenizer_fingerprint(tokenizer):
         raise SystemExit(f"{path}: a student kit distilled from {manifest.get('teacher', 'another model')!r}, not "
                          f"from this run's large model {large_name}: give a kit of {large_name}")
 

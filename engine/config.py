@@ -289,8 +289,10 @@ class DistillConfig(Section):
         return value
 
 
-def _idle_prefix_settings(distill) -> list[str]:
-    """The prefix settings given other values than their defaults while distill.prefix_share = 0 (read by nothing)."""
+def idle_prefix_settings(distill) -> list[str]:
+    """The prefix settings at other values than their defaults while distill.prefix_share = 0: read by nothing
+    (said in the distill stage's log, not refused: a run's config.toml holds every field, and turning the prefixes
+    off with one --set distill.prefix_share=0 must work)."""
     if distill.prefix_share:
         return []
     names = ("prefix_length", "prefix_noise", "prefix_source", "prefix_tasks", "prefix_steps", "prefix_inputs")
@@ -459,15 +461,6 @@ class RunConfig(Section):
         if self.distill.prefix_share and self.models.small:
             raise ValueError("distill.prefix_share feeds the large model's embeddings to a student made of its "
                              "blocks; models.small is another model: remove one of them")
-        if self.distill.prefix_share and self.models.kit:
-            raise ValueError("distill.prefix_share shapes how a student is distilled; models.kit is a student the "
-                             "owner already distilled: remove one of them")
-        idle = _idle_prefix_settings(self.distill)
-        if idle:
-            one = len(idle) == 1
-            raise ValueError(f"{', '.join(idle)} {'applies' if one else 'apply'} only with distill.prefix_share > 0, "
-                             f"and it is 0: {'it' if one else 'they'} would do nothing — set distill.prefix_share, "
-                             f"or remove {'it' if one else 'them'}")
         if self.distill.prefix_share and self.distill.prefix_source == "tuned" and \
                 self.distill.prefix_tasks > self.distill.prefix_inputs:
             raise ValueError(f"distill.prefix_tasks ({self.distill.prefix_tasks}) is more than distill.prefix_inputs "
@@ -537,7 +530,9 @@ def check_keys(data: dict[str, Any], model: type[BaseModel] = RunConfig, prefix:
 
 
 def _toml_value(value: Any) -> str:
-    """A value as the user wrote it in TOML (true, not True)."""
+    """A value as the user wrote it in TOML (true, not True; inf and nan, not JSON's Infinity and NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     try:
         return json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):

@@ -26,7 +26,7 @@ from engine.events import Metric, Progress, StageFinished, StageStarted
 from engine.losses import distillation_loss, hidden_state_loss
 from engine.models import make_student, resolve_blocks, tokenizer_fingerprint
 from engine.prompt import autocast
-from engine.training import check_finite
+from engine.training import check_finite, check_finite_weights
 
 
 def pack(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
@@ -314,6 +314,7 @@ def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tens
         ranks.tick(ctx, "distill", step)
         if checkpoint and checkpoint.due(step) and step < cfg.steps:
             checkpoint.save(step, state_now())
+    check_finite_weights("distill", params)  # the last update, which no loss has seen: a NaN student is never cached
     student.eval().requires_grad_(False)
     return losses
 
@@ -464,6 +465,10 @@ def _prefixes(ctx, teacher, tokenizer, rows: torch.Tensor, keep) -> distill_pref
     from engine.prompt import bos_id
     d = ctx.config.distill
     if not d.prefix_share:
+        from engine.config import idle_prefix_settings
+        idle = idle_prefix_settings(d)
+        if idle:
+            ctx.log(f"distill: {', '.join(idle)} do nothing here: distill.prefix_share is 0 (text only)")
         return None
     if keep is None:
         raise PostError("distill.prefix_share needs a student made of the teacher's blocks (models.small aligns "
@@ -472,9 +477,9 @@ def _prefixes(ctx, teacher, tokenizer, rows: torch.Tensor, keep) -> distill_pref
     embed = lambda ids: embedding(ids.to(input_device(teacher)))  # noqa: E731 — the teacher's, on its device
     length, n_head, seed = d.prefix_length or ctx.config.tune.prompt_length, int(bos_id(tokenizer) is not None), \
         ctx.config.runtime.seed
-    if d.prefix_share * len(rows) < 1:  # a share that prefixes no row would tune the owner's prompts for nothing
-        raise PostError(f"distill.prefix_share = {d.prefix_share} prefixes fewer than one of the {len(rows)} "
-                        "distillation rows: raise it, or set 0 for text only")
+    if not distill_prefix.synthetic_rows(len(rows), d.prefix_share, seed).any():  # the owner's prompts for nothing
+        raise PostError(f"distill.prefix_share = {d.prefix_share} prefixes none of the {len(rows)} distillation "
+                        f"rows at runtime.seed {seed}: raise it, or set 0 for text only")
     from engine.prompt import context_length
     limit = context_length(teacher)
     if limit is not None and rows.shape[1] + length > limit:

@@ -50,18 +50,29 @@ def text_spans(rows: torch.Tensor, embed, n_head: int, n: int, length: int, seed
     return _embedded(embed, stream[(starts.unsqueeze(1) + torch.arange(length)) % len(stream)])
 
 
+def _draw_synthetic(n: int, share: float, seed: int) -> tuple[torch.Tensor, torch.Generator]:
+    """Which of `n` rows get a synthetic prefix — the first draw of make's own random stream (the row
+    order's is untouched) — and that stream, for make's later draws."""
+    generator = torch.Generator().manual_seed(seed + 7919)
+    return torch.rand(n, generator=generator) < share, generator
+
+
+def synthetic_rows(n: int, share: float, seed: int) -> torch.Tensor:
+    """The rows make() will prefix synthetically (a check before the owner's prompts are tuned)."""
+    return _draw_synthetic(n, share, seed)[0]
+
+
 def make(rows: torch.Tensor, embed, n_head: int, share: float, length: int, noise: float,
          seed: int, pool: torch.Tensor | None = None) -> Prefixes:
     """Each row's prefix. `embed` maps token ids (any shape) to their input embeddings (the
     teacher's: the vectors are fixed before the student changes anything). `pool` (k, length, hidden):
     prompts the synthetic prefixes are drawn from (engine.prefix_tasks), instead of text spans."""
-    generator = torch.Generator().manual_seed(seed + 7919)  # its own stream: the row order's is untouched
+    synthetic, generator = _draw_synthetic(len(rows), share, seed)
     n, body = len(rows), rows[:, n_head:]
     stream, width = body.reshape(-1), body.shape[1]
     offsets = torch.arange(length)
     # plain rows: the `length` tokens before the row's text in the packed stream (wrapping at the start)
     before = (torch.arange(n).unsqueeze(1) * width - length + offsets) % len(stream)
-    synthetic = torch.rand(n, generator=generator) < share
     starts = torch.randint(0, max(1, len(stream) - length), (n,), generator=generator)
     spans = (starts.unsqueeze(1) + offsets) % len(stream)
     ids = torch.where(synthetic.unsqueeze(1), stream[spans], stream[before])

@@ -75,7 +75,7 @@ class SoftPrompt(nn.Module):
         problem = _not_a_prompt(weight)
         if problem:  # a prompt that would score or transfer garbage: refused where it enters
             raise PostError(f"prompt file {path} does not hold a prompt ({problem}): give a prompt post wrote, or "
-                            "resume the run so the stage that wrote it runs again")
+                            "run the stage that wrote it again (post tune / full-pt / transfer RUN_DIR)")
         prompt = cls(weight.shape[0], weight.shape[1], meta)
         prompt.weight.data.copy_(weight)
         return prompt

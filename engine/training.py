@@ -48,6 +48,14 @@ def check_finite(stage: str, step: int, loss: float) -> None:
                         f"it is kept — lower {key} and run again")
 
 
+def check_finite_weights(stage: str, tensors) -> None:
+    """The trained weights after the last update, which no later loss has seen (every rank holds the same)."""
+    if not all(torch.isfinite(t).all() for t in tensors):
+        key = _LEARNING_RATE.get(stage.split(":")[0], "the stage's learning rate")
+        raise PostError(f"{stage}: the weights became inf or nan in the last update: the training diverged and "
+                        f"nothing of it is kept — lower {key} and run again")
+
+
 def prompt_step(prompt: SoftPrompt, optimizer, loss_fn: LossFn, indices: list[int],
                 aggregate: Aggregator) -> float | None:
     """One update; returns the batch's mean loss (None for an empty batch, a noise-only step).
@@ -134,6 +142,7 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
         if save and checkpoint.due(step) and step < steps:
             save()
     distributed.sync_tensor_(prompt.weight)  # several processes: every rank keeps rank 0's prompt
+    check_finite_weights(stage, [prompt.weight])
     if result.cancelled:
         if save and result.steps:
             save()  # the next run continues from here

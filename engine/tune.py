@@ -66,11 +66,16 @@ def tune_prompt(ctx, stage: str, model, tokenizer, model_id: str, steps: int | N
     _begin(ctx, stage)  # only now, after every check passed: a refused run leaves the last prompt as it was
     ctx.emit(StageStarted(stage=stage, total_steps=total, description=f"prompt tuning on {model_id}"))
     batches, aggregate = distributed.spread(batches, aggregate, dp, ctx.cancel_event)  # several processes: a shard of each batch
-    result = train_prompt(ctx, stage, prompt, loss_fn, batches, total, optimizer, aggregate,
-                          tokens_of=lambda idx: sum(len(train.input_ids[i]) + prompt.length for i in idx),
-                          validate=validate, eval_every=cfg.tune.eval_every, after_step=after_step,
-                          patience=0 if dp is not None else cfg.tune.patience, before_step=before_step,
-                          checkpoint=checkpoint, start=start)
+    try:
+        result = train_prompt(ctx, stage, prompt, loss_fn, batches, total, optimizer, aggregate,
+                              tokens_of=lambda idx: sum(len(train.input_ids[i]) + prompt.length for i in idx),
+                              validate=validate, eval_every=cfg.tune.eval_every, after_step=after_step,
+                              patience=0 if dp is not None else cfg.tune.patience, before_step=before_step,
+                              checkpoint=checkpoint, start=start)
+    except BaseException:
+        if dp is not None:  # e.g. a diverged loss: within this process (the TUI) the plan must not stay reserved
+            _unreserve(dp)
+        raise
     # Keep the prompt with the best validation accuracy — never chosen on test. Under DP every
     # extra look at private validation data would cost privacy, so DP keeps the last step.
     if dp is None and result.best_weight is not None and not result.cancelled:
@@ -154,8 +159,8 @@ def _journal(path, accountant: str, n_examples: int, data) -> dict | None:
 def save_tuned(ctx, stage: str, prompt: SoftPrompt, result, dp, seconds: float, inputs: dict) -> None:
     folder = ctx.stage_dir(stage)
     if result.cancelled:  # no prompt is published; the checkpoint and the record let a resume continue
-        if dp is not None:  # its steps stay spent; its plan is no longer reserved (ledger.in_progress)
-            dp.release.update(accounting.drop_steps(dp.history, dp.journal_extra.get("inherited_steps", 0)), pid=None)
+        if dp is not None:
+            _unreserve(dp)
         records.write(folder, stage, records.CANCELLED, inputs, {}, steps=result.steps, seconds=seconds)
         return
     path = folder / "prompt.safetensors"
@@ -184,6 +189,11 @@ def save_tuned(ctx, stage: str, prompt: SoftPrompt, result, dp, seconds: float, 
     records.write(folder, stage, status, inputs, files, steps=result.steps, seconds=seconds)
     (folder / "checkpoint.pt").unlink(missing_ok=True)
     ctx.emit(StageFinished(stage=stage, seconds=seconds, summary=summary))
+
+
+def _unreserve(dp) -> None:
+    """A DP tune that ends without a prompt: its steps stay spent; its plan is no longer reserved (ledger.in_progress)."""
+    dp.release.update(accounting.drop_steps(dp.history, dp.journal_extra.get("inherited_steps", 0)), pid=None)
 
 
 def _begin(ctx, stage: str) -> None:

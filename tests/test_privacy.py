@@ -300,3 +300,19 @@ def test_a_budget_check_counts_a_run_in_progress_at_its_plan(tmp_path):
     running.record.update(finished=False, pid=int(gone.stdout))
     running.save()
     assert not ledger.in_progress(running.record) and ledger.composed("k", reserved=True)["steps"] == 10
+
+
+def test_a_dp_tune_that_diverges_leaves_its_steps_spent_and_nothing_reserved(tmp_path):
+    """A diverged DP tune raises inside the engine's process (the TUI runs the engine in a thread): its steps
+    stay spent, and its plan must not stay reserved as if it still ran, or a later run is refused for it."""
+    from engine import pipeline
+    from engine.errors import PostError
+    from engine.presets import load_config
+    from engine.privacy import ledger
+    cfg = load_config("smoke", overrides=["privacy.epsilon=2.0", "tune.lr=1e30", "eval.full_pt=false",
+                                          "runtime.seed=977"])  # a data key of its own
+    with pytest.raises(PostError, match="tune: the loss became"):
+        pipeline.run(cfg, out=tmp_path / "r")
+    key = ledger.task_key(cfg.task, cfg.runtime.seed)
+    spent, reserved = ledger.composed(key), ledger.composed(key, reserved=True)
+    assert 0 < spent["steps"] == reserved["steps"]

@@ -52,6 +52,10 @@ def test_a_loss_that_is_not_finite_stops_the_stage_in_one_line():
         for bad in (float("nan"), float("inf")):
             with pytest.raises(PostError, match=f"{stage}: the loss became {bad} at step 7.*lower {key}"):
                 check_finite(stage, 7, bad)
+    from engine.training import check_finite_weights
+    check_finite_weights("tune", [torch.zeros(3, 4), torch.ones(2)])
+    with pytest.raises(PostError, match="distill: the weights became inf or nan.*lower distill.lr"):
+        check_finite_weights("distill", [torch.zeros(3), torch.tensor([0.0, float("inf")])])
 
 
 @pytest.mark.parametrize("sets, stage, key", [
