@@ -103,6 +103,8 @@ def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
         if d.get("prefix_source") == "text":  # text prefixes: the tuned pool's settings change nothing
             for name in _TUNED_PREFIX:
                 d.pop(name, None)
+        else:  # the owner's prompts for the made-up tasks are tuned at tune.lr
+            d["prefix_lr"] = cfg.tune.lr
     if keep is not None:
         d["blocks"] = list(keep)
     from engine.fingerprints import content_id

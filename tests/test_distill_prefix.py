@@ -73,6 +73,10 @@ def test_the_student_key_ignores_prefix_settings_unless_prefixes_are_on(tmp_path
     assert key() == key("distill.prefix_noise=0.9", "distill.prefix_length=7")  # off: earlier students stay valid
     on = key("distill.prefix_share=0.5")
     assert on != key()
+    # the tuned pool is tuned at tune.lr: another rate, another student; text prefixes do not read it
+    tuned = ["distill.prefix_share=0.5", 'distill.prefix_source="tuned"']
+    assert key(*tuned) != key(*tuned, "tune.lr=0.01")
+    assert on == key("distill.prefix_share=0.5", "tune.lr=0.01")
     assert on != key("distill.prefix_share=0.5", "distill.prefix_noise=0.9")
     # length 0 is the prompt's length: said or left to default, the same student
     assert key("distill.prefix_share=0.5", "tune.prompt_length=6") == key("distill.prefix_share=0.5",
