@@ -38,22 +38,25 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 _LEARNING_RATE = {"tune": "tune.lr", "full_pt": "tune.lr", "transfer": "transfer.lr", "distill": "distill.lr"}
 
 
+def _rate_of(stage: str) -> str:
+    """The setting that sets a stage's learning rate ("transfer:post" → transfer.lr)."""
+    return _LEARNING_RATE.get(stage.split(":")[0], "the stage's learning rate")
+
+
 def check_finite(stage: str, step: int, loss: float) -> None:
     """A loss that is inf or nan poisons every later step and whatever the stage would write (a prompt, a
     cached student): stop at once with one line. Over several processes the loss is the global batch's, the
     same on every rank, so every rank stops at the same step."""
     if not math.isfinite(loss):
-        key = _LEARNING_RATE.get(stage.split(":")[0], "the stage's learning rate")
         raise PostError(f"{stage}: the loss became {loss} at step {step}: the training diverged and nothing of "
-                        f"it is kept — lower {key} and run again")
+                        f"it is kept — lower {_rate_of(stage)} and run again")
 
 
 def check_finite_weights(stage: str, tensors) -> None:
     """The trained weights after the last update, which no later loss has seen (every rank holds the same)."""
     if not all(torch.isfinite(t).all() for t in tensors):
-        key = _LEARNING_RATE.get(stage.split(":")[0], "the stage's learning rate")
         raise PostError(f"{stage}: the weights became inf or nan in the last update: the training diverged and "
-                        f"nothing of it is kept — lower {key} and run again")
+                        f"nothing of it is kept — lower {_rate_of(stage)} and run again")
 
 
 def prompt_step(prompt: SoftPrompt, optimizer, loss_fn: LossFn, indices: list[int],
