@@ -1,6 +1,7 @@
 """Accuracy of a (model, prompt) pair — or any logit function — on a labelled split."""
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
@@ -8,12 +9,19 @@ import torch
 
 from engine import distributed
 from engine.data.tasks import Examples, collate, eval_batches
+from engine.errors import PostError
 from engine.events import Progress
 from engine.methods import METHODS
 from engine.models import input_device
 from engine.prompt import bos_id, prompted_logits
 
 LogitFn = Callable[[dict], torch.Tensor]  # batch → (B, V) next-token logits
+
+# nan class scores still have an argmax, so they would make an accuracy that means nothing. Any inf or nan
+# among the label words' logits makes the mean cloze loss inf or nan (a class score mixes several logits).
+NOT_FINITE_SCORES = ("the scores being evaluated are inf or nan, so no accuracy is reported: a prompt whose "
+                     "training diverged (lower the learning rate of the stage that trained it: tune.lr, "
+                     "transfer.lr) or a model whose outputs overflow (runtime.dtype)")
 
 
 def prompt_logit_fn(model, tokenizer, prompt, dtype: str) -> LogitFn:
@@ -53,6 +61,8 @@ def score(logit_fn: LogitFn, examples: Examples, verbalizer, batch_size: int, pa
             on_batch()
     n = max(len(examples), 1)
     total_loss = distributed.all_reduce_sum(torch.tensor([loss], dtype=torch.float64)).item()
+    if not math.isfinite(total_loss):  # the same on every rank (all-reduced), so every rank raises
+        raise PostError(NOT_FINITE_SCORES)
     if predicted is not None:
         predicted[:] = [int(c) - 1 for c in distributed.all_reduce_sum(classes).tolist()]
     return distributed.sum_over_ranks(correct) / n, total_loss / n

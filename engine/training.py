@@ -36,6 +36,13 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 
 
 _LEARNING_RATE = {"tune": "tune.lr", "full_pt": "tune.lr", "transfer": "transfer.lr", "distill": "distill.lr"}
+# What a stage starts from, for a loss that is already not finite before its first update (no rate is at fault).
+_STARTS_FROM = {"tune": "the student's outputs on the task's examples",
+                "full_pt": "the large model's outputs on the task's examples",
+                "transfer": "the small prompt (a tune whose last update diverged leaves a huge one: "
+                            "tune again with a lower tune.lr) or the models' outputs on the public set",
+                "distill": "the teacher's or the student's outputs on the corpus",
+                "audit": "the student's outputs on the task's examples"}
 
 
 def _rate_of(stage: str) -> str:
@@ -43,20 +50,34 @@ def _rate_of(stage: str) -> str:
     return _LEARNING_RATE.get(stage.split(":")[0], "the stage's learning rate")
 
 
+def _advice(stage: str) -> str:
+    """What to change after a divergence. The audit's shadows replay the released tune's recipe, which the
+    audit refuses to change (engine.audit): its rate is changed by tuning again."""
+    if stage.split(":")[0] == "audit":
+        return "the shadows replay the tune's recipe: tune again with a lower tune.lr, then audit"
+    return f"lower {_rate_of(stage)} and run again"
+
+
 def check_finite(stage: str, step: int, loss: float) -> None:
     """A loss that is inf or nan poisons every later step and whatever the stage would write (a prompt, a
     cached student): stop at once with one line. Over several processes the loss is the global batch's, the
-    same on every rank, so every rank stops at the same step."""
-    if not math.isfinite(loss):
-        raise PostError(f"{stage}: the loss became {loss} at step {step}: the training diverged and nothing of "
-                        f"it is kept — lower {_rate_of(stage)} and run again")
+    same on every rank, so every rank stops at the same step. At step 1 no update has been made yet, so the
+    learning rate cannot be at fault: what the stage starts from is named instead."""
+    if math.isfinite(loss):
+        return
+    if step == 1:
+        start = _STARTS_FROM.get(stage.split(":")[0], "its inputs")
+        raise PostError(f"{stage}: the loss is {loss} at step 1, before any update, so no learning rate is at "
+                        f"fault: what the stage starts from is not finite — check {start}")
+    raise PostError(f"{stage}: the loss became {loss} at step {step}: the training diverged and nothing of "
+                    f"it is kept — {_advice(stage)}")
 
 
 def check_finite_weights(stage: str, tensors) -> None:
     """The trained weights after the last update, which no later loss has seen (every rank holds the same)."""
     if not all(torch.isfinite(t).all() for t in tensors):
         raise PostError(f"{stage}: the weights became inf or nan in the last update: the training diverged and "
-                        f"nothing of it is kept — lower {_rate_of(stage)} and run again")
+                        f"nothing of it is kept — {_advice(stage)}")
 
 
 def prompt_step(prompt: SoftPrompt, optimizer, loss_fn: LossFn, indices: list[int],

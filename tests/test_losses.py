@@ -121,6 +121,24 @@ def test_score_is_accuracy_and_mean_cloze_loss_by_hand():
     assert loss == pytest.approx(sum(by_hand) / 3, rel=1e-6)  # float32 logits: agrees to ~7 digits
 
 
+def test_scores_that_are_not_finite_are_refused_not_counted():
+    """nan scores still have an argmax (class 0 here, right for the first example): an accuracy from them
+    would mean nothing. A -inf logit for a token that is no label word does not reach the scores."""
+    from engine.data.tasks import Examples
+    from engine.errors import PostError
+    from engine.evaluate import score
+    from engine.verbalizer import Verbalizer
+    verbalizer = Verbalizer(words=[["a"], ["b"]], token_ids=[[1], [2]])
+    examples = Examples(input_ids=[[5], [6]], labels=[0, 0])
+    masked = lambda batch: torch.tensor([[0.0, 1.0, 1.0, -math.inf]] * len(batch["input_ids"]))  # noqa: E731
+    scored = score(masked, examples, verbalizer, batch_size=2, pad_id=0, device="cpu")
+    assert scored == (1.0, pytest.approx(math.log(2)))  # a tie: argmax is class 0
+    for bad in (math.nan, math.inf):
+        blown = lambda batch, bad=bad: torch.full((len(batch["input_ids"]), 4), bad)  # noqa: E731
+        with pytest.raises(PostError, match="inf or nan, so no accuracy is reported"):
+            score(blown, examples, verbalizer, batch_size=2, pad_id=0, device="cpu")
+
+
 def test_alpha_select_breaks_accuracy_ties_by_validation_loss():
     from engine.alpha import best
     assert best({"output": (0.70, 0.40), "post": (0.75, 0.60), "shift": (0.75, 0.55)}) == "shift"

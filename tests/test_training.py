@@ -52,10 +52,27 @@ def test_a_loss_that_is_not_finite_stops_the_stage_in_one_line():
         for bad in (float("nan"), float("inf")):
             with pytest.raises(PostError, match=f"{stage}: the loss became {bad} at step 7.*lower {key}"):
                 check_finite(stage, 7, bad)
+    # The audit's shadows replay the released tune's recipe, which the audit refuses to change.
+    with pytest.raises(PostError, match="audit: the loss became nan at step 4.*tune again with a lower tune.lr, "
+                                        "then audit"):
+        check_finite("audit", 4, float("nan"))
     from engine.training import check_finite_weights
     check_finite_weights("tune", [torch.zeros(3, 4), torch.ones(2)])
     with pytest.raises(PostError, match="distill: the weights became inf or nan.*lower distill.lr"):
         check_finite_weights("distill", [torch.zeros(3), torch.tensor([0.0, float("inf")])])
+
+
+def test_a_loss_not_finite_before_any_update_blames_the_start_not_the_rate():
+    """At step 1 nothing has been updated yet: a lower learning rate cannot help, and a transfer's start
+    (the user's small prompt) is where an upstream divergence shows."""
+    from engine.errors import PostError
+    from engine.training import check_finite
+    with pytest.raises(PostError, match="transfer:post: the loss is nan at step 1, before any update.*the small "
+                                        "prompt.*tune again with a lower tune.lr") as caught:
+        check_finite("transfer:post", 1, float("nan"))
+    assert "lower transfer.lr" not in str(caught.value)
+    with pytest.raises(PostError, match="distill: the loss is inf at step 1, before any update"):
+        check_finite("distill", 1, float("inf"))
 
 
 @pytest.mark.parametrize("sets, stage, key", [
@@ -74,3 +91,16 @@ def test_a_diverging_stage_fails_in_one_line_and_keeps_nothing(tmp_path, sets, s
     assert not (tmp_path / "r" / "results.json").exists()
     now = set((cache_root() / "students").glob("*")) if (cache_root() / "students").is_dir() else set()
     assert now == students or stage != "distill"
+
+
+def test_a_prompt_blown_up_in_its_last_update_is_not_scored(tmp_path):
+    """One SGD update at a huge rate leaves a finite prompt of ~1e37 that no loss has seen: the model's
+    outputs with it are nan, whose argmax would still make an accuracy. The validation refuses it in tune,
+    the stage that made it, rather than a later stage failing with the wrong setting named."""
+    from tests.helpers import run_with_sets
+    result = run_with_sets(tmp_path / "r", ["tune.lr=3e38", 'tune.optimizer="sgd"', "tune.steps=1",
+                                            "tune.eval_every=1", "distill.steps=20", "eval.full_pt=false"])
+    assert result.exit_code == 2, result.output
+    assert "tune failed" in result.output and "scores being evaluated are inf or nan" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "r" / "results.json").exists()
+    assert not list((tmp_path / "r" / "tune").glob("prompt*"))
