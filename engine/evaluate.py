@@ -18,7 +18,8 @@ from engine.prompt import bos_id, prompted_logits
 LogitFn = Callable[[dict], torch.Tensor]  # batch → (B, V) next-token logits
 
 # nan class scores still have an argmax, so they would make an accuracy that means nothing. Any inf or nan
-# among the label words' logits makes the mean cloze loss inf or nan (a class score mixes several logits).
+# among the label words' logits makes the mean cloze loss nan: the class scores are one matrix product over
+# every label word's logit (Verbalizer.class_scores), where another class's zero weight times inf is nan.
 NOT_FINITE_SCORES = ("the scores being evaluated are inf or nan, so no accuracy is reported: a prompt whose "
                      "training diverged (lower the learning rate of the stage that trained it: tune.lr, "
                      "transfer.lr) or a model whose outputs overflow (runtime.dtype)")
