@@ -120,7 +120,7 @@ def _dp_session(ctx, stage, inputs: dict, fingerprint: str, n_train: int, total:
         ctx.log(f"{stage}: composing with {earlier['steps']} earlier DP steps on the same data")
     else:
         start = None  # a DP checkpoint is only continued with the journal that accounts for its steps
-    key = ledger.task_key(cfg.task, cfg.runtime.seed)
+    key = ledger.register_task(cfg.task, cfg.runtime.seed)
     release = release or ledger.new_release_id()
     dp = DPSession.create(ctx, stage, cfg.privacy, n_examples=n_train, batch_size=cfg.tune.batch_size,
                           steps=planned, shape=tuple(prompt.weight.shape), history=history, journal=journal,
@@ -211,7 +211,7 @@ def _begin(ctx, stage: str) -> None:
 def _run(ctx, stage: str, model, tokenizer, model_id: str, steps: int | None) -> None:
     inputs = fingerprints.stage_inputs(ctx, stage)
     if not ctx.config.privacy.enabled:  # a release without DP: the ledger records ε = ∞ for this data
-        key = ledger.task_key(ctx.config.task, ctx.config.runtime.seed)
+        key = ledger.register_task(ctx.config.task, ctx.config.runtime.seed)
         if ctx.config.privacy.budget is not None:
             raise PostError(f"privacy.budget is set but {stage} runs without DP (ε = ∞): set privacy.epsilon, "
                             "or remove privacy.budget")

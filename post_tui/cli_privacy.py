@@ -101,6 +101,9 @@ def ledger_cmd(data: Optional[str] = typer.Argument(None, help="A ledger key (or
             typer.echo(f"data {k}: {total['releases']} release(s), composed epsilon = "
                        f"{ledger.describe_epsilon(total['epsilon'])}"
                        + (f" (delta = {total['delta']:.3g}, {total['steps']} DP steps)" if total["delta"] else ""))
+            if total["data_sets"] > 1:  # the releases of data sets that share rows with this one count too
+                typer.echo(f"  composed with {total['data_sets'] - 1} data set(s) sharing rows with it: "
+                           + ", ".join(k2[:12] for k2 in ledger.linked(k)[1:]))
             for e in ledger.entries(k):
                 what = "DP" if e.get("private") else "no DP"
                 typer.echo(f"  {e['release']}  {e['stage']:<8} {what:<6} epsilon = {ledger.describe_epsilon(e.get('epsilon'))}"

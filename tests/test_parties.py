@@ -233,10 +233,65 @@ def test_three_dp_tunes_compose_budget_refuses_and_new_data_is_new_entry(tmp_pat
                                                                f"privacy.budget={total['epsilon'] + 0.01}")])
     assert result.exit_code == 2 and "privacy.budget" in result.stderr
     assert len(entries(key)) == 3 and sha256_file(runs[0] / "tune" / "prompt.safetensors") == before
-    # one byte of the data changed: another data set, another entry
+    # one byte of the data changed: another data set, another entry — composed with the first, whose
+    # other rows it shares
     data.write_text(data.read_text().replace("the movie", "the movie!", 1))
-    invoke("tune", runs[0], *sets(*task, "privacy.noise_multiplier=1.0"))
-    assert len([p for p in ledger_root().iterdir() if p.is_dir()]) == 2
+    refused = runner.invoke(app, ["tune", str(runs[0]), *sets(*task, "privacy.noise_multiplier=1.0")])
+    assert refused.exit_code == 2 and "sharing rows with it" in refused.stderr  # the folder keeps its budget
+    invoke("tune", runs[0], *sets(*task, "privacy.noise_multiplier=1.0", "privacy.budget=100"))
+    keys = [p.name for p in ledger_root().iterdir() if p.is_dir()]
+    assert len(keys) == 2
+    [new] = [k for k in keys if k != key]
+    assert composed(new)["releases"] == 4 and composed(new)["data_sets"] == 2
+    assert composed(new)["epsilon"] > total["epsilon"]
+    assert "composed with 1 data set(s) sharing rows" in invoke("privacy", "ledger", new[:10]).stdout
+
+
+@pytest.mark.parametrize("change", ["seed", "order"])
+def test_another_split_of_the_same_file_composes_with_it(tmp_path, monkeypatch, change):
+    """Another seed carves another training split from one file; a shuffled file is carved differently too.
+    Most rows are in both splits, so the budget counts the first run's ε against the second."""
+    import random
+    from engine.privacy.ledger import composed, root as ledger_root
+    monkeypatch.setenv("POST_CACHE", str(tmp_path / "cache"))
+    data = write_private(tmp_path)
+    task = [f'task.source="{data}"', f'task.label_names={json.dumps(LABELS)}', "tune.steps=8",
+            "privacy.noise_multiplier=1.0"]
+    invoke("run", "--preset", "smoke", *sets(*task), "--out", tmp_path / "first")
+    [first] = [p.name for p in ledger_root().iterdir() if p.is_dir()]
+    spent = composed(first)["epsilon"]
+    if change == "order":
+        header, *rows = data.read_text().splitlines()
+        random.Random(1).shuffle(rows)
+        data.write_text("\n".join([header, *rows]) + "\n")
+        again = task
+    else:
+        again = [*task, "runtime.seed=1"]
+    budget = spent + 0.1 * spent  # one more run alone fits it; the two together do not
+    result = runner.invoke(app, ["run", "--preset", "smoke", *sets(*again, f"privacy.budget={budget}"),
+                                 "--out", str(tmp_path / "second")])
+    assert result.exit_code == 2 and "sharing rows with it" in result.stderr, result.output
+    invoke("run", "--preset", "smoke", *sets(*again), "--out", tmp_path / "third")
+    keys = [p.name for p in ledger_root().iterdir() if p.is_dir()]
+    assert len(keys) == 2  # another training split: another data set, linked to the first
+    [second] = [k for k in keys if k != first]
+    assert composed(second)["releases"] == 2 and composed(second)["epsilon"] > spent
+
+
+def test_data_sets_without_shared_rows_do_not_compose(tmp_path, monkeypatch):
+    from engine.privacy import ledger
+    rows = [{"text": f"t{i}", "label": i % 2} for i in range(10)]
+    for name, part in (("a", rows[:5]), ("b", rows[5:]), ("c", rows[4:6])):
+        key = ledger.data_key(part, ["text", "label"])
+        (ledger.root() / key).mkdir(parents=True)
+        (ledger.root() / key / ledger.ROWS).write_text(
+            "".join(f + "\n" for f in ledger.row_fingerprints(part, ["text", "label"])))
+    a, b, c = (ledger.data_key(p, ["text", "label"]) for p in (rows[:5], rows[5:], rows[4:6]))
+    assert ledger.linked(a) == [a, c] and ledger.linked(b) == [b, c] and sorted(ledger.linked(c)[1:]) == sorted([a, b])
+    (ledger.root() / a / ledger.ROWS).write_text("not a fingerprint\n")
+    ledger._rows_read.clear()
+    with pytest.raises(Exception, match="restore it from a backup"):
+        ledger.linked(a)
 
 
 def test_an_auto_choice_is_made_again_for_another_large_model(tmp_path, monkeypatch):

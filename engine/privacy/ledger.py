@@ -6,6 +6,12 @@ cleaned. It is keyed by the *content* of the private training data (every row's 
 and label, order-free), not by a path or a run folder, so copying a run folder, re-running a
 stage, or renaming the file changes nothing, and changing one byte makes a new entry.
 
+A key is one training set, but privacy is lost per example: another seed carves another training
+split from the same file, a shuffled or edited file is another set with most rows the same. So every
+data set keeps its rows' fingerprints (`<data key>/rows.txt`), and the ε of a data set is composed over
+the releases of every data set that shares a row with it (`linked`): a row in both was in both sets'
+releases. That over-counts for the rows not shared — never under-counts.
+
 One file per release (`<data key>/<release id>.json`, written atomically): a DP tune or DP
 full PT records its (σ, q, steps) history — updated before every step together with the run's
 journal, so a crash can only over-count — and a non-DP use records ε = ∞. The composed ε of the
@@ -13,8 +19,8 @@ data is Opacus' accountant over the concatenated histories of all its releases, 
 δ any of them used. `privacy.budget` (a lifetime ε for the data) refuses a run that would exceed
 it before it starts.
 
-Runs at the same time on the same data: the budget check and the new entry are one step under a
-lock per data set (`<key>/.lock`), and an entry records the steps its run *plans* (and its pid and
+Runs at the same time on the same data: the budget check and the new entry are one step under the
+ledger's lock (`.lock`: one for the whole ledger, since data sets that share rows compose), and an entry records the steps its run *plans* (and its pid and
 host). A budget check counts a run still in progress at its plan, not at the steps it has taken so
 far — two runs that each fit the budget alone but not together are not both let through. The ε that
 is reported (certificates, `post privacy ledger`) is always the steps actually taken.
@@ -49,20 +55,81 @@ def root() -> Path:
     return Path(data_home) / "post" / "ledger"
 
 
+ROWS = "rows.txt"  # a data set's row fingerprints, sorted, one per line: how data sets sharing rows are found
+_FINGERPRINT = 16    # hex digits of a row's sha256: collisions among 10^6 rows have probability ~10^-8
+
+
+def _row_line(row: dict, fields: list[str]) -> str:
+    return json.dumps([str(row.get(f)) for f in fields], ensure_ascii=False)
+
+
 def data_key(rows: list[dict], fields: list[str]) -> str:
     """Content hash of the private training rows (the listed fields of every row, order-free)."""
-    lines = sorted(json.dumps([str(row.get(f)) for f in fields], ensure_ascii=False) for row in rows)
+    lines = sorted(_row_line(row, fields) for row in rows)
     digest = hashlib.sha256()
     for line in lines:
         digest.update(line.encode("utf-8") + b"\n")
     return digest.hexdigest()[:24]
 
 
-def task_key(task_cfg, seed: int) -> str:
-    """The ledger key of a task config's training data (the source's whole train split)."""
+def row_fingerprints(rows: list[dict], fields: list[str]) -> list[str]:
+    """One short hash per distinct row (the same fields as the key), sorted."""
+    return sorted({hashlib.sha256(_row_line(row, fields).encode("utf-8")).hexdigest()[:_FINGERPRINT] for row in rows})
+
+
+def _task_rows(task_cfg, seed: int) -> tuple[list[dict], list[str]]:
     from engine.data.sources import read_split
     rows = read_split(task_cfg.source, task_cfg.train_split, task_cfg.subset, seed)
-    return data_key(rows, [*task_cfg.text_fields, task_cfg.label_field])
+    return rows, [*task_cfg.text_fields, task_cfg.label_field]
+
+
+def task_key(task_cfg, seed: int) -> str:
+    """The ledger key of a task config's training data (the source's whole train split)."""
+    return data_key(*_task_rows(task_cfg, seed))
+
+
+def register_task(task_cfg, seed: int) -> str:
+    """The key of a task's training data, with its rows' fingerprints written beside its entries (once:
+    the key is their content), so that later data sets sharing rows with it are linked to it."""
+    rows, fields = _task_rows(task_cfg, seed)
+    key = data_key(rows, fields)
+    path = root() / key / ROWS
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        artifacts.write_text(path, "".join(f"{f}\n" for f in row_fingerprints(rows, fields)))
+    return key
+
+
+_rows_read: dict[Path, frozenset] = {}  # rows.txt never changes once written (its folder's name is its content)
+
+
+def _rows_of(key: str) -> frozenset | None:
+    """A data set's row fingerprints; None for a folder without them (written before post kept them)."""
+    path = root() / key / ROWS
+    if path in _rows_read:
+        return _rows_read[path]
+    if not path.is_file():
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError) as err:
+        raise PostError(f"{path}: unreadable ({err}); it links this data set to others that share its rows, so "
+                        "composing without it could under-report ε: restore it from a backup") from None
+    if any(len(line) != _FINGERPRINT or any(c not in "0123456789abcdef" for c in line) for line in lines):
+        raise PostError(f"{path} is damaged (a line is not a row fingerprint); it links this data set to others "
+                        "that share its rows, so composing without it could under-report ε: restore it from a backup")
+    _rows_read[path] = frozenset(lines)
+    return _rows_read[path]
+
+
+def linked(key: str) -> list[str]:
+    """`key` and every other data set of the ledger that shares a row with it, `key` first. Data sets
+    without fingerprints (written before post kept them) are linked to nothing until used again."""
+    mine = _rows_of(key)
+    if not mine or not root().is_dir():
+        return [key]
+    others = sorted(p.name for p in root().iterdir() if p.is_dir() and p.name != key)
+    return [key, *(k for k in others if not mine.isdisjoint(_rows_of(k) or ()))]
 
 
 def entries(key: str) -> list[dict]:
@@ -71,17 +138,24 @@ def entries(key: str) -> list[dict]:
     folder = root() / key
     if not folder.is_dir():
         return []
-    out = [artifacts.read_json_dict(p, "privacy ledger entry") for p in sorted(folder.glob("*.json"))]
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            out.append(artifacts.read_json_dict(path, "privacy ledger entry"))
+        except artifacts.DamagedArtifact:
+            raise PostError(f"{path}: damaged privacy ledger entry; it records ε already spent on this data, so "
+                            "DP runs on it are refused until it is restored from a backup (deleting it would "
+                            "under-report ε)") from None
     return sorted(out, key=lambda e: e.get("started", ""))
 
 
 @contextmanager
 def reserving(key: str):
-    """One budget check and new entry at a time for this data set, across processes (a check takes
+    """One budget check and new entry at a time in the whole ledger, across processes (data sets that
+    share rows compose, so one lock per data set would let two of them through; a check takes
     milliseconds: the lock is waited for, not refused)."""
-    folder = root() / key
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+", encoding="utf-8") as handle:
+    (root() / key).mkdir(parents=True, exist_ok=True)
+    with open(root() / ".lock", "a+", encoding="utf-8") as handle:
         if fcntl is not None:
             fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes, or its process dies
         yield
@@ -106,10 +180,11 @@ def _counted(entry: dict, reserved: bool) -> list:
 
 def composed(key: str, exclude: str | None = None, extra_history: list | None = None,
              extra_delta: float | None = None, reserved: bool = False) -> dict:
-    """{"epsilon", "delta", "steps", "releases"} over every release of `key` (but `exclude`),
-    plus `extra_history` (a run about to start); ε = ∞ when any release was not private. With
-    `reserved` (budget checks) runs in progress count at their planned steps."""
-    found = [e for e in entries(key) if e.get("release") != exclude]
+    """{"epsilon", "delta", "steps", "releases", "data_sets"} over every release of `key` and of the data
+    sets linked to it (but `exclude`), plus `extra_history` (a run about to start); ε = ∞ when any release
+    was not private. With `reserved` (budget checks) runs in progress count at their planned steps."""
+    keys = linked(key)
+    found = [e for k in keys for e in entries(k) if e.get("release") != exclude]
     deltas = [e["delta"] for e in found if e.get("private") and e.get("delta")] + ([extra_delta] if extra_delta else [])
     history = [h for e in found if e.get("private") for h in _counted(e, reserved)] + list(extra_history or [])
     delta = min(deltas) if deltas else None
@@ -121,7 +196,8 @@ def composed(key: str, exclude: str | None = None, extra_history: list | None = 
         eps = accounting.epsilon(history, delta, accountant)
     else:
         eps = 0.0
-    return {"epsilon": eps, "delta": delta, "steps": sum(int(h[2]) for h in history), "releases": len(found)}
+    return {"epsilon": eps, "delta": delta, "steps": sum(int(h[2]) for h in history), "releases": len(found),
+            "data_sets": len(keys)}
 
 
 def new_release_id() -> str:
@@ -171,10 +247,12 @@ def check_budget(key: str, budget: float | None, planned_history: list, delta: f
     if budget is not None and after["epsilon"] > budget:
         before = composed(key, exclude=exclude, reserved=True)
         spent = "∞ (a release without DP)" if math.isinf(before["epsilon"]) else f"{before['epsilon']:.3f}"
-        running = sum(1 for e in entries(key) if e.get("release") != exclude and in_progress(e))
+        running = sum(1 for k in linked(key) for e in entries(k) if e.get("release") != exclude and in_progress(e))
         also = f" ({running} of them still running, counted at their planned steps)" if running else ""
+        shared = (f" on this data and {before['data_sets'] - 1} data set(s) sharing rows with it"
+                  if before["data_sets"] > 1 else "")
         raise PostError(f"privacy.budget ε={budget:g} for this data would be exceeded: {before['releases']} earlier "
-                        f"release(s){also} spent ε={spent}, this run would bring it to ε={after['epsilon']:.3f}; "
+                        f"release(s){shared}{also} spent ε={spent}, this run would bring it to ε={after['epsilon']:.3f}; "
                         f"see post privacy ledger {key[:12]}")
     return after
 

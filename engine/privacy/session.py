@@ -150,8 +150,9 @@ class DPSession:
             limit = 0 if spent > target else accounting.max_steps_within(history, sigma, q, remaining, target, delta, acc)
             if spent > target or (remaining and limit == 0):
                 raise PostError(f"privacy budget ε={target:g} is too small for even one more step "
-                                f"({done} steps already spent ε={spent:.3f} on this data, earlier runs included): "
-                                "raise privacy.epsilon (it is the total over every run on the data)")
+                                f"({done} steps already spent ε={spent:.3f} on this data by this run folder's tunes): "
+                                "raise privacy.epsilon (in a run folder it is the total of every tune there; "
+                                "privacy.budget caps the total over every run on the data)")
         else:
             sigma, limit = float(privacy_cfg.noise_multiplier), remaining
         session = cls(ctx, stage, accountant=acc, delta=delta, target_epsilon=target, noise_multiplier=sigma,
