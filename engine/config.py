@@ -366,7 +366,7 @@ class EvalConfig(Section):
 class PrivacyConfig(Section):
     """Differentially private prompt tuning (PromptDPSGD). Off unless epsilon or noise_multiplier is set."""
     epsilon: float | None = Field(None, description="Target epsilon; sigma is planned to reach it")
-    delta: float | None = Field(None, description="Default 1/N; must be < 1/N")
+    delta: float | None = Field(None, description="Default 1/N (the paper's); at most 1/N, smaller is stronger")
     noise_multiplier: float | None = Field(None, description="Sigma (instead of epsilon)")
     clip: float = Field(1.0, description="Per-example gradient norm bound C")
     accountant: Literal["rdp", "prv"] = "rdp"
@@ -389,7 +389,7 @@ class PrivacyConfig(Section):
     @classmethod
     def _probability(cls, v, info):
         if info.field_name == "delta" and v is not None and not 0 < v < 1:
-            raise ValueError("delta must be in (0, 1) (and < 1/N, checked against the data)")
+            raise ValueError("delta must be in (0, 1) (and at most 1/N, checked against the data)")
         if info.field_name == "sample_rate" and v is not None and not 0 < v <= 1:
             raise ValueError("sample_rate must be in (0, 1]")
         return v

@@ -31,7 +31,7 @@ MEANING = {
     "choice.json": "α for the transfer, chosen by the user on their validation split (\"auto\"): one number "
                    "computed from private data, outside ε; never present with DP",
     "privacy.json": "the DP certificate: ε at δ from Opacus' accountant over the (σ, q, steps) history, clip C, "
-                    "training-set size N (needed to check δ < 1/N)",
+                    "training-set size N (needed to check δ ≤ 1/N)",
 }
 
 

@@ -30,7 +30,7 @@ def _guarded(fn: Callable[[], None]) -> None:
 def plan_cmd(epsilon: Optional[float] = typer.Option(None, "--epsilon", "-e", help="Target ε (σ is planned to reach it)"),
              noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", "--sigma",
                                                               help="σ instead of a target ε: report the ε it yields"),
-             delta: float = typer.Option(..., "--delta", "-d", help="δ (use < 1/N)"),
+             delta: float = typer.Option(..., "--delta", "-d", help="δ (at most 1/N; smaller is stronger)"),
              sample_rate: float = typer.Option(..., "--sample-rate", "-q", help="Poisson sampling rate q = batch / N"),
              steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps"),
              epochs: Optional[float] = typer.Option(None, "--epochs", help="Epochs (steps = int(epochs / q), as Opacus)"),

@@ -195,13 +195,19 @@ def test_budget_stop_on_a_resumed_history_and_resume_continuity(tmp_path):
 
 
 @pytest.mark.parametrize("cfg, n, needle", [
-    (dict(epsilon=8, delta=0.01), 200, "must be < 1/N"),
-    (dict(epsilon=8, delta=0.005), 200, "must be < 1/N"),
+    (dict(epsilon=8, delta=0.01), 200, "must be at most 1/N"),
+    (dict(epsilon=8, delta=0.0051), 200, "must be at most 1/N"),
     (dict(epsilon=1e-3), 200, "too small for even one step"),
 ])
 def test_bad_session_input(cfg, n, needle):
     with pytest.raises(PostError, match=needle):
         session(PrivacyConfig(**cfg), n=n, batch=10)
+
+
+def test_the_default_delta_written_out_is_accepted():
+    """The default δ is 1/N; the same value written in the config must not be refused (it was: "< 1/N")."""
+    from engine.privacy.session import resolve_delta
+    assert resolve_delta(PrivacyConfig(epsilon=8), 160) == resolve_delta(PrivacyConfig(epsilon=8, delta=0.00625), 160) == 1 / 160
 
 
 # ---------------------------------------------------------------- CLI

@@ -48,13 +48,14 @@ PRV_OVERHEAD = 0.05  # PRV ε is recomputed only when that keeps accounting unde
 
 
 def resolve_delta(privacy_cfg, n_examples: int) -> float:
-    """δ: privacy.delta, or 1/N by default; an explicit δ must be < 1/N."""
+    """δ: privacy.delta, or 1/N by default (the paper's); an explicit δ must be at most 1/N, so the
+    default itself, written out, is accepted (a smaller δ is the stronger promise)."""
     if n_examples < 1:
         raise PostError("differential privacy needs a non-empty training set")
     if privacy_cfg.delta is None:
         return 1.0 / n_examples
-    if privacy_cfg.delta >= 1.0 / n_examples:
-        raise PostError(f"privacy.delta={privacy_cfg.delta:g} must be < 1/N = {1.0 / n_examples:g} "
+    if privacy_cfg.delta > (1.0 / n_examples) * (1 + 1e-12):  # 1e-12: "0.00625" typed for 1/160
+        raise PostError(f"privacy.delta={privacy_cfg.delta:g} must be at most 1/N = {1.0 / n_examples:g} "
                         f"(N = {n_examples} training examples): a larger δ allows leaking a whole example")
     return float(privacy_cfg.delta)
 
