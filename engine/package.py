@@ -49,6 +49,7 @@ def build(run_dir: Path, out: Path, replace: bool = False) -> dict:
     if not (run_dir / "config.toml").is_file():
         raise PostError(f"{run_dir} is not a run folder (no config.toml): give the folder post tune wrote")
     record = records.require_done(run_dir / "tune", f"finish it (post tune {run_dir}) before packaging")
+    _check_tuned(run_dir, record)
     if out.exists() and any(out.iterdir()) and not replace:
         raise PostError(f"{out} already exists and is not empty: give a new folder for the package")
     cfg = validate(read_toml(run_dir / "config.toml"))
@@ -72,6 +73,23 @@ def build(run_dir: Path, out: Path, replace: bool = False) -> dict:
             roles[CHOICE] = "α choice"
         written = manifest.write(temp, KIND, roles, kit=kit, dp=certificate.is_file(), epsilon=epsilon)
     return written
+
+
+def _check_tuned(run_dir: Path, record: dict) -> None:
+    """What is packaged is what the tune wrote: the prompt and certificate its record lists, unchanged,
+    and a certificate whose ε the accountant gives again — else a prompt could travel with the ε of
+    another, or with none."""
+    from engine.privacy.certificate import verify_certificate
+    tune = run_dir / "tune"
+    again = f"tune again (post tune {run_dir}) before packaging"
+    changed = records.artifacts_changed(tune, record)
+    if changed:
+        raise PostError(f"the tune stage in {run_dir}: {changed}: {again}")
+    certified = "certificate" in (record.get("artifacts") or {})
+    if (tune / "privacy.json").is_file() and not certified:
+        raise PostError(f"{tune / 'privacy.json'} is not the certificate the tune wrote (its record lists none): {again}")
+    if certified:
+        verify_certificate(tune / "privacy.json")
 
 
 def _check_choice(folder: Path, choice: dict) -> None:

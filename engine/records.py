@@ -103,6 +103,11 @@ def why_not_done(stage_dir: Path, inputs: dict) -> str | None:
     if record.get("fingerprint") != digest(inputs):
         changed = changed_inputs(record.get("inputs") or {}, inputs)
         return "its inputs changed: " + (", ".join(changed) if changed else "fingerprint differs")
+    return artifacts_changed(stage_dir, record)
+
+
+def artifacts_changed(stage_dir: Path, record: dict) -> str | None:
+    """None when every file the record lists is there with its recorded sha256; else which is not (one line)."""
     for role, entry in (record.get("artifacts") or {}).items():
         file = Path(stage_dir) / entry.get("path", "")  # relative inside the run folder (it may be moved)
         if not file.exists():

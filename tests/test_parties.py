@@ -192,6 +192,30 @@ def test_owner_refuses_auto_without_the_users_choice_and_a_dp_package_with_one(f
         package.add_choice(pkg, {"alpha": 0.3, "rule": "auto"})
 
 
+@pytest.mark.parametrize("damage, needle", [
+    ("prompt", "does not match the recorded sha256"),     # another prompt beside the old certificate
+    ("epsilon", "does not match the recorded sha256"),    # a certificate edited to claim less
+    ("no certificate", "is missing"),                     # a DP prompt packaged as if it were not
+])
+def test_package_refuses_a_tune_folder_changed_after_the_tune(flow, tmp_path, damage, needle):
+    import safetensors.torch as st
+    root, _ = flow
+    user = tmp_path / "user"
+    shutil.copytree(root / "user", user)
+    tune = user / "tune"
+    if damage == "prompt":
+        tensors = st.load_file(tune / "prompt.safetensors")
+        st.save_file({k: v + 1 for k, v in tensors.items()}, tune / "prompt.safetensors")
+    elif damage == "epsilon":
+        cert = json.loads((tune / "privacy.json").read_text())
+        (tune / "privacy.json").write_text(json.dumps({**cert, "epsilon": 1.0}))
+    else:
+        (tune / "privacy.json").unlink()
+    result = runner.invoke(app, ["package", str(user), "--out", str(tmp_path / "PKG")])
+    assert result.exit_code == 2 and needle in result.stderr and "tune again" in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "PKG").exists()
+
+
 def test_package_inspect_lists_every_field(flow):
     root, _ = flow
     out = invoke("package", "inspect", root / "PKG").stdout
