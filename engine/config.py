@@ -148,6 +148,8 @@ class TaskConfig(Section):
     @field_validator("label_words")
     @classmethod
     def _label_words(cls, value: list[list[str]]) -> list[list[str]]:
+        if len(value) == 1:
+            raise ValueError("names one class: a classifier needs at least two, e.g. [[\"bad\"], [\"good\"]]")
         seen: dict[str, int] = {}
         for c, words in enumerate(value):
             if not words:
@@ -403,6 +405,14 @@ class PrivacyConfig(Section):
 
 class RuntimeConfig(Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        import re
+        if value in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", value):
+            return value
+        raise ValueError(f"{value!r} is not a device post runs on: use auto, cpu, cuda or cuda:N")
     dtype: Literal["float32", "bfloat16", "auto"] = Field(
         "float32", description="Compute dtype (bfloat16: autocast; auto: bfloat16 with frozen weights stored in "
         "bf16 where the device computes it fast, else float32; prompts stay float32)")

@@ -40,6 +40,14 @@ def guarded(fn: Callable[[], None]) -> None:
         fn()
     except PostError as err:
         fail(str(err))
+    except (NotADirectoryError, FileExistsError) as err:
+        fail(in_the_way(err))
+
+
+def in_the_way(err: OSError) -> str:
+    """A file where post needs a folder (--out, POST_CACHE, POST_LEDGER given a file): one line, not a traceback."""
+    return (f"{err.filename or err}: a file is in the way where post needs a folder: give another path "
+            "(--out, $POST_CACHE or $POST_LEDGER) or move the file")
 
 
 # ---------------------------------------------------------------- presets
@@ -89,7 +97,7 @@ class StopSignals:
     SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
     def __init__(self, cancel: threading.Event, quiet: bool = False):
-        self.cancel, self.count, self.previous, self.quiet = cancel, 0, {}, quiet
+        self.cancel, self.count, self.previous, self.quiet, self.said = cancel, 0, {}, quiet, 0
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
@@ -105,18 +113,21 @@ class StopSignals:
             signal.signal(getattr(signal, name), handler)
 
     def _handle(self, signum, frame) -> None:
+        # Only flags here: printing from a handler re-enters the console (or an import half done in the
+        # main thread) when two signals come at once (`timeout` signals the process and its group).
         self.count += 1
         self.cancel.set()
-        if self.quiet and self.count < 3:
-            return
-        if self.count == 1:
-            _say("cancelling: the current step finishes, then the stage saves a checkpoint "
-                 "(post run --resume continues it)")
-        elif self.count == 2:
-            _say("still finishing the current step; press Ctrl-C once more to exit now "
-                 "(work since the last checkpoint is lost)")
-        else:
+        if self.count >= 3:
             os._exit(130)
+
+    def say_pending(self) -> None:
+        """What the signals so far mean, said once each (called by the thread that waits on the worker)."""
+        while not self.quiet and self.said < min(self.count, 2):
+            self.said += 1
+            _say("cancelling: the current step finishes, then the stage saves a checkpoint "
+                 "(post run --resume continues it)" if self.said == 1 else
+                 "still finishing the current step; press Ctrl-C once more to exit now "
+                 "(work since the last checkpoint is lost)")
 
 
 def _say(message: str) -> None:
@@ -193,13 +204,14 @@ def in_worker(job, out=None, again: str | None = None):
         except BaseException as err:  # handed to the main thread
             outcome["error"] = err
 
-    with ConsoleRenderer(console) as renderer, StopSignals(cancel):
+    with ConsoleRenderer(console) as renderer, StopSignals(cancel) as signals:
         bus.subscribe(renderer)
         # not a daemon: the interpreter never exits while the worker is inside torch
         worker = threading.Thread(target=work, name="post-engine")
         worker.start()
         while worker.is_alive():
             worker.join(0.2)
+            signals.say_pending()
     error = outcome.get("error")
     if isinstance(error, Cancelled):
         where = out if out is not None else "RUN_DIR"
@@ -428,6 +440,10 @@ def main() -> None:
     except PostError as err:
         from post_tui.render import print_error
         print_error(err_console, str(err))
+        _exit(2)
+    except (NotADirectoryError, FileExistsError) as err:
+        from post_tui.render import print_error
+        print_error(err_console, in_the_way(err))
         _exit(2)
     except SystemExit as done:
         _exit(_exit_code(done.code))

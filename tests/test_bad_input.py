@@ -140,6 +140,8 @@ CONFIG = [
     Case("config-unknown-section", user_config('extends = "smoke"\n[tuning]\nlr = 0.1\n'), "unknown key tuning"),
     Case("config-section-is-a-value", user_config('extends = "smoke"\ntune = 3\n'), "must be a table"),
     Case("config-wrong-type", with_sets('tune.lr="fast"'), "tune.lr"),
+    Case("config-unknown-device", with_sets('runtime.device="tpu"'), "'tpu' is not a device post runs on"),
+    Case("config-one-class", with_sets('task.label_words=[["good"]]'), "a classifier needs at least two"),
     Case("config-wrong-type-list", with_sets("distill.blocks=3"), "distill.blocks"),
     Case("config-bool-for-int", with_sets("tune.steps=true"), "tune.steps: expects a number, not true / false"),
     Case("config-bool-for-int-file", user_config('extends = "smoke"\n[transfer]\nsteps = true\n'), "transfer.steps"),
@@ -208,6 +210,7 @@ DATA = [
     Case("data-jsonl-null-text", task_file(jsonl(broken={4: '{"text": null, "label": 1}'}), "data.jsonl"),
          "line 5: the 'text' cell is empty"),
     Case("data-jsonl-not-object", task_file(jsonl(broken={2: "[1, 2]"}), "data.jsonl"), "line 3 is not a JSON object"),
+    Case("data-one-class", task_file(rows_csv(label=lambda i: 1)), "holds only class 1"),
     Case("data-public-smaller-than-size", with_sets("public.size=500"), "public.size = 500"),
     Case("data-public-file-smaller", public_file(rows_csv(20), "public.csv", "public.size=64"),
          "has only 16 rows"),  # a single file's train split: 80 % of its rows
@@ -216,7 +219,17 @@ DATA = [
     Case("data-public-header-only", public_file("text\n"), "no rows"),
 ]
 
+def out_is_a_file(*command: str) -> Callable[[Path], list[str]]:
+    def make(tmp: Path) -> list[str]:
+        (tmp / "a-file").write_text("x")
+        return [*command, "--out", str(tmp / "a-file")]
+    return make
+
+
 RUN_FOLDERS = [
+    Case("folder-out-is-a-file", out_is_a_file("run", "--preset", "smoke"), "a file is in the way", subprocess=True),
+    Case("folder-out-is-a-file-tune", out_is_a_file("tune", "--preset", "smoke"), "a file is in the way"),
+    Case("folder-out-is-a-file-kit", out_is_a_file("kit", "build", "--preset", "smoke"), "a file is in the way"),
     Case("folder-missing", lambda tmp: ["tune", str(tmp / "no-such-run")], "does not exist"),
     Case("folder-is-a-file", lambda tmp: (tmp / "a-file").write_text("x") and ["transfer", str(tmp / "a-file")],
          "is a file, not a run folder", subprocess=True),

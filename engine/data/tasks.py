@@ -211,6 +211,10 @@ def load_task(cfg: TaskConfig, tokenizer, seed: int) -> dict[str, Examples]:
             raise PostError(f"{where} is empty: check task.{name}_split and the data")
         ids = [encode(tokenizer, cfg.template, r, cfg.text_fields, cfg.max_length) for r in rows]
         splits[name] = Examples(ids, _labels(rows, cfg.label_field, len(cfg.label_words), where, cfg.label_names))
+    found = sorted(set(splits["train"].labels))
+    if len(found) < 2:  # every method would score 100 % on such data, and the verdict would call it fine
+        raise PostError(f"{cfg.source} split train holds only class {found[0]} ({len(splits['train'])} rows): a "
+                        "prompt is tuned on examples of at least two classes: check task.label_field and the data")
     return splits
 
 
