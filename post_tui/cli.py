@@ -235,9 +235,22 @@ def run_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = ConfigOp
         if nproc > 1:
             from engine.distributed import backend_for
             backend_for(cfg.runtime.device, local=nproc)  # e.g. more processes than GPUs: one line here
+            _check_new_folder_for_ranks(resume, out)  # here, not once per rank under torchrun's traceback
             _relaunch_under_torchrun(nproc)
         _execute(cfg, resume or out, resume=resume is not None)
     guarded(go)
+
+
+def _check_new_folder_for_ranks(resume: Path | None, out: Path | None) -> None:
+    """Several processes start a run folder, they do not continue one (engine.pipeline refuses it on
+    every rank; said once, before the launch)."""
+    if resume is not None:
+        raise PostError("several processes (--nproc) run the whole pipeline on a new run folder only: "
+                        f"continue {resume} with one process (post run --resume {resume})")
+    from engine.runlock import LOCK
+    if out is not None and Path(out).is_dir() and any(p.name != LOCK for p in Path(out).iterdir()):
+        raise PostError(f"run folder {out} already exists: give several processes a new --out "
+                        f"(or continue it with one: post run --resume {out})")
 
 
 def _only_run_under_a_launcher(argv: list[str]) -> None:

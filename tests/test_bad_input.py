@@ -219,6 +219,12 @@ DATA = [
     Case("data-public-header-only", public_file("text\n"), "no rows"),
 ]
 
+def smoke_toml() -> str:
+    from engine.config import to_toml
+    from engine.presets import load_config
+    return to_toml(load_config("smoke", None, []))
+
+
 def out_is_a_file(*command: str) -> Callable[[Path], list[str]]:
     def make(tmp: Path) -> list[str]:
         (tmp / "a-file").write_text("x")
@@ -237,6 +243,8 @@ RUN_FOLDERS = [
     Case("folder-resume-missing", lambda tmp: ["run", "--resume", str(tmp / "no-such-run")], "does not exist"),
     Case("folder-import-missing", lambda tmp: ["eval", str(tmp / "no-such-run"), "--from", str(tmp / "owner")],
          "give the folder a run wrote"),
+    Case("folder-resume-several-processes", lambda tmp: run_folder(smoke_toml(), "run")(tmp)[:1] +
+         ["--resume", str(tmp / "old-run"), "--nproc", "2"], "new run folder only", subprocess=True),
     Case("folder-garbage-config", run_folder("this is {not toml", "transfer"), "not valid TOML"),
     Case("folder-binary-config", run_folder(b"\x89PNG\r\n\x1a\n\x00\xff", "tune"), "not UTF-8"),
     Case("folder-config-unknown-key", run_folder('[tune]\nlr_rate = 1\n', "tune"), "unknown key tune.lr_rate"),
