@@ -66,14 +66,25 @@ def _receive_and_transfer(cfg, found: dict, package_dir: Path, out: Path, bus, c
     run(cfg, bus=bus, out=out, cancel=cancel, stages=["transfer"], resume=True)
 
 
-def import_transfer(run_dir: Path, owner_dir: Path) -> list[str]:
-    """Copy the owner's finished transfer prompts into the user's run, checked to be of this run's prompt."""
+def import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool = False) -> list[str]:
+    """Copy the owner's finished transfer prompts into the user's run, checked to be of this run's prompt;
+    `full_pt`: the eval that follows scores full PT, so its stage must be finished first."""
     run_dir, owner_dir = Path(run_dir), Path(owner_dir)
     with RunLock(run_dir):
-        return _import_transfer(run_dir, owner_dir)
+        return _import_transfer(run_dir, owner_dir, full_pt)
 
 
-def _import_transfer(run_dir: Path, owner_dir: Path) -> list[str]:
+def _check_rest_of_eval(run_dir: Path, owner_dir: Path, full_pt: bool) -> None:
+    """What eval needs besides the owner's transfer (full PT, when the eval scores it) is finished."""
+    if full_pt:
+        record = records.read(run_dir / "full_pt")
+        if record is None or record.get("status") not in records.DONE_STATUSES:
+            state = "has not run" if record is None else f"was {record.get('status')}"
+            raise PostError(f"eval needs the full_pt stage finished in {run_dir}, but it {state}: run post full-pt "
+                            f"{run_dir} first (or set eval.full_pt = false); nothing was imported from {owner_dir}")
+
+
+def _import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool) -> list[str]:
     record = records.read(owner_dir / "transfer")
     if record is None or record.get("status") not in records.DONE_STATUSES:
         raise PostError(f"{owner_dir} has no finished transfer (transfer/done.json): the owner runs post transfer first")
@@ -83,6 +94,7 @@ def _import_transfer(run_dir: Path, owner_dir: Path) -> list[str]:
     if theirs != ours:
         raise PostError(f"{owner_dir} transferred another prompt ({theirs}), not this run's tuned prompt ({ours}): "
                         "send the owner the package of this run")
+    _check_rest_of_eval(run_dir, owner_dir, full_pt)  # before copying: a refused import leaves the run as it was
     copied = []
     source, target = owner_dir / "transfer", run_dir / "transfer"
     for path in sorted(source.iterdir()):

@@ -216,6 +216,16 @@ def test_package_refuses_a_tune_folder_changed_after_the_tune(flow, tmp_path, da
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "PKG").exists()
 
 
+def test_an_import_that_eval_would_refuse_copies_nothing(flow, tmp_path):
+    root, _ = flow
+    user = tmp_path / "user"
+    shutil.copytree(root / "user", user)
+    shutil.rmtree(user / "transfer")
+    result = runner.invoke(app, ["eval", str(user), "--from", str(root / "owner"), "--set", "eval.full_pt=true"])
+    assert result.exit_code == 2 and "needs the full_pt stage" in result.stderr, result.output
+    assert "nothing was imported" in result.stderr and not (user / "transfer").exists()
+
+
 def test_package_inspect_lists_every_field(flow):
     root, _ = flow
     out = invoke("package", "inspect", root / "PKG").stdout
