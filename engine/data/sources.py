@@ -66,8 +66,8 @@ def _read_file(path: Path) -> list[Row]:
         data = readers[path.suffix](path)
     except PostError:
         raise
-    except UnicodeDecodeError as err:
-        raise PostError(f"data file {path} is not UTF-8 text (byte {err.start}): save it as UTF-8") from None
+    except UnicodeDecodeError:
+        raise PostError(f"data file {path} is not UTF-8 text ({_first_bad_line(path)}): save it as UTF-8") from None
     except Exception as err:  # pandas raises many types for malformed files
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise PostError(f"cannot read {path}: {first}") from None
@@ -78,6 +78,17 @@ def _read_file(path: Path) -> list[Row]:
     if not rows:
         raise PostError(f"data file {path} has no rows (only a header?): it needs one row per example")
     return rows
+
+
+def _first_bad_line(path: Path) -> str:
+    """Where the first byte that is not UTF-8 is (the decoder's own offset counts from a chunk, not the file)."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return f"line {number}, byte {err.start + 1} of the line"
+    return "a character split across lines"
 
 
 def _read_jsonl(path: Path) -> list[Row]:

@@ -101,6 +101,9 @@ def _text(row: dict, field: str, allow_empty: bool = False) -> str:
         if allow_empty:
             return ""
         raise PostError(f"{_origin(row)}: the {field!r} cell is empty: fill it in or remove the row")
+    if isinstance(value, (list, dict)):  # str() would make '["a", "b"]' the text, silently
+        raise PostError(f"{_origin(row)}: the {field!r} cell is a JSON {'list' if isinstance(value, list) else 'object'}, "
+                        f"not text: give one string per row")
     return str(value)
 
 
