@@ -36,7 +36,11 @@ def verify(folder: Path, kind: str) -> dict:
         raise PostError(f"{folder} is not a {label} folder (it does not exist or is a file)")
     if not (folder / MANIFEST).is_file():
         raise PostError(f"{folder} is not a {label}: it has no {MANIFEST}")
-    manifest = artifacts.read_json_dict(folder / MANIFEST, f"{label} manifest")
+    try:
+        manifest = artifacts.read_json_dict(folder / MANIFEST, f"{label} manifest")
+    except artifacts.DamagedArtifact:  # not a stage's output that a resume rewrites: it came from the other party
+        raise PostError(f"{folder / MANIFEST} is damaged (not a JSON object): the {label} cannot be checked; "
+                        f"ask whoever sent it for the {label} again") from None
     if manifest.get("kind") != kind:
         raise PostError(f"{folder} is a {manifest.get('kind')!r}, not a {kind!r}")
     if manifest.get("format") != FORMAT:

@@ -152,8 +152,12 @@ def check_upstream(ctx: RunContext, stages: list[str]) -> None:
             record = records.read(ctx.run_dir / up)
             if record is None or record.get("status") not in records.DONE_STATUSES:
                 state = "has not run" if record is None else f"was {record.get('status')}"
-                raise PostError(f"{stage} needs the {up} stage finished in {ctx.run_dir}, but it {state}: "
-                                f"run post {up.replace('_', '-')} {ctx.run_dir} first (or post run --resume {ctx.run_dir})")
+                command = up.replace('_', '-')
+                how = (f"post {command} {ctx.run_dir} first (or post run --resume {ctx.run_dir})"
+                       if (ctx.run_dir / "config.toml").is_file() else  # a new folder: the stage starts it
+                       f"post {command} --out {ctx.run_dir} first, with the same --preset / --config / --set "
+                       f"(or post run for every stage)")
+                raise PostError(f"{stage} needs the {up} stage finished in {ctx.run_dir}, but it {state}: run {how}")
 
 
 def preflight(ctx: RunContext, stages: list[str]) -> None:

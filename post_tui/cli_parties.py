@@ -68,9 +68,12 @@ def register(app: typer.Typer, stage_command) -> None:
 
         def go():
             from engine import parties
-            if kit_dir is None or package_dir is None or out is None or run_dir is not None:
-                raise PostError("the owner's transfer takes --kit KIT --package PKG --out OWNER_RUN (and --preset / "
-                                "--config for the large model and public data), no RUN_DIR")
+            missing = [name for name, given in (("--kit", kit_dir), ("--package", package_dir), ("--out", out))
+                       if given is None]
+            if missing or run_dir is not None:
+                wrong = f"{', '.join(missing)} missing" if missing else f"a RUN_DIR ({run_dir}) given"
+                raise PostError(f"the owner's transfer takes --kit KIT --package PKG --out OWNER_RUN (and --preset / "
+                                f"--config for the large model and public data), no RUN_DIR: {wrong}")
             cfg = cli._config_for(preset, config, sets)
             cli.in_worker(lambda bus, cancel: parties.owner_transfer(cfg, kit_dir, package_dir, out, bus, cancel), out)
             cli.console.print(f"transferred prompts in {out / 'transfer'}: send that folder's prompts to the user "

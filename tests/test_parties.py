@@ -109,7 +109,7 @@ def test_the_owner_exports_the_transferred_prompt_with_the_users_epsilon(flow, t
         assert not any(secret in text for secret in (str(data), data.name, *LABELS, str(root))), path
 
 
-@pytest.mark.parametrize("damage", ["prompt", "manifest", "truncated", "extra", "wrong_kit"])
+@pytest.mark.parametrize("damage", ["prompt", "manifest", "torn_manifest", "truncated", "extra", "wrong_kit", "no_package"])
 def test_tampered_package_or_wrong_kit_is_refused(flow, tmp_path, damage):
     root, _ = flow
     pkg = tmp_path / "PKG"
@@ -124,6 +124,8 @@ def test_tampered_package_or_wrong_kit_is_refused(flow, tmp_path, damage):
         manifest["epsilon"] = 0.1
         manifest["files"]["privacy.json"]["sha256"] = "0" * 64
         (pkg / "manifest.json").write_text(json.dumps(manifest))
+    elif damage == "torn_manifest":
+        (pkg / "manifest.json").write_text('{"kind": "post-pro')
     elif damage == "truncated":
         (pkg / "task_card.json").unlink()
     elif damage == "extra":
@@ -138,9 +140,11 @@ def test_tampered_package_or_wrong_kit_is_refused(flow, tmp_path, damage):
         weights.write_bytes(bytes(raw))
         manifest["files"]["student/model.safetensors"]["sha256"] = __import__("hashlib").sha256(raw).hexdigest()
         (kit / "manifest.json").write_text(json.dumps(manifest))  # a consistent kit, but another one
-    result = runner.invoke(app, ["transfer", "--kit", str(kit), "--package", str(pkg), "--out", str(tmp_path / "o"),
-                                 "--preset", "smoke"])
+    given = ["--package", str(pkg)] if damage != "no_package" else []
+    result = runner.invoke(app, ["transfer", "--kit", str(kit), *given, "--out", str(tmp_path / "o"), "--preset", "smoke"])
     assert result.exit_code == 2, result.output
+    needle = {"torn_manifest": "ask whoever sent it for the prompt package again", "no_package": "--package missing"}
+    assert needle.get(damage, "") in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
 
@@ -224,6 +228,11 @@ def test_an_import_that_eval_would_refuse_copies_nothing(flow, tmp_path):
     result = runner.invoke(app, ["eval", str(user), "--from", str(root / "owner"), "--set", "eval.full_pt=true"])
     assert result.exit_code == 2 and "needs the full_pt stage" in result.stderr, result.output
     assert "nothing was imported" in result.stderr and not (user / "transfer").exists()
+
+
+def test_privacy_verify_reads_a_package(flow):
+    root, _ = flow
+    assert invoke("privacy", "verify", root / "PKG").stdout.startswith(f"OK {root / 'PKG' / 'privacy.json'}")
 
 
 def test_package_inspect_lists_every_field(flow):

@@ -84,8 +84,9 @@ def verify_run(run_dir: Path) -> list[dict]:
         return [verify_certificate(run_dir)]
     if not run_dir.is_dir():
         raise PostError(f"run folder {run_dir} does not exist")
-    paths = [run_dir / stage / "privacy.json" for stage in ("tune", "full_pt")]
+    paths = [run_dir / stage / "privacy.json" for stage in ("tune", "full_pt")] + [run_dir / "privacy.json"]  # a package's
     found = [p for p in paths if p.is_file()]
     if not found:
-        raise PostError(f"no privacy certificate in {run_dir} (tune/privacy.json): was it run with [privacy] set?")
+        raise PostError(f"no privacy certificate in {run_dir} (tune/privacy.json, or privacy.json in a package): "
+                        "was it run with [privacy] set?")
     return [verify_certificate(p) for p in found]
