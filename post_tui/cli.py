@@ -302,6 +302,8 @@ def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = Config
         return
     if report_only:
         fail("--report-only writes a suite's table from its stored row reports: give --suite NAME")
+    if rows:
+        fail("--row picks rows of a suite: give --suite NAME (a preset's bench runs every block of its table)")
 
     def go():
         from engine.bench import default_out, run_bench

@@ -71,6 +71,10 @@ def _read_file(path: Path) -> list[Row]:
     except Exception as err:  # pandas raises many types for malformed files
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise PostError(f"cannot read {path}: {first}") from None
+    if path.suffix in (".csv", ".tsv") and not isinstance(data.index, pd.RangeIndex):
+        # pandas makes the first field of each row the index when rows have one field more than the header
+        raise PostError(f"{path}: rows have more fields than the header ({', '.join(map(str, data.columns))}): "
+                        "quote texts that hold the separator (\"a, b\"), or name every column in the header")
     if isinstance(data, list):
         rows = data
     else:
