@@ -20,8 +20,8 @@ data is Opacus' accountant over the concatenated histories of all its releases, 
 it before it starts.
 
 Runs at the same time on the same data: the budget check and the new entry are one step under the
-ledger's lock (`.lock`: one for the whole ledger, since data sets that share rows compose), and an entry records the steps its run *plans* (and its pid and
-host). A budget check counts a run still in progress at its plan, not at the steps it has taken so
+ledger's lock (`.lock`: one for the whole ledger, since data sets that share rows compose), and an
+entry records the steps its run *plans* (and its pid and host). A budget check counts a run still in progress at its plan, not at the steps it has taken so
 far — two runs that each fit the budget alone but not together are not both let through. The ε that
 is reported (certificates, `post privacy ledger`) is always the steps actually taken.
 """
