@@ -289,10 +289,21 @@ def _run_stage(ctx: RunContext, stage: str, force: bool, seconds: dict[str, floa
     return None
 
 
+def _check_folders(run_dir: Path) -> None:
+    """The run folder, the cache and the ledger are folders: a file at one of those paths is refused before
+    anything is written (not a traceback after the run folder was started)."""
+    from engine.assets.cache import cache_root
+    from engine.privacy import ledger
+    for path, what in ((run_dir, "--out (the run folder)"), (cache_root(), "$POST_CACHE"), (ledger.root(), "$POST_LEDGER")):
+        if path.exists() and not path.is_dir():
+            raise PostError(f"{what} is {path}, a file where post needs a folder: give another path or move the file")
+
+
 def run(config: RunConfig, bus: EventBus | None = None, out: Path | None = None, cancel=None,
         stages: list[str] | None = None, resume: bool = False, force: bool = False) -> dict | None:
     """Run the pipeline (or some stages) and write the run folder. Raises PostError / Cancelled."""
     run_dir = new_run_dir(config, out)
+    _check_folders(run_dir)
     fresh = not run_dir.exists() or not any(p.name != LOCK for p in run_dir.iterdir())
     if not fresh and not resume and stages is None:
         raise PostError(f"run folder {run_dir} already exists: pass --resume to continue it, or another --out")

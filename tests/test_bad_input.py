@@ -241,9 +241,11 @@ def out_is_a_file(*command: str) -> Callable[[Path], list[str]]:
 
 
 RUN_FOLDERS = [
-    Case("folder-out-is-a-file", out_is_a_file("run", "--preset", "smoke"), "a file is in the way", subprocess=True),
-    Case("folder-out-is-a-file-tune", out_is_a_file("tune", "--preset", "smoke"), "a file is in the way"),
-    Case("folder-out-is-a-file-kit", out_is_a_file("kit", "build", "--preset", "smoke"), "a file is in the way"),
+    Case("folder-out-is-a-file", out_is_a_file("run", "--preset", "smoke"), "where post needs a folder", subprocess=True),
+    Case("folder-cache-is-a-file", lambda tmp: (tmp / "c").write_text("x") and
+         os.environ.__setitem__("POST_CACHE", str(tmp / "c")) or smoke_run(tmp), "$POST_CACHE is"),
+    Case("folder-out-is-a-file-tune", out_is_a_file("tune", "--preset", "smoke"), "where post needs a folder"),
+    Case("folder-out-is-a-file-kit", out_is_a_file("kit", "build", "--preset", "smoke"), "where post needs a folder"),
     Case("folder-missing", lambda tmp: ["tune", str(tmp / "no-such-run")], "does not exist"),
     Case("folder-is-a-file", lambda tmp: (tmp / "a-file").write_text("x") and ["transfer", str(tmp / "a-file")],
          "is a file, not a run folder", subprocess=True),
@@ -303,6 +305,7 @@ def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, tmp_path, monkeyp
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)  # a run without --out would land in work/runs
+    monkeypatch.setenv("POST_CACHE", os.environ.get("POST_CACHE", ""))  # restored after a case that points it elsewhere
     args = case.make(work)
     before = _tree(tmp_path)
     code, out, err = _invoke(args, work, case.subprocess)
