@@ -106,7 +106,8 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
                "test_examples": len(loading.task(ctx, loading.large(ctx)[1])["test"]),
                "privacy": _privacy(ctx), "memory": {"ranks": ranks.peaks()},  # each process's peak
                "paired": verdict.paired(predictions)}  # POST against direct and zero-shot, example by example
-    results["verdict"] = verdict.checks(accuracy, results["test_examples"], len(cfg.task.label_words), results["paired"])
+    results["verdict"] = verdict.checks(accuracy, results["test_examples"], len(cfg.task.label_words), results["paired"],
+                                        alpha_selected=cfg.transfer.alpha == "select")
     for message in verdict.warnings(results["verdict"]):
         ctx.log(message, "warning")
     eval_dir = ctx.stage_dir("eval")

@@ -73,9 +73,11 @@ def _paired_note(pair: dict | None, other: str) -> str:
             f"{'zero-shot' if other == 'full_zs' else other}; exact McNemar p = {pair['p']:.2g})")
 
 
-def checks(accuracy: dict[str, float], examples: int, num_classes: int, pairs: dict[str, dict] | None = None) -> list[dict]:
+def checks(accuracy: dict[str, float], examples: int, num_classes: int, pairs: dict[str, dict] | None = None,
+           alpha_selected: bool = False) -> list[dict]:
     """`pairs`: paired() of the same split, where the eval kept its predictions; it adds the paired counts
-    and p-value to the two comparisons' messages and dicts, and changes no status."""
+    and p-value to the two comparisons' messages and dicts, and changes no status. `alpha_selected`: POST's
+    α was already chosen on validation (transfer.alpha = "select"), so the advice does not suggest it."""
     one = 1.0 / max(examples, 1)
     pairs = pairs or {}
     out = []
@@ -92,10 +94,11 @@ def checks(accuracy: dict[str, float], examples: int, num_classes: int, pairs: d
                              f"a stronger student: {ADVICE_STUDENT}"))
         else:
             reach = f" although the student's prompt reaches {cpt:.1%}" if cpt is not None else ""
+            tried = ("at each α tried on validation — try" if alpha_selected else
+                     "— try transfer.alpha = \"select\",")
             out.append(_warn("post_above_zero_shot",
                              f"POST {post:.1%} does not beat the large model's zero-shot {zs:.1%}{note}{reach}: the transfer "
-                             "lost it — try transfer.alpha = \"select\", more transfer.steps, or a public set closer to "
-                             "the task"))
+                             f"lost it {tried} more transfer.steps, or a public set closer to the task"))
     if post is not None and direct is not None:
         note = _paired_note(pairs.get("direct"), "direct")
         if post > direct + one:

@@ -26,6 +26,10 @@ def test_a_tie_is_not_a_win_and_a_lost_transfer_is_told_apart():
     v = by_name(checks({"full_zs": 0.60, "cpt": 0.75, "direct": 0.60, "post": 0.6 + 0.5 / 300}, 300, 2))
     assert v["post_above_zero_shot"]["status"] == "warning" and "the transfer lost it" in v["post_above_zero_shot"]["message"]
     assert v["post_above_direct"]["status"] == "warning"
+    assert 'try transfer.alpha = "select"' in v["post_above_zero_shot"]["message"]
+    chosen = by_name(checks({"full_zs": 0.60, "cpt": 0.75, "post": 0.6}, 300, 2, alpha_selected=True))
+    message = chosen["post_above_zero_shot"]["message"]  # α was chosen already: not advised again
+    assert "at each α tried on validation" in message and '"select"' not in message
 
 
 def test_a_student_prompt_at_chance_is_flagged():
