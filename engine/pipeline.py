@@ -155,7 +155,7 @@ def check_upstream(ctx: RunContext, stages: list[str]) -> None:
                 state = "has not run" if record is None else f"was {record.get('status')}"
                 command = up.replace('_', '-')
                 how = (f"post {command} {ctx.run_dir} first (or post run --resume {ctx.run_dir})"
-                       if (ctx.run_dir / "config.toml").is_file() else  # a new folder: the stage starts it
+                       if not _nothing_finished(ctx.run_dir) else  # a new folder, discarded when refused: start it
                        f"post {command} --out {ctx.run_dir} first, with the same --preset / --config / --set "
                        f"(or post run for every stage)")
                 raise PostError(f"{stage} needs the {up} stage finished in {ctx.run_dir}, but it {state}: run {how}")

@@ -255,6 +255,8 @@ RUN_FOLDERS = [
          "give the folder a run wrote"),
     Case("folder-resume-several-processes", lambda tmp: run_folder(smoke_toml(), "run")(tmp)[:1] +
          ["--resume", str(tmp / "old-run"), "--nproc", "2"], "new run folder only", subprocess=True),
+    Case("folder-new-for-a-later-stage", lambda tmp: ["tune", "--preset", "smoke", "--out", str(tmp / "new")],
+         "run post distill --out"),
     Case("folder-garbage-config", run_folder("this is {not toml", "transfer"), "not valid TOML"),
     Case("folder-binary-config", run_folder(b"\x89PNG\r\n\x1a\n\x00\xff", "tune"), "not UTF-8"),
     Case("folder-config-unknown-key", run_folder('[tune]\nlr_rate = 1\n', "tune"), "unknown key tune.lr_rate"),
