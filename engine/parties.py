@@ -77,11 +77,8 @@ def import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool = False) -> li
 def _check_rest_of_eval(run_dir: Path, owner_dir: Path, full_pt: bool) -> None:
     """What eval needs besides the owner's transfer (full PT, when the eval scores it) is finished."""
     if full_pt:
-        record = records.read(run_dir / "full_pt")
-        if record is None or record.get("status") not in records.DONE_STATUSES:
-            state = "has not run" if record is None else f"was {record.get('status')}"
-            raise PostError(f"eval needs the full_pt stage finished in {run_dir}, but it {state}: run post full-pt "
-                            f"{run_dir} first (or set eval.full_pt = false); nothing was imported from {owner_dir}")
+        records.require_done(run_dir / "full_pt", f"eval scores full PT: run post full-pt {run_dir} first (or set "
+                             f"eval.full_pt = false); nothing was imported from {owner_dir}")
 
 
 def _import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool) -> list[str]:
