@@ -104,7 +104,9 @@ def test_ctrl_c_kill_and_hangup_cancel_gracefully_and_resume(tmp_path, signame):
     import subprocess
     import time
     run_dir, env = tmp_path / "run", _env(tmp_path / "cache")
-    fast = [a for s in ("distill.steps=20", "tune.steps=20", "transfer.steps=20", "eval.full_pt=false")
+    # tune runs 100 steps and is signalled at step 10: the rest of its steps outlast the events' lag (at 20
+    # steps a fast box could finish the stage before the signal landed, and cancel the next one instead)
+    fast = [a for s in ("distill.steps=20", "tune.steps=100", "transfer.steps=20", "eval.full_pt=false")
             for a in ("--set", s)]
     proc = subprocess.Popen(_cli("run", "--preset", "smoke", "--out", str(run_dir), *fast),
                             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -132,7 +134,9 @@ def test_run_survives_the_death_of_whoever_reads_its_output(tmp_path):
     import subprocess
     import time
     run_dir, env = tmp_path / "run", _env(tmp_path / "cache")
-    fast = [a for s in ("distill.steps=20", "tune.steps=20", "transfer.steps=20", "eval.full_pt=false")
+    # tune runs 100 steps and is signalled at step 10: the rest of its steps outlast the events' lag (at 20
+    # steps a fast box could finish the stage before the signal landed, and cancel the next one instead)
+    fast = [a for s in ("distill.steps=20", "tune.steps=100", "transfer.steps=20", "eval.full_pt=false")
             for a in ("--set", s)]
     proc = subprocess.Popen(_cli("run", "--preset", "smoke", "--out", str(run_dir), *fast),
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
