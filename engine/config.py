@@ -405,14 +405,6 @@ class PrivacyConfig(Section):
 
 class RuntimeConfig(Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        import re
-        if value in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", value):
-            return value
-        raise ValueError(f"{value!r} is not a device post runs on: use auto, cpu, cuda or cuda:N")
     dtype: Literal["float32", "bfloat16", "auto"] = Field(
         "float32", description="Compute dtype (bfloat16: autocast; auto: bfloat16 with frozen weights stored in "
         "bf16 where the device computes it fast, else float32; prompts stay float32)")
@@ -423,6 +415,14 @@ class RuntimeConfig(Section):
     checkpoint_every: int = Field(0, ge=0, description="Checkpoint long stages every N steps (0: by time only)")
     checkpoint_minutes: float = Field(2.0, ge=0, description="Checkpoint long stages every M minutes (0: by steps only); "
                                       "kill -9 loses at most this much work")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        import re
+        if value in ("auto", "cpu") or re.fullmatch(r"cuda(:\d+)?", value):
+            return value
+        raise ValueError(f"{value!r} is not a device post runs on: use auto, cpu, cuda or cuda:N")
 
 
 class AuditConfig(Section):

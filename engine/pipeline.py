@@ -290,6 +290,11 @@ def _run_stage(ctx: RunContext, stage: str, force: bool, seconds: dict[str, floa
     return None
 
 
+def is_fresh(run_dir: Path) -> bool:
+    """No run folder there yet, or one holding nothing but a lock (a run refused before it wrote anything)."""
+    return not run_dir.exists() or not any(p.name != LOCK for p in run_dir.iterdir())
+
+
 def _check_folders(run_dir: Path) -> None:
     """The run folder, the cache and the ledger are folders: a file at one of those paths is refused before
     anything is written (not a traceback after the run folder was started)."""
@@ -305,7 +310,7 @@ def run(config: RunConfig, bus: EventBus | None = None, out: Path | None = None,
     """Run the pipeline (or some stages) and write the run folder. Raises PostError / Cancelled."""
     run_dir = new_run_dir(config, out)
     _check_folders(run_dir)
-    fresh = not run_dir.exists() or not any(p.name != LOCK for p in run_dir.iterdir())
+    fresh = is_fresh(run_dir)
     if not fresh and not resume and stages is None:
         raise PostError(f"run folder {run_dir} already exists: pass --resume to continue it, or another --out")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -217,7 +217,7 @@ def _rescored(report: dict) -> dict:
     from engine import verdict
     return {**report, "gap_closed": gap_closed(report["accuracy"]),
             "verdict": verdict.checks(report["accuracy"], report["test_examples"], report["classes"], report.get("paired"),
-                                      alpha_selected=report.get("alpha_choice") is not None)}
+                                      alpha_selected=report.get("alpha_rule") == "select")}
 
 
 def _report(name: str, rows: dict[str, dict], configs: dict[str, RunConfig]) -> dict:
@@ -349,7 +349,7 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
             "classes": len(config.task.label_words), "diagnostics": _diagnostics(run_dir),
             "paired": results.get("paired"),  # POST against direct and zero-shot on the same examples (None: before 2026-12-05)
             "verdict": verdict.checks(results["accuracy"], results["test_examples"], len(config.task.label_words),
-                                      results.get("paired"), alpha_selected=config.transfer.alpha == "select"),
+                                      results.get("paired"), alpha_selected=results.get("alpha_rule") == "select"),
             "method": {k: getattr(config, k).model_dump() for k in ("distill", "tune", "transfer")}}
 
 

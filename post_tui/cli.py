@@ -247,8 +247,8 @@ def _check_new_folder_for_ranks(resume: Path | None, out: Path | None) -> None:
     if resume is not None:
         raise PostError("several processes (--nproc) run the whole pipeline on a new run folder only: "
                         f"continue {resume} with one process (post run --resume {resume})")
-    from engine.runlock import LOCK
-    if out is not None and Path(out).is_dir() and any(p.name != LOCK for p in Path(out).iterdir()):
+    from engine.pipeline import is_fresh
+    if out is not None and Path(out).is_dir() and not is_fresh(Path(out)):
         raise PostError(f"run folder {out} already exists: give several processes a new --out "
                         f"(or continue it with one: post run --resume {out})")
 

@@ -233,6 +233,19 @@ def smoke_toml() -> str:
     return to_toml(load_config("smoke", None, []))
 
 
+def cache_is_a_file(tmp: Path) -> list[str]:
+    """$POST_CACHE names a file (the test restores the variable afterwards)."""
+    (tmp / "c").write_text("x")
+    os.environ["POST_CACHE"] = str(tmp / "c")
+    return smoke_run(tmp)
+
+
+def resume_with_processes(tmp: Path) -> list[str]:
+    """A run folder continued with several processes."""
+    folder = run_folder(smoke_toml(), "run")(tmp)[1]
+    return ["run", "--resume", folder, "--nproc", "2"]
+
+
 def out_is_a_file(*command: str) -> Callable[[Path], list[str]]:
     def make(tmp: Path) -> list[str]:
         (tmp / "a-file").write_text("x")
@@ -242,8 +255,7 @@ def out_is_a_file(*command: str) -> Callable[[Path], list[str]]:
 
 RUN_FOLDERS = [
     Case("folder-out-is-a-file", out_is_a_file("run", "--preset", "smoke"), "where post needs a folder", subprocess=True),
-    Case("folder-cache-is-a-file", lambda tmp: (tmp / "c").write_text("x") and
-         os.environ.__setitem__("POST_CACHE", str(tmp / "c")) or smoke_run(tmp), "$POST_CACHE is"),
+    Case("folder-cache-is-a-file", cache_is_a_file, "$POST_CACHE is"),
     Case("folder-out-is-a-file-tune", out_is_a_file("tune", "--preset", "smoke"), "where post needs a folder"),
     Case("folder-out-is-a-file-kit", out_is_a_file("kit", "build", "--preset", "smoke"), "where post needs a folder"),
     Case("folder-missing", lambda tmp: ["tune", str(tmp / "no-such-run")], "does not exist"),
@@ -253,8 +265,7 @@ RUN_FOLDERS = [
     Case("folder-resume-missing", lambda tmp: ["run", "--resume", str(tmp / "no-such-run")], "does not exist"),
     Case("folder-import-missing", lambda tmp: ["eval", str(tmp / "no-such-run"), "--from", str(tmp / "owner")],
          "give the folder a run wrote"),
-    Case("folder-resume-several-processes", lambda tmp: run_folder(smoke_toml(), "run")(tmp)[:1] +
-         ["--resume", str(tmp / "old-run"), "--nproc", "2"], "new run folder only", subprocess=True),
+    Case("folder-resume-several-processes", resume_with_processes, "new run folder only", subprocess=True),
     Case("folder-new-for-a-later-stage", lambda tmp: ["tune", "--preset", "smoke", "--out", str(tmp / "new")],
          "run post distill --out"),
     Case("folder-garbage-config", run_folder("this is {not toml", "transfer"), "not valid TOML"),

@@ -101,6 +101,7 @@ def register_task(task_cfg, seed: int) -> str:
 
 
 _rows_read: dict[Path, frozenset] = {}  # rows.txt never changes once written (its folder's name is its content)
+_shared: dict[tuple[Path, Path], bool] = {}  # so whether two data sets share a row is decided once per process
 
 
 def _rows_of(key: str) -> frozenset | None:
@@ -125,11 +126,21 @@ def _rows_of(key: str) -> frozenset | None:
 def linked(key: str) -> list[str]:
     """`key` and every other data set of the ledger that shares a row with it, `key` first. Data sets
     without fingerprints (written before post kept them) are linked to nothing until used again."""
-    mine = _rows_of(key)
-    if not mine or not root().is_dir():
+    if not _rows_of(key) or not root().is_dir():
         return [key]
     others = sorted(p.name for p in root().iterdir() if p.is_dir() and p.name != key)
-    return [key, *(k for k in others if not mine.isdisjoint(_rows_of(k) or ()))]
+    return [key, *(k for k in others if _share_rows(key, k))]
+
+
+def _share_rows(key: str, other: str) -> bool:
+    """Whether two data sets share a row; asked before every DP step (the ε shown), so answered once."""
+    pair = (root() / key, root() / other)
+    if pair not in _shared:
+        theirs = _rows_of(other)
+        if theirs is None:  # no fingerprints yet: not linked, and asked again (they may be written later)
+            return False
+        _shared[pair] = not _rows_of(key).isdisjoint(theirs)
+    return _shared[pair]
 
 
 def entries(key: str) -> list[dict]:
