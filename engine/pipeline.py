@@ -105,9 +105,11 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
                "seconds": {s: round(seconds.get(s, 0.0), 2) for s in ("distill", "tune", "transfer", "full_pt", "eval")},
                "test_examples": len(loading.task(ctx, loading.large(ctx)[1])["test"]),
                "privacy": _privacy(ctx), "memory": {"ranks": ranks.peaks()},  # each process's peak
-               "paired": verdict.paired(predictions)}  # POST against direct and zero-shot, example by example
+               "paired": verdict.paired(predictions),  # POST against direct and zero-shot, example by example
+               "class_shares": verdict.class_shares(predictions, len(cfg.task.label_words))}
     results["verdict"] = verdict.checks(accuracy, results["test_examples"], len(cfg.task.label_words), results["paired"],
-                                        alpha_selected=cfg.transfer.alpha == "select")
+                                        alpha_selected=cfg.transfer.alpha == "select", shares=results["class_shares"],
+                                        class_names=verdict.class_names(cfg.task.label_words))
     for message in verdict.warnings(results["verdict"]):
         ctx.log(message, "warning")
     eval_dir = ctx.stage_dir("eval")

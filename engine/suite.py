@@ -197,7 +197,7 @@ def stored_report(row: str, config: RunConfig, run_dir: Path, path: Path) -> dic
         return None
     results = read_json_dict(run_dir / "results.json", "results")
     return _rescored({**report, "accuracy": results["accuracy"], "test_examples": results["test_examples"],
-                      "paired": results.get("paired")})
+                      "paired": results.get("paired"), "class_shares": results.get("class_shares")})
 
 
 def _rules_current(config: RunConfig, rule, choice: dict | None, choice_required: bool = True) -> bool:
@@ -217,7 +217,8 @@ def _rescored(report: dict) -> dict:
     from engine import verdict
     return {**report, "gap_closed": gap_closed(report["accuracy"]),
             "verdict": verdict.checks(report["accuracy"], report["test_examples"], report["classes"], report.get("paired"),
-                                      alpha_selected=report.get("alpha_rule") == "select")}
+                                      alpha_selected=report.get("alpha_rule") == "select",
+                                      shares=report.get("class_shares"), class_names=report.get("class_names"))}
 
 
 def _report(name: str, rows: dict[str, dict], configs: dict[str, RunConfig]) -> dict:
@@ -348,8 +349,11 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
             "minutes": minutes, "test_examples": results["test_examples"],
             "classes": len(config.task.label_words), "diagnostics": _diagnostics(run_dir),
             "paired": results.get("paired"),  # POST against direct and zero-shot on the same examples (None: before 2026-12-05)
+            "class_shares": results.get("class_shares"),  # each class's share of the test split (None: before 2026-12-06)
+            "class_names": verdict.class_names(config.task.label_words),
             "verdict": verdict.checks(results["accuracy"], results["test_examples"], len(config.task.label_words),
-                                      results.get("paired"), alpha_selected=results.get("alpha_rule") == "select"),
+                                      results.get("paired"), alpha_selected=results.get("alpha_rule") == "select",
+                                      shares=results.get("class_shares"), class_names=verdict.class_names(config.task.label_words)),
             "method": {k: getattr(config, k).model_dump() for k in ("distill", "tune", "transfer")}}
 
 

@@ -12,6 +12,12 @@ eval's accuracies on the user's own split, where the answer is known. Three chec
 - **POST above direct transfer** — otherwise the transfer training did nothing the student's prompt
   as it is would not do.
 - **CPT clearly above chance** — otherwise the student's prompt has nothing to transfer.
+- **POST's class balance** (where the eval kept its predictions) — the share of the test examples POST puts
+  in each class against the labels' shares and the student's prompt's. The transfer matches the student's
+  outputs on the public texts, so it can carry how the student's prompt leans *there* instead of how it
+  reads the user's inputs. Measured: spam-smollm2 at seed 4 (BENCHMARKS.md, "A transfer that carried a
+  lean") — the student's prompt says "spam" for 34 % of the test mails (the labels 27 %) but for 74 % of
+  the 128 public texts, and POST says it for 84 %, at 34.3 % accuracy against the prompt's 83.0 %.
 
 "Above" means by more than one example of the split: a tie is not a win. Differences this small are
 within the split's sampling error anyway (±2.9 points at 300 examples); the verdict says what was
@@ -29,6 +35,14 @@ from engine.diagnostics import ADVICE_STUDENT  # the same advice the diagnostics
 
 # POST against each method the checks compare it with, example by example (results.json's "paired")
 PAIRED_WITH = ("direct", "full_zs")
+
+# POST's class balance, as total variation distances between class shares (results.json's "class_shares").
+# Over the 21 run folders with predictions on 2026-12-06 (BENCHMARKS.md, "A transfer that carried a lean")
+# POST's distance from the labels' shares was 0.00–0.22 with one exception, 0.58 (spam-smollm2, seed 4);
+# POST further from them than the student's prompt by at most 0.13, there by 0.50. The warning needs both:
+LEAN_FROM_LABELS = 0.25   # POST this far from the labels' shares,
+LEAN_BEYOND_STUDENT = 0.2  # and this much further than the student's prompt is
+SHARED_METHODS = ("labels", "post", "cpt", "full_zs")
 
 
 def mcnemar_p(only_first: int, only_second: int) -> float:
@@ -66,6 +80,43 @@ def paired(predictions: dict[str, list[int]], method: str = "post") -> dict[str,
     return out
 
 
+def class_shares(predictions: dict[str, list[int]], num_classes: int) -> dict[str, list[float]]:
+    """The share of the examples each of SHARED_METHODS puts in each class ("labels": the true classes)."""
+    out = {}
+    for name in SHARED_METHODS:
+        found = predictions.get(name)
+        if found:
+            out[name] = [round(sum(p == c for p in found) / len(found), 3) for c in range(num_classes)]
+    return out
+
+
+def class_names(label_words: list[list[str]]) -> list[str]:
+    """What a message calls each class: its first label word."""
+    return [words[0].strip() for words in label_words]
+
+
+def distance(shares: list[float], other: list[float]) -> float:
+    """Total variation between two class distributions: the share of examples that would change class."""
+    return 0.5 * sum(abs(a - b) for a, b in zip(shares, other))
+
+
+def _balance_check(shares: dict[str, list[float]], class_names: list[str] | None) -> dict | None:
+    post, cpt, labels = (shares.get(k) for k in ("post", "cpt", "labels"))
+    if not (post and cpt and labels) or not len(post) == len(cpt) == len(labels):
+        return None
+    off, student_off = distance(post, labels), distance(cpt, labels)
+    if off < LEAN_FROM_LABELS or off < student_off + LEAN_BEYOND_STUDENT:
+        return _ok("post_class_balance", f"POST's classes are {off:.2f} from the labels' shares, the student's prompt's "
+                   f"{student_off:.2f} (total variation)")
+    c = max(range(len(post)), key=lambda i: post[i] - labels[i])  # the class POST over-predicts most
+    name = repr(class_names[c]) if class_names and c < len(class_names) else f"class {c}"
+    return _warn("post_class_balance",
+                 f"POST puts {post[c]:.0%} of the test examples in {name}, where the student's prompt puts {cpt[c]:.0%} "
+                 f"and the labels {labels[c]:.0%}: the transfer matches the student's outputs on the public texts, and "
+                 f"carried how its prompt leans there rather than how it reads your inputs — a public set closer to "
+                 f"the task's inputs is the lever (public.source; more transfer steps carry the same lean)")
+
+
 def _paired_note(pair: dict | None, other: str) -> str:
     if not pair:
         return ""
@@ -74,10 +125,13 @@ def _paired_note(pair: dict | None, other: str) -> str:
 
 
 def checks(accuracy: dict[str, float], examples: int, num_classes: int, pairs: dict[str, dict] | None = None,
-           alpha_selected: bool = False) -> list[dict]:
+           alpha_selected: bool = False, shares: dict[str, list[float]] | None = None,
+           class_names: list[str] | None = None) -> list[dict]:
     """`pairs`: paired() of the same split, where the eval kept its predictions; it adds the paired counts
     and p-value to the two comparisons' messages and dicts, and changes no status. `alpha_selected`: POST's
-    α was already chosen on validation (transfer.alpha = "select"), so the advice does not suggest it."""
+    α was already chosen on validation (transfer.alpha = "select"), so the advice does not suggest it.
+    `shares`: class_shares() of the same split, for the class-balance check; `class_names` name the classes
+    in its message."""
     one = 1.0 / max(examples, 1)
     pairs = pairs or {}
     out = []
@@ -117,6 +171,9 @@ def checks(accuracy: dict[str, float], examples: int, num_classes: int, pairs: d
         else:
             out.append(_warn("student_prompt_works", f"the student's own prompt is at chance ({cpt:.1%}, chance "
                              f"{chance:.1%}): there is nothing to transfer — try {ADVICE_STUDENT}"))
+    balance = _balance_check(shares or {}, class_names)
+    if balance is not None:
+        out.append(balance)
     return out
 
 

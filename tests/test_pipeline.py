@@ -42,7 +42,8 @@ def test_smoke_writes_every_result_field(smoke_run):
     assert set(results["seconds"]) == {"distill", "tune", "transfer", "full_pt", "eval"}
     assert results["privacy"] is None
     # the verdict: every judged pair, each warning also in the events (smoke is at chance: warnings expected)
-    assert {c["name"] for c in results["verdict"]} == {"post_above_zero_shot", "post_above_direct", "student_prompt_works"}
+    assert {c["name"] for c in results["verdict"]} == {"post_above_zero_shot", "post_above_direct", "student_prompt_works",
+                                                      "post_class_balance"}
     logged = [json.loads(line).get("message", "") for line in (smoke_run / "events.jsonl").read_text().splitlines()]
     assert all(c["message"] in logged for c in results["verdict"] if c["status"] == "warning")
     for name in ("config.toml", "events.jsonl", "distill/student.json", "tune/prompt.safetensors",
@@ -58,6 +59,9 @@ def test_smoke_writes_every_result_field(smoke_run):
     assert set(results["paired"]) == {"direct", "full_zs"} and 0 <= results["paired"]["direct"]["p"] <= 1
     judged = {c["name"]: c for c in results["verdict"]}
     assert judged["post_above_direct"]["paired"] == results["paired"]["direct"]
+    for method, shares in results["class_shares"].items():  # each class's share of the test examples, from the same
+        assert shares == [round(predictions[method].count(c) / len(labels), 3) for c in range(len(shares))], method
+    assert set(results["class_shares"]) == {"labels", "post", "cpt", "full_zs"}
 
 
 def eval_progress(run_dir: Path) -> list[tuple[int, int]]:

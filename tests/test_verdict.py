@@ -19,7 +19,7 @@ def test_the_bbc_row_is_told_its_student_is_the_limit():
 
 def test_the_mr_row_passes():
     v = checks({"full_zs": 0.553, "full_pt": 0.81, "cpt": 0.62, "direct": 0.567, "post": 0.697}, 300, 2)
-    assert warnings(v) == [] and len(v) == 3
+    assert warnings(v) == [] and len(v) == 3  # no predictions kept: no class-balance check
 
 
 def test_a_tie_is_not_a_win_and_a_lost_transfer_is_told_apart():
@@ -65,3 +65,36 @@ def test_post_is_compared_with_direct_and_zero_shot_example_by_example():
     assert "2 only POST gets right, 1 only direct; exact McNemar p = 1" in checks["post_above_direct"]["message"]
     assert "only zero-shot" in checks["post_above_zero_shot"]["message"]
     assert "paired" not in {k for c in verdict.checks(accuracy, 6, 2) for k in c}  # no predictions: no claim
+
+
+# class_shares of two run folders' test predictions (2026-12-06; BENCHMARKS.md "A transfer that carried a lean")
+SPAM_SEED4 = {"labels": [0.73, 0.27], "post": [0.147, 0.853], "cpt": [0.647, 0.353], "full_zs": [0.31, 0.69]}
+BBC_SIX_BLOCKS = {"labels": [0.235, 0.174, 0.188, 0.239, 0.164], "post": [0.141, 0.103, 0.263, 0.362, 0.131],
+                  "cpt": [0.239, 0.122, 0.183, 0.3, 0.155]}
+
+
+def test_a_transfer_that_carried_a_lean_is_told_so():
+    accuracy = {"full_zs": 0.367, "cpt": 0.83, "direct": 0.57, "post": 0.343}
+    v = by_name(checks(accuracy, 300, 2, shares=SPAM_SEED4, class_names=["ham", "spam"]))
+    balance = v["post_class_balance"]
+    assert balance["status"] == "warning"
+    assert "85% of the test examples in 'spam', where the student's prompt puts 35% and the labels 27%" in balance["message"]
+    assert "public set closer to the task's inputs" in balance["message"]
+    assert "in class 1," in by_name(checks(accuracy, 300, 2, shares=SPAM_SEED4))["post_class_balance"]["message"]
+
+
+def test_a_lean_the_student_shares_or_a_small_one_is_not_flagged():
+    # POST 0.20 from the labels' shares, further than the student's 0.07 but under the floor of 0.25
+    assert verdict.distance(BBC_SIX_BLOCKS["post"], BBC_SIX_BLOCKS["labels"]) == pytest.approx(0.2, abs=0.005)
+    assert by_name(checks({"cpt": 0.8}, 213, 5, shares=BBC_SIX_BLOCKS))["post_class_balance"]["status"] == "ok"
+    # far from the labels, but the student's prompt leans as far: the transfer carried what it was given
+    shared_lean = {**SPAM_SEED4, "cpt": [0.3, 0.7]}
+    assert by_name(checks({"cpt": 0.6}, 300, 2, shares=shared_lean))["post_class_balance"]["status"] == "ok"
+    # no predictions kept, or shares of different lengths: no claim
+    assert "post_class_balance" not in by_name(checks({"cpt": 0.8}, 300, 2))
+    assert "post_class_balance" not in by_name(checks({"cpt": 0.8}, 300, 2, shares={**SPAM_SEED4, "cpt": [1.0]}))
+
+
+def test_class_shares_count_each_class():
+    found = verdict.class_shares({"labels": [0, 1, 1, 2], "post": [2, 2, 2, 2], "direct": [0, 0, 0, 0]}, 3)
+    assert found == {"labels": [0.25, 0.5, 0.25], "post": [0.0, 0.0, 1.0]}  # direct is not one of them
