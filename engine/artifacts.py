@@ -16,9 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from engine.errors import PostError
+from engine.errors import TEMP_MARK, PostError
 
-TEMP_MARK = ".post-tmp-"
 
 
 class DamagedArtifact(PostError):
@@ -113,6 +112,9 @@ def read_json(path: Path, what: str = "artifact") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DamagedArtifact(f"{path}: {what} not found") from None
+    except (PermissionError, IsADirectoryError) as err:  # there, but not readable: nothing to run again
+        raise PostError(f"cannot read {path} ({what}): {err.strerror.lower() if err.strerror else err} — make it "
+                        "readable for this user (chmod u+r), or restore it if it should be a file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DamagedArtifact(f"{path}: damaged {what} ({type(err).__name__}: {err}); "
                               "delete it and resume, the stage that wrote it runs again") from None

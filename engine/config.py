@@ -575,6 +575,8 @@ def validate(data: dict[str, Any]) -> RunConfig:
 
 def read_toml(path: Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise PostError(f"config file {path} is a folder: give the path of a TOML file (a run folder's is {path / 'config.toml'})")
     if not path.is_file():
         raise PostError(f"config file {path} not found: give the path of a TOML file")
     try:

@@ -1,4 +1,4 @@
-"""The one error type users see.
+"""The one error type users see, and the one line for the machine's errors a user can fix.
 
 Anything the user can fix (bad config, missing file, unreachable hub, budget too small)
 is raised as `PostError` with a single line that says what is wrong and how to fix it.
@@ -14,3 +14,30 @@ class PostError(Exception):
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+import errno
+from pathlib import Path
+
+# OSErrors that say something about the machine or a path the user chose, not about post: a folder this
+# user cannot write or read, a read-only file system, a full disk. Any other OSError is a bug to report.
+_FIXABLE = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+            errno.EROFS: "the file system is read-only", errno.ENOSPC: "no space left on the device",
+            errno.EDQUOT: "the disk quota is used up"}
+TEMP_MARK = ".post-tmp-"  # engine.artifacts' temp files: the message names the folder, not the temp file
+
+
+def os_problem(err: OSError) -> str | None:
+    """One line for an OSError the user can fix (with what to do), or None when it is not one of them."""
+    what = _FIXABLE.get(err.errno)
+    if what is None:
+        return None
+    where = Path(err.filename) if err.filename else None
+    if where is not None and TEMP_MARK in where.name:
+        where = where.parent  # writing a file there atomically: the folder is what must be writable
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        fix = "free some space there or give another path (--out, $POST_CACHE, $POST_LEDGER)"
+    else:
+        fix = ("make it readable and writable for this user (chmod u+rwX) or give another path "
+               "(--out, $POST_CACHE, $POST_LEDGER)")
+    return f"cannot use {where or 'a path post needs'}: {what} — {fix}"

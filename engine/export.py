@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from engine import artifacts, methods, records
-from engine.errors import PostError
+from engine.errors import PostError, os_problem
 
 INFO = "post_export.json"
 # Fixed, public inputs for the check: sentences of no data set, filled into the task's template.
@@ -138,7 +138,8 @@ def export(run_dir: Path, method: str, out: Path, model=None, tokenizer=None) ->
     try:
         return _write(out, model, tokenizer, virtual, prompt, bos, path, run_dir, method, stage, cfg)
     except OSError as err:  # permissions, a full disk: one line, and atomic_dir left nothing behind
-        raise PostError(f"cannot write {out}: {err.strerror or err}") from None
+        fix = os_problem(err)
+        raise PostError(f"cannot write {out}: {fix or err.strerror or err}") from None
 
 
 def _write(out: Path, model, tokenizer, virtual, prompt, bos, path: Path, run_dir: Path, method: str, stage: str,

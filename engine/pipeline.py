@@ -11,6 +11,7 @@ same inputs, and otherwise says why it runs again. Long stages continue from the
 """
 from __future__ import annotations
 
+import os
 import shutil
 import time
 import traceback
@@ -27,7 +28,7 @@ from engine.data.generated import GENERATED
 from engine.parties import WITHHELD
 from engine.audit.stage import run_audit
 from engine.distill import run_distill
-from engine.errors import PostError
+from engine.errors import PostError, os_problem
 from engine.events import (EventBus, JsonlWriter, RunFailed, RunFinished, RunStarted, StageFailed,
                            StageFinished, StageStarted)
 from engine.evaluate import EvalProgress, eval_batches_needed, evaluate_methods
@@ -176,6 +177,9 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
     if cfg.task.source == WITHHELD and private:
         raise PostError(f"{ctx.run_dir} is the model owner's folder (task.source = \"{WITHHELD}\"): {private[0]} reads "
                         "the private data, which only the user's run folder has — run it there")
+    if "tune" in stages:  # every tune records its data set in the ledger: a read-only one fails now, not after distill
+        from engine.privacy import ledger
+        check_writable(ledger.root(), "$POST_LEDGER (the privacy ledger, where every tune records its data set)")
     if "distill" in stages and cfg.student_source == "distilled":  # blocks out of range: before a minute of loading
         check_blocks(cfg.models.large, cfg.distill.blocks)
     owner_side = any(s in stages for s in ("distill", "full_pt", "transfer", "eval"))
@@ -257,14 +261,31 @@ def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | N
         except (PostError, Cancelled) as err:
             ctx.emit(StageFailed(stage=stage, message=str(err) or "cancelled"))
             raise
-        except Exception as err:  # an engine bug: keep the traceback in the run folder, one line for the user
-            artifacts.write_text(ctx.run_dir / "error.txt", traceback.format_exc())
-            message = f"{stage} failed: {type(err).__name__}: {err} (traceback in {ctx.run_dir / 'error.txt'})"
-            ctx.emit(StageFailed(stage=stage, message=message))
-            raise PostError(message) from err
+        except OSError as err:  # a folder that cannot be written, a full disk: the user's to fix, not a bug
+            problem = os_problem(err)
+            if problem is None:
+                raise _engine_bug(ctx, stage, err) from err
+            ctx.emit(StageFailed(stage=stage, message=f"{stage}: {problem}"))
+            raise PostError(f"{stage}: {problem}") from err
+        except Exception as err:
+            raise _engine_bug(ctx, stage, err) from err
         if ctx.cancelled:
             raise Cancelled()
     return results
+
+
+def _engine_bug(ctx: RunContext, stage: str, err: Exception) -> PostError:
+    """An engine bug: the traceback kept in the run folder, one line for the user (and the StageFailed event).
+    Where the folder cannot take error.txt either, the line says so instead of pointing at nothing."""
+    where = ctx.run_dir / "error.txt"
+    try:
+        artifacts.write_text(where, traceback.format_exc())
+        kept = f"traceback in {where}"
+    except OSError as write_err:
+        kept = f"no traceback kept: {os_problem(write_err) or write_err}"
+    message = f"{stage} failed: {type(err).__name__}: {err} ({kept})"
+    ctx.emit(StageFailed(stage=stage, message=message))
+    return PostError(message)
 
 
 def _run_stage(ctx: RunContext, stage: str, force: bool, seconds: dict[str, float]) -> dict | None:
@@ -305,6 +326,20 @@ def _check_folders(run_dir: Path) -> None:
     for path, what in ((run_dir, "--out (the run folder)"), (cache_root(), "$POST_CACHE"), (ledger.root(), "$POST_LEDGER")):
         if path.exists() and not path.is_dir():
             raise PostError(f"{what} is {path}, a file where post needs a folder: give another path or move the file")
+    check_writable(run_dir, "--out (the run folder)")
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """`folder`, or the nearest folder above it that exists, can take new files: refused before anything is
+    written, not a traceback mid-stage. (Root passes every access check: there a write still fails later, in
+    one line.)"""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        made = "" if existing == folder else f" (where {folder} would be made)"
+        raise PostError(f"{what}: cannot write in {existing}{made}: permission denied or a read-only file system — "
+                        "make it writable for this user (chmod u+rwX) or give another path")
 
 
 def run(config: RunConfig, bus: EventBus | None = None, out: Path | None = None, cancel=None,

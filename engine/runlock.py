@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from engine.errors import PostError
+from engine.errors import PostError, os_problem
 
 try:
     import fcntl
@@ -57,7 +57,13 @@ class RunLock:
         return self
 
     def _acquire(self):
-        handle = open(self.path, "a+", encoding="utf-8")
+        try:
+            handle = open(self.path, "a+", encoding="utf-8")
+        except OSError as err:  # a read-only run folder, say: one line, nothing written
+            problem = os_problem(err)
+            if problem is None:
+                raise
+            raise PostError(problem) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

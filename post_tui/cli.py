@@ -10,7 +10,7 @@ from typing import Callable, List, Optional
 
 import typer
 
-from engine.errors import PostError
+from engine.errors import PostError, os_problem
 from post_tui.cli_privacy import privacy_app
 from post_tui.render import make_console, print_wide
 
@@ -40,14 +40,20 @@ def guarded(fn: Callable[[], None]) -> None:
         fn()
     except PostError as err:
         fail(str(err))
-    except (NotADirectoryError, FileExistsError) as err:
-        fail(in_the_way(err))
+    except OSError as err:
+        message = in_the_way(err)
+        if message is None:
+            raise
+        fail(message)
 
 
-def in_the_way(err: OSError) -> str:
-    """A file where post needs a folder (--out, POST_CACHE, POST_LEDGER given a file): one line, not a traceback."""
-    return (f"{err.filename or err}: a file is in the way where post needs a folder: give another path "
-            "(--out, $POST_CACHE or $POST_LEDGER) or move the file")
+def in_the_way(err: OSError) -> str | None:
+    """One line for an OSError the user can fix — a file where post needs a folder (--out, POST_CACHE,
+    POST_LEDGER given a file), a folder that cannot be written, a full disk — or None (a bug: raised)."""
+    if isinstance(err, (NotADirectoryError, FileExistsError)):
+        return (f"{err.filename or err}: a file is in the way where post needs a folder: give another path "
+                "(--out, $POST_CACHE or $POST_LEDGER) or move the file")
+    return os_problem(err)
 
 
 # ---------------------------------------------------------------- presets
@@ -456,9 +462,12 @@ def main() -> None:
         from post_tui.render import print_error
         print_error(err_console, str(err))
         _exit(2)
-    except (NotADirectoryError, FileExistsError) as err:
+    except OSError as err:
+        message = in_the_way(err)
+        if message is None:
+            raise
         from post_tui.render import print_error
-        print_error(err_console, in_the_way(err))
+        print_error(err_console, message)
         _exit(2)
     except SystemExit as done:
         _exit(_exit_code(done.code))
