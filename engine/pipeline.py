@@ -107,10 +107,11 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
                "test_examples": len(loading.task(ctx, loading.large(ctx)[1])["test"]),
                "privacy": _privacy(ctx), "memory": {"ranks": ranks.peaks()},  # each process's peak
                "paired": verdict.paired(predictions),  # POST against direct and zero-shot, example by example
-               "class_shares": verdict.class_shares(predictions, len(cfg.task.label_words))}
+               "class_shares": verdict.class_shares(predictions, len(cfg.task.label_words)),
+               "majority": _majority(ctx)}  # the baseline that reads nothing
     results["verdict"] = verdict.checks(accuracy, results["test_examples"], len(cfg.task.label_words), results["paired"],
                                         alpha_selected=cfg.transfer.alpha == "select", shares=results["class_shares"],
-                                        class_names=verdict.class_names(cfg.task.label_words))
+                                        class_names=verdict.class_names(cfg.task.label_words), baseline=results["majority"])
     for message in verdict.warnings(results["verdict"]):
         ctx.log(message, "warning")
     eval_dir = ctx.stage_dir("eval")
@@ -124,6 +125,11 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
     ctx.saved("eval", path, "results")
     ctx.emit(StageFinished(stage="eval", seconds=seconds["eval"], summary={"accuracy": accuracy, "gap_closed": gap}))
     return results
+
+
+def _majority(ctx: RunContext) -> dict:
+    splits = loading.task(ctx, loading.large(ctx)[1])  # the user's splits, on the user's side with the eval
+    return verdict.majority(splits["train"].labels, splits["test"].labels)
 
 
 def _privacy(ctx) -> dict | None:

@@ -197,7 +197,8 @@ def stored_report(row: str, config: RunConfig, run_dir: Path, path: Path) -> dic
         return None
     results = read_json_dict(run_dir / "results.json", "results")
     return _rescored({**report, "accuracy": results["accuracy"], "test_examples": results["test_examples"],
-                      "paired": results.get("paired"), "class_shares": results.get("class_shares")})
+                      "paired": results.get("paired"), "class_shares": results.get("class_shares"),
+                      "majority": results.get("majority")})
 
 
 def _rules_current(config: RunConfig, rule, choice: dict | None, choice_required: bool = True) -> bool:
@@ -218,7 +219,8 @@ def _rescored(report: dict) -> dict:
     return {**report, "gap_closed": gap_closed(report["accuracy"]),
             "verdict": verdict.checks(report["accuracy"], report["test_examples"], report["classes"], report.get("paired"),
                                       alpha_selected=report.get("alpha_rule") == "select",
-                                      shares=report.get("class_shares"), class_names=report.get("class_names"))}
+                                      shares=report.get("class_shares"), class_names=report.get("class_names"),
+                                      baseline=report.get("majority"))}
 
 
 def _report(name: str, rows: dict[str, dict], configs: dict[str, RunConfig]) -> dict:
@@ -351,9 +353,11 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
             "paired": results.get("paired"),  # POST against direct and zero-shot on the same examples (None: before 2026-12-05)
             "class_shares": results.get("class_shares"),  # each class's share of the test split (None: before 2026-12-06)
             "class_names": verdict.class_names(config.task.label_words),
+            "majority": results.get("majority"),  # the most common training class said every time (None: before 2026-12-06)
             "verdict": verdict.checks(results["accuracy"], results["test_examples"], len(config.task.label_words),
                                       results.get("paired"), alpha_selected=results.get("alpha_rule") == "select",
-                                      shares=results.get("class_shares"), class_names=verdict.class_names(config.task.label_words)),
+                                      shares=results.get("class_shares"), class_names=verdict.class_names(config.task.label_words),
+                                      baseline=results.get("majority")),
             "method": {k: getattr(config, k).model_dump() for k in ("distill", "tune", "transfer")}}
 
 
@@ -402,7 +406,22 @@ def summary(rows: dict[str, dict]) -> dict:
     resolved = [r["gap_closed"] for name, r in rows.items() if r["gap_closed"] is not None and name not in unresolved]
     return {"rows": len(rows), "mean_gap_closed": _mean(gaps), "mean_gap_closed_capped": _mean(capped),
             "gap_unresolved": unresolved, "mean_gap_closed_resolved": _mean(resolved) if unresolved else None,
-            "post_above": beats, "paired": paired_outcomes(rows)}
+            "post_above": beats, "paired": paired_outcomes(rows), "majority": majority_outcomes(rows)}
+
+
+def majority_outcomes(rows: dict[str, dict]) -> dict[str, list[str]]:
+    """The rows whose POST does not beat saying the most common training class every time, those whose full PT
+    does not either (their gap closed measures calibration), and those without the baseline (older reports)."""
+    out = {"post_not_above": [], "full_pt_not_above": [], "unknown": []}
+    for name, row in rows.items():
+        check = next((c for c in row.get("verdict") or [] if c.get("name") == "post_above_majority"), None)
+        if check is None:
+            out["unknown"].append(name)
+        elif check["status"] == "warning":
+            out["post_not_above"].append(name)
+            if check.get("full_pt_above") is False:
+                out["full_pt_not_above"].append(name)
+    return out
 
 
 SIGNIFICANT = 0.05  # the paired test's level for the table's line (each row's p-value is in its report)

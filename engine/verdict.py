@@ -12,6 +12,12 @@ eval's accuracies on the user's own split, where the answer is known. Three chec
 - **POST above direct transfer** — otherwise the transfer training did nothing the student's prompt
   as it is would not do.
 - **CPT clearly above chance** — otherwise the student's prompt has nothing to transfer.
+- **POST above predicting the most common class** — the training split's most common class, said for every
+  test example: what a classifier that reads nothing gets on imbalanced data. Otherwise POST's gain over
+  zero-shot is the classes' balance, not a reading of the inputs. Measured: the spam rows (70 % of the test
+  mails are ham) — the large model's zero-shot leans "spam" (31–39 %), POST reached 53–74 % at seeds 0–3,
+  at or below the 70 % of saying "ham" every time; spam-gemma3's full PT (67–72 %) does not beat it either,
+  so there the gap closed measures calibration, not transfer.
 - **POST's class balance** (where the eval kept its predictions) — the share of the test examples POST puts
   in each class against the labels' shares and the student's prompt's. The transfer matches the student's
   outputs on the public texts, so it can carry how the student's prompt leans *there* instead of how it
@@ -90,6 +96,35 @@ def class_shares(predictions: dict[str, list[int]], num_classes: int) -> dict[st
     return out
 
 
+def majority(train_labels: list[int], test_labels: list[int]) -> dict:
+    """The baseline that reads nothing: the training split's most common class, said for every test example
+    (the lowest index among ties). `accuracy` is its share of the test split."""
+    counts = [train_labels.count(c) for c in range(max(train_labels) + 1)]
+    common = counts.index(max(counts))
+    return {"class": common, "train_share": round(max(counts) / len(train_labels), 4),
+            "accuracy": sum(y == common for y in test_labels) / len(test_labels)}
+
+
+def _majority_check(accuracy: dict[str, float], baseline: dict | None, one: float,
+                    class_names: list[str] | None) -> dict | None:
+    post = accuracy.get("post")
+    if post is None or not baseline or not isinstance(baseline.get("accuracy"), (int, float)):
+        return None
+    rate, c = baseline["accuracy"], baseline.get("class")
+    name = repr(class_names[c]) if class_names and isinstance(c, int) and 0 <= c < len(class_names) else f"class {c}"
+    said = f"saying the training split's most common class, {name}, for every example ({rate:.1%})"
+    if post > rate + one:
+        return _ok("post_above_majority", f"POST {post:.1%} > {said}")
+    full_pt = accuracy.get("full_pt")
+    reference_fails = full_pt is not None and full_pt <= rate + one
+    also = (f"; full PT ({full_pt:.1%}) does not beat it either, so here the gap closed measures calibration, not "
+            "transfer" if reference_fails else "")
+    check = _warn("post_above_majority", f"POST {post:.1%} does not beat {said}: whatever it gains over zero-shot is "
+                  f"the classes' balance, not a reading of the inputs{also}")
+    check["full_pt_above"] = None if full_pt is None else not reference_fails  # for tables (engine.suite.summary)
+    return check
+
+
 def class_names(label_words: list[list[str]]) -> list[str]:
     """What a message calls each class: its first label word."""
     return [words[0].strip() for words in label_words]
@@ -126,12 +161,12 @@ def _paired_note(pair: dict | None, other: str) -> str:
 
 def checks(accuracy: dict[str, float], examples: int, num_classes: int, pairs: dict[str, dict] | None = None,
            alpha_selected: bool = False, shares: dict[str, list[float]] | None = None,
-           class_names: list[str] | None = None) -> list[dict]:
+           class_names: list[str] | None = None, baseline: dict | None = None) -> list[dict]:
     """`pairs`: paired() of the same split, where the eval kept its predictions; it adds the paired counts
     and p-value to the two comparisons' messages and dicts, and changes no status. `alpha_selected`: POST's
     α was already chosen on validation (transfer.alpha = "select"), so the advice does not suggest it.
     `shares`: class_shares() of the same split, for the class-balance check; `class_names` name the classes
-    in its message."""
+    in its message. `baseline`: majority() of the same split, for the check against the most common class."""
     one = 1.0 / max(examples, 1)
     pairs = pairs or {}
     out = []
@@ -171,6 +206,9 @@ def checks(accuracy: dict[str, float], examples: int, num_classes: int, pairs: d
         else:
             out.append(_warn("student_prompt_works", f"the student's own prompt is at chance ({cpt:.1%}, chance "
                              f"{chance:.1%}): there is nothing to transfer — try {ADVICE_STUDENT}"))
+    above_majority = _majority_check(accuracy, baseline, one, class_names)
+    if above_majority is not None:
+        out.append(above_majority)
     balance = _balance_check(shares or {}, class_names)
     if balance is not None:
         out.append(balance)

@@ -300,6 +300,23 @@ def _boxes(rows: dict) -> list[str]:
     return ["", *lines] if lines else []
 
 
+def _majority_lines(outcomes: dict | None) -> list[str]:
+    """Rows where POST, or full PT too, does not beat saying the most common training class every time."""
+    if not outcomes or not (outcomes["post_not_above"] or outcomes["unknown"]):
+        return ["", "POST above saying the training split's most common class every time, in every row."] if outcomes else []
+    lines = []
+    if outcomes["post_not_above"]:
+        both = outcomes["full_pt_not_above"]
+        lines.append("POST not above saying the training split's most common class every time: "
+                     + ", ".join(outcomes["post_not_above"]) + " (its gain there is the classes' balance)"
+                     + (f"; full PT not above it either: {', '.join(both)} (gap closed there measures calibration)"
+                        if both else "") + ".")
+    if outcomes["unknown"]:
+        lines.append("Not compared with the most common class (reports from before 2026-12-06): "
+                     + ", ".join(outcomes["unknown"]) + ".")
+    return ["", " ".join(lines)]
+
+
 def suite_markdown(report: dict) -> str:
     """The generality table: one row per (task, large model), accuracy % on test, gap closed, minutes."""
     lines = ["| row | classes | test n | α | " + " | ".join(SUITE_COLUMNS) + " | gap closed | val. gap closed "
@@ -327,6 +344,7 @@ def suite_markdown(report: dict) -> str:
         rest = s.get("mean_gap_closed_resolved")
         lines += ["", "Full PT not above Full ZS by two standard errors (gap closed there is noise): "
                   + ", ".join(s["gap_unresolved"]) + (f"; mean gap closed over the other rows: {rest:.3f}." if rest is not None else ".")]
+    lines += _majority_lines(s.get("majority"))
     lines += _paired_lines(s.get("paired"))
     lines += _boxes(report["rows"])
     archived = [name for name, row in report["rows"].items() if row.get("archived")]

@@ -43,7 +43,7 @@ def test_smoke_writes_every_result_field(smoke_run):
     assert results["privacy"] is None
     # the verdict: every judged pair, each warning also in the events (smoke is at chance: warnings expected)
     assert {c["name"] for c in results["verdict"]} == {"post_above_zero_shot", "post_above_direct", "student_prompt_works",
-                                                      "post_class_balance"}
+                                                      "post_above_majority", "post_class_balance"}
     logged = [json.loads(line).get("message", "") for line in (smoke_run / "events.jsonl").read_text().splitlines()]
     assert all(c["message"] in logged for c in results["verdict"] if c["status"] == "warning")
     for name in ("config.toml", "events.jsonl", "distill/student.json", "tune/prompt.safetensors",
@@ -62,6 +62,15 @@ def test_smoke_writes_every_result_field(smoke_run):
     for method, shares in results["class_shares"].items():  # each class's share of the test examples, from the same
         assert shares == [round(predictions[method].count(c) / len(labels), 3) for c in range(len(shares))], method
     assert set(results["class_shares"]) == {"labels", "post", "cpt", "full_zs"}
+    # the baseline that reads nothing: the training split's most common class, said for every test example
+    from engine import loading
+    from engine.context import RunContext
+    from engine.presets import load_config
+    ctx = RunContext(load_config(config_file=smoke_run / "config.toml"), smoke_run)
+    splits = loading.task(ctx, loading.large(ctx)[1])
+    common = max(range(2), key=lambda c: (splits["train"].labels.count(c), -c))
+    assert results["majority"]["class"] == common
+    assert results["majority"]["accuracy"] == pytest.approx(labels.count(common) / len(labels))
 
 
 def eval_progress(run_dir: Path) -> list[tuple[int, int]]:

@@ -456,3 +456,22 @@ def test_the_table_reads_post_against_direct_with_the_paired_test():
             "not told apart in 0; vs Full ZS: above in 0, below in 0, not told apart in 1 (a).") in table
     assert "Not paired (reports written before the eval kept its predictions): b, c." in table
     assert "Paired" not in suite_markdown({"rows": {"c": row}, "summary": summary({"c": row}), "not_run": []})
+
+
+def test_the_table_names_rows_that_do_not_beat_the_most_common_class():
+    from engine.suite import summary
+    from engine.verdict import checks
+    from post_tui.render import suite_markdown
+    ham = {"class": 0, "accuracy": 0.7}
+    rows = {}
+    for name, acc, base in (("spam", {"full_zs": 0.34, "full_pt": 0.83, "post": 0.66}, ham),
+                            ("spam-gemma", {"full_zs": 0.34, "full_pt": 0.69, "post": 0.65}, ham),
+                            ("tweets", {"full_zs": 0.7, "full_pt": 0.86, "post": 0.83}, {"class": 1, "accuracy": 0.68}),
+                            ("old", {"full_zs": 0.5, "full_pt": 0.8, "post": 0.7}, None)):
+        rows[name] = {"gap_closed": 0.5, "verdict": checks(acc, 300, 2, baseline=base), "classes": 2,
+                      "test_examples": 300, "accuracy": acc, "minutes": {"total": 1.0}}
+    found = summary(rows)["majority"]
+    assert found == {"post_not_above": ["spam", "spam-gemma"], "full_pt_not_above": ["spam-gemma"], "unknown": ["old"]}
+    table = suite_markdown({"rows": rows, "summary": summary(rows)})
+    assert "POST not above saying the training split's most common class every time: spam, spam-gemma" in table
+    assert "full PT not above it either: spam-gemma" in table and "before 2026-12-06): old." in table
