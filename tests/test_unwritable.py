@@ -195,3 +195,20 @@ def test_an_unreadable_record_is_refused_not_run_again(tmp_path, monkeypatch):
 def test_a_config_that_is_a_folder_is_named_so(tmp_path):
     result = runner.invoke(app, ["run", "--config", str(tmp_path)])
     assert result.exit_code == 2 and "is a folder: give the path of a TOML file" in result.stderr
+
+
+def test_the_tui_says_when_a_past_run_cannot_be_read(tmp_path, monkeypatch):
+    from post_tui.widgets import state as state_module
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "events.jsonl").write_text("{}\n")
+    (run / "results.json").write_text("{}")
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+    monkeypatch.setattr(state_module, "open", denied, raising=False)  # the event log
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: denied(self))  # results.json, config.toml
+    loaded = state_module.load_run(run)
+    said = [message for _, level, message in loaded.logs if level == "error"]
+    assert f"cannot read {run / 'events.jsonl'}: permission denied — make it readable to see this run" in said
+    assert loaded.error.startswith(f"cannot read {run / 'results.json'}") and loaded.results is None

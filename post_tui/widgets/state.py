@@ -418,9 +418,14 @@ def read_new_events(state: RunState, path, offset: int) -> int:
                 except (ValueError, KeyError, TypeError):
                     continue
                 state.apply(event)
-    except OSError:
-        pass
+    except OSError as err:
+        if offset == 0:  # the log cannot be opened at all: say so once, not a run that looks finished and empty
+            state.log(unreadable(path, err), "error")
     return offset
+
+
+def unreadable(path, err: OSError) -> str:
+    return f"cannot read {path}: {(err.strerror or str(err)).lower()} — make it readable to see this run"
 
 
 def load_run(run_dir, max_points: int = 2000, follow: bool = False) -> RunState:
@@ -444,6 +449,9 @@ def load_run(run_dir, max_points: int = 2000, follow: bool = False) -> RunState:
             state.status = "finished"
         except ValueError:
             pass
+        except OSError as err:
+            state.error = unreadable(results_path, err)
+            state.log(state.error, "error")
     state.run_dir = str(run_dir)
     recent = events_path.is_file() and time.time() - events_path.stat().st_mtime < WATCH_SECONDS
     if follow and recent and state.status == "running":
