@@ -17,6 +17,7 @@ class PostError(Exception):
 
 
 import errno
+import os
 from pathlib import Path
 
 # OSErrors that say something about the machine or a path the user chose, not about post: a folder this
@@ -28,16 +29,23 @@ TEMP_MARK = ".post-tmp-"  # engine.artifacts' temp files: the message names the 
 
 
 def os_problem(err: OSError) -> str | None:
-    """One line for an OSError the user can fix (with what to do), or None when it is not one of them."""
+    """One line for an OSError the user can fix (with what to do), or None when it is not one of them.
+
+    A permission error names the path it concerns; one without a path (a lock, a socket, shared memory) is
+    not a folder the user chose, so it is left to the engine-bug path, traceback kept."""
     what = _FIXABLE.get(err.errno)
     if what is None:
         return None
-    where = Path(err.filename) if err.filename else None
+    name = err.filename if isinstance(err.filename, (str, os.PathLike)) else None  # an fd's error has an int
+    if name is None and err.errno in (errno.EACCES, errno.EPERM):
+        return None
+    where = Path(name) if name else None
     if where is not None and TEMP_MARK in where.name:
         where = where.parent  # writing a file there atomically: the folder is what must be writable
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix = "free some space there or give another path (--out, $POST_CACHE, $POST_LEDGER)"
+        fix = "free some space there or give another path"
+    elif err.errno == errno.EROFS:
+        fix = "give a path on a writable file system"
     else:
-        fix = ("make it readable and writable for this user (chmod u+rwX) or give another path "
-               "(--out, $POST_CACHE, $POST_LEDGER)")
-    return f"cannot use {where or 'a path post needs'}: {what} — {fix}"
+        fix = "make it readable and writable for this user (chmod u+rwX) or give another path"
+    return f"cannot use {where or 'a path post writes'}: {what} — {fix}"

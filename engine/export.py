@@ -138,8 +138,8 @@ def export(run_dir: Path, method: str, out: Path, model=None, tokenizer=None) ->
     try:
         return _write(out, model, tokenizer, virtual, prompt, bos, path, run_dir, method, stage, cfg)
     except OSError as err:  # permissions, a full disk: one line, and atomic_dir left nothing behind
-        fix = os_problem(err)
-        raise PostError(f"cannot write {out}: {fix or err.strerror or err}") from None
+        problem = os_problem(err)  # names the folder and what to do; else the error as the OS says it
+        raise PostError(problem or f"cannot write {out}: {err.strerror or err}") from None
 
 
 def _write(out: Path, model, tokenizer, virtual, prompt, bos, path: Path, run_dir: Path, method: str, stage: str,

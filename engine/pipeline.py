@@ -170,7 +170,17 @@ def check_upstream(ctx: RunContext, stages: list[str]) -> None:
                 raise PostError(f"{stage} needs the {up} stage finished in {ctx.run_dir}, but it {state}: run {how}")
 
 
-def preflight(ctx: RunContext, stages: list[str]) -> None:
+def _will_run(ctx: RunContext, stage: str, force: bool) -> bool:
+    """Whether `stage` runs rather than being skipped as done (asked before the stages upstream have run)."""
+    if force or records.read(ctx.run_dir / stage) is None:
+        return True
+    try:
+        return why_rerun(ctx, stage) is not None
+    except PostError:  # its inputs cannot be read yet (an upstream stage runs first): then it runs too
+        return True
+
+
+def preflight(ctx: RunContext, stages: list[str], force: bool = False) -> None:
     """Check inputs before any long stage: bad data or label words fail in seconds, not after distillation.
 
     Private data is only opened for stages that use it — never for transfer alone.
@@ -183,9 +193,10 @@ def preflight(ctx: RunContext, stages: list[str]) -> None:
     if cfg.task.source == WITHHELD and private:
         raise PostError(f"{ctx.run_dir} is the model owner's folder (task.source = \"{WITHHELD}\"): {private[0]} reads "
                         "the private data, which only the user's run folder has — run it there")
-    if "tune" in stages:  # every tune records its data set in the ledger: a read-only one fails now, not after distill
+    training = [s for s in ("tune", "full_pt") if s in stages and _will_run(ctx, s, force)]
+    if training:  # each records its data set in the ledger: a read-only one fails now, not after distillation
         from engine.privacy import ledger
-        check_writable(ledger.root(), "$POST_LEDGER (the privacy ledger, where every tune records its data set)")
+        check_writable(ledger.root(), f"$POST_LEDGER (the privacy ledger, where {training[0]} records its data set)")
     if "distill" in stages and cfg.student_source == "distilled":  # blocks out of range: before a minute of loading
         check_blocks(cfg.models.large, cfg.distill.blocks)
     owner_side = any(s in stages for s in ("distill", "full_pt", "transfer", "eval"))
@@ -244,7 +255,7 @@ def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | N
     seconds: dict[str, float] = {}
     results = None
     try:
-        preflight(ctx, stages)
+        preflight(ctx, stages, force)
     except PostError as err:
         ctx.emit(StageFailed(stage="preflight", message=str(err)))
         raise

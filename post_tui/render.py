@@ -302,8 +302,10 @@ def _boxes(rows: dict) -> list[str]:
 
 def _majority_lines(outcomes: dict | None) -> list[str]:
     """Rows where POST, or full PT too, does not beat saying the most common training class every time."""
-    if not outcomes or not (outcomes["post_not_above"] or outcomes["unknown"]):
-        return ["", "POST above saying the training split's most common class every time, in every row."] if outcomes else []
+    if not outcomes or not any(outcomes.values()):  # no rows: nothing to say
+        return []
+    if not (outcomes["post_not_above"] or outcomes["unknown"]):
+        return ["", "POST above saying the training split's most common class every time, in every row."]
     lines = []
     if outcomes["post_not_above"]:
         both = outcomes["full_pt_not_above"]

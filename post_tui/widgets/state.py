@@ -418,6 +418,8 @@ def read_new_events(state: RunState, path, offset: int) -> int:
                 except (ValueError, KeyError, TypeError):
                     continue
                 state.apply(event)
+    except FileNotFoundError:
+        pass  # not written yet, or removed since: nothing to read
     except OSError as err:
         if offset == 0:  # the log cannot be opened at all: say so once, not a run that looks finished and empty
             state.log(unreadable(path, err), "error")
