@@ -62,6 +62,16 @@ def read_only(folder: Path) -> None:
         path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
+def new_run_with_a_read_only(variable: str, tmp: Path) -> tuple[int, str, Path]:
+    """A new smoke run whose $POST_CACHE or $POST_LEDGER (`variable`) is an empty read-only folder."""
+    folder = tmp / variable.lower()
+    folder.mkdir()
+    read_only(folder)
+    env = {"POST_CACHE": str(tmp / "cache"), "POST_LEDGER": str(tmp / "ledger"), variable: str(folder)}
+    code, err = cli(["run", "--preset", "smoke", "--out", str(tmp / "run")], tmp, **env)
+    return code, err, folder
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished smoke run (its cache and ledger beside it)."""
@@ -88,11 +98,7 @@ def test_a_run_folder_under_a_read_only_folder_is_refused_before_anything(tmp_pa
 
 @needs_permissions
 def test_a_read_only_ledger_is_refused_before_distillation(tmp_path):
-    ledger = tmp_path / "ledger"
-    ledger.mkdir()
-    read_only(ledger)
-    code, err = cli(["run", "--preset", "smoke", "--out", str(tmp_path / "run")], tmp_path,
-                    POST_CACHE=str(tmp_path / "cache"), POST_LEDGER=str(ledger))
+    code, err, _ = new_run_with_a_read_only("POST_LEDGER", tmp_path)
     one_line(code, err, "$POST_LEDGER (the privacy ledger, where tune records")
     assert not (tmp_path / "run").exists()  # a fresh folder refused in preflight is not kept
 
@@ -110,11 +116,7 @@ def test_a_read_only_ledger_does_not_stop_a_resume_whose_tune_is_done(finished, 
 
 @needs_permissions
 def test_a_read_only_empty_cache_fails_the_stage_in_one_line_and_keeps_nothing(tmp_path):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    read_only(cache)
-    code, err = cli(["run", "--preset", "smoke", "--out", str(tmp_path / "run")], tmp_path,
-                    POST_CACHE=str(cache), POST_LEDGER=str(tmp_path / "ledger"))
+    code, err, cache = new_run_with_a_read_only("POST_CACHE", tmp_path)
     one_line(code, err, f"distill: cannot use {cache}")  # where the student would be written, not a temp file
     assert "chmod" in err and "error.txt" not in err
     assert not (tmp_path / "run").exists()
