@@ -4,6 +4,9 @@ Anything the user can fix (bad config, missing file, unreachable hub, budget too
 is raised as `PostError` with a single line that says what is wrong and how to fix it.
 The CLI and the TUI print that line and exit with code 2 — never a traceback.
 """
+import errno
+import os
+from pathlib import Path
 
 
 class PostError(Exception):
@@ -15,10 +18,6 @@ class PostError(Exception):
     def __str__(self) -> str:
         return self.args[0]
 
-
-import errno
-import os
-from pathlib import Path
 
 # OSErrors that say something about the machine or a path the user chose, not about post: a folder this
 # user cannot write or read, a read-only file system, a full disk. Any other OSError is a bug to report.

@@ -109,9 +109,7 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
                "paired": verdict.paired(predictions),  # POST against direct and zero-shot, example by example
                "class_shares": verdict.class_shares(predictions, len(cfg.task.label_words)),
                "majority": _majority(ctx)}  # the baseline that reads nothing
-    results["verdict"] = verdict.checks(accuracy, results["test_examples"], len(cfg.task.label_words), results["paired"],
-                                        alpha_selected=cfg.transfer.alpha == "select", shares=results["class_shares"],
-                                        class_names=verdict.class_names(cfg.task.label_words), baseline=results["majority"])
+    results["verdict"] = verdict.judge(results, verdict.class_names(cfg.task.label_words))
     for message in verdict.warnings(results["verdict"]):
         ctx.log(message, "warning")
     eval_dir = ctx.stage_dir("eval")

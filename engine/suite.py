@@ -217,10 +217,7 @@ def _rescored(report: dict) -> dict:
     with its own numbers."""
     from engine import verdict
     return {**report, "gap_closed": gap_closed(report["accuracy"]),
-            "verdict": verdict.checks(report["accuracy"], report["test_examples"], report["classes"], report.get("paired"),
-                                      alpha_selected=report.get("alpha_rule") == "select",
-                                      shares=report.get("class_shares"), class_names=report.get("class_names"),
-                                      baseline=report.get("majority"))}
+            "verdict": verdict.judge(report, report.get("class_names"))}
 
 
 def _report(name: str, rows: dict[str, dict], configs: dict[str, RunConfig]) -> dict:
@@ -354,10 +351,7 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
             "class_shares": results.get("class_shares"),  # each class's share of the test split (None: before 2026-12-06)
             "class_names": verdict.class_names(config.task.label_words),
             "majority": results.get("majority"),  # the most common training class said every time (None: before 2026-12-06)
-            "verdict": verdict.checks(results["accuracy"], results["test_examples"], len(config.task.label_words),
-                                      results.get("paired"), alpha_selected=results.get("alpha_rule") == "select",
-                                      shares=results.get("class_shares"), class_names=verdict.class_names(config.task.label_words),
-                                      baseline=results.get("majority")),
+            "verdict": verdict.judge(results, verdict.class_names(config.task.label_words)),
             "method": {k: getattr(config, k).model_dump() for k in ("distill", "tune", "transfer")}}
 
 

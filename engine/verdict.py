@@ -217,6 +217,15 @@ def checks(accuracy: dict[str, float], examples: int, num_classes: int, pairs: d
     return out
 
 
+def judge(record: dict, class_names: list[str] | None) -> list[dict]:
+    """checks() of a results.json or a suite row report: both carry accuracy, test_examples and, where the
+    eval kept them, paired, class_shares, majority and alpha_rule under the same keys."""
+    classes = len(class_names) if class_names else record["classes"]
+    return checks(record["accuracy"], record["test_examples"], classes, record.get("paired"),
+                  alpha_selected=record.get("alpha_rule") == "select", shares=record.get("class_shares"),
+                  class_names=class_names, baseline=record.get("majority"))
+
+
 def warnings(verdict: list[dict]) -> list[str]:
     return [c["message"] for c in verdict if c["status"] == "warning"]
 
