@@ -150,7 +150,7 @@ def test_shipped_suite_rows_validate():
     assert all(c.eval.full_pt for c in rows.values())
     assert {c.transfer.alpha for c in rows.values()} == {"select"}  # the starter preset's rule, not a per-task α
     pairs = {(c.task.source, c.models.large) for c in rows.values()}
-    assert pairs == {(t, m) for t in ("mr", "tweets", "bbc", "spam") for m in ("smollm2-135m", "gemma3-270m")}
+    assert pairs == {(t, m) for t in ("mr", "tweets", "bbc", "spam", "sms") for m in ("smollm2-135m", "gemma3-270m")}
 
 
 def test_suite_with_preset_is_one_line_error(tmp_path):
