@@ -200,6 +200,12 @@ class PublicConfig(Section):
     max_length: int = Field(64, ge=4)
     prefix: str = Field("", description="With source = \"generated\": the text the large model continues for each "
                         "class ({label}: the class's first label word) to write the public set itself")
+    pick: Literal["random", "balanced"] = Field("random", description=(
+        "How the size texts are drawn from the source. random: at random (seeded). balanced: from pool texts, "
+        "equally many of each class the student's prompted answer gives them (the owner's student and the "
+        "small prompt only; a source of the task's kind is rarely balanced over the task's classes)"))
+    pool: int = Field(1024, ge=0, description="With pick = \"balanced\": how many texts of the source the student "
+                      "scores to pick from (0: all of the split)")
 
     @field_validator("template")
     @classmethod
@@ -220,6 +226,12 @@ class PublicConfig(Section):
         elif self.prefix:
             raise ValueError(f"public.prefix is read only with public.source = \"{GENERATED}\" (the large model "
                              f"writes the public set); public.source is {self.source!r}: remove public.prefix")
+        if self.pick == "balanced" and self.source == GENERATED:
+            raise ValueError("public.pick = \"balanced\" picks from a source's texts, and a generated public set is "
+                             "already written in equal shares per class: remove public.pick")
+        if self.pick == "balanced" and 0 < self.pool < self.size:
+            raise ValueError(f"public.pool = {self.pool} is smaller than public.size = {self.size}: the pool is what "
+                             "the size texts are picked from; raise public.pool (0: the whole split)")
         return self
 
 
@@ -647,7 +659,8 @@ def to_toml(config: RunConfig) -> str:
 LATE_DEFAULTS: dict[str, dict[str, Any]] = {"transfer": {"shift_loss": "paper", "init": "text"},
                                             "distill": {"init": "kept", "prefix_share": 0.0, "prefix_length": 0,
                                                         "prefix_noise": 0.35, "prefix_source": "text",
-                                                        "prefix_tasks": 8, "prefix_steps": 30, "prefix_inputs": 256}}
+                                                        "prefix_tasks": 8, "prefix_steps": 30, "prefix_inputs": 256},
+                                            "public": {"pick": "random", "pool": 1024}}
 
 # Sections that say how a run is examined, not what its stages compute: never in a digest, so setting them
 # reruns nothing (the audit's own record keys on its section).

@@ -86,13 +86,22 @@ def audit_inputs(ctx) -> dict:
 def transfer_settings(ctx) -> dict:
     """Everything a transfer prompt depends on except α (the small prompt's bytes included)."""
     cfg = ctx.config
-    public = cfg.public.model_dump(exclude={"prefix"} if not cfg.public.prefix else set())  # keys of runs made before public.prefix stay
-    if cfg.public.prefix:  # a generated public set depends on the label words its prefixes name
-        public["labels"] = [words[0] for words in cfg.task.label_words]
     transfer = {k: v for k, v in stable_dump(cfg)["transfer"].items() if k not in ("alpha", "methods")}
-    return {"transfer": transfer, "public": public,
+    return {"transfer": transfer, "public": public_settings(cfg),
             "large": cfg.models.large, "student": student_identity(ctx), **_runtime(cfg),
             "small_prompt": _file_hash(loading.small_prompt_path(ctx))}
+
+
+def public_settings(cfg) -> dict:
+    """What the public set depends on. Settings at their defaults that runs made before them never had
+    (public.prefix; public.pick and public.pool, config.LATE_DEFAULTS) are left out, so those runs'
+    transfers stay valid."""
+    public = stable_dump(cfg)["public"]
+    if not cfg.public.prefix:
+        public.pop("prefix")
+    if cfg.public.prefix:  # a generated public set depends on the label words its prefixes name
+        public["labels"] = [words[0] for words in cfg.task.label_words]
+    return public
 
 
 def _file_hash(path) -> str:

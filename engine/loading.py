@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine import models
+from engine import models, public_pick
 from engine.data import generated
 from engine.data.tasks import Examples, encode, load_public, load_task
 from engine.errors import PostError
@@ -95,7 +95,9 @@ def public(ctx, tokenizer) -> Examples:
     """The public set: read from its source, or written by the large model (public.source = "generated")."""
     cfg = ctx.config.public
     if cfg.source != generated.GENERATED:
-        return ctx.once("public", lambda: load_public(cfg, tokenizer, ctx.config.runtime.seed))
+        if cfg.pick == public_pick.BALANCED:  # the student with the small prompt picks among the candidates
+            return ctx.once("public", lambda: public_pick.pick(ctx, tokenizer, public_candidates(ctx, tokenizer)))
+        return public_candidates(ctx, tokenizer)
 
     def write():
         from engine.prompt import bos_id
@@ -103,6 +105,12 @@ def public(ctx, tokenizer) -> Examples:
         texts = generated.texts_for(ctx, model, tokenizer, bos_id(tokenizer))
         return Examples([encode(tokenizer, cfg.template, {"text": t}, ["text"], cfg.max_length) for t in texts])
     return ctx.once("public", write)
+
+
+def public_candidates(ctx, tokenizer) -> Examples:
+    """The public texts read from a source: the public set itself, or with public.pick = "balanced" the pool
+    it is picked from (read in preflight to check the source before any stage runs)."""
+    return ctx.once("public_candidates", lambda: load_public(ctx.config.public, tokenizer, ctx.config.runtime.seed))
 
 
 def _dispatched(ctx):

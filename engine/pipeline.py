@@ -228,7 +228,7 @@ def preflight(ctx: RunContext, stages: list[str], force: bool = False) -> None:
         if "tune" not in stages:
             check_recipe(ctx)  # the shadows repeat the released prompt's recipe, not one the --set made up
     if "transfer" in stages and cfg.public.source != GENERATED:  # a generated set is written in the transfer stage
-        loading.public(ctx, tokenizer)
+        loading.public_candidates(ctx, tokenizer)  # a balanced pick needs the tuned prompt: only the source here
     if "transfer" in stages and cfg.transfer.alpha == "auto" and not cfg.eval.full_zs:
         raise PostError("transfer.alpha = \"auto\" needs the zero-shot accuracy: set eval.full_zs = true or a number for alpha")
     if ("transfer" in stages and cfg.transfer.alpha == "auto") or ("eval" in stages and cfg.transfer.alpha == "select"):
