@@ -45,6 +45,8 @@ def prompted_classes(run: Path, texts: list[str]) -> tuple[list[int], list[int],
     examples = Examples([encode(tokenizer, cfg.public.template, {"text": t}, ["text"], cfg.public.max_length)
                          for t in texts])
     scores, _ = class_log_probs(fns, tokenizer, loading.verbalizer(ctx, tokenizer), examples)
+    if "full_zs" not in scores:
+        raise SystemExit(f"{run}: eval.full_zs = false in its config: this script also reports the zero-shot classes")
     return scores["cpt"].argmax(-1).tolist(), scores["full_zs"].argmax(-1).tolist(), scores["cpt"].shape[1]
 
 

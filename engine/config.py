@@ -137,7 +137,7 @@ class TaskConfig(Section):
         from engine.assets.catalogue import unlabelled
         if unlabelled(value.strip()):
             raise ValueError(f"{value.strip()!r} is unlabelled text, for public.source or distill.corpus: give a "
-                             "labelled data set (mr, tweets, bbc, spam, sms, a file)")
+                             "labelled data set (mr, tweets, amazon, nyt, bbc, spam, sms, a file)")
         return value
 
     @field_validator("text_fields")
@@ -229,9 +229,12 @@ class PublicConfig(Section):
         if self.pick == "balanced" and self.source == GENERATED:
             raise ValueError("public.pick = \"balanced\" picks from a source's texts, and a generated public set is "
                              "already written in equal shares per class: remove public.pick")
-        if self.pick == "balanced" and 0 < self.pool < self.size:
-            raise ValueError(f"public.pool = {self.pool} is smaller than public.size = {self.size}: the pool is what "
+        if self.pick == "balanced" and 0 < self.pool <= self.size:
+            raise ValueError(f"public.pool = {self.pool} is not above public.size = {self.size}: the pool is what "
                              "the size texts are picked from; raise public.pool (0: the whole split)")
+        if self.pick != "balanced" and "pool" in self.model_fields_set:
+            raise ValueError("public.pool is read only with public.pick = \"balanced\" (the texts the student "
+                             "picks from); public.pick is \"random\": remove public.pool or set the pick")
         return self
 
 

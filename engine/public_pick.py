@@ -34,13 +34,22 @@ def balanced_indices(classes: list[int], n_classes: int, size: int, seed: int) -
     return chosen
 
 
+RECORD = "public_pick.json"  # in the transfer folder: which candidates the prompts were trained on
+
+
 @torch.inference_mode()
 def prompted_classes(logit_fn, verbalizer, examples: Examples, pad_id: int, device, batch_size: int) -> list[int]:
-    """The class each example gets from `logit_fn` (the student with the small prompt), in order."""
-    classes = [0] * len(examples)
-    for indices in eval_batches(examples, batch_size):
+    """The class `logit_fn` (the student with the small prompt) gives each example, in order. Over several
+    processes each rank scores every W-th batch and the classes are all-gathered, so every rank holds the
+    same list, each class computed by exactly one rank (a near-tie cannot flip on one rank only)."""
+    from engine import distributed
+    mine: list[tuple[int, int]] = []
+    for indices in distributed.my_share(eval_batches(examples, batch_size)):
         batch = collate(examples, indices, pad_id, device)
-        for i, c in zip(indices, verbalizer.class_scores(logit_fn(batch)).argmax(-1).tolist()):
+        mine += zip(indices, verbalizer.class_scores(logit_fn(batch)).argmax(-1).tolist())
+    classes = [0] * len(examples)
+    for part in distributed.gather_objects(mine):
+        for i, c in part:
             classes[i] = c
     return classes
 
@@ -50,16 +59,36 @@ def shares(classes: list[int], n_classes: int) -> list[float]:
 
 
 def pick(ctx, tokenizer, candidates: Examples) -> Examples:
-    """`public.size` of the candidates, balanced over the classes the student's prompted answer gives them."""
+    """`public.size` of the candidates, balanced over the classes the student's prompted answer gives them.
+
+    Rank 0 reads the pick a resumed transfer made before (transfer/public_pick.json, when made for the same
+    settings, small prompt and candidates) and hands it to every rank; otherwise the pool is scored and picked
+    on every rank alike, and rank 0 keeps the result with the run: every prompt of a run, resumed or not, is
+    trained on one public set."""
+    from engine import distributed, fingerprints, records
+    cfg = ctx.config
+    key = records.digest({**fingerprints.transfer_settings(ctx), "candidates": len(candidates)})
+    kept = ctx.stage_dir("transfer") / RECORD
+    chosen = _read(kept, key) if distributed.is_main() else None
+    chosen = distributed.gather_objects(chosen)[0]
+    if chosen is None:
+        chosen, classes = _pick(ctx, tokenizer, candidates)
+        if distributed.is_main():
+            from engine import artifacts
+            artifacts.write_json(kept, {"key": key, "candidates": len(candidates), "chosen": chosen, "classes": classes,
+                                        "label_words": [words[0] for words in cfg.task.label_words]})
+    return candidates.subset(sorted(chosen))
+
+
+def _pick(ctx, tokenizer, candidates: Examples) -> tuple[list[int], list[int]]:
     from engine import loading
     from engine.evaluate import prompt_logit_fn
     from engine.prompt import SoftPrompt
     cfg = ctx.config
     student, _ = loading.small(ctx)
     prompt = SoftPrompt.load(loading.small_prompt_path(ctx))
-    verbalizer = loading.verbalizer(ctx, tokenizer)
-    classes = prompted_classes(prompt_logit_fn(student, tokenizer, prompt, ctx.dtype), verbalizer, candidates,
-                               tokenizer.pad_token_id or 0, ctx.device, cfg.eval.batch_size)
+    classes = prompted_classes(prompt_logit_fn(student, tokenizer, prompt, ctx.dtype), loading.verbalizer(ctx, tokenizer),
+                               candidates, tokenizer.pad_token_id or 0, ctx.device, cfg.eval.batch_size)
     n_classes = len(cfg.task.label_words)
     chosen = balanced_indices(classes, n_classes, cfg.public.size, cfg.runtime.seed)
     picked = [classes[i] for i in chosen]
@@ -68,4 +97,19 @@ def pick(ctx, tokenizer, candidates: Examples) -> Examples:
     if min(picked.count(k) for k in range(n_classes)) == 0:
         ctx.log("public: the student's prompt gives no pool text some class, so no public text teaches it: "
                 "raise public.pool or give a public source closer to the task", "warning")
-    return candidates.subset(sorted(chosen))
+    return chosen, classes
+
+
+def _read(path, key: str) -> list[int] | None:
+    """The kept pick when the file is whole and made for this key; None (pick again) otherwise."""
+    from engine import artifacts
+    if not path.is_file():
+        return None
+    try:
+        saved = artifacts.read_json_dict(path, "public pick")
+    except artifacts.DamagedArtifact:
+        return None
+    chosen = saved.get("chosen")
+    if saved.get("key") != key or not isinstance(chosen, list) or not all(isinstance(i, int) for i in chosen):
+        return None
+    return chosen

@@ -12,7 +12,7 @@ from typing import Iterable
 
 import torch
 
-from engine import artifacts, diagnostics, distributed, fingerprints, loading, records
+from engine import artifacts, diagnostics, distributed, fingerprints, loading, public_pick, records
 from engine import methods as registry
 from engine.checkpoint import Checkpointer
 from engine.data.tasks import collate, eval_batches
@@ -244,8 +244,9 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
         used[method] = a
     trained = {f"{m}{suffix}": folder / f"{m}{suffix}" for m in cfg.transfer.methods if m in TRAINED
                for suffix in (".safetensors", ".json")}
-    if (folder / "public_generated.json").is_file():  # what the prompts were trained on, checked like them
-        trained["public_generated.json"] = folder / "public_generated.json"
+    for kept in ("public_generated.json", public_pick.RECORD):  # what the prompts were trained on, checked like them
+        if (folder / kept).is_file():
+            trained[kept] = folder / kept
     status = records.CANCELLED if cancelled else records.COMPLETED
     earlier = sum(skip.values()) if isinstance(skip, dict) else 0.0  # minutes an earlier attempt spent on kept prompts
     records.write(folder, "transfer", status, stage_inputs, {} if cancelled else trained,

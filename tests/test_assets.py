@@ -360,7 +360,7 @@ def test_news_articles_leave_out_bbc_and_stubs_and_repair_quotes(tmp_path):
         "title": ["A", "B", "C", "D"],
         "text": [f'The Senate voted on DeVos"?highly contentious nomination; it wasn"t close. {body}',
                  f"A BBC article. {body}", "A caption, too short to be an article.",
-                 f'"We will,"?she said "?at least for now. {body}'],
+                 f'"We will,"?she said "?at least for now, like "the Princess Bride"?and others. {body}'],
     })
     inner = io.BytesIO()
     with zipfile.ZipFile(inner, "w") as archive:
@@ -371,7 +371,7 @@ def test_news_articles_leave_out_bbc_and_stubs_and_repair_quotes(tmp_path):
     assert label_names == ["unlabelled"] and frame["label"].tolist() == [0, 0]
     assert frame["text"].tolist() == [
         f"The Senate voted on DeVos' highly contentious nomination; it wasn't close. {body}",
-        f'"We will," she said " at least for now. {body}']
+        f'"We will," she said " at least for now, like "the Princess Bride" and others. {body}']
 
 
 def test_unlabelled_text_is_refused_as_a_task():

@@ -221,14 +221,34 @@ def read_news_articles(wheel: Path, member: str) -> pd.DataFrame:
 
 
 def repair_news_punctuation(text: str) -> str:
-    """Undo the data's lossy encoding: every curly quote, apostrophe and dash became `"?` or `"`.
+    """Undo most of the data's lossy encoding: curly quotes, apostrophes and dashes became `"?` (or `"`
+    inside a word).
 
-    `DeVos"?highly` and `wasn"t` read as `DeVos' highly` and `wasn't`; a `"?` elsewhere is the quote or
-    dash it replaced, kept as a plain quote. Whitespace is collapsed.
+    `wasn"t` is `wasn't`. A `"?` between letters closes a quotation when a double quote is open before it
+    (`"the Princess Bride"?and` → `"the Princess Bride" and`) and is an apostrophe otherwise (`DeVos"?highly`
+    → `DeVos' highly`); after punctuation it closes a quotation (`"We will,"?she`); elsewhere it is the quote
+    or dash it replaced, kept as a plain quote. A guess where the data lost the difference; whitespace is
+    collapsed.
     """
-    text = re.sub(r'(?<=\w)"\?(?=\w)', "' ", text)
     text = re.sub(r'(?<=\w)"(?=\w)', "'", text)
-    return _collapse(text.replace('"?', '" '))
+    out, open_quote, i = [], False, 0
+    while i < len(text):
+        if text.startswith('"?', i):
+            before = text[i - 1] if i else " "
+            between_letters = before.isalnum() and i + 2 < len(text) and text[i + 2].isalnum()
+            if between_letters and not open_quote:
+                out.append("' ")
+            else:  # a closing quote after a letter or punctuation; after a space a dash or an opening quote
+                out.append('" ')
+                if between_letters or before in ",.;:!?":
+                    open_quote = False
+            i += 2
+            continue
+        if text[i] == '"':
+            open_quote = not open_quote
+        out.append(text[i])
+        i += 1
+    return _collapse("".join(out))
 
 
 def _wheel_member(wheel: Path, member: str) -> bytes:
