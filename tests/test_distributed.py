@@ -455,6 +455,17 @@ def test_a_generated_public_set_over_two_processes(tmp_path):
     assert len(cached) == 1 and json.loads(cached[0].read_text())["texts"] == kept["texts"]
 
 
+def test_a_balanced_public_pick_over_two_processes_is_one_pick(tmp_path):
+    """Each rank scores half the pool and the classes are gathered: both ranks pick the same texts, and the
+    pick is that of one process (the same classes: the student's scores differ by float order at most)."""
+    pick = ['public.pick="balanced"', "public.pool=0", "public.size=16"]
+    two = _cli(tmp_path, "pick2", 2, pick)
+    one = _cli(tmp_path, "pick1", 1, pick)
+    kept = {n: json.loads((tmp_path / n / "transfer" / "public_pick.json").read_text()) for n in ("pick1", "pick2")}
+    assert kept["pick2"]["classes"] == kept["pick1"]["classes"] and kept["pick2"]["chosen"] == kept["pick1"]["chosen"]
+    assert len(kept["pick2"]["chosen"]) == 16 and two["accuracy"]["post"] is not None and one["accuracy"]["post"] is not None
+
+
 def test_world_size_must_match_what_the_launcher_asked(monkeypatch):
     from engine import distributed
     from engine.errors import PostError
