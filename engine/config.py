@@ -232,7 +232,8 @@ class PublicConfig(Section):
         if self.pick == "balanced" and 0 < self.pool <= self.size:
             raise ValueError(f"public.pool = {self.pool} is not above public.size = {self.size}: the pool is what "
                              "the size texts are picked from; raise public.pool (0: the whole split)")
-        if self.pick != "balanced" and "pool" in self.model_fields_set:
+        # the default itself is allowed: a saved config.toml spells out every setting
+        if self.pick != "balanced" and self.pool != PublicConfig.model_fields["pool"].default:
             raise ValueError("public.pool is read only with public.pick = \"balanced\" (the texts the student "
                              "picks from); public.pick is \"random\": remove public.pool or set the pick")
         return self
