@@ -120,6 +120,21 @@ def read_json(path: Path, what: str = "artifact") -> Any:
                               "delete it and resume, the stage that wrote it runs again") from None
 
 
+def read_kept_list(path: Path, key: str, field: str, item_type: type, what: str) -> list | None:
+    """`field` of a kept JSON record when the file is whole, made for `key`, and a list of `item_type`;
+    None otherwise (the caller makes it again): a cache or a resumed stage's own record."""
+    if not path.is_file():
+        return None
+    try:
+        saved = read_json_dict(path, what)
+    except DamagedArtifact:
+        return None
+    items = saved.get(field)
+    if saved.get("key") != key or not isinstance(items, list) or not all(isinstance(i, item_type) for i in items):
+        return None
+    return items
+
+
 def read_json_dict(path: Path, what: str = "artifact") -> dict:
     data = read_json(path, what)
     if not isinstance(data, dict):

@@ -103,13 +103,4 @@ def _pick(ctx, tokenizer, candidates: Examples) -> tuple[list[int], list[int]]:
 def _read(path, key: str) -> list[int] | None:
     """The kept pick when the file is whole and made for this key; None (pick again) otherwise."""
     from engine import artifacts
-    if not path.is_file():
-        return None
-    try:
-        saved = artifacts.read_json_dict(path, "public pick")
-    except artifacts.DamagedArtifact:
-        return None
-    chosen = saved.get("chosen")
-    if saved.get("key") != key or not isinstance(chosen, list) or not all(isinstance(i, int) for i in chosen):
-        return None
-    return chosen
+    return artifacts.read_kept_list(path, key, "chosen", int, "public pick")

@@ -129,13 +129,4 @@ def texts_for(ctx, model, tokenizer, bos: int | None) -> list[str]:
 
 def _read(path, k: str) -> list[str] | None:
     """Cached texts when the file is whole and made for this key; None (sample again) otherwise."""
-    if not path.is_file():
-        return None
-    try:
-        saved = artifacts.read_json_dict(path, "generated public set")
-    except artifacts.DamagedArtifact:
-        return None
-    texts = saved.get("texts")
-    if saved.get("key") != k or not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
-        return None
-    return texts
+    return artifacts.read_kept_list(path, k, "texts", str, "generated public set")
