@@ -114,7 +114,7 @@ def run_suite(name: str, out: Path, results_dir: Path, run_row: RunRow, only: li
     report so far after each row (the table is current even if a later row is interrupted). Rows left
     out by `only` (another process may be running them) are in every report while their stored
     `<row>.json` is current — read again each time, so one results folder holds one table of every
-    finished row, whichever process ran it and whichever finished last."""
+    finished row, whichever process ran it, under whichever `--out`, and whichever finished last."""
     from engine.artifacts import write_json
     configs = row_configs(name, None, overrides)
     chosen = row_configs(name, only, overrides) if only else configs
@@ -122,7 +122,7 @@ def run_suite(name: str, out: Path, results_dir: Path, run_row: RunRow, only: li
     done: dict[str, dict] = {}
 
     def report() -> dict:
-        return _report(name, {**_stored_reports(configs, set(chosen), out, results_dir), **done}, configs)
+        return _report(name, {**_stored_reports(configs, set(chosen), results_dir), **done}, configs)
 
     for row, config in chosen.items():
         run_dir = out / row
@@ -135,16 +135,19 @@ def run_suite(name: str, out: Path, results_dir: Path, run_row: RunRow, only: li
     return report()
 
 
-def stored_table(name: str, out: Path, results_dir: Path, overrides: list[str] | None = None) -> dict:
+def stored_table(name: str, results_dir: Path, overrides: list[str] | None = None) -> dict:
     """The suite report from the stored `<row>.json` alone (`post bench --suite … --report-only`): runs
     nothing and loads no model, so the table of rows measured in several sessions can be written again."""
     configs = row_configs(name, None, overrides)
-    return _report(name, _stored_reports(configs, set(), Path(out), Path(results_dir)), configs)
+    return _report(name, _stored_reports(configs, set(), Path(results_dir)), configs)
 
 
-def _stored_reports(configs: dict[str, RunConfig], skip: set[str], out: Path, results_dir: Path) -> dict[str, dict]:
+def _stored_reports(configs: dict[str, RunConfig], skip: set[str], results_dir: Path) -> dict[str, dict]:
+    """Each row's stored report, checked against the run folder it names — not against this invocation's
+    `--out`: rows of one results folder may have run under several (a seed's rows split across lanes, a
+    row run again elsewhere), and one `--row` under a new `--out` must not drop the others from the table."""
     return {row: found for row, config in configs.items() if row not in skip
-            for found in [stored_report(row, config, out / row, results_dir / f"{row}.json")] if found}
+            for found in [stored_report(row, config, results_dir / f"{row}.json")] if found}
 
 
 def config_digest(config: RunConfig) -> str:
@@ -162,9 +165,9 @@ def config_digest(config: RunConfig) -> str:
 REPORT_KEYS = ("row", "config_digest", "run_dir", "accuracy", "test_examples", "classes", "minutes")
 
 
-def stored_report(row: str, config: RunConfig, run_dir: Path, path: Path) -> dict | None:
-    """`<row>.json` as an earlier invocation wrote it, if it still describes the run folder: made for this
-    row, folder and config, from the results.json that is there now (its sha256), and the run's records
+def stored_report(row: str, config: RunConfig, path: Path) -> dict | None:
+    """`<row>.json` as an earlier invocation wrote it, if it still describes the run folder it names: made
+    for this row and config, from the results.json that is there now (its sha256), and the run's records
     say it finished. Cheap on purpose — no model is loaded for a row this process does not run.
 
     Where there is no run folder at the report's `run_dir` (another machine, an earlier session: the
@@ -175,9 +178,6 @@ def stored_report(row: str, config: RunConfig, run_dir: Path, path: Path) -> dic
     from engine.artifacts import read_json_dict, sha256_file
     if not path.is_file():
         return None
-    archived = not run_dir.exists()
-    if not archived and not _records_finished(config, run_dir):
-        return None
     report = read_json_dict(path, "suite row report")
     if not {"row", "config_digest", "run_dir"} <= set(report):
         return None  # written before reports carried their inputs: it cannot be matched to this config
@@ -185,9 +185,11 @@ def stored_report(row: str, config: RunConfig, run_dir: Path, path: Path) -> dic
     if missing:
         raise PostError(f"suite row report {path} lacks {', '.join(missing)}: delete it and run the row again "
                         f"(--row {row}) so its report is written anew")
-    same = (report["row"] == row and report["config_digest"] == config_digest(config)
-            and Path(str(report["run_dir"])).resolve() == run_dir.resolve())
-    if not same:
+    if report["row"] != row or report["config_digest"] != config_digest(config):
+        return None
+    run_dir = Path(str(report["run_dir"]))
+    archived = not run_dir.exists()
+    if not archived and not _records_finished(config, run_dir):
         return None
     if archived:
         current = _rules_current(config, report.get("alpha_rule"), report.get("alpha_choice"),

@@ -296,7 +296,7 @@ def bench_cmd(preset: Optional[str] = PresetOpt, config: Optional[Path] = Config
               rows: Optional[List[str]] = typer.Option(None, "--row", help="Only this suite row (repeatable)"),
               results: Path = typer.Option(Path("bench/results/suite"), "--results", help="Where a suite writes <row>.json and suite.md"),
               validation: bool = typer.Option(True, "--validation/--no-validation", help="Also score every method of a suite row on the validation split"),
-              report_only: bool = typer.Option(False, "--report-only", help="With --suite: write suite.md from the stored <row>.json, run nothing")) -> None:
+              report_only: bool = typer.Option(False, "--report-only", help="With --suite: write suite.md from the stored <row>.json (each checked against the run folder it names), run nothing")) -> None:
     """The paper's table for a preset: every method, without DP and at the preset's ε (8 if unset).
 
     Writes bench.json, bench.md and bench.png; run it again with the same --out to resume.
@@ -340,10 +340,10 @@ def _bench_suite(suite: str, clash, sets, out: Optional[Path], rows, results: Pa
     if report_only:
         if rows:
             raise PostError("--report-only writes the whole table from the stored reports: leave out --row")
-        report = stored_table(suite, folder, results, sets)
+        report = stored_table(suite, results, sets)
         if not report["rows"]:  # never replace a table with an empty one
-            raise PostError(f"no report in {results} is current for this suite's rows under --out {folder}: nothing "
-                            "written (give the --out and --results the rows ran under)")
+            raise PostError(f"no report in {results} is current for this suite's rows: nothing written (give the "
+                            "--results and --set the rows ran under)")
         write_text(results / "suite.md", suite_markdown(report))
         console.print(suite_markdown(report), markup=False, highlight=False)
         return

@@ -259,10 +259,39 @@ def test_report_only_never_replaces_a_table_with_an_empty_one(suite_run):
     root, args = suite_run
     table = root / "results" / "suite.md"
     before = table.read_bytes()
-    elsewhere = args[:args.index("--out") + 1] + [str(root / "other-out")] + args[args.index("--out") + 2:]
-    result = runner.invoke(app, elsewhere + ["--report-only"])  # the rows ran under another --out
+    result = runner.invoke(app, args + ["--set", "transfer.steps=11", "--report-only"])  # the rows ran with 10
     # the same markdown file left untouched (no float trained anew): bytes compare on any machine
     assert result.exit_code == 2 and "nothing written" in result.output and table.read_bytes() == before
+
+
+def test_a_row_run_under_another_out_keeps_the_other_rows_in_the_table(suite_run):
+    """Rows of one results folder may run under several --out (a seed's rows split across lanes, a copy
+    of a run folder redone with a changed setting): each stored report is checked against the folder it
+    names, so one --row under a new --out rewrites suite.md with every current row, not that row alone."""
+    import shutil
+    root, args = suite_run
+    b_report = root / "results" / "b.json"
+    kept_b = b_report.read_text()
+    shutil.copytree(root / "runs" / "b", root / "lane-2" / "b")
+    try:
+        elsewhere = args[:args.index("--out") + 1] + [str(root / "lane-2")] + args[args.index("--out") + 2:]
+        result = runner.invoke(app, elsewhere + ["--row", "b"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(b_report.read_text())["run_dir"] == str(root / "lane-2" / "b")
+        table = (root / "results" / "suite.md").read_text()
+        assert "| a |" in table and "| b |" in table and "Mean gap closed over 2 rows" in table
+        result = runner.invoke(app, args + ["--report-only"])  # the same table with no --out of lane 2's
+        assert result.exit_code == 0, result.output
+        assert "| a |" in result.output and "| b |" in result.output
+        # the folder a report names decides whether it is current, wherever this invocation's --out points
+        shutil.rmtree(root / "lane-2" / "b" / "eval")
+        result = runner.invoke(app, args + ["--report-only"])
+        assert result.exit_code == 0, result.output
+        assert "| a |" in result.output and "| b |" not in result.output
+    finally:
+        b_report.write_text(kept_b)
+        shutil.rmtree(root / "lane-2", ignore_errors=True)
+        runner.invoke(app, args + ["--report-only"])  # suite.md of the fixture's folders again
 
 
 def test_a_stored_report_shows_its_run_folders_numbers_and_an_archived_one_its_rule(suite_run):
