@@ -201,11 +201,14 @@ class PublicConfig(Section):
     prefix: str = Field("", description="With source = \"generated\": the text the large model continues for each "
                         "class ({label}: the class's first label word) to write the public set itself")
     pick: Literal["random", "balanced"] = Field("random", description=(
-        "How the size texts are drawn from the source. random: at random (seeded). balanced: from pool texts, "
-        "equally many of each class the student's prompted answer gives them (the owner's student and the "
-        "small prompt only; a source of the task's kind is rarely balanced over the task's classes)"))
+        "How the size texts are drawn from the source. random: at random (seeded; a generated set: the size "
+        "texts written, equally many after each class's prefix). balanced: from pool texts, equally many of "
+        "each class the student's prompted answer gives them (the owner's student and the small prompt only; "
+        "a source of the task's kind is rarely balanced over the task's classes, and the large model's texts "
+        "after a class's prefix are not always of that class to the student)"))
     pool: int = Field(1024, ge=0, description="With pick = \"balanced\": how many texts of the source the student "
-                      "scores to pick from (0: all of the split)")
+                      "scores to pick from (0: all of the split); with a generated source, how many the large "
+                      "model writes (minutes per hundred on a CPU)")
 
     @field_validator("template")
     @classmethod
@@ -226,9 +229,9 @@ class PublicConfig(Section):
         elif self.prefix:
             raise ValueError(f"public.prefix is read only with public.source = \"{GENERATED}\" (the large model "
                              f"writes the public set); public.source is {self.source!r}: remove public.prefix")
-        if self.pick == "balanced" and self.source == GENERATED:
-            raise ValueError("public.pick = \"balanced\" picks from a source's texts, and a generated public set is "
-                             "already written in equal shares per class: remove public.pick")
+        if self.pick == "balanced" and self.source == GENERATED and self.pool == 0:
+            raise ValueError("public.pool = 0 takes a source's whole split, and a generated public set has none: give "
+                             "public.pool, how many texts the large model writes for the student to pick from")
         if self.pick == "balanced" and 0 < self.pool <= self.size:
             raise ValueError(f"public.pool = {self.pool} is not above public.size = {self.size}: the pool is what "
                              "the size texts are picked from; raise public.pool (0: the whole split)")

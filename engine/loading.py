@@ -92,25 +92,28 @@ def task(ctx, tokenizer) -> dict[str, Examples]:
 
 
 def public(ctx, tokenizer) -> Examples:
-    """The public set: read from its source, or written by the large model (public.source = "generated")."""
+    """The public set: read from its source or written by the large model (public.source = "generated"),
+    and with public.pick = "balanced" picked from those candidates by the student with the small prompt."""
+    if ctx.config.public.pick == public_pick.BALANCED:
+        return ctx.once("public", lambda: public_pick.pick(ctx, tokenizer, public_candidates(ctx, tokenizer)))
+    return public_candidates(ctx, tokenizer)
+
+
+def public_candidates(ctx, tokenizer) -> Examples:
+    """The public texts read from a source (read in preflight to check it before any stage runs) or written
+    by the large model (in the transfer stage): the public set itself, or with public.pick = "balanced" the
+    pool it is picked from."""
     cfg = ctx.config.public
     if cfg.source != generated.GENERATED:
-        if cfg.pick == public_pick.BALANCED:  # the student with the small prompt picks among the candidates
-            return ctx.once("public", lambda: public_pick.pick(ctx, tokenizer, public_candidates(ctx, tokenizer)))
-        return public_candidates(ctx, tokenizer)
+        return ctx.once("public_candidates", lambda: load_public(cfg, tokenizer, ctx.config.runtime.seed))
 
     def write():
         from engine.prompt import bos_id
         model, _ = large(ctx)
-        texts = generated.texts_for(ctx, model, tokenizer, bos_id(tokenizer))
+        count = cfg.pool if cfg.pick == public_pick.BALANCED else cfg.size
+        texts = generated.texts_for(ctx, model, tokenizer, bos_id(tokenizer), count)
         return Examples([encode(tokenizer, cfg.template, {"text": t}, ["text"], cfg.max_length) for t in texts])
-    return ctx.once("public", write)
-
-
-def public_candidates(ctx, tokenizer) -> Examples:
-    """The public texts read from a source: the public set itself, or with public.pick = "balanced" the pool
-    it is picked from (read in preflight to check the source before any stage runs)."""
-    return ctx.once("public_candidates", lambda: load_public(ctx.config.public, tokenizer, ctx.config.runtime.seed))
+    return ctx.once("public_candidates", write)
 
 
 def _dispatched(ctx):

@@ -116,13 +116,13 @@ def test_a_resumed_run_keeps_its_own_texts_when_the_cache_is_gone(tmp_path, monk
                                                                    "size": 4, "max_length": 6}}))
     model, tok = tiny_pair("llama")
     model.eval()
-    first = generated.texts_for(_Ctx(config, tmp_path / "a"), model, tok, None)
+    first = generated.texts_for(_Ctx(config, tmp_path / "a"), model, tok, None, 4)
     for cached in (Path(os.environ["POST_CACHE"]) / "public").glob("*.json"):
         cached.unlink()
 
     def no_sampling(*args, **kwargs):
         raise AssertionError("sampled again")
     monkeypatch.setattr(generated, "sample", no_sampling)
-    assert generated.texts_for(_Ctx(config, tmp_path / "a"), model, tok, None) == first
+    assert generated.texts_for(_Ctx(config, tmp_path / "a"), model, tok, None, 4) == first
     with pytest.raises(AssertionError, match="sampled again"):  # a new run without a cache samples
-        generated.texts_for(_Ctx(config, tmp_path / "b"), model, tok, None)
+        generated.texts_for(_Ctx(config, tmp_path / "b"), model, tok, None, 4)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -23,10 +24,12 @@ def test_balanced_indices_take_the_classes_in_turn_and_fill_up_from_the_rest():
     assert sorted(balanced_indices([1, 1, 0], 2, 10, seed=0)) == [0, 1, 2]  # a small pool: all of it
 
 
-def test_a_balanced_pick_needs_a_source_to_pick_from_and_a_pool_above_the_size():
+def test_a_balanced_pick_needs_a_pool_above_the_size_and_a_count_for_a_generated_one():
     base = preset_data("smoke")
-    with pytest.raises(PostError, match="already written in equal shares per class: remove public.pick"):
-        validate(deep_merge(base, {"public": {"source": "generated", "prefix": "A {label} review:", "pick": "balanced"}}))
+    generated = {"source": "generated", "prefix": "A {label} review:", "pick": "balanced"}
+    with pytest.raises(PostError, match="a generated public set has none: give public.pool"):
+        validate(deep_merge(base, {"public": {**generated, "pool": 0}}))
+    assert validate(deep_merge(base, {"public": {**generated, "pool": 200}})).public.pool == 200
     with pytest.raises(PostError, match="public.pool = 10 is not above public.size = 64"):
         validate(deep_merge(base, {"public": {"pick": "balanced", "pool": 10}}))
     with pytest.raises(PostError, match="public.pool = 64 is not above public.size = 64"):
@@ -65,6 +68,31 @@ def test_a_run_on_a_balanced_public_set_says_what_it_kept(tmp_path, monkeypatch)
     result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "transfer" in result.output and json.loads((tmp_path / "run" / "transfer" / "public_pick.json").read_text()) == record
+
+
+def test_a_generated_public_set_is_picked_from_the_pool_the_large_model_wrote(tmp_path):
+    """Texts the large model writes after a class's prefix are not always of that class to the student (it
+    called 74 % of the spam row's written mails spam at seed 4, BENCHMARKS.md): with a balanced pick it writes
+    the pool, equally many after each prefix, and the student's prompted classes pick the public set."""
+    sets = FAST + ['public.source="generated"', 'public.prefix="A review that is {label}:"', 'public.pick="balanced"',
+                   "public.pool=12", "public.size=6"]
+    result = run_with_sets(tmp_path / "run", sets)
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "run" / "transfer" / "public_generated.json").read_text())["texts"]
+    record = json.loads((tmp_path / "run" / "transfer" / "public_pick.json").read_text())
+    assert len(written) == record["candidates"] == len(record["classes"]) == 12 and len(record["chosen"]) == 6
+    picked = [record["classes"][i] for i in record["chosen"]]
+    assert sorted(picked) == sorted(balanced_indices_classes(record["classes"], 6))  # the rule, on the pool's classes
+    events = (tmp_path / "run" / "events.jsonl").read_text()
+    assert "the large model writes 12 texts" in events and "public: 6 of 12 texts, balanced" in events
+    finished = [json.loads(line) for line in events.splitlines() if '"StageFinished"' in line and '"transfer:' in line]
+    assert finished and all(e["summary"]["public_examples"] == 6 for e in finished)  # trained on the pick
+    stage = json.loads((tmp_path / "run" / "transfer" / "done.json").read_text())
+    assert {"public_generated.json", "public_pick.json"} <= {Path(a["path"]).name for a in stage["artifacts"].values()}
+
+
+def balanced_indices_classes(classes: list[int], size: int) -> list[int]:
+    return [classes[i] for i in balanced_indices(classes, 2, size, seed=0)]
 
 
 def test_a_random_pick_keeps_the_fingerprint_of_runs_made_before_public_pick():

@@ -97,17 +97,17 @@ def _seeded(seed: int, device: torch.device):
         yield
 
 
-def texts_for(ctx, model, tokenizer, bos: int | None) -> list[str]:
-    """The run's generated public texts: rank 0 reads them from the run folder or the cache when this
-    recipe was sampled before, else samples them; every other rank receives rank 0's texts and never
-    reads a cache (a rank on another machine has none, and sampling there could differ in the last
-    float digits — the transfer's targets must come from one public set)."""
+def texts_for(ctx, model, tokenizer, bos: int | None, count: int) -> list[str]:
+    """The run's `count` generated public texts (public.size, or with a balanced pick the pool): rank 0 reads
+    them from the run folder or the cache when this recipe was sampled before, else samples them; every
+    other rank receives rank 0's texts and never reads a cache (a rank on another machine has none, and
+    sampling there could differ in the last float digits — the transfer's targets must come from one public set)."""
     from engine import distributed
     from engine.assets import cache_root
     from engine.distill import teacher_identity
     cfg = ctx.config
     words = cfg.task.label_words
-    k = key(teacher_identity(cfg, model, tokenizer), cfg.public.prefix, words, cfg.public.size, cfg.public.max_length)
+    k = key(teacher_identity(cfg, model, tokenizer), cfg.public.prefix, words, count, cfg.public.max_length)
     cached = cache_root() / "public" / f"{k}.json"
     kept = ctx.stage_dir("transfer") / "public_generated.json"
     texts = None
@@ -115,9 +115,9 @@ def texts_for(ctx, model, tokenizer, bos: int | None) -> list[str]:
         # a resumed run keeps the texts its finished prompts were trained on, whatever the cache holds now
         texts = _read(kept, k) or _read(cached, k)
         if texts is None:
-            ctx.log(f"public set: the large model writes {cfg.public.size} texts after {cfg.public.prefix!r} "
+            ctx.log(f"public set: the large model writes {count} texts after {cfg.public.prefix!r} "
                     f"({len(words)} classes, up to {cfg.public.max_length} tokens each)")
-            texts = sample(model, tokenizer, prefixes(cfg.public.prefix, words), counts(cfg.public.size, len(words)),
+            texts = sample(model, tokenizer, prefixes(cfg.public.prefix, words), counts(count, len(words)),
                            cfg.public.max_length, cfg.runtime.seed, bos, say=ctx.log)
             cached.parent.mkdir(parents=True, exist_ok=True)
             artifacts.write_json(cached, {"key": k, "texts": texts})
