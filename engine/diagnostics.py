@@ -158,7 +158,8 @@ def checks(values: dict[str, dict[str, float]]) -> list[dict[str, str]]:
     elif q["prompted_majority"] > MAJORITY_MAX:
         out.append(_warn("public", f"with its prompt the student puts {100 * q['prompted_majority']:.0f} % of the "
                          "public inputs in one class: the public set shows the transfer no contrast between classes; "
-                         "use public text closer to the task (public.source, public.template)"))
+                         "use public text closer to the task (public.source, public.template), or pick it in equal "
+                         "shares of the student's prompted classes (public.pick = \"balanced\")"))
     else:
         out.append(_ok("public", f"{q['examples']} public inputs, {100 * q['shift_input_share']:.0f} % of the "
                        f"prompt's effect varies with the input; label words hold {100 * q['label_mass']:.1f} % of "
