@@ -233,8 +233,9 @@ class PublicConfig(Section):
             raise ValueError("public.pool = 0 takes a source's whole split, and a generated public set has none: give "
                              "public.pool, how many texts the large model writes for the student to pick from")
         if self.pick == "balanced" and 0 < self.pool <= self.size:
+            whole = "" if self.source == GENERATED else " (0: the whole split)"
             raise ValueError(f"public.pool = {self.pool} is not above public.size = {self.size}: the pool is what "
-                             "the size texts are picked from; raise public.pool (0: the whole split)")
+                             f"the size texts are picked from; raise public.pool{whole}")
         # the default itself is allowed: a saved config.toml spells out every setting
         if self.pick != "balanced" and self.pool != PublicConfig.model_fields["pool"].default:
             raise ValueError("public.pool is read only with public.pick = \"balanced\" (the texts the student "

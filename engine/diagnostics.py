@@ -131,8 +131,10 @@ def measure(large_plain: torch.Tensor, small_plain: torch.Tensor, small_prompted
     }
 
 
-def checks(values: dict[str, dict[str, float]]) -> list[dict[str, str]]:
-    """Each check: name, status ("ok" / "warning") and one sentence; a warning says what to change."""
+def checks(values: dict[str, dict[str, float]], picked: bool = False) -> list[dict[str, str]]:
+    """Each check: name, status ("ok" / "warning") and one sentence; a warning says what to change.
+    `picked`: the public set was picked in equal shares of the student's classes (public.pick = "balanced")
+    and still came out in one class — then the pool lacked the others, and a pick is no advice."""
     f, p, q = values["fidelity"], values["prompt"], values["public"]
     out = []
     ratio = p["shift_ratio"]
@@ -158,8 +160,9 @@ def checks(values: dict[str, dict[str, float]]) -> list[dict[str, str]]:
     elif q["prompted_majority"] > MAJORITY_MAX:
         out.append(_warn("public", f"with its prompt the student puts {100 * q['prompted_majority']:.0f} % of the "
                          "public inputs in one class: the public set shows the transfer no contrast between classes; "
-                         "use public text closer to the task (public.source, public.template), or pick it in equal "
-                         "shares of the student's prompted classes (public.pick = \"balanced\")"))
+                         "use public text closer to the task (public.source, public.template)"
+                         + (" or a larger public.pool to pick from" if picked else ", or pick it in equal shares "
+                            "of the student's prompted classes (public.pick = \"balanced\")")))
     else:
         out.append(_ok("public", f"{q['examples']} public inputs, {100 * q['shift_input_share']:.0f} % of the "
                        f"prompt's effect varies with the input; label words hold {100 * q['label_mass']:.1f} % of "
@@ -205,7 +208,7 @@ def needed(ctx) -> bool:
 def report(ctx, targets: dict[str, torch.Tensor], verbalizer) -> dict:
     """Measure, write `<run>/diagnostics.json` atomically and emit the event."""
     values = _rounded(measure(targets["large_plain"], targets["small_plain"], targets["small_prompted"], verbalizer))
-    found = checks(values)
+    found = checks(values, picked=ctx.config.public.pick == "balanced")
     record = {"inputs": inputs(ctx), "values": values, "checks": found,
               "thresholds": {"shift_ratio_min": SHIFT_RATIO_MIN, "fidelity_correlation_min": FIDELITY_CORRELATION_MIN,
                              "majority_max": MAJORITY_MAX, "min_public": MIN_PUBLIC}}

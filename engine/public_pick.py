@@ -66,8 +66,12 @@ def pick(ctx, tokenizer, candidates: Examples) -> Examples:
     on every rank alike, and rank 0 keeps the result with the run: every prompt of a run, resumed or not, is
     trained on one public set."""
     from engine import distributed, fingerprints, records
+    from engine.data.generated import GENERATED
     cfg = ctx.config
-    key = records.digest({**fingerprints.transfer_settings(ctx), "candidates": len(candidates)})
+    made_for = {**fingerprints.transfer_settings(ctx), "candidates": len(candidates)}
+    if cfg.public.source == GENERATED:  # texts sampled again (a model changed in place) are other candidates
+        made_for["texts"] = fingerprints.examples_hash(candidates)
+    key = records.digest(made_for)
     kept = ctx.stage_dir("transfer") / RECORD
     chosen = _read(kept, key) if distributed.is_main() else None
     chosen = distributed.gather_objects(chosen)[0]
@@ -82,6 +86,7 @@ def pick(ctx, tokenizer, candidates: Examples) -> Examples:
 
 def _pick(ctx, tokenizer, candidates: Examples) -> tuple[list[int], list[int]]:
     from engine import loading
+    from engine.data.generated import GENERATED
     from engine.evaluate import prompt_logit_fn
     from engine.prompt import SoftPrompt
     cfg = ctx.config
@@ -95,8 +100,10 @@ def _pick(ctx, tokenizer, candidates: Examples) -> tuple[list[int], list[int]]:
     ctx.log(f"public: {len(chosen)} of {len(candidates)} texts, balanced over the student's prompted classes "
             f"(shares {shares(classes, n_classes)} in the pool, {shares(picked, n_classes)} kept)")
     if min(picked.count(k) for k in range(n_classes)) == 0:
+        closer = ("change public.prefix so the large model writes texts of every class"
+                  if cfg.public.source == GENERATED else "give a public source closer to the task")
         ctx.log("public: the student's prompt gives no pool text some class, so no public text teaches it: "
-                "raise public.pool or give a public source closer to the task", "warning")
+                f"raise public.pool or {closer}", "warning")
     return chosen, classes
 
 

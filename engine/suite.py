@@ -166,14 +166,15 @@ REPORT_KEYS = ("row", "config_digest", "run_dir", "accuracy", "test_examples", "
 
 
 def stored_report(row: str, config: RunConfig, path: Path) -> dict | None:
-    """`<row>.json` as an earlier invocation wrote it, if it still describes the run folder it names: made
-    for this row and config, from the results.json that is there now (its sha256), and the run's records
-    say it finished. Cheap on purpose — no model is loaded for a row this process does not run.
+    """`<row>.json` as an earlier invocation wrote it, if it still describes the run folder it names (absolute
+    since 2026-12-07; an older relative one is read from the working directory): made for this row and
+    config, under whichever `--out`, from the results.json that is there now (its sha256), and the run's
+    records say it finished. Cheap on purpose — no model is loaded for a row this process does not run.
 
     Where there is no run folder at the report's `run_dir` (another machine, an earlier session: the
-    reports in bench/results are the archive) the report stands if it was made for this row, folder and
-    config and, where it records them, under this config's α rule and today's selection rule; `archived`
-    is set and the table marks the row. A folder that is there but changed always wins. Gap closed and the
+    reports in bench/results are the archive) the report stands if it was made for this row and config
+    and, where it records them, under this config's α rule and today's selection rule; `archived` is set
+    and the table marks the row. A folder that is there but changed always wins. Gap closed and the
     verdict are computed again from the accuracies either way (from results.json where it is there)."""
     from engine.artifacts import read_json_dict, sha256_file
     if not path.is_file():
@@ -337,7 +338,7 @@ def row_report(suite: str, row: str, config: RunConfig, run_dir: Path, validatio
     val = as_selected(config, run_dir, validation_accuracy(config, run_dir)) if validation else None
     return {"suite": suite, "row": row, "task": config.task.source, "large": config.models.large,
             "student": config.models.small or None,  # None: distilled from the large model (method.distill says how)
-            "public": config.public.source, "run_dir": str(run_dir),
+            "public": config.public.source, "run_dir": str(run_dir.resolve()),
             # when the row's results were written (a report of a finished row does not re-date it)
             "date": datetime.fromtimestamp((run_dir / "results.json").stat().st_mtime, timezone.utc).isoformat(timespec="seconds"),
             # the machine that ran eval, and every kind that ran one of the row's stages (a resumed folder can mix)

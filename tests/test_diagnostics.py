@@ -82,6 +82,8 @@ def test_a_prompt_that_puts_every_public_input_in_one_class_warns_about_the_publ
     assert statuses(values)["public"] == "warning"
     said = next(c for c in diagnostics.checks(values) if c["name"] == "public")["message"]
     assert "public.source" in said and 'public.pick = "balanced"' in said  # both remedies named
+    picked = next(c for c in diagnostics.checks(values, picked=True) if c["name"] == "public")["message"]
+    assert "public.pool" in picked and "public.pick" not in picked  # a pick already on: a larger pool instead
     few = diagnostics.measure(logits(x[:8]), logits(x[:8]), logits(2 * x[:8]), TwoWords)
     assert "public.size" in next(c for c in diagnostics.checks(few) if c["name"] == "public")["message"]
 

@@ -30,6 +30,8 @@ def test_a_balanced_pick_needs_a_pool_above_the_size_and_a_count_for_a_generated
     with pytest.raises(PostError, match="a generated public set has none: give public.pool"):
         validate(deep_merge(base, {"public": {**generated, "pool": 0}}))
     assert validate(deep_merge(base, {"public": {**generated, "pool": 200}})).public.pool == 200
+    with pytest.raises(PostError, match=r"raise public.pool$"):  # no "0: the whole split" where 0 is refused
+        validate(deep_merge(base, {"public": {**generated, "pool": 64}}))
     with pytest.raises(PostError, match="public.pool = 10 is not above public.size = 64"):
         validate(deep_merge(base, {"public": {"pick": "balanced", "pool": 10}}))
     with pytest.raises(PostError, match="public.pool = 64 is not above public.size = 64"):

@@ -277,7 +277,7 @@ def test_a_row_run_under_another_out_keeps_the_other_rows_in_the_table(suite_run
         elsewhere = args[:args.index("--out") + 1] + [str(root / "lane-2")] + args[args.index("--out") + 2:]
         result = runner.invoke(app, elsewhere + ["--row", "b"])
         assert result.exit_code == 0, result.output
-        assert json.loads(b_report.read_text())["run_dir"] == str(root / "lane-2" / "b")
+        assert json.loads(b_report.read_text())["run_dir"] == str((root / "lane-2" / "b").resolve())  # absolute
         table = (root / "results" / "suite.md").read_text()
         assert "| a |" in table and "| b |" in table and "Mean gap closed over 2 rows" in table
         result = runner.invoke(app, args + ["--report-only"])  # the same table with no --out of lane 2's
