@@ -14,6 +14,7 @@ import random
 
 import torch
 
+from engine.data.generated import GENERATED
 from engine.data.tasks import Examples, collate, eval_batches
 
 BALANCED = "balanced"
@@ -66,12 +67,10 @@ def pick(ctx, tokenizer, candidates: Examples) -> Examples:
     on every rank alike, and rank 0 keeps the result with the run: every prompt of a run, resumed or not, is
     trained on one public set."""
     from engine import distributed, fingerprints, records
-    from engine.data.generated import GENERATED
     cfg = ctx.config
-    made_for = {**fingerprints.transfer_settings(ctx), "candidates": len(candidates)}
-    if cfg.public.source == GENERATED:  # texts sampled again (a model changed in place) are other candidates
-        made_for["texts"] = fingerprints.examples_hash(candidates)
-    key = records.digest(made_for)
+    # the candidates' content, not only their settings: a source file edited in place or texts the large
+    # model wrote again (a model changed in place) are other candidates, and old indices would pick wrongly
+    key = records.digest({**fingerprints.transfer_settings(ctx), "candidates": fingerprints.examples_hash(candidates)})
     kept = ctx.stage_dir("transfer") / RECORD
     chosen = _read(kept, key) if distributed.is_main() else None
     chosen = distributed.gather_objects(chosen)[0]
@@ -86,7 +85,6 @@ def pick(ctx, tokenizer, candidates: Examples) -> Examples:
 
 def _pick(ctx, tokenizer, candidates: Examples) -> tuple[list[int], list[int]]:
     from engine import loading
-    from engine.data.generated import GENERATED
     from engine.evaluate import prompt_logit_fn
     from engine.prompt import SoftPrompt
     cfg = ctx.config

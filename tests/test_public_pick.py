@@ -71,6 +71,16 @@ def test_a_run_on_a_balanced_public_set_says_what_it_kept(tmp_path, monkeypatch)
     assert result.exit_code == 0, result.output
     assert "transfer" in result.output and json.loads((tmp_path / "run" / "transfer" / "public_pick.json").read_text()) == record
 
+    # the same settings over other texts (a source file edited in place, as many rows): the kept indices
+    # would pick other texts than the prompts were trained on, so the pick is made again
+    from engine import loading
+    real_load = loading.load_public
+    monkeypatch.setattr(loading, "load_public", lambda *a, **k: real_load(*a, **k).subset(
+        list(range(len(real_load(*a, **k).input_ids)))[::-1]))
+    (tmp_path / "run" / "transfer" / "done.json").unlink()
+    result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path / "run")])
+    assert "picked again" in result.output, result.output
+
 
 def test_a_generated_public_set_is_picked_from_the_pool_the_large_model_wrote(tmp_path):
     """Texts the large model writes after a class's prefix are not always of that class to the student (it
