@@ -51,7 +51,8 @@ def content_id(ref: str) -> str:
     """A local file or folder by its content (edited in place, it is another input); else the name
     (a hub id or an offline asset, whose content the name fixes)."""
     from pathlib import Path
-    return artifacts.sha256_of(Path(ref))[:16] if Path(ref).exists() else ref
+    path = Path(ref).expanduser()  # as the data readers resolve it
+    return artifacts.sha256_of(path)[:16] if path.exists() else ref
 
 
 def distill_inputs(ctx) -> dict:
@@ -101,6 +102,9 @@ def public_settings(cfg) -> dict:
         public.pop("prefix")
     if cfg.public.prefix:  # a generated public set depends on the label words its prefixes name
         public["labels"] = [words[0] for words in cfg.task.label_words]
+    content = content_id(cfg.public.source)
+    if content != cfg.public.source:  # a local file or folder: edited in place, it is another public set
+        public["content"] = content  # (a named asset's content is fixed by its name: those keys stay as they were)
     return public
 
 

@@ -135,6 +135,29 @@ def test_changed_setting_reruns_the_stage_and_says_why(finished, tmp_path):
     assert "lr = 0.01" in (run_dir / "config.toml").read_text()  # the folder's config is the one last run
 
 
+def test_a_public_file_edited_in_place_reruns_the_transfer(finished, tmp_path):
+    """A local public set is keyed by its content, not its name: a transfer trained on the old texts is not
+    kept for the new ones (a named asset's content is fixed by its name, so its key carries no hash)."""
+    from engine.data.smoke import smoke_corpus
+    run_dir, public = copy(finished, tmp_path), tmp_path / "public"
+    public.mkdir()
+    texts = smoke_corpus(0)[:80]
+    (public / "corpus.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    first = runner.invoke(app, ["run", "--resume", str(run_dir), "--set", f'public.source="{public}"'])
+    assert first.exit_code == 0, first.output
+    before = (run_dir / "transfer" / "post.safetensors").read_bytes()
+    (public / "corpus.jsonl").write_text("".join(json.dumps({"text": t + " indeed"}) + "\n" for t in texts))
+    again = runner.invoke(app, ["run", "--resume", str(run_dir)])
+    assert again.exit_code == 0, again.output
+    assert any(m.startswith("transfer: runs again, its inputs changed: public.content") for m in logs(run_dir))
+    assert (run_dir / "transfer" / "post.safetensors").read_bytes() != before
+    edited = (run_dir / "transfer" / "post.safetensors").read_bytes()
+    unchanged = runner.invoke(app, ["run", "--resume", str(run_dir)])
+    assert unchanged.exit_code == 0, unchanged.output
+    assert logs(run_dir).count(f"transfer: already done in {run_dir}, skipped") == 1  # the same texts: kept
+    assert (run_dir / "transfer" / "post.safetensors").read_bytes() == edited
+
+
 def test_stage_alone_refuses_an_unfinished_upstream_stage(finished, tmp_path):
     run_dir = copy(finished, tmp_path)
     record = json.loads((run_dir / "tune" / "done.json").read_text())
