@@ -37,9 +37,10 @@ def transfer_alpha(ctx) -> float | None:
 
 def _choice_inputs(ctx) -> str:
     """What an "auto" choice was computed from besides the tuned prompt (a new prompt drops the choice)."""
+    from engine.fingerprints import large_identity
     from engine.records import digest
     cfg = ctx.config
-    return digest({"large": cfg.models.large, "task": cfg.task.model_dump(), "eval": cfg.eval.model_dump(),
+    return digest({**large_identity(ctx), "task": cfg.task.model_dump(), "eval": cfg.eval.model_dump(),
                    "dtype": cfg.runtime.dtype})
 
 

@@ -53,7 +53,8 @@ def pack(tokenizer, texts: list[str], seq_len: int) -> torch.Tensor:
 
 
 def weights_fingerprint(model) -> str:
-    """Cheap identity of the teacher's weights (a sample of its first and last tensors + size)."""
+    """Cheap identity of the teacher's weights (a sample of its first and last tensors + size): enough for a
+    named model, whose name fixes its content; a local folder is hashed whole as well (teacher_identity)."""
     from engine.models import read_weights
     named = list(model.named_parameters())
     h = hashlib.sha256(str(sum(p.numel() for _, p in named)).encode())
@@ -67,8 +68,12 @@ def weights_fingerprint(model) -> str:
 def teacher_identity(cfg, teacher, tokenizer) -> dict:
     from engine.config import result_runtime
     from engine.prompt import bos_id
+    from engine.fingerprints import content_id
     identity = {"teacher": cfg.models.large, "tokenizer": tokenizer_fingerprint(tokenizer),
                 "weights": weights_fingerprint(teacher), **result_runtime(cfg)}
+    content = content_id(cfg.models.large)
+    if content != cfg.models.large:  # a local folder: all of it (the sample misses a tensor changed mid-model)
+        identity["content"] = content
     if bos_id(tokenizer) is not None:  # rows begin with BOS (pack): students distilled without it are not reused
         identity["rows_begin_with_bos"] = True
     return identity

@@ -47,12 +47,31 @@ def student_identity(ctx) -> dict:
     return {"ref": named, "key": ctx.once(("student_hash", ref), lambda: content_id(ref))}
 
 
+_CONTENT: dict[tuple, str] = {}
+
+
 def content_id(ref: str) -> str:
     """A local file or folder by its content (edited in place, it is another input); else the name
     (a hub id or an offline asset, whose content the name fixes)."""
     from pathlib import Path
-    path = Path(ref).expanduser()  # as the data readers resolve it
-    return artifacts.sha256_of(path)[:16] if path.exists() else ref
+    path = Path(ref).expanduser()  # as the data and model readers resolve it
+    if not path.exists():
+        return ref
+    # Hashed once per process while no file's size or mtime moves: a model folder is hundreds of MB,
+    # and one run asks for its key several times (preflight, each stage, each α).
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    stamp = (str(path.resolve()), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    if stamp not in _CONTENT:
+        _CONTENT[stamp] = artifacts.sha256_of(path)[:16]
+    return _CONTENT[stamp]
+
+
+def large_identity(ctx) -> dict:
+    """The large model by its name, and by its content when the name is a local folder: a folder replaced in
+    place holds another model, whose prompts must be trained again (a named model's key stays its name)."""
+    name = ctx.config.models.large
+    content = content_id(name)
+    return {"large": name} if content == name else {"large": name, "large_content": content}
 
 
 def distill_inputs(ctx) -> dict:
@@ -72,7 +91,7 @@ def full_pt_inputs(ctx) -> dict:
     cfg = ctx.config
     _, tokenizer = loading.large(ctx)
     return {"task": cfg.task.model_dump(), "tune": cfg.tune.model_dump(), "privacy": cfg.privacy.model_dump(),
-            "large": cfg.models.large, "steps": cfg.eval.full_pt_steps,
+            **large_identity(ctx), "steps": cfg.eval.full_pt_steps,
             "data": private_data_hash(ctx, tokenizer), **_runtime(cfg)}
 
 
@@ -89,7 +108,7 @@ def transfer_settings(ctx) -> dict:
     cfg = ctx.config
     transfer = {k: v for k, v in stable_dump(cfg)["transfer"].items() if k not in ("alpha", "methods")}
     return {"transfer": transfer, "public": public_settings(cfg),
-            "large": cfg.models.large, "student": student_identity(ctx), **_runtime(cfg),
+            **large_identity(ctx), "student": student_identity(ctx), **_runtime(cfg),
             "small_prompt": _file_hash(loading.small_prompt_path(ctx))}
 
 

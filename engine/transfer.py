@@ -244,14 +244,23 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
         used[method] = a
     trained = {f"{m}{suffix}": folder / f"{m}{suffix}" for m in cfg.transfer.methods if m in TRAINED
                for suffix in (".safetensors", ".json")}
-    for kept in ("public_generated.json", public_pick.RECORD):  # what the prompts were trained on, checked like them
-        if (folder / kept).is_file():
+    for kept, made in _public_records(cfg).items():  # what the prompts were trained on, checked like them
+        if made and (folder / kept).is_file():
             trained[kept] = folder / kept
+        elif not made:  # left by a run with other public settings: not what these prompts saw
+            (folder / kept).unlink(missing_ok=True)
     status = records.CANCELLED if cancelled else records.COMPLETED
     earlier = sum(skip.values()) if isinstance(skip, dict) else 0.0  # minutes an earlier attempt spent on kept prompts
     records.write(folder, "transfer", status, stage_inputs, {} if cancelled else trained,
                   seconds=time.time() - start + earlier)
     return used
+
+
+def _public_records(cfg) -> dict[str, bool]:
+    """The public set's own files the transfer keeps, and whether the current settings make each."""
+    from engine.data.generated import GENERATED
+    return {"public_generated.json": cfg.public.source == GENERATED,
+            public_pick.RECORD: cfg.public.pick == "balanced"}
 
 
 def _train_method(ctx, folder, method: str, alpha: float, inputs: str, large, tokenizer, public, targets) -> bool:

@@ -81,6 +81,16 @@ def test_a_run_on_a_balanced_public_set_says_what_it_kept(tmp_path, monkeypatch)
     result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path / "run")])
     assert "picked again" in result.output, result.output
 
+    # back to a random public set: the transfer runs again, and the pick is neither listed in its record
+    # (the record says what the prompts were trained on) nor left in the folder to be taken for it
+    monkeypatch.setattr(loading, "load_public", real_load)
+    result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path / "run"), "--set", 'public.pick="random"',
+                                      "--set", "public.pool=1024"])
+    assert result.exit_code == 0, result.output
+    stage = json.loads((tmp_path / "run" / "transfer" / "done.json").read_text())
+    assert stage["status"] == "completed" and "public_pick.json" not in str(stage["artifacts"])
+    assert not (tmp_path / "run" / "transfer" / "public_pick.json").exists()
+
 
 def test_a_generated_public_set_is_picked_from_the_pool_the_large_model_wrote(tmp_path):
     """Texts the large model writes after a class's prefix are not always of that class to the student (it

@@ -158,6 +158,50 @@ def test_a_public_file_edited_in_place_reruns_the_transfer(finished, tmp_path):
     assert (run_dir / "transfer" / "post.safetensors").read_bytes() == edited
 
 
+def test_a_large_model_folder_replaced_in_place_trains_its_prompts_again(tmp_path):
+    """A local large model is keyed by its content, not its folder's name: the owner swapping the weights
+    under the same path must not get POST and full PT prompts trained on the old model scored on the new
+    one (the student, given here, and the user's tune are unchanged, so they are kept)."""
+    from tests.helpers import saved_tiny
+    saved_tiny("gpt2", tmp_path / "large", seed=0)
+    saved_tiny("gpt2", tmp_path / "small", seed=5)
+    run_dir = tmp_path / "run"
+    sets = [*FAST, f'models.large="{tmp_path / "large"}"', f'models.small="{tmp_path / "small"}"',
+            'transfer.methods=["post"]', "eval.full_pt=true", "eval.full_pt_steps=4"]
+    run(config(*sets), out=run_dir)
+    before = {s: (run_dir / s / "done.json").read_text() for s in ("tune", "full_pt", "transfer")}
+    shutil.rmtree(tmp_path / "large")
+    saved_tiny("gpt2", tmp_path / "large", seed=7)  # another model under the same name
+    result = runner.invoke(app, ["run", "--resume", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    said = logs(run_dir)
+    assert f"tune: already done in {run_dir}, skipped" in said
+    for stage in ("full_pt", "transfer"):
+        assert any(m.startswith(f"{stage}: runs again, its inputs changed: large_content") for m in said), said
+        assert (run_dir / stage / "done.json").read_text() != before[stage]
+
+
+def test_a_local_teacher_is_keyed_by_all_of_its_weights(tmp_path):
+    """The teacher's cheap fingerprint samples its first and last tensors; a fine-tune that moves only the
+    middle (a merged LoRA, frozen embeddings) must still make another student, not reuse the cached one."""
+    from engine.distill import teacher_identity
+    from tests.helpers import saved_tiny
+    model, folder = saved_tiny("gpt2", tmp_path / "large", seed=0)
+    cfg = config(f'models.large="{folder}"')
+    from engine.models import load
+    teacher, tokenizer = load(folder, 0)
+    before = teacher_identity(cfg, teacher, tokenizer)
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if ".h.0.mlp" in n).add_(0.5)
+    model.save_pretrained(folder)
+    teacher, tokenizer = load(folder, 0)
+    after = teacher_identity(cfg, teacher, tokenizer)
+    assert after["weights"] == before["weights"]  # what the sample alone would have said
+    assert after != before and after["content"] != before["content"]
+    named = teacher_identity(config(), *load("tiny:gpt2", 0))
+    assert "content" not in named  # a named model: its name fixes its content, the key is as before
+
+
 def test_stage_alone_refuses_an_unfinished_upstream_stage(finished, tmp_path):
     run_dir = copy(finished, tmp_path)
     record = json.loads((run_dir / "tune" / "done.json").read_text())
