@@ -151,11 +151,11 @@ def test_a_public_file_edited_in_place_reruns_the_transfer(finished, tmp_path):
     assert again.exit_code == 0, again.output
     assert any(m.startswith("transfer: runs again, its inputs changed: public.content") for m in logs(run_dir))
     assert (run_dir / "transfer" / "post.safetensors").read_bytes() != before
-    edited = (run_dir / "transfer" / "post.safetensors").read_bytes()
+    record = (run_dir / "transfer" / "done.json").read_text()
     unchanged = runner.invoke(app, ["run", "--resume", str(run_dir)])
     assert unchanged.exit_code == 0, unchanged.output
     assert logs(run_dir).count(f"transfer: already done in {run_dir}, skipped") == 1  # the same texts: kept
-    assert (run_dir / "transfer" / "post.safetensors").read_bytes() == edited
+    assert (run_dir / "transfer" / "done.json").read_text() == record  # not written again
 
 
 def test_a_large_model_folder_replaced_in_place_trains_its_prompts_again(tmp_path):
