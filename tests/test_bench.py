@@ -211,3 +211,19 @@ def test_prompt_response_compares_a_students_answer_to_the_large_models_prompt(t
                        ([good, f"o={tmp_path / 'other'}"], "distilled from 'tiny:llama'")]:
         done = subprocess.run([sys.executable, str(script), str(run), *args], capture_output=True, text=True)
         assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_calibration_biases_give_the_target_class_shares():
+    """bench/calibration.py: with two classes the bias is the exact margin threshold; with more, prior
+    matching brings the soft shares to the target (checked within 0.02, float sums on any CPU)."""
+    import torch
+    from bench.calibration import accuracy, share_biases, shares
+    log_probs = torch.log_softmax(torch.tensor([[0.0, 2.0], [0.0, 1.0], [0.0, 0.5], [0.0, -1.0]]), -1)
+    bias = share_biases(log_probs, [0.75, 0.25])  # one input of four in class 1: the largest margin
+    assert shares(log_probs.double() + bias, 2) == [0.75, 0.25]
+    assert accuracy(log_probs, torch.tensor([1, 0, 0, 0]), bias) == 1.0 and accuracy(log_probs, torch.tensor([1, 0, 0, 0])) == 0.5
+    assert shares(log_probs.double() + share_biases(log_probs, [0.0, 1.0]), 2) == [0.0, 1.0]
+    torch.manual_seed(0)
+    three = torch.log_softmax(torch.randn(400, 3) + torch.tensor([2.0, 0.0, -1.0]), -1)
+    soft = torch.softmax(three.double() + share_biases(three, [0.2, 0.3, 0.5]), -1).mean(0)
+    assert torch.allclose(soft, torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64), atol=0.02)
