@@ -28,6 +28,10 @@ import bench.common  # noqa: F401,E402 — HF_HUB_OFFLINE before transformers lo
 CANDIDATES = {"output": 0.0, "post": 0.5, "shift": 1.0}
 
 
+class BadRun(Exception):
+    """One line for the user: what is wrong with a run folder and how to fix it."""
+
+
 def share_biases(log_probs, target, steps: int = 200):
     """Biases b (b[0] = 0) such that argmax(log_probs + b) puts `target` shares of the inputs in each class:
     with two classes the exact threshold on the margin (a quantile), else a few hundred multiplicative
@@ -96,6 +100,9 @@ def measure(run: Path) -> dict:
             row[f"validation_{rule}"] = accuracy(val[name], val_labels, bias)
             row[f"test_shares_{rule}"] = [round(s, 3) for s in shares(test[name].double() + bias, classes)]
         methods[name] = row
+    if not any(m in methods for m in CANDIDATES):
+        raise BadRun(f"{run} has no transferred prompt to calibrate (output, post or shift in transfer.methods): "
+                     "give a run whose transfer trained one")
     kept = {}
     for suffix in ("", "_student", "_labels"):
         found = [m for m in CANDIDATES if m in methods]
@@ -119,7 +126,11 @@ def main(argv=None) -> int:
             return 2
     found = []
     for run in args.runs:
-        result = measure(run)
+        try:
+            result = measure(run)
+        except BadRun as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         found.append(result)
         print(json.dumps({"run": result["run"], "select": result["select"], "targets": result["targets"]}))
     if args.out:

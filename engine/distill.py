@@ -68,11 +68,11 @@ def weights_fingerprint(model) -> str:
 def teacher_identity(cfg, teacher, tokenizer) -> dict:
     from engine.config import result_runtime
     from engine.prompt import bos_id
-    from engine.fingerprints import content_id
+    from engine.fingerprints import local_content
     identity = {"teacher": cfg.models.large, "tokenizer": tokenizer_fingerprint(tokenizer),
                 "weights": weights_fingerprint(teacher), **result_runtime(cfg)}
-    content = content_id(cfg.models.large)
-    if content != cfg.models.large:  # a local folder: all of it (the sample misses a tensor changed mid-model)
+    content = local_content(cfg.models.large)
+    if content is not None:  # a local folder: all of it (the sample misses a tensor changed mid-model)
         identity["content"] = content
     if bos_id(tokenizer) is not None:  # rows begin with BOS (pack): students distilled without it are not reused
         identity["rows_begin_with_bos"] = True

@@ -66,12 +66,19 @@ def content_id(ref: str) -> str:
     return _CONTENT[stamp]
 
 
+def local_content(ref: str) -> str | None:
+    """content_id of a local file or folder; None for a name (a key that adds it only for local paths keeps
+    the keys of runs made on named models and sets as they were)."""
+    content = content_id(ref)
+    return None if content == ref else content
+
+
 def large_identity(ctx) -> dict:
     """The large model by its name, and by its content when the name is a local folder: a folder replaced in
     place holds another model, whose prompts must be trained again (a named model's key stays its name)."""
     name = ctx.config.models.large
-    content = content_id(name)
-    return {"large": name} if content == name else {"large": name, "large_content": content}
+    content = local_content(name)
+    return {"large": name} if content is None else {"large": name, "large_content": content}
 
 
 def distill_inputs(ctx) -> dict:
@@ -121,9 +128,9 @@ def public_settings(cfg) -> dict:
         public.pop("prefix")
     if cfg.public.prefix:  # a generated public set depends on the label words its prefixes name
         public["labels"] = [words[0] for words in cfg.task.label_words]
-    content = content_id(cfg.public.source)
-    if content != cfg.public.source:  # a local file or folder: edited in place, it is another public set
-        public["content"] = content  # (a named asset's content is fixed by its name: those keys stay as they were)
+    content = local_content(cfg.public.source)
+    if content is not None:  # a local file or folder: edited in place, it is another public set
+        public["content"] = content
     return public
 
 

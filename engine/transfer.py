@@ -258,9 +258,9 @@ def run_transfer(ctx, alpha: float, skip: Iterable[str] = ()) -> dict[str, float
 
 def _public_records(cfg) -> dict[str, bool]:
     """The public set's own files the transfer keeps, and whether the current settings make each."""
-    from engine.data.generated import GENERATED
-    return {"public_generated.json": cfg.public.source == GENERATED,
-            public_pick.RECORD: cfg.public.pick == "balanced"}
+    from engine.data import generated
+    return {generated.RECORD: cfg.public.source == generated.GENERATED,
+            public_pick.RECORD: cfg.public.pick == public_pick.BALANCED}
 
 
 def _train_method(ctx, folder, method: str, alpha: float, inputs: str, large, tokenizer, public, targets) -> bool:

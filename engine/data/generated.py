@@ -19,6 +19,7 @@ from engine import artifacts, records
 from engine.errors import PostError
 
 GENERATED = "generated"
+RECORD = "public_generated.json"  # in the transfer folder: the texts the prompts were trained on
 TOP_P = 0.95  # nucleus sampling: varied texts without the tail's junk tokens
 BATCH = 16
 
@@ -109,7 +110,7 @@ def texts_for(ctx, model, tokenizer, bos: int | None, count: int) -> list[str]:
     words = cfg.task.label_words
     k = key(teacher_identity(cfg, model, tokenizer), cfg.public.prefix, words, count, cfg.public.max_length)
     cached = cache_root() / "public" / f"{k}.json"
-    kept = ctx.stage_dir("transfer") / "public_generated.json"
+    kept = ctx.stage_dir("transfer") / RECORD
     texts = None
     if distributed.is_main():
         # a resumed run keeps the texts its finished prompts were trained on, whatever the cache holds now
