@@ -68,12 +68,12 @@ def weights_fingerprint(model) -> str:
 def teacher_identity(cfg, teacher, tokenizer) -> dict:
     from engine.config import result_runtime
     from engine.prompt import bos_id
-    from engine.fingerprints import local_content
+    from engine.fingerprints import pinned_model
     identity = {"teacher": cfg.models.large, "tokenizer": tokenizer_fingerprint(tokenizer),
                 "weights": weights_fingerprint(teacher), **result_runtime(cfg)}
-    content = local_content(cfg.models.large)
-    if content is not None:  # a local folder: all of it (the sample misses a tensor changed mid-model)
-        identity["content"] = content
+    pin = pinned_model(cfg.models.large)
+    if pin != cfg.models.large:  # a local folder: all of it (the sample misses a tensor changed mid-model);
+        identity["content"] = pin  # a hub id: its commit
     if bos_id(tokenizer) is not None:  # rows begin with BOS (pack): students distilled without it are not reused
         identity["rows_begin_with_bos"] = True
     return identity
@@ -357,8 +357,8 @@ def student_plan(cfg, teacher, tokenizer) -> tuple[list[int] | None, dict, str]:
     from models.small, whose content is part of its identity; it keeps no teacher blocks."""
     identity = teacher_identity(cfg, teacher, tokenizer)
     if cfg.student_source == "aligned":
-        from engine.fingerprints import content_id
-        identity = {**identity, "aligned_from": cfg.models.small, "start": content_id(cfg.models.small)}
+        from engine.fingerprints import pinned_model
+        identity = {**identity, "aligned_from": cfg.models.small, "start": pinned_model(cfg.models.small)}
         return None, identity, student_key(cfg, identity)
     keep = resolve_blocks(cfg.distill.blocks, teacher.config.num_hidden_layers)
     return keep, identity, student_key(cfg, identity, keep)

@@ -11,6 +11,7 @@ import hashlib
 
 from engine import artifacts, loading
 from engine.config import stable_dump
+from engine.data import generated
 
 
 def examples_hash(examples) -> str:
@@ -44,7 +45,7 @@ def student_identity(ctx) -> dict:
     # A run recorded before students were kits keeps its recorded folder name as the reference even after
     # a later run wrapped that folder into a kit: the student files, hence the key, did not change.
     named = ref if ctx.config.student_source == "given" else loading.legacy_student_path(ctx)
-    return {"ref": named, "key": ctx.once(("student_hash", ref), lambda: content_id(ref))}
+    return {"ref": named, "key": ctx.once(("student_hash", ref), lambda: pinned_model(ref))}
 
 
 _CONTENT: dict[tuple, str] = {}
@@ -73,12 +74,43 @@ def local_content(ref: str) -> str | None:
     return None if content == ref else content
 
 
+def hub_revision(ref: str) -> str | None:
+    """The commit of a hub model's snapshot in the local hub cache — what from_pretrained loads (preflight has
+    loaded the model before any stage's key is taken); None for a local path, an offline asset, a tiny test
+    model or a model not in the cache."""
+    from pathlib import Path
+    if ref.startswith("tiny:") or Path(ref).expanduser().exists():
+        return None
+    try:
+        from engine.assets import CATALOGUE
+        if ref in CATALOGUE:
+            return None
+    except ImportError:
+        pass
+    try:
+        from huggingface_hub import try_to_load_from_cache
+        found = try_to_load_from_cache(ref, "config.json")
+    except Exception:  # not a valid hub id: loading says what is wrong
+        return None
+    return Path(found).parent.name if isinstance(found, str) else None
+
+
+def pinned_model(ref: str) -> str:
+    """A model by what fixes its weights: a local folder's content hash, a hub id with its cached commit
+    (`id@commit`: the hub's owner may push new weights under the same name), an offline asset's name as it is."""
+    content = local_content(ref)
+    if content is not None:
+        return content
+    revision = hub_revision(ref)
+    return ref if revision is None else f"{ref}@{revision}"
+
+
 def large_identity(ctx) -> dict:
     """The large model by its name, and by its content when the name is a local folder: a folder replaced in
     place holds another model, whose prompts must be trained again (a named model's key stays its name)."""
     name = ctx.config.models.large
-    content = local_content(name)
-    return {"large": name} if content is None else {"large": name, "large_content": content}
+    pin = pinned_model(name)
+    return {"large": name} if pin == name else {"large": name, "large_content": pin}
 
 
 def distill_inputs(ctx) -> dict:
@@ -114,7 +146,7 @@ def transfer_settings(ctx) -> dict:
     """Everything a transfer prompt depends on except α (the small prompt's bytes included)."""
     cfg = ctx.config
     transfer = {k: v for k, v in stable_dump(cfg)["transfer"].items() if k not in ("alpha", "methods")}
-    return {"transfer": transfer, "public": public_settings(cfg),
+    return {"transfer": transfer, "public": {**public_settings(cfg), **hub_public_rows(ctx)},
             **large_identity(ctx), "student": student_identity(ctx), **_runtime(cfg),
             "small_prompt": _file_hash(loading.small_prompt_path(ctx))}
 
@@ -132,6 +164,18 @@ def public_settings(cfg) -> dict:
     if content is not None:  # a local file or folder: edited in place, it is another public set
         public["content"] = content
     return public
+
+
+def hub_public_rows(ctx) -> dict:
+    """A public set read from the hub by the content of its rows: the name does not fix them (the set's
+    owner may push a new revision), and a transfer trained on the old rows must not be kept. Named assets,
+    local paths (public_settings) and generated sets are left as they were keyed."""
+    from engine.data.sources import from_hub
+    source = ctx.config.public.source
+    if source == generated.GENERATED or not from_hub(source):
+        return {}
+    _, tokenizer = loading.large(ctx)  # the transfer reads the public set with the large model's tokenizer
+    return {"rows": ctx.once(("public_rows", source), lambda: examples_hash(loading.public_candidates(ctx, tokenizer)))}
 
 
 def _file_hash(path) -> str:

@@ -202,6 +202,63 @@ def test_a_local_teacher_is_keyed_by_all_of_its_weights(tmp_path):
     assert "content" not in named  # a named model: its name fixes its content, the key is as before
 
 
+def test_a_hub_public_set_is_keyed_by_its_rows(finished, tmp_path, monkeypatch):
+    """A hub data set's name does not fix its rows (its owner may push a new revision): a transfer trained on
+    the old rows must not be kept for the new ones. The hub is replaced by rows served under a hub id."""
+    from engine.data import sources
+    from engine.data.smoke import smoke_corpus
+    texts = smoke_corpus(0)[:80]
+    served = {"rows": [{"text": t} for t in texts]}
+    monkeypatch.setattr(sources, "_hub", lambda name, subset, split: list(served["rows"]))
+    run_dir = copy(finished, tmp_path)
+    first = runner.invoke(app, ["run", "--resume", str(run_dir), "--set", 'public.source="someone/public-texts"'])
+    assert first.exit_code == 0, first.output
+    before = (run_dir / "transfer" / "done.json").read_text()
+    same = runner.invoke(app, ["run", "--resume", str(run_dir)])
+    assert same.exit_code == 0, same.output
+    assert logs(run_dir).count(f"transfer: already done in {run_dir}, skipped") == 1  # the same rows: kept
+    served["rows"] = [{"text": t + " indeed"} for t in texts]  # a new revision under the same name
+    again = runner.invoke(app, ["run", "--resume", str(run_dir)])
+    assert again.exit_code == 0, again.output
+    assert any(m.startswith("transfer: runs again, its inputs changed: public.rows") for m in logs(run_dir))
+    assert (run_dir / "transfer" / "done.json").read_text() != before
+
+
+def _hub_snapshot(cache, repo_id: str, commit: str) -> None:
+    """A model in a hub cache's layout: refs/main names the snapshot from_pretrained loads."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True, exist_ok=True)
+    (repo / "snapshots" / commit / "config.json").write_text("{}")
+
+
+def test_a_hub_model_is_keyed_by_its_commit(tmp_path, monkeypatch):
+    """A hub model's name does not fix its weights: new weights pushed under the same id and fetched into the
+    cache are another teacher and another large model (student, transfer and full PT keys change); an offline
+    asset, a tiny test model and a local folder keep the keys they had."""
+    from huggingface_hub import constants
+    from engine.fingerprints import content_id, pinned_model
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    _hub_snapshot(tmp_path / "hub", "someone/model", "a" * 40)
+    assert pinned_model("someone/model") == "someone/model@" + "a" * 40
+    _hub_snapshot(tmp_path / "hub", "someone/model", "b" * 40)
+    assert pinned_model("someone/model") == "someone/model@" + "b" * 40
+    assert pinned_model("someone/elsewhere") == "someone/elsewhere"  # not in the cache: loading says so
+    from types import SimpleNamespace
+    from engine.distill import teacher_identity
+    from engine.fingerprints import large_identity
+    from engine.models import load
+    cfg = config('models.large="someone/model"')
+    assert large_identity(SimpleNamespace(config=cfg))["large_content"] == "someone/model@" + "b" * 40
+    assert teacher_identity(cfg, *load("tiny:gpt2", 0))["content"] == "someone/model@" + "b" * 40
+    assert pinned_model("smollm2-135m") == "smollm2-135m" and pinned_model("tiny:gpt2") == "tiny:gpt2"
+    folder = tmp_path / "local"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert pinned_model(str(folder)) == content_id(str(folder)) != str(folder)
+
+
 def test_stage_alone_refuses_an_unfinished_upstream_stage(finished, tmp_path):
     run_dir = copy(finished, tmp_path)
     record = json.loads((run_dir / "tune" / "done.json").read_text())

@@ -42,6 +42,20 @@ def read_split(source: str, split: str, subset: str = "", seed: int = 0) -> list
     return _hub(source, subset, split)
 
 
+def from_hub(source: str) -> bool:
+    """Whether read_split reads `source` from the Hugging Face hub: not smoke, a local path or an offline asset.
+    A hub set's name does not fix its content (a new revision), so what depends on one is keyed by its rows."""
+    if source == "smoke" or Path(source).expanduser().exists():
+        return False
+    if source.startswith((".", "/", "~")) or source.endswith(FILE_SUFFIXES):
+        return False
+    try:
+        from engine.assets import CATALOGUE
+    except ImportError:
+        return True
+    return source not in CATALOGUE
+
+
 def _smoke(split: str, seed: int) -> list[dict]:
     from engine.data.smoke import smoke_corpus, smoke_splits
     if split == "corpus":
