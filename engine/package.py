@@ -133,7 +133,12 @@ def verify(folder: Path, kit_fingerprint: str | None = None) -> dict:
     if found.get("dp") and "privacy.json" not in found["files"]:
         raise PostError(f"{folder}: the manifest says DP but the package has no privacy.json")
     if "privacy.json" in found["files"]:
-        verify_certificate(Path(folder) / "privacy.json")
+        checked = verify_certificate(Path(folder) / "privacy.json")
+        # the manifest's ε is what `inspect` and the owner see first: it must be the certificate's, never less
+        if found.get("dp") is not True or not _same_epsilon(found.get("epsilon"), checked["recorded"]):
+            raise PostError(f"{folder}: the manifest says dp={found.get('dp')!r}, ε={found.get('epsilon')!r} but its "
+                            f"certificate records ε={checked['recorded']!r}: the package was edited; make it again "
+                            "with post package")
         if CHOICE in found["files"]:
             raise PostError(f"{folder} holds a DP prompt and an α chosen on private data, which ε does not cover: "
                             "the package is refused; make it again without the choice")
@@ -144,6 +149,11 @@ def verify(folder: Path, kit_fingerprint: str | None = None) -> dict:
     if missing:
         raise PostError(f"{folder}/task_card.json lacks {', '.join(missing)}: the package is damaged")
     return found
+
+
+def _same_epsilon(manifest_value, certificate_value) -> bool:
+    numbers = [v for v in (manifest_value, certificate_value) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return len(numbers) == 2 and numbers[0] == numbers[1]
 
 
 def inspect(folder: Path) -> list[str]:

@@ -109,7 +109,8 @@ def test_the_owner_exports_the_transferred_prompt_with_the_users_epsilon(flow, t
         assert not any(secret in text for secret in (str(data), data.name, *LABELS, str(root))), path
 
 
-@pytest.mark.parametrize("damage", ["prompt", "manifest", "torn_manifest", "truncated", "extra", "wrong_kit", "no_package"])
+@pytest.mark.parametrize("damage", ["prompt", "manifest", "manifest_epsilon", "manifest_not_dp", "torn_manifest",
+                                    "truncated", "extra", "wrong_kit", "no_package"])
 def test_tampered_package_or_wrong_kit_is_refused(flow, tmp_path, damage):
     root, _ = flow
     pkg = tmp_path / "PKG"
@@ -124,6 +125,12 @@ def test_tampered_package_or_wrong_kit_is_refused(flow, tmp_path, damage):
         manifest["epsilon"] = 0.1
         manifest["files"]["privacy.json"]["sha256"] = "0" * 64
         (pkg / "manifest.json").write_text(json.dumps(manifest))
+    elif damage in ("manifest_epsilon", "manifest_not_dp"):  # every file as made: only the headline is edited
+        manifest = json.loads((pkg / "manifest.json").read_text())
+        manifest.update(epsilon=0.01) if damage == "manifest_epsilon" else manifest.update(dp=False, epsilon=None)
+        (pkg / "manifest.json").write_text(json.dumps(manifest))
+        inspected = runner.invoke(app, ["package", "inspect", str(pkg)])
+        assert inspected.exit_code == 2 and "the package was edited" in inspected.stderr, inspected.output
     elif damage == "torn_manifest":
         (pkg / "manifest.json").write_text('{"kind": "post-pro')
     elif damage == "truncated":
