@@ -8,6 +8,7 @@ step, carries every step ever taken into the certificate.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from engine import artifacts, distributed, fingerprints, loading, records
 from engine.errors import PostError
@@ -121,6 +122,8 @@ def _dp_session(ctx, stage, inputs: dict, fingerprint: str, n_train: int, total:
     else:
         start = None  # a DP checkpoint is only continued with the journal that accounts for its steps
     key = ledger.register_task(cfg.task, cfg.runtime.seed)
+    if release is not None:
+        release, inherited = _own_release(ctx, stage, key, release, inherited, earlier["steps"])
     release = release or ledger.new_release_id()
     dp = DPSession.create(ctx, stage, cfg.privacy, n_examples=n_train, batch_size=cfg.tune.batch_size,
                           steps=planned, shape=tuple(prompt.weight.shape), history=history, journal=journal,
@@ -139,6 +142,26 @@ def _dp_session(ctx, stage, inputs: dict, fingerprint: str, n_train: int, total:
     if start is not None:
         start.steps = dp.resumed_steps  # the loop counts every step spent, the lost ones included
     return dp, start
+
+
+def _own_release(ctx, stage: str, key: str, release: str, inherited: int, journal_steps: int) -> tuple[str, int]:
+    """The ledger release a resumed stage continues: its journal's, while that entry is this run's own. A copy
+    of an unfinished run folder (a backup, a second try) or a backup restored over a run that went on holds
+    the same release id; continuing it would write one run's steps over the other's and leave one prompt's
+    noise uncounted. Then the steps go to a new release, which inherits what the old entry already counts
+    of this journal (a step journaled but not yet in the entry is counted again: over, never under)."""
+    with ledger.reserving(key):
+        found = ledger.entry(key, release)
+    own = journal_steps - inherited
+    if found is None:  # a ledger without it (another machine): the entry is written again from the journal
+        return release, inherited
+    counted = int(found.get("steps") or 0)
+    if found.get("run_dir") == str(Path(ctx.run_dir).resolve()) and not found.get("finished") and counted <= own:
+        return release, inherited
+    ctx.log(f"{stage}: the privacy ledger's release {release} is not this run's alone ({found.get('run_dir')}, "
+            f"{counted} steps; this folder's journal: {own}): its steps from here are a new release, so both "
+            "runs' noise is counted", "warning")
+    return ledger.new_release_id(), inherited + min(own, counted)
 
 
 def _journal(path, accountant: str, n_examples: int, data) -> dict | None:

@@ -322,6 +322,27 @@ def test_dp_tune_again_composes_and_non_dp_tune_drops_the_certificate(finished, 
     assert json.loads((run_dir / "tune" / "privacy.journal.json").read_text())["steps"] == 20  # spent stays spent
 
 
+def test_a_copied_unfinished_dp_run_is_counted_apart_from_its_original(finished, tmp_path):
+    """A DP tune cancelled at step 8, its folder copied (a backup, a second try), then both resumed: two
+    prompts, each with the 8 shared steps and 12 of its own. The copy's journal names the original's ledger
+    release; continuing it wrote one run's steps over the other's, and the ledger counted 20 steps, not 32."""
+    from engine.privacy import ledger
+    cfg = config("privacy.noise_multiplier=1.0", "runtime.seed=411")  # a data key of its own
+    original, duplicate = tmp_path / "original", tmp_path / "copy"
+    bus, cancel = cancel_at("tune", 8)
+    with pytest.raises(Cancelled):
+        run(cfg, bus=bus, out=original, cancel=cancel, stages=["distill", "tune"])
+    shutil.copytree(original, duplicate)
+    run(cfg, out=duplicate, resume=True, stages=["tune"])  # the copy first, then the original: either order
+    run(cfg, out=original, resume=True, stages=["tune"])
+    key = ledger.task_key(cfg.task, cfg.runtime.seed)
+    assert ledger.composed(key)["steps"] == 8 + 12 + 12
+    assert sorted(e["steps"] for e in ledger.entries(key)) == [12, 20]
+    assert any("is not this run's alone" in m for m in logs(duplicate))
+    certificates = [json.loads((d / "tune" / "privacy.json").read_text()) for d in (original, duplicate)]
+    assert [c["steps"] for c in certificates] == [20, 20]  # each prompt's own history: 8 shared + 12
+
+
 def test_damaged_privacy_journal_is_refused_not_forgotten(finished, tmp_path):
     run_dir = copy(finished, tmp_path)
     dp = ["--set", "privacy.noise_multiplier=1.0", "--set", "tune.steps=6"]

@@ -160,6 +160,19 @@ def entries(key: str) -> list[dict]:
     return sorted(out, key=lambda e: e.get("started", ""))
 
 
+def entry(key: str, release: str) -> dict | None:
+    """One release's entry; None when the ledger has none (a damaged one is refused, as in `entries`)."""
+    path = root() / key / f"{release}.json"
+    if not path.is_file():
+        return None
+    try:
+        return artifacts.read_json_dict(path, "privacy ledger entry")
+    except artifacts.DamagedArtifact:
+        raise PostError(f"{path}: damaged privacy ledger entry; it records ε already spent on this data, so "
+                        "DP runs on it are refused until it is restored from a backup (deleting it would "
+                        "under-report ε)") from None
+
+
 @contextmanager
 def reserving(key: str):
     """One budget check and new entry at a time in the whole ledger, across processes (data sets that
