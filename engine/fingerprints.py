@@ -119,17 +119,31 @@ def distill_inputs(ctx) -> dict:
     return {"student_key": student_plan(ctx.config, teacher, tokenizer)[2]}
 
 
+def _trained_on(cfg) -> dict:
+    """The task and privacy settings a prompt trained on private data depends on. The test split is read by
+    eval alone, and privacy.budget only refuses a run before it starts (a budget-stopped stage stays done, as
+    every finished one): changing either must not train — and, under DP, spend ε — again. Both are keyed at
+    their defaults, so the keys of runs made before stay as they were."""
+    from engine.config import PrivacyConfig, TaskConfig
+    task, privacy = cfg.task.model_dump(), cfg.privacy.model_dump()
+    task["test_split"] = TaskConfig.model_fields["test_split"].default
+    privacy["budget"] = PrivacyConfig.model_fields["budget"].default
+    return {"task": task, "privacy": privacy}
+
+
 def tune_inputs(ctx) -> dict:
     cfg = ctx.config
     _, tokenizer = loading.small(ctx)
-    return {"task": cfg.task.model_dump(), "tune": cfg.tune.model_dump(), "privacy": cfg.privacy.model_dump(),
+    trained_on = _trained_on(cfg)
+    return {"task": trained_on["task"], "tune": cfg.tune.model_dump(), "privacy": trained_on["privacy"],
             "student": student_identity(ctx), "data": private_data_hash(ctx, tokenizer), **_runtime(cfg)}
 
 
 def full_pt_inputs(ctx) -> dict:
     cfg = ctx.config
     _, tokenizer = loading.large(ctx)
-    return {"task": cfg.task.model_dump(), "tune": cfg.tune.model_dump(), "privacy": cfg.privacy.model_dump(),
+    trained_on = _trained_on(cfg)
+    return {"task": trained_on["task"], "tune": cfg.tune.model_dump(), "privacy": trained_on["privacy"],
             **large_identity(ctx), "steps": cfg.eval.full_pt_steps,
             "data": private_data_hash(ctx, tokenizer), **_runtime(cfg)}
 

@@ -343,6 +343,20 @@ def test_a_copied_unfinished_dp_run_is_counted_apart_from_its_original(finished,
     assert [c["steps"] for c in certificates] == [20, 20]  # each prompt's own history: 8 shared + 12
 
 
+def test_the_budget_and_the_test_split_do_not_train_a_prompt_again(finished, tmp_path):
+    """privacy.budget only refuses a run before it starts and the test split is read by eval alone: changing
+    them on a finished DP run must keep its prompts, not tune again (spending ε again, or refused for it)."""
+    run_dir = copy(finished, tmp_path)
+    dp = ["--set", "privacy.noise_multiplier=1.0", "--set", "tune.steps=10"]
+    assert runner.invoke(app, ["tune", str(run_dir), *dp]).exit_code == 0
+    certificate = (run_dir / "tune" / "privacy.json").read_text()
+    again = runner.invoke(app, ["run", "--resume", str(run_dir), "--set", "privacy.budget=100.0",
+                                "--set", 'task.test_split="validation"'])
+    assert again.exit_code == 0, again.output
+    assert f"tune: already done in {run_dir}, skipped" in logs(run_dir)
+    assert (run_dir / "tune" / "privacy.json").read_text() == certificate
+
+
 def test_damaged_privacy_journal_is_refused_not_forgotten(finished, tmp_path):
     run_dir = copy(finished, tmp_path)
     dp = ["--set", "privacy.noise_multiplier=1.0", "--set", "tune.steps=6"]
