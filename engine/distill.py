@@ -110,15 +110,37 @@ def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
                 d.pop(name, None)
         else:  # the owner's prompts for the made-up tasks are tuned at tune.lr
             d["prefix_lr"] = cfg.tune.lr
+    if cfg.distill.loss == "hidden" and not cfg.distill.freeze_embeddings:
+        # a tied head is the input embedding: freezing the head freezes the embeddings the hidden loss trains
+        d["freeze_head"] = cfg.distill.freeze_head
     if keep is not None:
         d["blocks"] = list(keep)
+    from engine.data.sources import from_hub
     from engine.fingerprints import content_id
     d["corpus"] = corpus_source(cfg)
     sources = d["corpus"] if isinstance(d["corpus"], list) else [d["corpus"]]
     contents = [content_id(source) for source in sources]
     if contents != sources:  # a local corpus file: its content, so an edit makes a new student
         d["corpus_content"] = contents if isinstance(d["corpus"], list) else contents[0]
+    if any(from_hub(source) for source in sources):  # a hub set's name does not fix its rows (a new revision)
+        d["corpus_rows"] = _corpus_rows(cfg)
     return _digest({**identity, "distill": d, "v": 2})
+
+
+_CORPUS_ROWS: dict[str, str] = {}  # read once per process: the key is asked for several times in one run
+
+
+def _corpus_rows(cfg) -> str:
+    """Content hash of the distillation texts as corpus_texts reads them."""
+    d = cfg.distill
+    where = json.dumps([corpus_source(cfg), d.corpus_subset, d.corpus_split, d.corpus_field, d.max_texts,
+                        cfg.runtime.seed])
+    if where not in _CORPUS_ROWS:
+        digest = hashlib.sha256()
+        for text in corpus_texts(cfg):
+            digest.update(text.encode("utf-8") + b"\0")
+        _CORPUS_ROWS[where] = digest.hexdigest()[:16]
+    return _CORPUS_ROWS[where]
 
 
 def corpus_key(identity: dict, rows: torch.Tensor, prefixes: distill_prefix.Prefixes | None = None) -> str:

@@ -11,7 +11,6 @@ import hashlib
 
 from engine import artifacts, loading
 from engine.config import stable_dump
-from engine.data import generated
 
 
 def examples_hash(examples) -> str:
@@ -186,7 +185,7 @@ def hub_public_rows(ctx) -> dict:
     local paths (public_settings) and generated sets are left as they were keyed."""
     from engine.data.sources import from_hub
     source = ctx.config.public.source
-    if source == generated.GENERATED or not from_hub(source):
+    if not from_hub(source):
         return {}
     _, tokenizer = loading.large(ctx)  # the transfer reads the public set with the large model's tokenizer
     return {"rows": ctx.once(("public_rows", source), lambda: examples_hash(loading.public_candidates(ctx, tokenizer)))}

@@ -298,3 +298,28 @@ def test_corpus_shares_and_bad_values(tmp_path):
                       ("3", "not a data source"), ('["smoke", " smoke"]', "twice")):
         result = runner.invoke(app, ["run", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set", f"distill.corpus={bad}"])
         assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output, (bad, result.output)
+
+
+def test_the_student_key_holds_a_tied_heads_freeze_and_a_hub_corpus_rows(monkeypatch):
+    """Two settings the hidden-state key had left out: on a model whose head is its input embedding (GPT-2,
+    SmolLM2, Gemma), freezing the head freezes the embeddings that freeze_embeddings = false trains; and a
+    corpus read from the hub, whose name does not fix its rows. Defaults keep the keys they had."""
+    from engine import distill
+    from engine.data import sources
+    from engine.data.smoke import smoke_corpus
+    from engine.presets import load_config
+
+    def key(*sets):
+        return distill.student_key(load_config("smoke", None, ['distill.loss="hidden"', *sets]), {"teacher": "t"})
+    assert key("distill.freeze_head=true") == key("distill.freeze_head=false")  # frozen embeddings: no difference
+    assert key("distill.freeze_embeddings=false", "distill.freeze_head=true") != \
+        key("distill.freeze_embeddings=false", "distill.freeze_head=false")
+    served = {"rows": [{"text": t} for t in smoke_corpus(0)[:50]]}
+    monkeypatch.setattr(sources, "_hub", lambda name, subset, split: list(served["rows"]))
+    monkeypatch.setattr(distill, "_CORPUS_ROWS", {})
+    hub = 'distill.corpus="someone/corpus"'
+    before = key(hub)
+    assert key(hub) == before  # the same rows: the same student
+    served["rows"] = [{"text": t + " indeed"} for t in smoke_corpus(0)[:50]]  # a new revision, the same name
+    monkeypatch.setattr(distill, "_CORPUS_ROWS", {})  # a new process
+    assert key(hub) != before

@@ -45,7 +45,8 @@ def read_split(source: str, split: str, subset: str = "", seed: int = 0) -> list
 def from_hub(source: str) -> bool:
     """Whether read_split reads `source` from the Hugging Face hub: not smoke, a local path or an offline asset.
     A hub set's name does not fix its content (a new revision), so what depends on one is keyed by its rows."""
-    if source == "smoke" or Path(source).expanduser().exists():
+    from engine.data.generated import GENERATED  # written by the large model, never read from a source
+    if source in ("smoke", GENERATED) or Path(source).expanduser().exists():
         return False
     if source.startswith((".", "/", "~")) or source.endswith(FILE_SUFFIXES):
         return False
