@@ -107,9 +107,23 @@ def pinned_model(ref: str) -> str:
 def large_identity(ctx) -> dict:
     """The large model by its name, and by its content when the name is a local folder: a folder replaced in
     place holds another model, whose prompts must be trained again (a named model's key stays its name)."""
-    name = ctx.config.models.large
+    return _large_by_name(ctx.config.models.large)
+
+
+def _large_by_name(name: str) -> dict:
     pin = pinned_model(name)
     return {"large": name} if pin == name else {"large": name, "large_content": pin}
+
+
+def trained_on_another_large(large: str, inputs: dict) -> str | None:
+    """The model prompts recorded with `inputs` (a transfer or full PT record's) were trained on when it is not
+    `large` (this run's models.large), else None. The same weights under two local paths match by content."""
+    ours, theirs = _large_by_name(large), {k: inputs.get(k) for k in ("large", "large_content")}
+    if theirs == {**{"large_content": None}, **ours}:
+        return None
+    if ours.get("large_content") and ours.get("large_content") == theirs["large_content"]:
+        return None
+    return f"{theirs['large']} ({theirs['large_content'] or 'by its name'})"
 
 
 def distill_inputs(ctx) -> dict:

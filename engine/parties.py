@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine import artifacts, kit, manifest, package, records
+from engine import artifacts, fingerprints, kit, manifest, package, records
 from engine.errors import PostError
 from engine.runlock import RunLock
 
@@ -66,12 +66,13 @@ def _receive_and_transfer(cfg, found: dict, package_dir: Path, out: Path, bus, c
     run(cfg, bus=bus, out=out, cancel=cancel, stages=["transfer"], resume=True)
 
 
-def import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool = False) -> list[str]:
-    """Copy the owner's finished transfer prompts into the user's run, checked to be of this run's prompt;
-    `full_pt`: the eval that follows scores full PT, so its stage must be finished first."""
+def import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool = False, large: str | None = None) -> list[str]:
+    """Copy the owner's finished transfer prompts into the user's run, checked to be of this run's prompt and
+    (given `large`, the eval's models.large) of the large model the eval scores them on; `full_pt`: the eval
+    that follows scores full PT, so its stage must be finished first."""
     run_dir, owner_dir = Path(run_dir), Path(owner_dir)
     with RunLock(run_dir):
-        return _import_transfer(run_dir, owner_dir, full_pt)
+        return _import_transfer(run_dir, owner_dir, full_pt, large)
 
 
 def _check_rest_of_eval(run_dir: Path, owner_dir: Path, full_pt: bool) -> None:
@@ -81,10 +82,15 @@ def _check_rest_of_eval(run_dir: Path, owner_dir: Path, full_pt: bool) -> None:
                              f"eval.full_pt = false); nothing was imported from {owner_dir}")
 
 
-def _import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool) -> list[str]:
+def _import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool, large: str | None) -> list[str]:
     record = records.read(owner_dir / "transfer")
     if record is None or record.get("status") not in records.DONE_STATUSES:
         raise PostError(f"{owner_dir} has no finished transfer (transfer/done.json): the owner runs post transfer first")
+    other = None if large is None else fingerprints.trained_on_another_large(large, record.get("inputs") or {})
+    if other is not None:
+        raise PostError(f"{owner_dir}'s prompts were trained on the large model {other}, not on this run's "
+                        f"models.large = {large!r}, which eval scores them on: set models.large to the owner's model; "
+                        f"nothing was imported")
     from engine.prompt import tensor_hash
     ours = tensor_hash(run_dir / "tune" / "prompt.safetensors")
     theirs = (record.get("inputs") or {}).get("small_prompt")

@@ -166,6 +166,17 @@ def check_upstream(ctx: RunContext, stages: list[str]) -> None:
                        f"post {command} --out {ctx.run_dir} first, with the same --preset / --config / --set "
                        f"(or post run for every stage)")
                 raise PostError(f"{stage} needs the {up} stage finished in {ctx.run_dir}, but it {state}: run {how}")
+            if stage == "eval" and up in ("transfer", "full_pt"):
+                _check_same_large(ctx, up, record)
+
+
+def _check_same_large(ctx: RunContext, stage: str, record: dict) -> None:
+    """Eval scores the prompts on this run's large model: prompts trained on another would be scored silently."""
+    other = fingerprints.trained_on_another_large(ctx.config.models.large, record.get("inputs") or {})
+    if other is not None:
+        raise PostError(f"the {stage} prompts in {ctx.run_dir} were trained on the large model {other}, not on this "
+                        f"run's models.large = {ctx.config.models.large!r}: set models.large to that model, or run "
+                        f"{stage.replace('_', '-')} again (post run --resume {ctx.run_dir})")
 
 
 def _will_run(ctx: RunContext, stage: str, force: bool) -> bool:

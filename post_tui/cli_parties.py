@@ -93,6 +93,6 @@ def register(app: typer.Typer, stage_command) -> None:
                     raise PostError("post eval --from OWNER_RUN needs the user's RUN_DIR")
                 cli._check_run_folder(run_dir)  # the same words as every command given a run folder
                 cfg = cli._config_for(preset, config, sets, run_dir)  # the eval's settings, --set included
-                parties.import_transfer(run_dir, from_owner, full_pt=cfg.eval.full_pt)
+                parties.import_transfer(run_dir, from_owner, full_pt=cfg.eval.full_pt, large=cfg.models.large)
             cli.guarded(take)
         return plain_eval(run_dir=run_dir, preset=preset, config=config, sets=sets, out=out)

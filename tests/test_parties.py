@@ -156,6 +156,21 @@ def test_tampered_package_or_wrong_kit_is_refused(flow, tmp_path, damage):
     assert not (tmp_path / "o").exists()
 
 
+def test_the_user_does_not_import_prompts_of_another_large_model(flow, tmp_path):
+    """The owner's prompts are scored on the user's models.large: prompts trained on another model are refused
+    before anything is copied."""
+    from tests.helpers import saved_tiny
+    root, _ = flow
+    user = tmp_path / "user"
+    shutil.copytree(root / "user", user)
+    shutil.rmtree(user / "transfer")
+    saved_tiny("gpt2", tmp_path / "other", seed=3)
+    result = runner.invoke(app, ["eval", str(user), "--from", str(root / "owner"),
+                                 "--set", f'models.large="{tmp_path / "other"}"'])
+    assert result.exit_code == 2 and "nothing was imported" in result.stderr, result.output
+    assert not (user / "transfer").exists()
+
+
 def test_one_machine_run_goes_through_the_same_kit_and_package(flow, tmp_path):
     """`post run` distils into a kit (the cached student is one) and tunes into a package: the kit
     `post kit build` hands out is that very artifact, and the owner accepts the one-machine package.

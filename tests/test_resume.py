@@ -181,6 +181,19 @@ def test_a_large_model_folder_replaced_in_place_trains_its_prompts_again(tmp_pat
         assert (run_dir / stage / "done.json").read_text() != before[stage]
 
 
+def test_eval_refuses_prompts_trained_on_another_large_model(finished, tmp_path):
+    """Eval run alone scores the folder's transfer prompts on the config's large model: with models.large
+    changed since, it scored prompts trained on one model on another, silently."""
+    from tests.helpers import saved_tiny
+    run_dir = copy(finished, tmp_path)
+    saved_tiny("gpt2", tmp_path / "other", seed=3)
+    result = runner.invoke(app, ["eval", str(run_dir), "--set", f'models.large="{tmp_path / "other"}"'])
+    assert result.exit_code == 2, result.output
+    assert "were trained on the large model tiny:gpt2" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert runner.invoke(app, ["eval", str(run_dir)]).exit_code == 0  # the model they were trained on: scored
+
+
 def test_a_local_teacher_is_keyed_by_all_of_its_weights(tmp_path):
     """The teacher's cheap fingerprint samples its first and last tensors; a fine-tune that moves only the
     middle (a merged LoRA, frozen embeddings) must still make another student, not reuse the cached one."""
