@@ -29,9 +29,15 @@ def private_data_hash(ctx, tokenizer, names=("train", "validation")) -> dict[str
     return {name: examples_hash(splits[name]) for name in names}
 
 
-def _runtime(cfg) -> dict:
+def _runtime(ctx) -> dict:
+    """runtime.seed and dtype; "auto" by what it resolved to on this machine (bf16 where the device computes
+    it fast, else float32): a run folder moved to a machine that resolves it otherwise trains other prompts.
+    Explicit dtypes keep the keys they had."""
     from engine.config import result_runtime
-    return result_runtime(cfg)
+    runtime = result_runtime(ctx.config)
+    if runtime.get("dtype") == "auto":
+        runtime["dtype"] = f"auto:{ctx.dtype}"
+    return runtime
 
 
 def student_identity(ctx) -> dict:
@@ -149,7 +155,7 @@ def tune_inputs(ctx) -> dict:
     _, tokenizer = loading.small(ctx)
     trained_on = _trained_on(cfg)
     return {"task": trained_on["task"], "tune": cfg.tune.model_dump(), "privacy": trained_on["privacy"],
-            "student": student_identity(ctx), "data": private_data_hash(ctx, tokenizer), **_runtime(cfg)}
+            "student": student_identity(ctx), "data": private_data_hash(ctx, tokenizer), **_runtime(ctx)}
 
 
 def full_pt_inputs(ctx) -> dict:
@@ -158,7 +164,7 @@ def full_pt_inputs(ctx) -> dict:
     trained_on = _trained_on(cfg)
     return {"task": trained_on["task"], "tune": cfg.tune.model_dump(), "privacy": trained_on["privacy"],
             **large_identity(ctx), "steps": cfg.eval.full_pt_steps,
-            "data": private_data_hash(ctx, tokenizer), **_runtime(cfg)}
+            "data": private_data_hash(ctx, tokenizer), **_runtime(ctx)}
 
 
 def audit_inputs(ctx) -> dict:
@@ -174,7 +180,7 @@ def transfer_settings(ctx) -> dict:
     cfg = ctx.config
     transfer = {k: v for k, v in stable_dump(cfg)["transfer"].items() if k not in ("alpha", "methods")}
     return {"transfer": transfer, "public": {**public_settings(cfg), **hub_public_rows(ctx)},
-            **large_identity(ctx), "student": student_identity(ctx), **_runtime(cfg),
+            **large_identity(ctx), "student": student_identity(ctx), **_runtime(ctx),
             "small_prompt": _file_hash(loading.small_prompt_path(ctx))}
 
 

@@ -194,6 +194,23 @@ def test_eval_refuses_prompts_trained_on_another_large_model(finished, tmp_path)
     assert runner.invoke(app, ["eval", str(run_dir)]).exit_code == 0  # the model they were trained on: scored
 
 
+def test_dtype_auto_is_keyed_by_what_it_resolved_to(tmp_path, monkeypatch):
+    """runtime.dtype = "auto" is bf16 on a CPU with AMX or AVX-512-BF16 and float32 elsewhere: a run folder moved
+    to the other kind of machine must train full PT again, not keep a prompt trained in the other dtype."""
+    import engine.context as context
+    from engine.context import RunContext
+    from engine.pipeline import why_rerun
+    cfg = config('runtime.dtype="auto"', "eval.full_pt=true", "eval.full_pt_steps=4")
+    monkeypatch.setattr(context, "cpu_flags", lambda: {"avx512_bf16"})
+    run(cfg, out=tmp_path / "run", stages=["full_pt"])
+    assert why_rerun(RunContext(cfg, tmp_path / "run"), "full_pt") is None
+    monkeypatch.setattr(context, "cpu_flags", lambda: set())  # the folder on a machine without fast bf16
+    assert why_rerun(RunContext(cfg, tmp_path / "run"), "full_pt") == "its inputs changed: dtype"
+    explicit = config('runtime.dtype="float32"')
+    from engine.fingerprints import _runtime
+    assert _runtime(RunContext(explicit, tmp_path / "x")) == {"seed": 0, "dtype": "float32"}  # keys as they were
+
+
 def test_a_local_teacher_is_keyed_by_all_of_its_weights(tmp_path):
     """The teacher's cheap fingerprint samples its first and last tensors; a fine-tune that moves only the
     middle (a merged LoRA, frozen embeddings) must still make another student, not reuse the cached one."""
