@@ -354,7 +354,7 @@ def test_data_sets_without_shared_rows_do_not_compose(tmp_path, monkeypatch):
     a, b, c = (ledger.data_key(p, ["text", "label"]) for p in (rows[:5], rows[5:], rows[4:6]))
     assert ledger.linked(a) == [a, c] and ledger.linked(b) == [b, c] and sorted(ledger.linked(c)[1:]) == sorted([a, b])
     (ledger.root() / a / ledger.ROWS).write_text("not a fingerprint\n")
-    ledger._rows_read.clear()
+    ledger._read.clear()
     with pytest.raises(Exception, match="restore it from a backup"):
         ledger.linked(a)
 

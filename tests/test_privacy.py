@@ -322,3 +322,30 @@ def test_a_dp_tune_that_diverges_leaves_its_steps_spent_and_nothing_reserved(tmp
     key = ledger.task_key(cfg.task, cfg.runtime.seed)
     spent, reserved = ledger.composed(key), ledger.composed(key, reserved=True)
     assert 0 < spent["steps"] == reserved["steps"]
+
+
+def test_the_same_rows_read_through_other_fields_are_linked(tmp_path):
+    """Privacy is lost per example: the same rows read with a text field more, another label column, or labels
+    written otherwise are other rows to a row fingerprint, but the same examples — their ε must compose."""
+    import csv
+    from engine.data.smoke import make_rows
+    from engine.presets import load_config
+    from engine.privacy import ledger
+    path = tmp_path / "mine.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label", "source", "flipped", "decimal"])
+        for i, row in enumerate(make_rows(120, seed=3)):
+            writer.writerow([row["text"], row["label"], f"site{i % 3}", 1 - row["label"], f"{row['label']}.0"])
+
+    def key(*sets):
+        return ledger.register_task(load_config("smoke", None, [f'task.source="{path}"', *sets]).task, 0)
+    plain = key()
+    others = [key('task.text_fields=["text", "source"]', 'task.template="{text} ({source}) It was"'),
+              key('task.label_field="flipped"'), key('task.label_field="decimal"', 'task.label_names=["0.0", "1.0"]')]
+    assert len({plain, *others}) == 4  # four data keys: a row fingerprint alone would link none of them
+    assert sorted(ledger.linked(plain)[1:]) == sorted(others)
+    unrelated = tmp_path / "theirs.csv"
+    unrelated.write_text("text,label\n" + "".join(f"another text {i},{i % 2}\n" for i in range(40)))
+    assert ledger.linked(ledger.register_task(load_config("smoke", None, [f'task.source="{unrelated}"']).task, 0)) \
+        == [ledger.register_task(load_config("smoke", None, [f'task.source="{unrelated}"']).task, 0)]

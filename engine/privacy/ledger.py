@@ -8,8 +8,9 @@ stage, or renaming the file changes nothing, and changing one byte makes a new e
 
 A key is one training set, but privacy is lost per example: another seed carves another training
 split from the same file, a shuffled or edited file is another set with most rows the same. So every
-data set keeps its rows' fingerprints (`<data key>/rows.txt`), and the ε of a data set is composed over
-the releases of every data set that shares a row with it (`linked`): a row in both was in both sets'
+data set keeps its rows' fingerprints (`<data key>/rows.txt`) and its text values' (`texts.txt`: the same
+rows read with another label field or a text field more), and the ε of a data set is composed over the
+releases of every data set that shares a row or a text with it (`linked`): a row in both was in both sets'
 releases. That over-counts for the rows not shared — never under-counts.
 
 One file per release (`<data key>/<release id>.json`, written atomically): a DP tune or DP
@@ -56,6 +57,7 @@ def root() -> Path:
 
 
 ROWS = "rows.txt"  # a data set's row fingerprints, sorted, one per line: how data sets sharing rows are found
+TEXTS = "texts.txt"  # the same for each text value on its own: the rows read through other fields or labels
 _FINGERPRINT = 16    # hex digits of a row's sha256: collisions among 10^6 rows have probability ~10^-8
 
 
@@ -77,6 +79,14 @@ def row_fingerprints(rows: list[dict], fields: list[str]) -> list[str]:
     return sorted({hashlib.sha256(_row_line(row, fields).encode("utf-8")).hexdigest()[:_FINGERPRINT] for row in rows})
 
 
+def text_fingerprints(rows: list[dict], text_fields: list[str]) -> list[str]:
+    """One short hash per distinct non-empty text value of the rows, whichever field holds it, sorted. A row's
+    fingerprint covers the fields a config reads; the same rows read with another label field, a text field
+    more, or labels written otherwise ("1" / "1.0") are other rows, but share these."""
+    values = {str(row.get(f)) for row in rows for f in text_fields if row.get(f) is not None and str(row.get(f))}
+    return sorted({hashlib.sha256(b"text\0" + v.encode("utf-8")).hexdigest()[:_FINGERPRINT] for v in values})
+
+
 def _task_rows(task_cfg, seed: int) -> tuple[list[dict], list[str]]:
     from engine.data.sources import read_split
     rows = read_split(task_cfg.source, task_cfg.train_split, task_cfg.subset, seed)
@@ -93,22 +103,25 @@ def register_task(task_cfg, seed: int) -> str:
     the key is their content), so that later data sets sharing rows with it are linked to it."""
     rows, fields = _task_rows(task_cfg, seed)
     key = data_key(rows, fields)
-    path = root() / key / ROWS
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        artifacts.write_text(path, "".join(f"{f}\n" for f in row_fingerprints(rows, fields)))
+    folder = root() / key
+    for name, fingerprints in ((ROWS, lambda: row_fingerprints(rows, fields)),
+                               (TEXTS, lambda: text_fingerprints(rows, list(task_cfg.text_fields)))):
+        if not (folder / name).is_file():  # texts.txt: also added to a data set of a post that kept rows only
+            folder.mkdir(parents=True, exist_ok=True)
+            artifacts.write_text(folder / name, "".join(f"{f}\n" for f in fingerprints()))
+            _read.pop(folder / name, None)
     return key
 
 
-_rows_read: dict[Path, frozenset] = {}  # rows.txt never changes once written (its folder's name is its content)
+_read: dict[Path, frozenset] = {}  # rows.txt / texts.txt never change once written (the folder's name is its content)
 _shared: dict[tuple[Path, Path], bool] = {}  # so whether two data sets share a row is decided once per process
 
 
-def _rows_of(key: str) -> frozenset | None:
-    """A data set's row fingerprints; None for a folder without them (written before post kept them)."""
-    path = root() / key / ROWS
-    if path in _rows_read:
-        return _rows_read[path]
+def _rows_of(key: str, name: str = ROWS) -> frozenset | None:
+    """A data set's row (or text) fingerprints; None for a folder without them (written before post kept them)."""
+    path = root() / key / name
+    if path in _read:
+        return _read[path]
     if not path.is_file():
         return None
     try:
@@ -119,8 +132,8 @@ def _rows_of(key: str) -> frozenset | None:
     if any(len(line) != _FINGERPRINT or any(c not in "0123456789abcdef" for c in line) for line in lines):
         raise PostError(f"{path} is damaged (a line is not a row fingerprint); it links this data set to others "
                         "that share its rows, so composing without it could under-report ε: restore it from a backup")
-    _rows_read[path] = frozenset(lines)
-    return _rows_read[path]
+    _read[path] = frozenset(lines)
+    return _read[path]
 
 
 def linked(key: str) -> list[str]:
@@ -139,7 +152,13 @@ def _share_rows(key: str, other: str) -> bool:
         theirs = _rows_of(other)
         if theirs is None:  # no fingerprints yet: not linked, and asked again (they may be written later)
             return False
-        _shared[pair] = not _rows_of(key).isdisjoint(theirs)
+        if not _rows_of(key).isdisjoint(theirs):
+            _shared[pair] = True
+        else:  # the same rows read through other fields share their texts
+            texts, their_texts = _rows_of(key, TEXTS), _rows_of(other, TEXTS)
+            if texts is None or their_texts is None:  # texts.txt not written yet: asked again
+                return False
+            _shared[pair] = not texts.isdisjoint(their_texts)
     return _shared[pair]
 
 
