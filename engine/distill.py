@@ -110,7 +110,8 @@ def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
                 d.pop(name, None)
         else:  # the owner's prompts for the made-up tasks are tuned at tune.lr
             d["prefix_lr"] = cfg.tune.lr
-    if cfg.distill.loss == "hidden" and not cfg.distill.freeze_embeddings:
+    from engine.fingerprints import old_keys
+    if cfg.distill.loss == "hidden" and not cfg.distill.freeze_embeddings and not old_keys():
         # a tied head is the input embedding: freezing the head freezes the embeddings the hidden loss trains
         d["freeze_head"] = cfg.distill.freeze_head
     if keep is not None:
@@ -122,7 +123,7 @@ def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
     contents = [content_id(source) for source in sources]
     if contents != sources:  # a local corpus file: its content, so an edit makes a new student
         d["corpus_content"] = contents if isinstance(d["corpus"], list) else contents[0]
-    if any(from_hub(source) for source in sources):  # a hub set's name does not fix its rows (a new revision)
+    if any(from_hub(source) for source in sources) and not old_keys():  # a hub set's name does not fix its rows (a new revision)
         d["corpus_rows"] = _corpus_rows(cfg)
     return _digest({**identity, "distill": d, "v": 2})
 

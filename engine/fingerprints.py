@@ -7,6 +7,8 @@ data the stage would load anyway (preflight already did).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 
 from engine import artifacts, loading
@@ -35,7 +37,7 @@ def _runtime(ctx) -> dict:
     Explicit dtypes keep the keys they had."""
     from engine.config import result_runtime
     runtime = result_runtime(ctx.config)
-    if runtime.get("dtype") == "auto":
+    if runtime.get("dtype") == "auto" and not old_keys():
         runtime["dtype"] = f"auto:{ctx.dtype}"
     return runtime
 
@@ -50,7 +52,7 @@ def student_identity(ctx) -> dict:
     # A run recorded before students were kits keeps its recorded folder name as the reference even after
     # a later run wrapped that folder into a kit: the student files, hence the key, did not change.
     named = ref if ctx.config.student_source == "given" else loading.legacy_student_path(ctx)
-    return {"ref": named, "key": ctx.once(("student_hash", ref), lambda: pinned_model(ref))}
+    return {"ref": named, "key": ctx.once(("student_hash", ref, old_keys()), lambda: pinned_model(ref))}
 
 
 _CONTENT: dict[tuple, str] = {}
@@ -79,12 +81,32 @@ def local_content(ref: str) -> str | None:
     return None if content == ref else content
 
 
+# Keys as post wrote them before 2026-12-07 (no hub commits or rows, privacy.budget and task.test_split as set,
+# runtime.dtype "auto" as the word, a tied head's freeze and a hub corpus's rows left out): a record written
+# then is still done when these inputs match it (pipeline.why_rerun), so an upgrade does not rerun
+# finished stages — or refuse a DP tune as out of ε. A record written since is never matched by them.
+_BEFORE_2026_12_07 = contextvars.ContextVar("keys_before_2026_12_07", default=False)
+
+
+@contextlib.contextmanager
+def keys_before_2026_12_07():
+    token = _BEFORE_2026_12_07.set(True)
+    try:
+        yield
+    finally:
+        _BEFORE_2026_12_07.reset(token)
+
+
+def old_keys() -> bool:
+    return _BEFORE_2026_12_07.get()
+
+
 def hub_revision(ref: str) -> str | None:
     """The commit of a hub model's snapshot in the local hub cache — what from_pretrained loads (preflight has
     loaded the model before any stage's key is taken); None for a local path, an offline asset, a tiny test
     model or a model not in the cache."""
     from pathlib import Path
-    if ref.startswith("tiny:") or Path(ref).expanduser().exists():
+    if old_keys() or ref.startswith("tiny:") or Path(ref).expanduser().exists():
         return None
     try:
         from engine.assets import CATALOGUE
@@ -123,13 +145,35 @@ def _large_by_name(name: str) -> dict:
 
 def trained_on_another_large(large: str, inputs: dict) -> str | None:
     """The model prompts recorded with `inputs` (a transfer or full PT record's) were trained on when it is not
-    `large` (this run's models.large), else None. The same weights under two local paths match by content."""
+    `large` (this run's models.large), else None. The same weights under two local paths, or under a hub id
+    and a folder, match by content."""
     ours, theirs = _large_by_name(large), {k: inputs.get(k) for k in ("large", "large_content")}
-    if theirs == {**{"large_content": None}, **ours}:
+    if theirs["large"] == large and not (theirs["large_content"] and ours.get("large_content")):
+        # one side unpinned: a record of a post that kept no hub commit, or a hub model this machine has not
+        # fetched yet (eval loads it by this name, and a run's own stages are keyed by what it loads)
         return None
-    if ours.get("large_content") and ours.get("large_content") == theirs["large_content"]:
+    if _weights_ids(ours["large"], ours.get("large_content")) & _weights_ids(theirs["large"], theirs["large_content"]):
         return None
     return f"{theirs['large']} ({theirs['large_content'] or 'by its name'})"
+
+
+def _weights_ids(name: str, pin: str | None) -> set[str]:
+    """What identifies a model's weights: its pin (a folder's content hash, or id@commit with, when that
+    snapshot is in the hub cache here, the snapshot folder's content hash), else its name."""
+    if not pin:
+        return {name}
+    ids = {pin}
+    repo, _, commit = pin.rpartition("@")
+    if repo and len(commit) == 40:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+            found = try_to_load_from_cache(repo, "config.json", revision=commit)
+        except Exception:  # not a hub pin after all
+            found = None
+        if isinstance(found, str):
+            from pathlib import Path
+            ids.add(content_id(str(Path(found).parent)))
+    return ids
 
 
 def distill_inputs(ctx) -> dict:
@@ -145,6 +189,8 @@ def _trained_on(cfg) -> dict:
     their defaults, so the keys of runs made before stay as they were."""
     from engine.config import PrivacyConfig, TaskConfig
     task, privacy = cfg.task.model_dump(), cfg.privacy.model_dump()
+    if old_keys():
+        return {"task": task, "privacy": privacy}
     task["test_split"] = TaskConfig.model_fields["test_split"].default
     privacy["budget"] = PrivacyConfig.model_fields["budget"].default
     return {"task": task, "privacy": privacy}
@@ -205,7 +251,7 @@ def hub_public_rows(ctx) -> dict:
     local paths (public_settings) and generated sets are left as they were keyed."""
     from engine.data.sources import from_hub
     source = ctx.config.public.source
-    if not from_hub(source):
+    if old_keys() or not from_hub(source):
         return {}
     _, tokenizer = loading.large(ctx)  # the transfer reads the public set with the large model's tokenizer
     return {"rows": ctx.once(("public_rows", source), lambda: examples_hash(loading.public_candidates(ctx, tokenizer)))}

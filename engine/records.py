@@ -23,6 +23,7 @@ from engine.artifacts import DamagedArtifact
 RECORD = "done.json"
 COMPLETED, CANCELLED, BUDGET_STOPPED, FAILED = "completed", "cancelled", "budget_stopped", "failed"
 DONE_STATUSES = (COMPLETED, BUDGET_STOPPED)
+INPUTS_CHANGED = "its inputs changed: "
 
 
 def digest(inputs: dict) -> str:
@@ -102,7 +103,7 @@ def why_not_done(stage_dir: Path, inputs: dict) -> str | None:
         return f"it was {status}" + (f" after {steps} steps" if steps is not None else "")
     if record.get("fingerprint") != digest(inputs):
         changed = changed_inputs(record.get("inputs") or {}, inputs)
-        return "its inputs changed: " + (", ".join(changed) if changed else "fingerprint differs")
+        return INPUTS_CHANGED + (", ".join(changed) if changed else "fingerprint differs")
     return artifacts_changed(stage_dir, record)
 
 

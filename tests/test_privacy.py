@@ -345,7 +345,8 @@ def test_the_same_rows_read_through_other_fields_are_linked(tmp_path):
               key('task.label_field="flipped"'), key('task.label_field="decimal"', 'task.label_names=["0.0", "1.0"]')]
     assert len({plain, *others}) == 4  # four data keys: a row fingerprint alone would link none of them
     assert sorted(ledger.linked(plain)[1:]) == sorted(others)
-    unrelated = tmp_path / "theirs.csv"
-    unrelated.write_text("text,label\n" + "".join(f"another text {i},{i % 2}\n" for i in range(40)))
-    assert ledger.linked(ledger.register_task(load_config("smoke", None, [f'task.source="{unrelated}"']).task, 0)) \
-        == [ledger.register_task(load_config("smoke", None, [f'task.source="{unrelated}"']).task, 0)]
+    unrelated = tmp_path / "theirs.csv"  # other texts, but a source column with the same few values
+    unrelated.write_text("text,label,source\n" + "".join(f"another text {i},{i % 2},site{i % 3}\n" for i in range(40)))
+    theirs = load_config("smoke", None, [f'task.source="{unrelated}"', 'task.text_fields=["text", "source"]',
+                                         'task.template="{text} ({source}) It was"']).task
+    assert ledger.linked(ledger.register_task(theirs, 0)) == [ledger.register_task(theirs, 0)]

@@ -211,6 +211,30 @@ def test_dtype_auto_is_keyed_by_what_it_resolved_to(tmp_path, monkeypatch):
     assert _runtime(RunContext(explicit, tmp_path / "x")) == {"seed": 0, "dtype": "float32"}  # keys as they were
 
 
+def test_prompts_of_the_same_weights_are_scored_under_any_name(tmp_path, monkeypatch):
+    """Eval's check that prompts were trained on its large model: the same weights as a hub id and as a local
+    copy of its snapshot match; a record from before hub commits were kept, or a hub model this machine has not
+    fetched yet, matches by name; another commit of the same id does not."""
+    import shutil
+    from huggingface_hub import constants
+    from engine.fingerprints import content_id, trained_on_another_large
+    from tests.helpers import saved_tiny
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    commit, other = "a" * 40, "b" * 40
+    _hub_snapshot(tmp_path / "hub", "acme/large", commit)
+    snapshot = tmp_path / "hub" / "models--acme--large" / "snapshots" / commit
+    saved_tiny("gpt2", snapshot, seed=0)
+    copied = tmp_path / "copy"
+    shutil.copytree(snapshot, copied)
+    assert trained_on_another_large("acme/large", {"large": str(copied), "large_content": content_id(str(copied))}) is None
+    assert trained_on_another_large(str(copied), {"large": "acme/large", "large_content": f"acme/large@{commit}"}) is None
+    assert trained_on_another_large("acme/large", {"large": "acme/large"}) is None  # a record without the commit
+    assert trained_on_another_large("acme/unfetched", {"large": "acme/unfetched", "large_content": f"acme/unfetched@{other}"}) is None
+    assert "acme/large@" + other in trained_on_another_large("acme/large", {"large": "acme/large",
+                                                                           "large_content": f"acme/large@{other}"})
+    assert trained_on_another_large("acme/large", {"large": "tiny:gpt2"}) == "tiny:gpt2 (by its name)"
+
+
 def test_a_local_teacher_is_keyed_by_all_of_its_weights(tmp_path):
     """The teacher's cheap fingerprint samples its first and last tensors; a fine-tune that moves only the
     middle (a merged LoRA, frozen embeddings) must still make another student, not reuse the cached one."""
@@ -385,6 +409,27 @@ def test_the_budget_and_the_test_split_do_not_train_a_prompt_again(finished, tmp
     assert again.exit_code == 0, again.output
     assert f"tune: already done in {run_dir}, skipped" in logs(run_dir)
     assert (run_dir / "tune" / "privacy.json").read_text() == certificate
+
+
+def test_records_an_earlier_post_wrote_stay_done_after_the_keys_grew(tmp_path, monkeypatch):
+    """Keys grew on 2026-12-07 (a hub set's rows, "auto" by its dtype, budget and test split left out): a run
+    whose records post wrote before must not rerun its finished stages — a DP tune would be refused as out of
+    ε, or spend it again — when nothing it used changed."""
+    import engine.context as context
+    from engine import fingerprints
+    from engine.data import sources
+    from engine.data.smoke import smoke_corpus
+    monkeypatch.setattr(context, "cpu_flags", lambda: set())
+    monkeypatch.setattr(sources, "_hub", lambda name, subset, split: [{"text": t} for t in smoke_corpus(0)[:80]])
+    cfg = config("privacy.noise_multiplier=1.0", "privacy.budget=100.0", 'task.test_split="validation"',
+                 'runtime.dtype="auto"', 'public.source="someone/public-texts"', 'distill.corpus="smoke"',
+                 "runtime.seed=413")
+    with fingerprints.keys_before_2026_12_07():  # the records as the earlier post wrote them
+        run(cfg, out=tmp_path / "run")
+    run(cfg, out=tmp_path / "run", resume=True)
+    said = logs(tmp_path / "run")
+    for stage in ("distill", "tune", "transfer"):
+        assert f"{stage}: already done in {tmp_path / 'run'}, skipped" in said, (stage, said)
 
 
 def test_damaged_privacy_journal_is_refused_not_forgotten(finished, tmp_path):

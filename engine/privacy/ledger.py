@@ -35,6 +35,7 @@ import os
 import socket
 import time
 import uuid
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -80,11 +81,13 @@ def row_fingerprints(rows: list[dict], fields: list[str]) -> list[str]:
 
 
 def text_fingerprints(rows: list[dict], text_fields: list[str]) -> list[str]:
-    """One short hash per distinct non-empty text value of the rows, whichever field holds it, sorted. A row's
-    fingerprint covers the fields a config reads; the same rows read with another label field, a text field
-    more, or labels written otherwise ("1" / "1.0") are other rows, but share these."""
-    values = {str(row.get(f)) for row in rows for f in text_fields if row.get(f) is not None and str(row.get(f))}
-    return sorted({hashlib.sha256(b"text\0" + v.encode("utf-8")).hexdigest()[:_FINGERPRINT] for v in values})
+    """One short hash per text value that only one row of the data holds, whichever field holds it, sorted. A
+    row's fingerprint covers the fields a config reads; the same rows read with another label field, a text
+    field more, or labels written otherwise ("1" / "1.0") are other rows, but share these. A value several
+    rows hold (a topic, a source, a template's hypothesis) names no example: it would link unrelated data."""
+    counts = Counter(str(row.get(f)) for row in rows for f in text_fields if row.get(f) is not None and str(row.get(f)))
+    return sorted({hashlib.sha256(b"text\0" + v.encode("utf-8")).hexdigest()[:_FINGERPRINT]
+                   for v, n in counts.items() if n == 1})
 
 
 def _task_rows(task_cfg, seed: int) -> tuple[list[dict], list[str]]:
