@@ -79,6 +79,21 @@ class Section(BaseModel):
         return value
 
 
+def usable_reference(value):
+    """A model or data reference (a name or a path, or a list of them) that the readers can look up: a path
+    whose home folder cannot be found (`~nouser/x`) or a name too long for the file system raised deep in a
+    stage; refused here in one line."""
+    for ref in value if isinstance(value, list) else [value]:
+        if not isinstance(ref, str) or not ref:
+            continue
+        try:
+            Path(ref).expanduser().exists()
+        except (RuntimeError, OSError) as err:
+            raise ValueError(f"{ref[:80]!r} is not a usable name or path ({str(err).split(':')[0]}): "
+                             "give an existing folder or file, an offline asset, or a hub id") from None
+    return value
+
+
 class ModelsConfig(Section):
     large: str = Field(description="Large model: hub id, local folder, offline asset name, or tiny:gpt2 / tiny:llama")
     small: str = Field("", description="An existing student (folder or hub id); empty: distil one from the large model")
@@ -91,6 +106,8 @@ class ModelsConfig(Section):
     max_memory: dict[str, int | str] = Field(default_factory=dict, description=(
         "With device_map = auto: the most each device may hold, e.g. {\"0\" = \"70GiB\", cpu = \"200GiB\"} "
         "(GPU index or cpu → bytes or a size); empty: what accelerate finds free"))
+
+    _references = field_validator("large", "small", "kit")(usable_reference)
 
     @field_validator("max_memory")
     @classmethod
@@ -120,6 +137,7 @@ class TaskConfig(Section):
     label_field: str = "label"
     template: str = Field("{text} It was", description="Input template; {text} (or each text field by name) is filled in")
     label_words: list[list[str]] = Field(default_factory=list, description="Per class, in label order: its label words")
+    _source = field_validator("source")(usable_reference)
     label_names: list[str] = Field(default_factory=list, description=(
         "The data's label values when they are names (\"ham\", \"spam\"), one per class in label-word order; "
         "empty: labels are class indices 0, 1, ..."))
@@ -209,6 +227,7 @@ class PublicConfig(Section):
     pool: int = Field(1024, ge=0, description="With pick = \"balanced\": how many texts of the source the student "
                       "scores to pick from (0: all of the split); with a generated source, how many the large "
                       "model writes (minutes per hundred on a CPU)")
+    _source = field_validator("source")(usable_reference)
 
     @field_validator("template")
     @classmethod
@@ -249,6 +268,7 @@ class DistillConfig(Section):
     corpus: str | list[str] = Field("", description="Knowledge-distillation text: a data source like task.source, or a "
                                     "list of them mixed (each source's texts, max_texts split evenly between them); "
                                     "empty: the public set's source")
+    _corpus = field_validator("corpus")(usable_reference)
     corpus_subset: str = ""
     corpus_field: str = "text"
     corpus_split: str = "train"
