@@ -84,6 +84,9 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temp folder beside `final`; on success it replaces `final` whole (files fsynced)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}{TEMP_MARK}*"):  # a killed writer's (an --out outside a run
+        if not _writer_alive(stale.name):                          # folder, which no run's clean_stale visits)
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
     temp = _temp_path(final)
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir()

@@ -50,7 +50,12 @@ def source(run_dir: Path, method: str, cfg) -> tuple[Path, str]:
     record = records.require_done(run_dir / stage,
                                   f"finish it (post run --resume {run_dir}) before exporting {method}")
     path = run_dir / stage / f"{name}.safetensors"
+    if stage == "tune" and not path.is_file() and (run_dir / "package" / "manifest.json").is_file():
+        return _received_prompt(run_dir)  # the model owner's folder: the user's prompt is the package's
     recorded = _recorded_sha256(record, run_dir / stage, path)
+    if recorded is not None and not path.is_file():
+        raise PostError(f"{path} is missing, though its {stage} stage recorded it: resume the run (post run --resume "
+                        f"{run_dir}) so the stage runs again")
     if not path.is_file() or recorded is None:
         how = "set eval.full_pt = true" if stage == "full_pt" else f"add {method} to transfer.methods"
         raise PostError(f"{run_dir} has no {method} prompt ({path.relative_to(run_dir)}): its {stage} stage did not "
@@ -66,6 +71,13 @@ def source(run_dir: Path, method: str, cfg) -> tuple[Path, str]:
         raise PostError(f"the transfer prompts in {run_dir} were made from an earlier small prompt than the run's "
                         f"tuned one now: resume the run so the transfer runs again (post run --resume {run_dir})")
     return path, stage
+
+
+def _received_prompt(run_dir: Path) -> tuple[Path, str]:
+    """The user's small prompt in the model owner's folder: the package received, checked against its manifest."""
+    from engine import package
+    package.verify(run_dir / "package")
+    return run_dir / "package" / "prompt.safetensors", "tune"
 
 
 def _recorded_sha256(record: dict, stage_dir: Path, path: Path) -> str | None:
@@ -157,10 +169,26 @@ def _write(out: Path, model, tokenizer, virtual, prompt, bos, path: Path, run_di
                 "tokenize": "tokenizer(text, add_special_tokens=False)" + (
                     ": the adapter's first virtual token is the BOS embedding" if bos is not None else ""),
                 "checked_inputs": "one text at a time, unpadded (a batch: pad on the right)",
-                "template": cfg.task.template, "label_words": cfg.task.label_words,
+                "template": cfg.task.template, "text_fields": cfg.task.text_fields, **_reading(cfg, tokenizer),
                 "privacy": privacy(run_dir, stage), "check": check}
         artifacts.write_json(temp / INFO, info)
     return info
+
+
+def _reading(cfg, tokenizer) -> dict:
+    """How post turns an input into an answer, so that the adapter's user gets post's accuracy: how a long text
+    is cut, which tokens score each class and how, in which dtype."""
+    from engine.verbalizer import Verbalizer
+    verbalizer = Verbalizer.build(tokenizer, cfg.task.label_words)
+    return {"label_words": cfg.task.label_words, "label_token_ids": verbalizer.token_ids,
+            "max_length": cfg.task.max_length,
+            "cut": f"an input longer than max_length = {cfg.task.max_length} tokens has its first text field cut "
+                   "from the end until the filled template fits, then only its last max_length tokens are kept "
+                   "(the template's cue survives)",
+            "scoring": "at the last input position, a class's score is the mean of the next-token logits of its "
+                       "label_token_ids (each label word's first token as the word appears after a space); the "
+                       "answer is the class with the highest score",
+            "dtype": cfg.runtime.dtype}
 
 
 def privacy(run_dir: Path, stage: str) -> dict:
@@ -183,8 +211,13 @@ def privacy(run_dir: Path, stage: str) -> dict:
     else:
         return {"private": False, "from": origin}
     cert = artifacts.read_json_dict(found, "privacy certificate")
-    return {"private": True, "from": origin, "certificate": str(found.relative_to(run_dir)),
-            **{k: cert.get(k) for k in ("epsilon", "delta", "accountant")}}
+    out = {"private": True, "from": origin, "certificate": str(found.relative_to(run_dir)),
+           **{k: cert.get(k) for k in ("epsilon", "delta", "accountant")}}
+    composed = cert.get("ledger") if isinstance(cert.get("ledger"), dict) else {}
+    if "composed_epsilon" in composed:  # ε is this release's; the data's lifetime ε composes every release on it
+        out.update(composed_epsilon=composed["composed_epsilon"], composed_releases=composed.get("composed_releases"),
+                   epsilon_is="this release's; composed_epsilon: every release on the same data, this one included")
+    return out
 
 
 def model_name(ref: str) -> str:

@@ -1,6 +1,7 @@
 """`post`: the headless command line. Every user error ends in one line on stderr and exit code 2."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -36,8 +37,14 @@ def fail(message: str) -> None:
 
 
 def guarded(fn: Callable[[], None]) -> None:
+    """A short command: a PostError or an OSError the user can fix is one line, exit 2; `kill` (SIGTERM) or a
+    dropped SSH session (SIGHUP) stops it as Ctrl-C does, so its atomic writes remove their temp files."""
     try:
-        fn()
+        with _signals_interrupt():
+            fn()
+    except KeyboardInterrupt:
+        err_console.print("interrupted: nothing half-written was left", markup=False, highlight=False)
+        _exit(130)
     except PostError as err:
         fail(str(err))
     except OSError as err:
@@ -45,6 +52,23 @@ def guarded(fn: Callable[[], None]) -> None:
         if message is None:
             raise
         fail(message)
+
+
+@contextlib.contextmanager
+def _signals_interrupt():
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {n: signal.signal(getattr(signal, n), interrupt) for n in names}
+    try:
+        yield
+    finally:
+        for n, handler in previous.items():
+            signal.signal(getattr(signal, n), handler)
 
 
 def in_the_way(err: OSError) -> str | None:

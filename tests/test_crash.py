@@ -147,3 +147,29 @@ def test_run_survives_the_death_of_whoever_reads_its_output(tmp_path):
     proc.stderr.close()
     assert proc.wait(TIMEOUT) == 0
     assert json.loads((run_dir / "results.json").read_text())["accuracy"]
+
+
+def test_a_short_command_killed_mid_write_leaves_no_temp_folder(tmp_path):
+    """`post export / package / kit build --out DIR` write DIR whole or not at all. `kill` (SIGTERM) mid-write
+    must not leave the hidden temp folder beside DIR (no run folder's clean-up ever visits an --out), and a
+    temp folder a kill -9 left is removed by the next write there."""
+    import subprocess
+    import sys
+    from engine import artifacts
+    from engine.errors import TEMP_MARK
+    out = tmp_path / "adapter"
+    script = ("import os, signal, time\nfrom pathlib import Path\nfrom engine import artifacts\n"
+              "from post_tui.cli import guarded\n"
+              "def go():\n    with artifacts.atomic_dir(Path(r'%s')) as temp:\n"
+              "        (temp / 'half.json').write_text('{')\n        os.kill(os.getpid(), signal.SIGTERM)\n"
+              "        time.sleep(30)\n"
+              "guarded(go)\n" % out)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert list(tmp_path.iterdir()) == []
+    left = tmp_path / f".adapter{TEMP_MARK}999999999-deadbeef"  # a writer killed by -9: pid gone
+    left.mkdir()
+    (left / "half.json").write_text("{")
+    with artifacts.atomic_dir(out) as temp:
+        (temp / "whole.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]

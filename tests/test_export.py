@@ -49,6 +49,13 @@ def test_the_adapter_loads_with_peft_and_gives_posts_logits(run, tmp_path):
         plain = model(input_ids=ids, attention_mask=mask).logits[:, -1]
     assert torch.allclose(ours, theirs, atol=1e-4)  # float32, same weights: only the order of operations differs
     assert not torch.allclose(ours, plain, atol=1e-3)  # and the prompt does something: the check is not vacuous
+    # what post_export.json says about reading an answer gives post's class scores from PEFT's logits
+    from engine.verbalizer import Verbalizer
+    words = info["label_words"]
+    assert info["label_token_ids"] == Verbalizer.build(tokenizer, words).token_ids
+    assert info["max_length"] > 0 and "last max_length tokens" in info["cut"] and "mean" in info["scoring"]
+    described = torch.stack([theirs[0, ids].mean() for ids in info["label_token_ids"]])
+    assert torch.allclose(described, Verbalizer.build(tokenizer, words).class_scores(ours)[0], atol=1e-4)
 
 
 @pytest.mark.parametrize("method, stored", [("direct", "tune/prompt.safetensors"), ("full_pt", "full_pt/prompt.safetensors"),
@@ -101,6 +108,7 @@ def _copy_run(run, tmp_path):
     ("not-empty", "already exists and is not an empty folder"),
     ("unfinished", "the transfer stage in"),
     ("changed", "is not the prompt its transfer stage recorded"),
+    ("deleted", "is missing, though its transfer stage recorded it"),
     ("not-trained", "has no output prompt (transfer/output.safetensors)"),
     ("artifacts-not-a-dict", "has no post prompt (transfer/post.safetensors)"),
     ("retuned", "were made from an earlier small prompt"),
@@ -121,6 +129,9 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(run, tmp_path, case, me
     elif case == "unfinished":
         folder = _copy_run(run, tmp_path)
         (folder / "transfer" / "done.json").unlink()
+    elif case == "deleted":
+        folder = _copy_run(run, tmp_path)
+        (folder / "transfer" / "post.safetensors").unlink()
     elif case == "changed":
         folder = _copy_run(run, tmp_path)
         SoftPrompt(8, 64).save(folder / "transfer" / "post.safetensors")
@@ -189,6 +200,8 @@ def test_a_dp_prompt_says_its_epsilon(tmp_path):
     certificate = json.loads((tmp_path / "dp" / "tune" / "privacy.json").read_text())
     assert found["private"] is True and found["certificate"] == "tune/privacy.json"
     assert found["epsilon"] == certificate["epsilon"] <= 8.0 and found["delta"] == certificate["delta"]
+    # ε is this release's; the data's lifetime ε (every release on it, e.g. earlier tunes) is said beside it
+    assert found["composed_epsilon"] == certificate["ledger"]["composed_epsilon"] >= found["epsilon"]
 
 
 def test_a_local_model_folder_is_named_not_located(tmp_path):

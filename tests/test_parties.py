@@ -98,8 +98,11 @@ def test_the_owner_exports_the_transferred_prompt_with_the_users_epsilon(flow, t
     data.rename(hidden)  # the owner's export, like its transfer, runs without the private data
     try:
         invoke("export", root / "owner", "--out", tmp_path / "adapter")
+        direct = runner.invoke(app, ["export", str(root / "owner"), "--method", "direct", "--out", str(tmp_path / "direct")])
     finally:
         hidden.rename(data)
+    assert direct.exit_code == 0, direct.output  # Direct in the owner's folder: the user's prompt as received
+    assert json.loads((tmp_path / "direct" / "post_export.json").read_text())["prompt"] == "package/prompt.safetensors"
     info = json.loads((tmp_path / "adapter" / "post_export.json").read_text())
     certificate = json.loads((root / "PKG" / "privacy.json").read_text())
     assert info["privacy"]["private"] is True and info["privacy"]["certificate"] == "package/privacy.json"
