@@ -29,7 +29,7 @@ from engine.parties import WITHHELD
 from engine.audit.stage import run_audit
 from engine.distill import run_distill
 from engine.errors import PostError, os_problem
-from engine.events import (EventBus, JsonlWriter, RunFailed, RunFinished, RunStarted, StageFailed,
+from engine.events import (EventBus, JsonlWriter, PrivacySpent, RunFailed, RunFinished, RunStarted, StageFailed,
                            StageFinished, StageStarted)
 from engine.evaluate import EvalProgress, eval_batches_needed, evaluate_methods
 from engine.memory import MemoryMonitor
@@ -283,12 +283,17 @@ def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | N
             if reason is None:
                 ctx.log(f"{stage}: already done in {ctx.run_dir}, skipped")
                 seconds[stage] = _stage_seconds(ctx, stage)
+                _privacy_as_spent(ctx, stage)
                 continue
             if (ctx.run_dir / stage).is_dir():
                 ctx.log(f"{stage}: runs again, {reason}")
+        if stage != "audit":  # the audit scores the recipe, not what results.json holds
+            _set_aside_results(ctx)
         try:
             results = _run_stage(ctx, stage, force, seconds) or results
             ranks.report(ctx, stage, final=True)  # every rank's memory and speed, on rank 0
+            if ctx.cancelled:  # the stage returned at a cancel (its record says cancelled)
+                raise Cancelled()
         except (PostError, Cancelled) as err:
             ctx.emit(StageFailed(stage=stage, message=str(err) or "cancelled"))
             raise
@@ -300,9 +305,36 @@ def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | N
             raise PostError(f"{stage}: {problem}") from err
         except Exception as err:
             raise _engine_bug(ctx, stage, err) from err
-        if ctx.cancelled:
-            raise Cancelled()
     return results
+
+
+def _privacy_as_spent(ctx: RunContext, stage: str) -> None:
+    """A DP stage skipped as done: what it spent, from its certificate, for whoever shows the run (a resumed
+    run's privacy panel would otherwise wait for a private step that never comes)."""
+    path = ctx.run_dir / stage / "privacy.json"
+    if stage not in ("tune", "full_pt") or not path.is_file():
+        return
+    try:
+        cert = artifacts.read_json_dict(path, "privacy certificate")
+        composed = cert.get("ledger") if isinstance(cert.get("ledger"), dict) else {}
+        ctx.emit(PrivacySpent(epsilon=cert["epsilon"], target_epsilon=cert.get("target_epsilon"), delta=cert["delta"],
+                              noise_multiplier=cert["noise_multiplier"], sample_rate=cert["sample_rate"],
+                              steps=cert["steps"], accountant=cert["accountant"], stage=stage,
+                              ledger_epsilon=composed.get("composed_epsilon"),
+                              ledger_releases=composed.get("composed_releases")))
+    except (PostError, KeyError, TypeError, ValueError):  # a damaged certificate: the stage's own checks say so
+        return
+
+
+PREVIOUS_RESULTS = "results.previous.json"
+
+
+def _set_aside_results(ctx: RunContext) -> None:
+    """A stage runs again: the folder's results.json scored what it held before, so it becomes
+    results.previous.json — a cancelled or failed re-run must not be shown finished with the old accuracies."""
+    current = ctx.run_dir / "results.json"
+    if current.is_file():
+        os.replace(current, ctx.run_dir / PREVIOUS_RESULTS)
 
 
 def _engine_bug(ctx: RunContext, stage: str, err: Exception) -> PostError:

@@ -45,6 +45,7 @@ class PostApp(App):
 
     def on_mount(self) -> None:
         from post_tui.screens.presets import PresetsScreen
+        self._stop_on_signals()
         self.push_screen(PresetsScreen())
         if self.initial_config is not None and self.start_run:
             self.run_config(self.initial_config, out=self.out)
@@ -117,16 +118,37 @@ class PostApp(App):
 
         def answer(yes: bool | None) -> None:
             if yes:
-                folders = []
-                for screen in self.active_runs():
-                    screen.cancel_event.set()
-                    folders.append(screen.state.run_dir or "RUN_DIR")
-                self.exit(message="post-tui: cancelling the run; the current step finishes and the stage saves "
-                                  f"what it has (post run --resume {' '.join(folders)} continues it)")
+                self.cancel_and_exit()
 
         self.push_screen(ConfirmScreen(
             "A run is in progress. Quit anyway?",
             "Quitting cancels it: the current step finishes and the stage saves what it has."), answer)
+
+
+    def cancel_and_exit(self, why: str = "") -> None:
+        """Cancel every run in progress and leave; the engine's threads finish the current step and save what
+        the stage has (its record says cancelled) before the process ends. Exit status 130, as `post run`."""
+        folders = []
+        for screen in self.active_runs():
+            screen.cancel_event.set()
+            folders.append(screen.state.run_dir or "RUN_DIR")
+        if not folders:
+            self.exit(return_code=130 if why else 0)
+            return
+        self.exit(return_code=130, message=f"post-tui: {why}cancelling the run; the current step finishes and the "
+                                          f"stage saves what it has (post run --resume {' '.join(folders)} continues it)")
+
+    def _stop_on_signals(self) -> None:
+        """`kill` (SIGTERM) and a dropped SSH session (SIGHUP) cancel as quitting does, not kill the run mid-step
+        with nothing saved."""
+        import asyncio
+        import contextlib
+        import signal
+        loop = asyncio.get_running_loop()
+        for name in ("SIGTERM", "SIGHUP"):
+            if hasattr(signal, name):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                    loop.add_signal_handler(getattr(signal, name), self.cancel_and_exit, f"{name}: ")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -351,6 +351,35 @@ def test_cancelled_stage_is_not_done_and_resume_continues_it(finished, tmp_path,
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_a_cancelled_rerun_is_not_shown_with_the_earlier_results(finished, tmp_path):
+    """Resumed with another tune setting and cancelled mid-tune: results.json scored the folder's earlier
+    prompts, so it is set aside (results.previous.json) and the run lists as cancelled, not finished."""
+    from post_tui.widgets.state import load_run, run_summary
+    run_dir = copy(finished, tmp_path)
+    bus, cancel = cancel_at("tune", 5)
+    with pytest.raises(Cancelled):
+        run(config("tune.lr=0.02"), bus=bus, out=run_dir, cancel=cancel, resume=True)
+    assert not (run_dir / "results.json").exists() and (run_dir / "results.previous.json").is_file()
+    assert run_summary(run_dir)["status"] == "cancelled" and load_run(run_dir).status == "cancelled"
+    (run_dir / "results.json").write_text("[1]")  # damaged: another shape than eval writes
+    assert load_run(run_dir).results is None and run_summary(run_dir)["results"] is None
+
+
+def test_a_resume_that_skips_a_dp_tune_says_what_it_spent(finished, tmp_path):
+    """The privacy panel of a resumed run: a DP tune skipped as done still reports its ε (from its certificate)."""
+    from engine.events import read_events
+    run_dir = copy(finished, tmp_path)
+    dp = ["--set", "privacy.noise_multiplier=1.0", "--set", "tune.steps=10"]
+    assert runner.invoke(app, ["tune", str(run_dir), *dp]).exit_code == 0
+    certificate = json.loads((run_dir / "tune" / "privacy.json").read_text())
+    again = runner.invoke(app, ["run", "--resume", str(run_dir)])
+    assert again.exit_code == 0, again.output
+    events = list(read_events(run_dir / "events.jsonl"))
+    last_start = max(i for i, e in enumerate(events) if e.kind == "RunStarted")
+    spent = [e for e in events[last_start:] if e.kind == "PrivacySpent"]
+    assert spent and spent[0].epsilon == certificate["epsilon"] and spent[0].steps == certificate["steps"]
+
+
 def artifacts_tensor(path: Path) -> torch.Tensor:
     from engine.prompt import SoftPrompt
     return SoftPrompt.load(path).weight

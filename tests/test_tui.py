@@ -392,7 +392,22 @@ async def test_quitting_during_a_run_asks_first(tmp_path, fake_engine):
         await pilot.press("q")
         await pilot.press("y")
         await pilot.pause()
-    assert fake_engine["cancel"].is_set()
+    assert fake_engine["cancel"].is_set() and app.return_code == 130  # cancelled, as `post run` says it
+
+
+async def test_sigterm_or_sighup_cancels_the_run_as_quitting_does(tmp_path, fake_engine):
+    """A dropped SSH session (SIGHUP) or `kill` (SIGTERM) must cancel the run — its stage saves what it has and
+    its record says cancelled — not end the process mid-step with nothing saved."""
+    import os
+    import signal
+    app = PostApp(start=True, out=tmp_path / "r", config=load_config("smoke"), runs_dir=tmp_path)
+    async with app.run_test(size=SMALL) as pilot:
+        await pilot.pause()
+        board = dashboard(app)
+        await wait_for(pilot, lambda: board.state.status == "running", 10, "the run")
+        os.kill(os.getpid(), signal.SIGHUP)
+        await pilot.pause(0.3)
+    assert fake_engine["cancel"].is_set() and app.return_code == 130
 
 
 async def test_engine_crash_is_one_line_in_the_ui(tmp_path, monkeypatch):

@@ -31,6 +31,18 @@ def _acc(results: dict | None, name: str) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def _cells(run: dict[str, Any]) -> tuple:
+    """One row of the runs list."""
+    results = run["results"]
+    gap = (results or {}).get("gap_closed")
+    privacy = (results or {}).get("privacy")
+    private = "—" if results is None else ("off" if not privacy else f"ε {privacy.get('epsilon', 0):.2f}")
+    return (Text(run["name"], style="bold"), Text(run["status"], style=STATUS_STYLE.get(run["status"], "")),
+            _acc(results, "post"), _acc(results, "full_pt"), _acc(results, "full_zs"),
+            "—" if gap is None else f"{gap:.2f}", private,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(run["time"])) if run["time"] else "")
+
+
 class RunsScreen(Screen):
     BINDINGS = [
         Binding("enter", "open", "Open", priority=True),
@@ -75,16 +87,13 @@ class RunsScreen(Screen):
         self.runs = {}
         for run in runs:
             self.runs[run["path"]] = run
-            results = run["results"]
-            gap = (results or {}).get("gap_closed")
-            privacy = (results or {}).get("privacy")
-            private = "—" if results is None else ("off" if not privacy else f"ε {privacy.get('epsilon', 0):.2f}")
-            table.add_row(Text(run["name"], style="bold"),
-                          Text(run["status"], style=STATUS_STYLE.get(run["status"], "")),
-                          _acc(results, "post"), _acc(results, "full_pt"), _acc(results, "full_zs"),
-                          "—" if gap is None else f"{gap:.2f}", private,
-                          time.strftime("%Y-%m-%d %H:%M", time.localtime(run["time"])) if run["time"] else "",
-                          key=run["path"])
+            try:
+                cells = _cells(run)
+            except (AttributeError, TypeError, ValueError, KeyError):  # a results.json of another shape: listed,
+                run = {**run, "results": None, "status": "damaged"}       # not the end of the list
+                self.runs[run["path"]] = run
+                cells = _cells(run)
+            table.add_row(*cells, key=run["path"])
         if not runs:
             self.query_one("#detail", Static).update(
                 Text(f"no runs in {self.runs_dir} yet: run a preset (or post-tui --runs-dir DIR)", style="dim"))

@@ -444,13 +444,17 @@ def load_run(run_dir, max_points: int = 2000, follow: bool = False) -> RunState:
     events_path = run_dir / "events.jsonl"
     state.offset = read_new_events(state, events_path, 0) if events_path.is_file() else 0
     results_path = run_dir / "results.json"
-    if state.results is None and results_path.is_file():
-        try:
-            state.results = json.loads(results_path.read_text(encoding="utf-8"))
+    if state.results is None and results_path.is_file() and state.status not in ("cancelled", "failed"):
+        try:  # a run whose last attempt was cancelled or failed is that, whatever an earlier attempt scored
+            found = json.loads(results_path.read_text(encoding="utf-8"))
+            if not isinstance(found, dict):
+                raise ValueError("not a JSON object")
+            state.results = found
             state.results_path = str(results_path)
             state.status = "finished"
         except ValueError:
-            pass
+            state.error = f"{results_path} is damaged (not the JSON object eval writes): run post eval {run_dir}"
+            state.log(state.error, "error")
         except OSError as err:
             state.error = unreadable(results_path, err)
             state.log(state.error, "error")
@@ -481,19 +485,20 @@ def run_summary(run_dir) -> dict[str, Any]:
     except (OSError, ValueError):
         pass
     results = run_dir / "results.json"
-    if results.is_file():
+    last = _last_line(run_dir / "events.jsonl")
+    if last.get("event") == "RunFailed":  # the last attempt's end, whatever an earlier attempt scored
+        out["status"] = "cancelled" if str(last.get("message", "")).startswith("cancelled") else "failed"
+    elif results.is_file():
         try:
-            out["results"] = json.loads(results.read_text(encoding="utf-8"))
-            out["status"] = "finished"
-            out["time"] = results.stat().st_mtime
-        except ValueError:
-            pass
+            found = json.loads(results.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            found = None
+        if isinstance(found, dict):
+            out.update(results=found, status="finished", time=results.stat().st_mtime)
+        else:
+            out["status"] = "damaged"
     elif (run_dir / "error.txt").is_file():
         out["status"] = "failed"
-    else:
-        last = _last_line(run_dir / "events.jsonl")
-        if last.get("event") == "RunFailed":
-            out["status"] = "cancelled" if str(last.get("message", "")).startswith("cancelled") else "failed"
     return out
 
 
