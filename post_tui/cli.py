@@ -481,7 +481,18 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         _only_run_under_a_launcher(sys.argv[1:])
-        app()
+        code = app(standalone_mode=False)  # usage errors come back here: one line, not click's boxed panel
+        if isinstance(code, int) and code:
+            _exit(code)
+    except typer.Abort:  # Ctrl-C at a prompt
+        _exit(130)
+    except typer.TyperException as err:  # click's usage errors (typer vendors click): the message, one line
+        from post_tui.render import print_error
+        context = getattr(err, "ctx", None)
+        where = f"{context.command_path} --help" if context is not None else "post --help"
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        print_error(err_console, f"{message} ({where} lists what it takes)")
+        _exit(getattr(err, "exit_code", 2))
     except PostError as err:
         from post_tui.render import print_error
         print_error(err_console, str(err))

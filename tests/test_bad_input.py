@@ -157,6 +157,8 @@ CONFIG = [
     Case("config-non-utf8", user_config(b'extends = "smoke"\n# caf\xe9\n'), "not UTF-8"),
     Case("config-toml-syntax", user_config('extends = "smoke"\n[tune\nlr = \n'), "not valid TOML", subprocess=True),
     Case("config-missing-file", lambda tmp: ["run", "--config", str(tmp / "nope.toml")], "not found"),
+    Case("cli-unknown-option", lambda tmp: ["run", "--bogus"], "No such option: --bogus", subprocess=True),
+    Case("cli-unknown-command", lambda tmp: ["runn"], "No such command 'runn'", subprocess=True),
     Case("config-missing-extends", user_config('extends = "no-such-preset"\n'), "unknown preset 'no-such-preset'"),
     Case("config-extends-not-a-string", user_config("extends = 5\n"), "extends must be a preset name in quotes"),
     Case("config-missing-section", user_config('[tune]\nlr = 0.1\n'), "config: models: required but missing"),
