@@ -144,11 +144,12 @@ class PostApp(App):
         import asyncio
         import contextlib
         import signal
+        if sys.platform == "win32":  # its event loops take no signal handlers
+            return
         loop = asyncio.get_running_loop()
         for name in ("SIGTERM", "SIGHUP"):
-            if hasattr(signal, name):
-                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
-                    loop.add_signal_handler(getattr(signal, name), self.cancel_and_exit, f"{name}: ")
+            with contextlib.suppress(RuntimeError, ValueError):  # an app run outside the main thread
+                loop.add_signal_handler(getattr(signal, name), self.cancel_and_exit, f"{name}: ")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
