@@ -133,8 +133,9 @@ def pinned_model(ref: str) -> str:
 
 
 def large_identity(ctx) -> dict:
-    """The large model by its name, and by its content when the name is a local folder: a folder replaced in
-    place holds another model, whose prompts must be trained again (a named model's key stays its name)."""
+    """The large model by its name, and by what fixes its weights where the name does not (pinned_model): a
+    folder replaced in place, or new weights pushed under a hub id, are another model whose prompts must be
+    trained again (an offline asset's key stays its name)."""
     return _large_by_name(ctx.config.models.large)
 
 
