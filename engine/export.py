@@ -64,7 +64,8 @@ def source(run_dir: Path, method: str, cfg) -> tuple[Path, str]:
         raise PostError(f"{path} is not the prompt its {stage} stage recorded (changed since): resume the run so "
                         f"the stage runs again")
     inputs = record.get("inputs") if isinstance(record.get("inputs"), dict) else {}
-    if stage != "tune" and inputs.get("large") != cfg.models.large:
+    from engine.fingerprints import trained_on_another_large  # eval's check: the same weights under any name
+    if stage != "tune" and trained_on_another_large(cfg.models.large, inputs) is not None:
         raise PostError(f"the {stage} prompt in {run_dir} was made for {inputs.get('large')!r}, and the run's large "
                         f"model is now {cfg.models.large!r}: resume the run so the {stage} stage runs again")
     if stage == "transfer" and inputs.get("small_prompt") != _small_prompt_hash(run_dir):

@@ -102,9 +102,9 @@ def old_keys() -> bool:
 
 
 def hub_revision(ref: str) -> str | None:
-    """The commit of a hub model's snapshot in the local hub cache — what from_pretrained loads (preflight has
-    loaded the model before any stage's key is taken); None for a local path, an offline asset, a tiny test
-    model or a model not in the cache."""
+    """The commit of a hub model's snapshot in the local hub cache — what from_pretrained loads (a stage's key
+    is taken after preflight loaded the model); None for a local path, an offline asset, a tiny test model or a
+    model not fetched here yet (eval's check then matches by name: trained_on_another_large)."""
     from pathlib import Path
     if old_keys() or ref.startswith("tiny:") or Path(ref).expanduser().exists():
         return None
@@ -114,12 +114,9 @@ def hub_revision(ref: str) -> str | None:
             return None
     except ImportError:
         pass
-    try:
-        from huggingface_hub import try_to_load_from_cache
-        found = try_to_load_from_cache(ref, "config.json")
-    except Exception:  # not a valid hub id: loading says what is wrong
-        return None
-    return Path(found).parent.name if isinstance(found, str) else None
+    from engine.hub import cached_snapshot
+    snapshot = cached_snapshot(ref)
+    return None if snapshot is None else snapshot.name
 
 
 def pinned_model(ref: str) -> str:
@@ -166,14 +163,10 @@ def _weights_ids(name: str, pin: str | None) -> set[str]:
     ids = {pin}
     repo, _, commit = pin.rpartition("@")
     if repo and len(commit) == 40:
-        try:
-            from huggingface_hub import try_to_load_from_cache
-            found = try_to_load_from_cache(repo, "config.json", revision=commit)
-        except Exception:  # not a hub pin after all
-            found = None
-        if isinstance(found, str):
-            from pathlib import Path
-            ids.add(content_id(str(Path(found).parent)))
+        from engine.hub import cached_snapshot
+        snapshot = cached_snapshot(repo, commit)
+        if snapshot is not None:
+            ids.add(content_id(str(snapshot)))
     return ids
 
 

@@ -43,12 +43,20 @@ def hub_reachable() -> bool:
         return False
 
 
-def model_in_cache(repo_id: str) -> bool:
+def cached_snapshot(repo_id: str, revision: str | None = None):
+    """The folder of a hub model's snapshot in the local hub cache (the one refs/main names, or `revision`),
+    found by its config.json; None when it is not cached or `repo_id` is not a hub id."""
+    from pathlib import Path
     from huggingface_hub import try_to_load_from_cache
     try:
-        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     except Exception:  # an invalid repo id is simply "not cached"
-        return False
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def model_in_cache(repo_id: str) -> bool:
+    return cached_snapshot(repo_id) is not None
 
 
 def require_hub(what: str, repo_id: str, cached: bool = False) -> None:

@@ -182,14 +182,10 @@ def _config_int(ref: str, keys: tuple[str, ...]) -> int | None:
         if ref in CATALOGUE:
             path = asset_dir(ref)
         else:
-            try:
-                from huggingface_hub import try_to_load_from_cache
-                found = try_to_load_from_cache(ref, "config.json")
-            except Exception:  # not a hub id either: load() says what is wrong
+            from engine.hub import cached_snapshot
+            path = cached_snapshot(ref)
+            if path is None:  # not cached, or not a hub id either: load() says what is wrong
                 return None
-            if not isinstance(found, str):
-                return None
-            path = Path(found).parent
     try:
         config = json.loads((path / "config.json").read_text())
     except (OSError, ValueError):
