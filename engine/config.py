@@ -291,6 +291,10 @@ class DistillConfig(Section):
     init: Literal["kept", "merged"] = Field("kept", description="How the student's blocks start: kept = the teacher's kept "
                                             "blocks as they are; merged = each the mean of its kept block and the dropped "
                                             "blocks nearest it (BENCHMARKS.md: the student levers)")
+    bridge_weight: float = Field(0.0, ge=0, description="hidden loss only: weight of the bridge loss — the state "
+                                 "entering each kept block after the first, matched to what entered that block in "
+                                 "the teacher (relative squared error + cosine), so the blocks after a jump see what "
+                                 "they saw in the teacher; 0: the final states only (BENCHMARKS.md: the bridge)")
     cue_weight: float = Field(1.0, ge=1, description="hidden loss only: how much more the positions that end the "
                               "template's cue (where the task's label word comes next) count than other positions")
     prefix_share: float = Field(0.0, ge=0, le=1, description="hidden loss only: the share of distillation rows that "
@@ -520,6 +524,15 @@ class RunConfig(Section):
         if self.distill.prefix_share and self.models.small:
             raise ValueError("distill.prefix_share feeds the large model's embeddings to a student made of its "
                              "blocks; models.small is another model: remove one of them")
+        if self.distill.bridge_weight and self.distill.loss != "hidden":
+            raise ValueError("distill.bridge_weight matches the states between the student's blocks under the "
+                             "hidden-state loss: set distill.loss = \"hidden\", or distill.bridge_weight = 0")
+        if self.distill.bridge_weight and self.models.small:
+            raise ValueError("distill.bridge_weight matches each student block's input to its teacher block's; "
+                             "models.small is another model, with no such blocks: remove one of them")
+        if self.distill.bridge_weight and self.distill.prefix_share:
+            raise ValueError("distill.bridge_weight and distill.prefix_share do not combine (the prefixed rows' "
+                             "forward returns final states only): set one of them to 0")
         if self.distill.prefix_share and self.distill.prefix_source == "tuned" and \
                 self.distill.prefix_tasks > self.distill.prefix_inputs:
             raise ValueError(f"distill.prefix_tasks ({self.distill.prefix_tasks}) is more than distill.prefix_inputs "

@@ -23,7 +23,7 @@ from engine.checkpoint import Checkpointer
 from engine.data.tasks import load_corpus
 from engine.errors import PostError
 from engine.events import Metric, Progress, StageFinished, StageStarted
-from engine.losses import distillation_loss, hidden_state_loss
+from engine.losses import bridge_state_loss, distillation_loss, hidden_state_loss
 from engine.models import make_student, resolve_blocks, tokenizer_fingerprint
 from engine.prompt import autocast
 from engine.training import check_finite, check_finite_weights
@@ -84,7 +84,7 @@ def _digest(blob: dict) -> str:
 
 
 # settings one loss never reads: changing them must not force a new student
-_UNUSED_BY = {"hidden": {"temperature", "weight_kd", "weight_lm", "freeze_head"}, "kd": {"weight_mse", "cue_weight"}}
+_UNUSED_BY = {"hidden": {"temperature", "weight_kd", "weight_lm", "freeze_head"}, "kd": {"weight_mse", "cue_weight", "bridge_weight"}}
 
 
 _TUNED_PREFIX = ("prefix_source", "prefix_tasks", "prefix_steps", "prefix_inputs")
@@ -98,6 +98,8 @@ def student_key(cfg, identity: dict, keep: list[int] | None = None) -> str:
         d.pop("cue_weight")
     if not d.get("align"):  # likewise: students made before distill.align keep their keys
         d.pop("align", None)
+    if not d.get("bridge_weight"):  # likewise: students made before the bridge loss keep their keys
+        d.pop("bridge_weight", None)
     if d.get("init") == "kept":  # likewise: the default start leaves earlier students' keys as they were
         d.pop("init")
     if not d.get("prefix_share"):  # likewise: no prefixes, and their shape settings then change nothing
@@ -144,12 +146,16 @@ def _corpus_rows(cfg) -> str:
     return _CORPUS_ROWS[where]
 
 
-def corpus_key(identity: dict, rows: torch.Tensor, prefixes: distill_prefix.Prefixes | None = None) -> str:
+def corpus_key(identity: dict, rows: torch.Tensor, prefixes: distill_prefix.Prefixes | None = None,
+               bridge: list[int] | None = None) -> str:
     """The teacher and the packed rows themselves (not the settings that made them: a corpus
-    file edited in place must not hit an old cache entry), and their soft prefixes' values if any."""
+    file edited in place must not hit an old cache entry), their soft prefixes' values if any, and
+    the teacher blocks whose input states are cached beside the final ones (distill.bridge_weight)."""
     blob = {**identity, "rows": hashlib.sha256(rows.numpy().tobytes()).hexdigest(), "v": 1}
     if prefixes is not None:
         blob["prefixes"] = hashlib.sha256(prefixes.fingerprint()).hexdigest()
+    if bridge:
+        blob["bridge"] = list(bridge)
     return _digest(blob)
 
 
@@ -187,9 +193,27 @@ def final_hidden(model, input_ids: torch.Tensor, prefix: torch.Tensor | None = N
     return model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
 
 
+def bridge_blocks(keep: list[int] | None) -> list[int]:
+    """The teacher blocks whose input states the bridge loss matches: every kept block after the first
+    (the first one's input is the embeddings, the same in both). Student block j ↔ teacher block keep[j]."""
+    return list(keep[1:]) if keep else []
+
+
+def teacher_states(model, input_ids: torch.Tensor, prefix: torch.Tensor | None = None, n_head: int = 0,
+                   bridge: list[int] | None = None) -> torch.Tensor:
+    """final_hidden (B, L, d); with `bridge` (teacher blocks), (B, 1 + K, L, d): the final states, then
+    the state entering each of those blocks (hidden_states[k] is block k's input)."""
+    if not bridge:
+        return final_hidden(model, input_ids, prefix, n_head)
+    out = model.base_model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
+    return torch.stack([out.last_hidden_state] + [out.hidden_states[k] for k in bridge], dim=1)
+
+
 def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str, path: Path | None = None,
-                          prefixes: distill_prefix.Prefixes | None = None) -> torch.Tensor | None:
-    """The teacher's final hidden states for every row, computed once and cached on disk (bf16).
+                          prefixes: distill_prefix.Prefixes | None = None,
+                          bridge: list[int] | None = None) -> torch.Tensor | None:
+    """The teacher's final hidden states for every row, computed once and cached on disk (bf16);
+    with `bridge`, also the states entering those blocks (teacher_states: rows × (1 + K) × L × d).
 
     None if the run was cancelled part-way (nothing is written then). Peak memory is one copy of
     the states: rows × seq_len × hidden × 2 bytes (SmolLM2, 2150 rows of 32 tokens: 79 MB).
@@ -201,7 +225,8 @@ def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str, path: Path
     if path.is_file():
         try:
             hidden = load_file(path)["hidden"]
-            if tuple(hidden.shape[:2]) == tuple(rows.shape):
+            if hidden.shape[0] == rows.shape[0] and hidden.shape[-2] == rows.shape[1] and \
+                    hidden.dim() == (4 if bridge else 3) and (not bridge or hidden.shape[1] == 1 + len(bridge)):
                 ctx.log(f"reusing cached teacher hidden states {path}")
                 return hidden
         except Exception:  # a damaged file is recomputed below, never trusted
@@ -215,10 +240,10 @@ def teacher_hidden_states(ctx, teacher, rows: torch.Tensor, key: str, path: Path
             if ctx.cancelled:
                 return None
             prefix = None if prefixes is None else prefixes.vectors[i:i + batch]
-            states = final_hidden(teacher, rows[i:i + batch].to(ctx.device), prefix,
-                                  0 if prefixes is None else prefixes.n_head)
+            states = teacher_states(teacher, rows[i:i + batch].to(ctx.device), prefix,
+                                    0 if prefixes is None else prefixes.n_head, bridge)
             if hidden is None:
-                hidden = torch.empty(*rows.shape, states.shape[-1], dtype=torch.bfloat16)
+                hidden = torch.empty(len(rows), *states.shape[1:], dtype=torch.bfloat16)
             hidden[i:i + batch] = states.to("cpu", torch.bfloat16)
             if time.perf_counter() - said >= 30:  # minutes on a slow CPU: say how far it is, not nothing
                 said = time.perf_counter()
@@ -256,16 +281,23 @@ def cue_positions(tokenizer, template: str, rows: torch.Tensor) -> torch.Tensor:
     return found
 
 
-def _hidden_step_loss(cfg, teacher, forward, batch, ctx, target=None, weights=None, prefix=None, n_head=0):
-    """`forward`: the student's final hidden states (StudentForward, DDP-wrapped over ranks);
+def _hidden_step_loss(cfg, teacher, forward, batch, ctx, target=None, weights=None, prefix=None, n_head=0,
+                      bridge=None):
+    """`forward`: the student's final hidden states (StudentForward, DDP-wrapped over ranks), with
+    `bridge` (teacher blocks) stacked with the states entering its blocks after the first;
     `prefix`: the batch rows' soft prefixes (engine.distill_prefix), or None."""
     if target is None:  # corpus read once: no cache, the teacher runs beside the student
         with torch.no_grad(), autocast(ctx.device, ctx.dtype):
-            target = final_hidden(teacher, batch, prefix, n_head)
+            target = teacher_states(teacher, batch, prefix, n_head, bridge)
     with autocast(ctx.device, ctx.dtype):
         hidden = forward(batch) if prefix is None else forward(batch, prefix, n_head)
-    return hidden_state_loss(hidden, target.to(hidden.device), cfg.weight_mse, cfg.weight_cos,
-                             None if weights is None else weights.to(hidden.device))
+    target = target.to(hidden.device)
+    w = None if weights is None else weights.to(hidden.device)
+    if not bridge:
+        return hidden_state_loss(hidden, target, cfg.weight_mse, cfg.weight_cos, w)
+    loss, parts = hidden_state_loss(hidden[:, 0], target[:, 0], cfg.weight_mse, cfg.weight_cos, w)
+    between = bridge_state_loss(hidden[:, 1:], target[:, 1:], w)
+    return loss + cfg.bridge_weight * between, {**parts, "bridge": between.detach()}
 
 
 def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tensor | None = None,
@@ -308,7 +340,8 @@ def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tens
                 "cursor": cursor, "losses": losses}
 
     student.train()
-    forward = distill_shards.wrap(student, hidden_only=cfg.loss == "hidden")
+    bridge = bridge_blocks(getattr(student.config, "post_student_of_blocks", None)) if cfg.bridge_weight else None
+    forward = distill_shards.wrap(student, hidden_only=cfg.loss == "hidden", bridge=bool(bridge))
     split, stop = distill_shards.RowSplit(len(rows), weights), bool(distributed.sum_over_ranks(int(ctx.cancelled)))
     for step in range(len(losses) + 1, cfg.steps + 1):
         if stop or (ctx.cancelled and not distributed.active()):  # several processes: only the all-reduced stop
@@ -327,7 +360,7 @@ def train_student(ctx, teacher, student, rows: torch.Tensor, targets: torch.Tens
                                             None if targets is None else targets[split.local(picked)],
                                             None if weights is None else weights[picked],
                                             None if prefixes is None else prefixes.vectors[picked].to(ctx.device),
-                                            0 if prefixes is None else prefixes.n_head)
+                                            0 if prefixes is None else prefixes.n_head, bridge)
         else:
             loss, parts = _kd_step_loss(cfg, teacher, forward, batch, ctx)
         optimizer.zero_grad(set_to_none=True)
@@ -436,13 +469,16 @@ def _run_distill(ctx) -> Path | None:
         targets = None
         if d.loss == "hidden" and d.steps * d.batch_size > len(rows):  # the corpus is read more than once
             cache_start = time.time()
-            targets = _cached_targets(ctx, teacher, rows, corpus_key(identity, rows, prefixes), prefixes)
+            bridge = bridge_blocks(keep) if d.bridge_weight else None
+            targets = _cached_targets(ctx, teacher, rows, corpus_key(identity, rows, prefixes, bridge), prefixes, bridge)
             summary["teacher_cache_seconds"] = time.time() - cache_start
         weights = None
         if d.loss == "hidden" and d.cue_weight != 1.0:
             cues = cue_positions(tokenizer, d.template, rows)
             weights = 1.0 + (d.cue_weight - 1.0) * cues.float()
             summary["cue_positions"] = int(cues.sum())
+        if d.bridge_weight:
+            summary["bridge_blocks"] = bridge_blocks(keep)
         student = _starting_student(ctx, teacher, keep)
         checkpoint = Checkpointer(ctx, folder / "checkpoint.pt", records.digest(inputs)) if distributed.is_main() else None
         losses = train_student(ctx, teacher, student, rows, targets, weights, checkpoint, prefixes)  # [] when stopped before
@@ -536,14 +572,14 @@ def _prefixes(ctx, teacher, tokenizer, rows: torch.Tensor, keep) -> distill_pref
 
 
 def _cached_targets(ctx, teacher, rows: torch.Tensor, key: str,
-                    prefixes: distill_prefix.Prefixes | None = None) -> torch.Tensor | None:
+                    prefixes: distill_prefix.Prefixes | None = None, bridge: list[int] | None = None) -> torch.Tensor | None:
     """The teacher's states of this rank's corpus shard (all rows with one process), cached; rank 0
     writes the shards' manifest. A stop asked on any rank while caching stops every rank here."""
     owned = distill_shards.RowSplit(len(rows)).owned(len(rows))
     path = distill_shards.cache_path(_cache_dir("teacher_hidden"), key)
     mine = None if prefixes is None else distill_prefix.Prefixes(prefixes.vectors[owned], prefixes.synthetic[owned],
                                                                   prefixes.n_head)
-    targets = teacher_hidden_states(ctx, teacher, rows[owned], key, path, mine)
+    targets = teacher_hidden_states(ctx, teacher, rows[owned], key, path, mine, bridge)
     if distributed.sum_over_ranks(int(targets is None)):
         ctx.cancel_event.set()
         return None

@@ -23,24 +23,29 @@ from engine.errors import PostError
 
 class StudentForward(nn.Module):
     """The student's forward the loss needs: final hidden states only (`hidden`: no LM head), or the
-    full output with hidden states (`kd`). A module, so DDP sees the forward it synchronises."""
+    full output with hidden states (`kd`). A module, so DDP sees the forward it synchronises. `bridge`
+    (hidden only): the final states stacked with the states entering every block after the first,
+    (B, 1 + K, L, d), as engine.distill.teacher_states gives the teacher's."""
 
-    def __init__(self, student: nn.Module, hidden_only: bool):
+    def __init__(self, student: nn.Module, hidden_only: bool, bridge: bool = False):
         super().__init__()
-        self.student, self.hidden_only = student, hidden_only
+        self.student, self.hidden_only, self.bridge = student, hidden_only, bridge
 
     def forward(self, input_ids: torch.Tensor, prefix: torch.Tensor | None = None, n_head: int = 0):
         if self.hidden_only and prefix is not None:  # engine.distill_prefix: the rows' own positions
             from engine.distill_prefix import final_hidden
             return final_hidden(self.student, input_ids, prefix, n_head)
+        if self.hidden_only and self.bridge:
+            out = self.student.base_model(input_ids=input_ids, output_hidden_states=True, use_cache=False)
+            return torch.stack([out.last_hidden_state, *out.hidden_states[1:-1]], dim=1)
         if self.hidden_only:
             return self.student.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
         return self.student(input_ids=input_ids, output_hidden_states=True, use_cache=False)
 
 
-def wrap(student: nn.Module, hidden_only: bool) -> nn.Module:
+def wrap(student: nn.Module, hidden_only: bool, bridge: bool = False) -> nn.Module:
     """The forward to train through: DDP over the ranks when W > 1 (gloo on CPU, nccl on CUDA)."""
-    forward = StudentForward(student, hidden_only)
+    forward = StudentForward(student, hidden_only, bridge)
     if not distributed.active():
         return forward
     from torch.nn.parallel import DistributedDataParallel

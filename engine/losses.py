@@ -58,6 +58,23 @@ def hidden_state_loss(student_hidden, teacher_hidden, w_mse: float = 10.0, w_cos
     return w_mse * mse + w_cos * cos, {"mse": mse.detach(), "cos": cos.detach()}
 
 
+def bridge_state_loss(student_states, teacher_states, weights: torch.Tensor | None = None):
+    """Mean over the bridged blocks and positions of rel-MSE + (1 − cos) between the states entering
+    each kept block in the student and in the teacher, (B, K, L, d) each.
+
+    The residual stream mid-network is not normalised: its scale grows with depth and a few positions
+    (BOS) carry norms tens of times the rest, so a plain MSE would weigh one block and one position
+    only. The squared error is taken relative to the teacher state's own mean square, position by
+    position. `weights` (B, L): a weighted mean over positions, as in hidden_state_loss."""
+    s, t = student_states.float(), teacher_states.float()
+    rel = (s - t).pow(2).mean(-1) / t.pow(2).mean(-1).clamp_min(1e-6)  # (B, K, L)
+    per_position = rel + (1 - F.cosine_similarity(s, t, dim=-1))
+    if weights is None:
+        return per_position.mean()
+    w = weights.float().unsqueeze(1).expand_as(per_position)
+    return (w * per_position).sum() / w.sum()
+
+
 # ---------------------------------------------------------------- prompt tuning (§2)
 
 def cloze_loss(class_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -242,6 +242,65 @@ def test_a_merged_start_is_another_student_and_refused_beside_models_small(tmp_p
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.parametrize("family", ["tiny:gpt2", "tiny:llama"])
+def test_the_bridge_matches_what_entered_each_kept_block(tmp_path, family):
+    from engine import distill_shards
+    from engine.distill import bridge_blocks, teacher_states
+    from engine.losses import bridge_state_loss
+    from engine.models import make_student
+    cfg = load_config("smoke", overrides=['distill.loss="hidden"', f'models.large="{family}"'])
+    teacher, tokenizer = loading.large(RunContext(cfg, tmp_path / "ctx"))
+    rows = torch.randint(5, len(tokenizer), (3, 10), generator=torch.Generator().manual_seed(0))
+    # a student of every block sees, at each block, what the teacher's block saw; one that jumps 1 → 3 does not
+    for keep, same in (([0, 1, 2, 3], True), ([0, 3], False), ([0, 2, 3], False)):
+        student = make_student(teacher, keep).eval()
+        with torch.no_grad():
+            mine = distill_shards.StudentForward(student, hidden_only=True, bridge=True)(rows)
+            theirs = teacher_states(teacher, rows, bridge=bridge_blocks(keep))
+        assert mine.shape == theirs.shape == (3, len(keep), 10, teacher.config.hidden_size)
+        torch.testing.assert_close(mine[:, 0], final_hidden(student, rows))  # the final states come first
+        assert (bridge_state_loss(mine[:, 1:], theirs[:, 1:]).item() < 1e-5) == same, keep
+
+
+def test_the_bridge_loss_is_scale_free_per_position():
+    from engine.losses import bridge_state_loss
+    t = torch.randn(2, 3, 5, 8)
+    t[:, :, 0] *= 100  # a BOS-like position with a massive norm
+    s = t * 1.1  # 10 % too long everywhere: rel. squared error 0.01, cosine 1
+    torch.testing.assert_close(bridge_state_loss(s, t), torch.tensor(0.01))
+    weights = torch.zeros(2, 5)
+    weights[:, 1] = 1
+    s[:, :, 1] = -t[:, :, 1]  # only the weighted position is reversed: rel. error 4, 1 − cos = 2
+    torch.testing.assert_close(bridge_state_loss(s, t, weights), torch.tensor(6.0))
+
+
+def test_the_bridge_is_another_student_and_trains_the_states_between_blocks(tmp_path):
+    first, _ = distill(tmp_path, "a")
+    unset, _ = distill(tmp_path, "z", "distill.bridge_weight=0.0")  # off, said aloud: the same student
+    bridged, events = distill(tmp_path, "b", "distill.bridge_weight=1.0")
+    assert unset["key"] == first["key"] and unset["reused"]
+    assert bridged["key"] != first["key"] and not bridged["reused"] and bridged["bridge_blocks"] == [3]
+    assert "teacher_cache_seconds" in bridged  # the cached teacher states hold the bridge's too
+    between = [e["value"] for e in events if e["event"] == "Metric" and e["name"] == "bridge"]
+    assert len(between) == 40 and sum(between[-8:]) < sum(between[:8])
+    once, events = distill(tmp_path, "o", "distill.bridge_weight=1.0", "distill.steps=3", "distill.batch_size=2")
+    assert "teacher_cache_seconds" not in once and len([e for e in events if e.get("name") == "bridge"]) == 3
+
+
+@pytest.mark.parametrize("sets, says", [
+    (['distill.loss="kd"'], "distill.loss"),
+    (['models.small="tiny:gpt2"'], "models.small"),
+    (["distill.prefix_share=0.5"], "prefix_share"),
+])
+def test_the_bridge_refuses_what_it_cannot_match(tmp_path, sets, says):
+    args = ["distill", "--preset", "smoke", "--out", str(tmp_path / "r"), "--set", 'distill.loss="hidden"',
+            "--set", "distill.bridge_weight=1.0"] + [a for s in sets for a in ("--set", s)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and says in result.output and "bridge_weight" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+
+
 def _corpus_folder(folder, texts):
     folder.mkdir(parents=True)
     (folder / "corpus.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
