@@ -494,7 +494,9 @@ def _run_distill(ctx) -> Path | None:
             checkpoint.discard()
         distributed.barrier()  # on one machine the others then find the saved kit (their records hash it)
         summary["processes"] = distributed.world_size()
-        ctx.cache["small"] = (student, tokenizer)
+        # as a later stage loads it (frozen, in runtime.dtype's storage): `post run` tunes on the very student
+        # that `post tune` alone or a resume reads back, so their prompts agree to the bit
+        ctx.cache["small"] = (loading.prepare(ctx, student), tokenizer)
     artifacts.write_json(folder / "student.json", {"path": str(kit.student_folder(final)), "kit": str(final), "key": key})
     ctx.saved("distill", final, "student kit")
     seconds = time.time() - start

@@ -10,7 +10,7 @@ from engine.errors import PostError
 from engine.verbalizer import Verbalizer
 
 
-def _prepare(ctx, model):
+def prepare(ctx, model):
     model.requires_grad_(False)  # only prompts (or the student, in distill) ever get gradients
     if ctx.config.runtime.dtype == "auto":
         ctx.once("dtype-said", lambda: ctx.log(
@@ -27,7 +27,7 @@ def large(ctx):
         if cfg.models.device_map:
             return _dispatched(ctx)
         model, tok = models.load(cfg.models.large, cfg.runtime.seed, cfg.models.trust_remote_code)
-        return _prepare(ctx, model), tok
+        return prepare(ctx, model), tok
     return ctx.once("large", make)
 
 
@@ -77,7 +77,7 @@ def small(ctx):
         model, tok = models.load(ref, ctx.config.runtime.seed, ctx.config.models.trust_remote_code)
         if "large" in ctx.cache:
             models.check_same_tokenizer(tok, ctx.cache["large"][1])
-        return _prepare(ctx, model), tok
+        return prepare(ctx, model), tok
     return ctx.once("small", make)
 
 

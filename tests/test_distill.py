@@ -301,6 +301,20 @@ def test_the_bridge_refuses_what_it_cannot_match(tmp_path, sets, says):
     assert not (tmp_path / "r").exists()
 
 
+def test_the_student_a_run_goes_on_with_is_the_one_a_later_stage_loads(tmp_path, monkeypatch):
+    # runtime.dtype = "auto" on a bf16 machine keeps frozen weights in bf16: the student that `post run`
+    # tunes right after distilling must be the one `post tune` alone (or a resume) loads, to the bit
+    from engine import context, distill as distill_stage
+    monkeypatch.setattr(context, "pick_dtype", lambda *_: ("bfloat16", "a bf16 machine (test)"))
+    cfg = load_config("smoke", overrides=['distill.loss="hidden"', "distill.steps=3", 'runtime.dtype="auto"'])
+    ctx = RunContext(cfg, tmp_path / "run")
+    distill_stage.run_distill(ctx)
+    in_memory, loaded = ctx.cache["small"][0], loading.small(RunContext(cfg, tmp_path / "run"))[0]
+    assert in_memory.dtype == loaded.dtype == torch.bfloat16 and not in_memory.training
+    theirs = loaded.state_dict()
+    assert all(torch.equal(value, theirs[name]) for name, value in in_memory.state_dict().items())
+
+
 def _corpus_folder(folder, texts):
     folder.mkdir(parents=True)
     (folder / "corpus.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
