@@ -698,7 +698,7 @@ def to_toml(config: RunConfig) -> str:
 # Settings added after runs were recorded, with the default that reproduces what those runs did. At that
 # default they are left out of every digest, so the run folders and suite reports made before them stay current.
 LATE_DEFAULTS: dict[str, dict[str, Any]] = {"transfer": {"shift_loss": "paper", "init": "text"},
-                                            "distill": {"init": "kept", "prefix_share": 0.0, "prefix_length": 0,
+                                            "distill": {"init": "kept", "bridge_weight": 0.0, "prefix_share": 0.0, "prefix_length": 0,
                                                         "prefix_noise": 0.35, "prefix_source": "text",
                                                         "prefix_tasks": 8, "prefix_steps": 30, "prefix_inputs": 256},
                                             "public": {"pick": "random", "pool": 1024}}
