@@ -245,7 +245,10 @@ def scenario_distill(out, rank, world):
     prefixed = _distill_once(out, rank, ['distill.loss="hidden"', "distill.steps=30", "distill.prefix_share=0.5",
                                          'distill.prefix_source="tuned"', "distill.prefix_tasks=2",
                                          "distill.prefix_steps=4"])
-    return {"hidden": hidden, "kd": kd, "prefixed": prefixed, "cache": cache,
+    # the bridge (the states entering each kept block, cached beside the final ones), weighted by the cues
+    bridged = _distill_once(out, rank, ['distill.loss="hidden"', "distill.steps=30", "distill.bridge_weight=1.0",
+                                        "distill.cue_weight=3.0", 'distill.template="{text} It was"'])
+    return {"hidden": hidden, "kd": kd, "prefixed": prefixed, "bridged": bridged, "cache": cache,
             "manifest": json.loads(manifest.read_text()) if manifest else None,
             "student_saved": (Path(hidden["summary"]["path"]) / "manifest.json").is_file()}
 
@@ -373,7 +376,7 @@ def test_distillation_over_two_ranks_reaches_the_loss_of_one(tmp_path):
     of size ~0.2 (a desynchronised batch or a wrong loss weight moves them by far more)."""
     one = single(tmp_path, "distill")
     ranks = spawn(tmp_path, "distill")
-    for loss in ("hidden", "kd", "prefixed"):
+    for loss in ("hidden", "kd", "prefixed", "bridged"):
         assert len(ranks[0][loss]["losses"]) == len(one[loss]["losses"]) == one[loss]["summary"]["steps"]
         assert ranks[0][loss]["losses"] == pytest.approx(one[loss]["losses"], rel=1e-3, abs=1e-4), loss
         assert ranks[1][loss]["losses"] == ranks[0][loss]["losses"]  # the global batch's loss, on every rank
