@@ -22,7 +22,12 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         from engine.errors import PostError
         raise PostError(f"runtime.device={name} but no CUDA device is available here: use auto or cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        from engine.errors import PostError
+        raise PostError(f"runtime.device={name} but this machine has {torch.cuda.device_count()} CUDA device(s), "
+                        f"numbered from 0: use auto, cuda or cuda:0")
+    return device
 
 
 FAST_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs with bf16 matrix units

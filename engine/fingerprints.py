@@ -191,11 +191,17 @@ def _trained_on(cfg) -> dict:
 
 
 def tune_inputs(ctx) -> dict:
-    cfg = ctx.config
     _, tokenizer = loading.small(ctx)
+    return {**tune_settings(ctx), "data": private_data_hash(ctx, tokenizer)}
+
+
+def tune_settings(ctx) -> dict:
+    """tune_inputs without the private data's content: what a stage that never opens the data (the
+    transfer) can check of the prompt it carries on."""
+    cfg = ctx.config
     trained_on = _trained_on(cfg)
     return {"task": trained_on["task"], "tune": cfg.tune.model_dump(), "privacy": trained_on["privacy"],
-            "student": student_identity(ctx), "data": private_data_hash(ctx, tokenizer), **_runtime(ctx)}
+            "student": student_identity(ctx), **_runtime(ctx)}
 
 
 def full_pt_inputs(ctx) -> dict:

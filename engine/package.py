@@ -44,7 +44,6 @@ def package_prompt_bytes(prompt_path: Path) -> bytes:
 
 def build(run_dir: Path, out: Path, replace: bool = False) -> dict:
     """Write the package of a user's finished tune stage (`replace`: the run folder's own package/)."""
-    from engine.config import read_toml, validate
     run_dir, out = Path(run_dir), Path(out)
     if not (run_dir / "config.toml").is_file():
         raise PostError(f"{run_dir} is not a run folder (no config.toml): give the folder post tune wrote")
@@ -52,10 +51,9 @@ def build(run_dir: Path, out: Path, replace: bool = False) -> dict:
     _check_tuned(run_dir, record)
     if out.exists() and any(out.iterdir()) and not replace:
         raise PostError(f"{out} already exists and is not empty: give a new folder for the package")
-    cfg = validate(read_toml(run_dir / "config.toml"))
     student = (record.get("inputs") or {}).get("student") or {}
     kit = student.get("kit") or student.get("key")
-    card = {**{f: getattr(cfg.task, f) for f in CARD_FIELDS}, "prompt_length": cfg.tune.prompt_length}
+    card = _card(record)
     certificate = run_dir / "tune" / "privacy.json"
     with artifacts.atomic_dir(out) as temp:
         artifacts.write_bytes(temp / "prompt.safetensors", package_prompt_bytes(run_dir / "tune" / "prompt.safetensors"))
@@ -73,6 +71,18 @@ def build(run_dir: Path, out: Path, replace: bool = False) -> dict:
             roles[CHOICE] = "α choice"
         written = manifest.write(temp, KIND, roles, kit=kit, dp=certificate.is_file(), epsilon=epsilon)
     return written
+
+
+def _card(record: dict) -> dict:
+    """The task card of the prompt as it was tuned: the tune record's settings, not config.toml's (a later
+    `--set` rewrites config.toml; the owner must write inputs as the prompt was trained to read them)."""
+    inputs = record.get("inputs") or {}
+    task, tune = inputs.get("task"), inputs.get("tune")
+    if not isinstance(task, dict) or not isinstance(tune, dict) or any(f not in task for f in CARD_FIELDS) \
+            or "prompt_length" not in tune:
+        raise PostError("the tune record does not say which settings its prompt was tuned with: run post run "
+                        "--resume on the run folder (it tunes again), then package")
+    return {**{f: task[f] for f in CARD_FIELDS}, "prompt_length": tune["prompt_length"]}
 
 
 def _check_tuned(run_dir: Path, record: dict) -> None:

@@ -23,7 +23,7 @@ import torch
 from engine import alpha as alpha_policy
 from engine import artifacts, fingerprints, loading, methods, ranks, records, verdict
 from engine.config import RunConfig, to_toml
-from engine.context import RunContext
+from engine.context import RunContext, pick_device
 from engine.data.generated import GENERATED
 from engine.parties import WITHHELD
 from engine.audit.stage import run_audit
@@ -173,6 +173,37 @@ def check_upstream(ctx: RunContext, stages: list[str]) -> None:
                 raise PostError(f"{stage} needs the {up} stage finished in {ctx.run_dir}, but it {state}: run {how}")
             if stage == "eval" and up in ("transfer", "full_pt"):
                 _check_same_large(ctx, up, record)
+            changed = _upstream_changed(ctx, stage, up, record)
+            if changed is not None:
+                back = "go back to the settings it ran with, or " if changed.startswith(records.INPUTS_CHANGED) else ""
+                raise PostError(f"{stage} would go on from the {up} stage recorded in {ctx.run_dir}, but {changed}: "
+                                f"{back}run post run --resume {ctx.run_dir} (it runs {up} again)")
+
+
+def _upstream_changed(ctx: RunContext, stage: str, up: str, record: dict) -> str | None:
+    """Why a finished stage before `stage` is not what this run's config would make (None: it is), so a
+    stage run alone never builds on — or scores — prompts made for other settings or files edited since.
+    The owner's transfer (eval --from) is the owner's record: its files are checked here, its prompt
+    against this run's tune when imported (parties). The transfer never opens private data: it checks
+    tune's settings, not the data's content."""
+    files = records.artifacts_changed(ctx.run_dir / up, record)
+    # the audit says itself, in its own words, when its recipe is not the released tune's (audit.check_recipe)
+    if files is not None or up == "transfer" or stage == "audit" or ctx.config.task.source == WITHHELD:
+        return files  # the owner's folder: its tune is the user's package, checked when it was received
+    if stage == "transfer" and up == "tune":
+        return _tune_settings_changed(ctx, record)
+    return why_rerun(ctx, up)
+
+
+def _tune_settings_changed(ctx: RunContext, record: dict) -> str | None:
+    recorded = {k: v for k, v in (record.get("inputs") or {}).items() if k != "data"}
+    changed = records.changed_inputs(recorded, fingerprints.tune_settings(ctx))
+    if changed:
+        with fingerprints.keys_before_2026_12_07():  # a record an earlier post wrote, for these settings
+            if not records.changed_inputs(recorded, fingerprints.tune_settings(ctx)):
+                return None
+        return records.INPUTS_CHANGED + ", ".join(changed)
+    return None
 
 
 def _check_same_large(ctx: RunContext, stage: str, record: dict) -> None:
@@ -225,6 +256,13 @@ def preflight(ctx: RunContext, stages: list[str], force: bool = False) -> None:
     if limit is not None and need > limit:
         raise PostError(f"tune.prompt_length={cfg.tune.prompt_length} plus max_length does not fit the model's "
                         f"context of {limit} tokens: shorten the prompt or max_length")
+    if "transfer" in stages and cfg.transfer.steps == 0:
+        ctx.log("transfer.steps = 0: the large model's prompts are not trained — each is its start "
+                f"({'the small prompt' if cfg.transfer.init == 'small' else 'task.prompt_init'}), scored as it is",
+                "warning")
+    if "distill" in stages and cfg.student_source == "distilled" and cfg.distill.steps == 0:
+        ctx.log("distill.steps = 0: the student is not trained — it is the large model's kept blocks as they are",
+                "warning")
     if any(s in stages for s in ("tune", "full_pt", "transfer")):
         from engine.prompt import init_warning
         cut = init_warning(tokenizer, cfg.task.prompt_init, cfg.tune.prompt_length, cfg.task.label_words)
@@ -238,6 +276,8 @@ def preflight(ctx: RunContext, stages: list[str], force: bool = False) -> None:
             from engine.sampling import steps_for
             check_config(cfg.privacy, len(train), cfg.tune.batch_size,
                          steps_for(len(train), cfg.tune.batch_size, cfg.tune.steps, cfg.tune.epochs))
+    if any(s in stages for s in ("tune", "full_pt")) and cfg.task.source != WITHHELD:
+        _check_owner_side_is_public(ctx, stages)
     if "audit" in stages:
         from engine.audit.stage import check_pool, check_recipe
         check_pool(cfg, len(train))
@@ -253,6 +293,26 @@ def preflight(ctx: RunContext, stages: list[str], force: bool = False) -> None:
                             "split, which the privacy accountant does not cover, and this run's prompt is "
                             "differentially private: set transfer.alpha to a number (--set transfer.alpha=1.0: the shift "
                             "alone, best on the sentiment tasks of BENCHMARKS.md)")
+
+
+def _check_owner_side_is_public(ctx: RunContext, stages: list[str]) -> None:
+    """The public set and the distillation corpus this run trains on are not the private data (compared by
+    text, here where the private data is open anyway: engine.privacy.boundary)."""
+    from engine.data.tasks import public_rows
+    from engine.distill import corpus_texts
+    from engine.privacy import boundary
+    cfg = ctx.config
+    owner_reads = []
+    if "transfer" in stages and cfg.public.source != GENERATED:
+        rows = public_rows(cfg.public, cfg.runtime.seed)
+        owner_reads.append(("the public set", "public.source",
+                            [str(r.get(f)) for r in rows for f in cfg.public.text_fields if r.get(f) is not None]))
+    if "distill" in stages and cfg.student_source == "distilled" and _will_run(ctx, "distill", False):
+        owner_reads.append(("the distillation corpus", "distill.corpus", corpus_texts(cfg)))
+    if owner_reads:
+        private = boundary.private_texts(cfg.task, cfg.runtime.seed)
+        for what, key, texts in owner_reads:
+            boundary.check(what, key, texts, private, ctx.log)
 
 
 def private_prompt(ctx: RunContext) -> bool:
@@ -410,6 +470,7 @@ def run(config: RunConfig, bus: EventBus | None = None, out: Path | None = None,
     """Run the pipeline (or some stages) and write the run folder. Raises PostError / Cancelled."""
     run_dir = new_run_dir(config, out)
     _check_folders(run_dir)
+    pick_device(config.runtime.device)  # a device this machine lacks: refused before the folder is made
     fresh = is_fresh(run_dir)
     if not fresh and not resume and stages is None:
         raise PostError(f"run folder {run_dir} already exists: pass --resume to continue it, or another --out")

@@ -141,6 +141,8 @@ CONFIG = [
     Case("config-section-is-a-value", user_config('extends = "smoke"\ntune = 3\n'), "must be a table"),
     Case("config-wrong-type", with_sets('tune.lr="fast"'), "tune.lr"),
     Case("config-unknown-device", with_sets('runtime.device="tpu"'), "'tpu' is not a device post runs on"),
+    # a GPU this machine lacks (none here; one on a GPU box): refused before the run folder or its lock is made
+    Case("config-missing-gpu", with_sets('runtime.device="cuda:99"'), "runtime.device=cuda:99"),
     Case("config-one-class", with_sets('task.label_words=[["good"]]'), "a classifier needs at least two"),
     Case("config-wrong-type-list", with_sets("distill.blocks=3"), "distill.blocks"),
     Case("config-bool-for-int", with_sets("tune.steps=true"), "tune.steps: expects a number, not true / false"),

@@ -393,7 +393,10 @@ def test_alpha_select_without_its_prompts_fails_before_evaluating(smoke_run, tmp
     run_dir = tmp_path / "run"
     shutil.copytree(smoke_run, run_dir)
     (run_dir / "transfer" / "shift.safetensors").unlink()
+    events = (run_dir / "events.jsonl").read_text()
     result = runner.invoke(app, ["eval", str(run_dir), "--set", "transfer.alpha=\"select\""])
-    assert result.exit_code == 2 and "needs the shift prompt" in result.stderr
+    # the transfer's record lists the prompt: refused as the upstream stage's missing file
+    assert result.exit_code == 2 and "shift.safetensors" in result.stderr and "is missing" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    assert eval_progress(run_dir) == []  # no minutes of evaluation spent on a run that cannot finish
+    new = (run_dir / "events.jsonl").read_text().removeprefix(events)
+    assert '"stage": "eval"' not in new  # no minutes of evaluation spent on a run that cannot finish

@@ -323,6 +323,49 @@ def test_stage_alone_refuses_an_unfinished_upstream_stage(finished, tmp_path):
     assert "needs the tune stage finished" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+SWAPPED = 'task.label_words=[["positive", "good"], ["terrible", "bad"]]'  # smoke's classes, reversed
+
+
+@pytest.mark.parametrize("command, edit", [
+    (["eval"], ["--set", SWAPPED]),                                 # prompts scored under reversed classes
+    (["eval"], ["--set", 'task.template="Review: {text} Verdict:"']),
+    (["transfer"], ["--set", SWAPPED]),                             # the transfer carries on a prompt of other settings
+    (["eval"], "replaced"),                                         # another method's prompt under post's name
+])
+def test_a_stage_alone_refuses_what_its_upstream_was_not_made_for(finished, tmp_path, command, edit):
+    run_dir = copy(finished, tmp_path)
+    if edit == "replaced":
+        shutil.copy(run_dir / "transfer" / "direct.safetensors" if (run_dir / "transfer" / "direct.safetensors").is_file()
+                    else run_dir / "tune" / "prompt.safetensors", run_dir / "transfer" / "post.safetensors")
+        edit = []
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name not in ("events.jsonl", ".post.lock")}
+    result = runner.invoke(app, [*command, str(run_dir), *edit])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    said = result.stderr.strip()
+    assert len(said.splitlines()) == 1 and f"post run --resume {run_dir}" in said
+    assert ("does not match the recorded sha256" in said) if not edit else ("its inputs changed: " in said and "task." in said)
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name not in ("events.jsonl", ".post.lock")}
+    assert after == before  # nothing scored, trained or rewritten (config.toml included)
+
+
+def test_a_stage_alone_goes_on_when_only_how_it_runs_changed(finished, tmp_path):
+    run_dir = copy(finished, tmp_path)
+    result = runner.invoke(app, ["eval", str(run_dir), "--set", "eval.batch_size=3", "--set", "runtime.threads=1"])
+    assert result.exit_code == 0, result.output
+
+
+def test_the_package_card_is_the_tuned_prompts_not_a_later_config(finished, tmp_path):
+    run_dir = copy(finished, tmp_path)
+    tuned = json.loads((run_dir / "tune" / "done.json").read_text())["inputs"]["task"]["label_words"]
+    text = (run_dir / "config.toml").read_text()
+    (run_dir / "config.toml").write_text(text.replace('"terrible"', '"@"').replace('"positive"', '"terrible"')
+                                         .replace('"@"', '"positive"'))  # classes swapped after tuning
+    assert load_config(None, run_dir / "config.toml").task.label_words != tuned
+    result = runner.invoke(app, ["package", str(run_dir), "--out", str(tmp_path / "pkg")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "pkg" / "task_card.json").read_text())["label_words"] == tuned
+
+
 # ---------------------------------------------------------------- cancel and continue
 
 def cancel_at(stage: str, step: int):

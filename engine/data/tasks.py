@@ -232,14 +232,19 @@ def _seeded_head(rows: list[dict], limit: int, seed: int) -> list[dict]:
 def load_public(cfg: PublicConfig, tokenizer, seed: int) -> Examples:
     """`size` public examples in their own template — `pool` of them to pick from with pick = "balanced"
     (engine.public_pick); only text fields are read."""
+    rows = public_rows(cfg, seed)
+    return Examples([encode(tokenizer, cfg.template, r, cfg.text_fields, cfg.max_length) for r in rows])
+
+
+def public_rows(cfg: PublicConfig, seed: int) -> list[dict]:
+    """The public set's rows as read (before any tokenizer): `size` of them, or `pool` to pick from."""
     rows = read_split(cfg.source, cfg.split, cfg.subset, seed)
     if not rows:
         raise PostError(f"public data {cfg.source} split {cfg.split} is empty")
     if cfg.size > len(rows):
         raise PostError(f"public.size = {cfg.size} but public data {cfg.source} split {cfg.split} has only "
                         f"{len(rows)} rows: set public.size to at most {len(rows)}, or give more public data")
-    rows = _seeded_head(rows, cfg.pool if cfg.pick == "balanced" else cfg.size, seed + 1)
-    return Examples([encode(tokenizer, cfg.template, r, cfg.text_fields, cfg.max_length) for r in rows])
+    return _seeded_head(rows, cfg.pool if cfg.pick == "balanced" else cfg.size, seed + 1)
 
 
 def load_corpus(source: str, subset: str, split: str, field: str, limit: int, seed: int) -> list[str]:

@@ -1,0 +1,60 @@
+"""The owner's side trains on public data only: a public set or distillation corpus holding the private
+texts is refused before any stage (engine.privacy.boundary)."""
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.privacy import boundary
+from post_tui.cli import app
+
+runner = CliRunner()
+
+
+def reviews(path, n=400):
+    path.write_text("text,label\n" + "".join(f"the film number {i} was really {'good' if i % 2 else 'bad'},{i % 2}\n"
+                                            for i in range(n)))
+    return path
+
+
+def run(tmp_path, *sets):
+    args = ["run", "--preset", "smoke", "--out", str(tmp_path / "run")]
+    for s in sets:
+        args += ["--set", s]
+    return runner.invoke(app, args)
+
+
+@pytest.mark.parametrize("sets, says", [
+    # the private file named again as the public set, under DP: the transfer would read it without noise
+    (['public.source="{private}"', 'public.split="train"', "privacy.epsilon=8"], "of the public set (public.source)"),
+    # a copy of it, its test split: compared by text, not by name or split
+    (['public.source="{copy}"', 'public.split="test"', "public.size=32"], "of the public set (public.source)"),
+    (['distill.corpus="{copy}"', 'distill.corpus_split="validation"'], "of the distillation corpus (distill.corpus)"),
+])
+def test_the_private_data_as_owner_side_data_is_refused(tmp_path, sets, says):
+    private = reviews(tmp_path / "mine.csv")
+    shutil.copy(private, tmp_path / "copy.csv")
+    filled = [s.format(private=private, copy=tmp_path / "copy.csv") for s in sets]
+    result = run(tmp_path, f'task.source="{private}"', *filled)
+    assert result.exit_code == 2 and says in result.output and "are texts of the private task data" in result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()  # refused before any stage: nothing written, no ε spent
+
+
+def test_what_counts_as_shared():
+    private = boundary._countable(["The film was a  delight from start to end", "ok", "short one here"])
+    # case and spacing do not hide a text; texts under MIN_WORDS words count for neither side
+    assert boundary.shared(["the film WAS a delight from start to end", "ok", "another text of five words"],
+                           private) == (1, 2)
+
+
+def test_a_few_shared_texts_are_said_and_more_are_refused():
+    said = []
+    private = boundary._countable([f"a private review number {i} here" for i in range(10)])
+    public = [f"a public tweet number {i} here" for i in range(300)]
+    boundary.check("the public set", "public.source", public + ["a private review number 3 here"], private,
+                   lambda message, level: said.append((message, level)))
+    assert said and said[0][1] == "warning" and said[0][0].startswith("1 of the 301 texts")
+    with pytest.raises(Exception, match="4 of the 304 texts"):
+        boundary.check("the public set", "public.source", public + [f"a private review number {i} here" for i in range(4)],
+                       private, lambda *_: None)
