@@ -270,6 +270,11 @@ def preflight(ctx: RunContext, stages: list[str], force: bool = False) -> None:
             ctx.log(cut, "warning")
     if any(s in stages for s in ("tune", "full_pt", "eval", "audit")):
         train = loading.task(ctx, tokenizer)["train"]
+        absent = sorted(set(range(len(cfg.task.label_words))) - set(train.labels))
+        if absent:  # chance is 1 / classes; a class never trained on is a prompt that never says it
+            ctx.log(f"{len(absent)} of the {len(cfg.task.label_words)} classes of task.label_words have no training "
+                    f"example (class {', '.join(map(str, absent))}: {', '.join(repr(cfg.task.label_words[i][0]) for i in absent)}): "
+                    "check task.label_words against the data's labels", "warning")
         loading.verbalizer(ctx, tokenizer)
         if cfg.privacy.enabled and any(s in stages for s in ("tune", "full_pt")):
             from engine.privacy import check_config  # bad δ or a too-small ε fail here, not after distillation
