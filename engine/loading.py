@@ -88,7 +88,8 @@ def both(ctx):
 
 
 def task(ctx, tokenizer) -> dict[str, Examples]:
-    return ctx.once("task", lambda: load_task(ctx.config.task, tokenizer, ctx.config.runtime.seed))
+    return ctx.once("task", lambda: load_task(ctx.config.task, tokenizer, ctx.config.runtime.seed,
+                                              warn=lambda note: ctx.log(note, "warning")))
 
 
 def public(ctx, tokenizer) -> Examples:
@@ -112,7 +113,8 @@ def public_candidates(ctx, tokenizer) -> Examples:
         model, _ = large(ctx)
         count = cfg.pool if cfg.pick == public_pick.BALANCED else cfg.size
         texts = generated.texts_for(ctx, model, tokenizer, bos_id(tokenizer), count)
-        return Examples([encode(tokenizer, cfg.template, {"text": t}, ["text"], cfg.max_length) for t in texts])
+        return Examples([encode(tokenizer, cfg.template, {"text": t}, ["text"], cfg.max_length, "public")
+                         for t in texts])
     return ctx.once("public_candidates", write)
 
 

@@ -1,6 +1,7 @@
 """Reading rows from a data source: the generated smoke set, an offline asset, local files, or the hub."""
 from __future__ import annotations
 
+import csv
 import json
 import random
 from pathlib import Path
@@ -13,6 +14,11 @@ FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet", ".tsv")
 class Row(dict):
     """One record, and where it came from ("data.csv row 12"), so an error can name it."""
     origin: str = ""
+
+
+class Split(list):
+    """A split's rows, and what the reader changed on the way that the user should hear about (notes)."""
+    notes: tuple[str, ...] = ()
 
 
 def _rows(records, where: str) -> list[Row]:
@@ -69,10 +75,8 @@ def _smoke(split: str, seed: int) -> list[dict]:
 
 def _read_file(path: Path) -> list[Row]:
     import pandas as pd
-    # Only an empty cell is missing: a text "NA" or "null" stays text.
-    readers = {".csv": lambda p: pd.read_csv(p, keep_default_na=False, na_values=[""]),
-               ".tsv": lambda p: pd.read_csv(p, sep="\t", keep_default_na=False, na_values=[""]),
-               ".parquet": pd.read_parquet, ".jsonl": _read_jsonl, ".json": pd.read_json}
+    readers = {".csv": _read_csv, ".tsv": _read_tsv,
+               ".parquet": pd.read_parquet, ".jsonl": _read_jsonl, ".json": _read_json}
     if path.suffix not in readers:
         raise PostError(f"cannot read {path}: use a .csv, .tsv, .jsonl, .json or .parquet file")
     if path.stat().st_size == 0:
@@ -88,15 +92,110 @@ def _read_file(path: Path) -> list[Row]:
         raise PostError(f"cannot read {path}: {first}") from None
     if path.suffix in (".csv", ".tsv") and not isinstance(data.index, pd.RangeIndex):
         # pandas makes the first field of each row the index when rows have one field more than the header
-        raise PostError(f"{path}: rows have more fields than the header ({', '.join(map(str, data.columns))}): "
+        raise PostError(f"{path}: rows have more fields than the header ({', '.join(map(repr, data.columns))}): "
                         "quote texts that hold the separator (\"a, b\"), or name every column in the header")
     if isinstance(data, list):
         rows = data
     else:
         rows = _rows(data.to_dict("records"), str(path))
+    if path.suffix in (".csv", ".tsv"):
+        _refuse_repeated_header(rows, list(data.columns))
+    if path.suffix == ".csv":
+        _refuse_swallowed_rows(rows, len(data.columns) - 1)
     if not rows:
         raise PostError(f"data file {path} has no rows (only a header?): it needs one row per example")
     return rows
+
+
+def _read_csv(path: Path):
+    import pandas as pd
+    _check_quotes(path)
+    # Only an empty cell is missing: a text "NA" or "null" stays text.
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def _read_tsv(path: Path):
+    """TSV has no quoting convention: a double quote is part of the text (pandas would otherwise join the
+    rows up to the next quote into one text), so a tab can never be inside a text."""
+    import pandas as pd
+    _check_tabs(path)
+    return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False, na_values=[""])
+
+
+def _check_tabs(path: Path) -> None:
+    """A line with more tabs than the header: without quoting, a tab inside a text splits it."""
+    with path.open(encoding="utf-8-sig") as handle:
+        header_tabs = handle.readline().count("\t")
+        for number, line in enumerate(handle, 2):
+            if line.count("\t") > header_tabs:
+                raise PostError(f"{path} line {number} has {line.count(chr(9)) + 1} tab-separated fields, the "
+                                f"header {header_tabs + 1}: a TSV text cannot hold a tab (it has no quoting): "
+                                "replace the tab with a space, or save the data as CSV or JSONL")
+
+
+def _check_quotes(path: Path) -> None:
+    """A quoted cell that goes on after its closing quote ("Titanic" is great): pandas drops both quotes,
+    or joins the rows up to the next quote into one text. Python's strict reader names the record."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle, strict=True)
+        record, start = 0, 1  # record 0 is the header; blank lines are no rows (pandas skips them too)
+        while True:
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                if "expected after" not in str(err):  # not a quote (a huge cell, a NUL): pandas reads or names it
+                    return
+                raise PostError(f"{path} row {record} (from line {start}): a double quote opens a quoted text that "
+                                "goes on after its closing quote: a stray double quote — double it (\"\") or remove "
+                                "it, or quote the whole cell") from None
+            record, start = record + bool(cells), reader.line_num + 1
+
+
+def _refuse_swallowed_rows(rows: list[Row], header_commas: int) -> None:
+    """A quote opened in one row and closed in a later one makes one cell of the rows between (a quoted
+    cell may span lines, but its lines do not look like rows: they have no quotes, and as many commas
+    as the header only by chance)."""
+    for row in rows:
+        for column, value in row.items():
+            if not isinstance(value, str) or "\n" not in value:
+                continue
+            if any(line.count(",") == header_commas for line in value.split("\n")[1:]):
+                raise PostError(f"{row.origin}: the {column!r} cell runs over several lines that look like rows "
+                                "of their own: a stray double quote opens it — double it (\"\") or remove it")
+
+
+def _refuse_repeated_header(rows: list[Row], columns: list) -> None:
+    """A row that is the header again (two files joined): its "label" would be read as a class name."""
+    names = [str(column).strip() for column in columns]
+    if len(names) < 2:  # one column: a text that reads "text" is only a text
+        return
+    for row in rows:
+        if [str(value).strip() for value in row.values()] == names:
+            raise PostError(f"{row.origin} repeats the header ({', '.join(names)}): remove that line "
+                            "(were two files joined?)")
+
+
+def _read_json(path: Path):
+    import pandas as pd
+    try:
+        return pd.read_json(path)
+    except ValueError:
+        if _looks_like_json_lines(path):
+            raise PostError(f"{path} looks like JSON Lines (one object per line): rename it to "
+                            f"{path.with_suffix('.jsonl').name}") from None
+        raise
+
+
+def _looks_like_json_lines(path: Path) -> bool:
+    """Its first two lines with anything on them are each a JSON object."""
+    with path.open(encoding="utf-8-sig") as handle:
+        lines = [line for line in handle if line.strip()][:2]
+    try:
+        return len(lines) == 2 and all(isinstance(json.loads(line), dict) for line in lines)
+    except json.JSONDecodeError:
+        return False
 
 
 def _first_bad_line(path: Path) -> str:
@@ -139,8 +238,10 @@ def _read_folder(folder: Path, split: str) -> list[dict]:
     raise PostError(f"{folder} has no {split} split: expected {split}.csv, {split}.jsonl or {split}.parquet there")
 
 
-def _carve(rows: list[dict], split: str, seed: int, name: str) -> list[dict]:
-    """One file holds everything: a seeded 80/10/10 train/validation/test split."""
+def _carve(rows: list[dict], split: str, seed: int, name: str) -> Split:
+    """One file holds everything: a seeded 80/10/10 train/validation/test split, of its distinct rows (a row
+    twice would otherwise often land in train and in test)."""
+    rows, dropped = _distinct(rows)
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     n = len(rows)
@@ -148,7 +249,32 @@ def _carve(rows: list[dict], split: str, seed: int, name: str) -> list[dict]:
     if split not in bounds:
         raise PostError(f"{name} is a single file: its splits are train, validation and test, not {split!r}")
     lo, hi = bounds[split]
-    return [rows[i] for i in order[lo:hi]]
+    carved = Split(rows[i] for i in order[lo:hi])
+    if dropped:
+        carved.notes = (f"{name}: {dropped} duplicate row(s) (every cell the same as an earlier row) dropped "
+                        "before splitting it into train, validation and test",)
+    return carved
+
+
+def _distinct(rows: list[dict]) -> tuple[list[dict], int]:
+    """The rows without exact repeats, first kept, and how many were dropped. Every cell counts, not only
+    the ones a config reads: the privacy ledger reads the same split without knowing the config's fields.
+    A row with an empty cell is kept: it is an error for the loader to name, not a duplicate."""
+    seen, kept = set(), []
+    for row in rows:
+        key = tuple(sorted((str(column), repr(value)) for column, value in row.items()))
+        if key in seen and not any(_blank(value) for value in row.values()):
+            continue
+        seen.add(key)
+        kept.append(row)
+    return kept, len(rows) - len(kept)
+
+
+def _blank(value) -> bool:
+    """None, NaN (pandas' empty cell) or a text of blanks."""
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def _asset_folder(source: str) -> Path | None:
