@@ -55,6 +55,13 @@ def test_a_few_shared_texts_are_said_and_more_are_refused():
     boundary.check("the public set", "public.source", public + ["a private review number 3 here"], private,
                    lambda message, level: said.append((message, level)))
     assert said and said[0][1] == "warning" and said[0][0].startswith("1 of the 301 texts")
+    said.clear()  # a small set: one shared text is chance too, a tenth of it is not
+    boundary.check("the public set", "public.source", public[:56] + ["a private review number 3 here"], private,
+                   lambda message, level: said.append((message, level)))
+    assert said and said[0][0].startswith("1 of the 57 texts")
+    with pytest.raises(Exception, match="6 of the 50 texts"):
+        boundary.check("the public set", "public.source", public[:44] + [f"a private review number {i} here" for i in range(6)],
+                       private, lambda *_: None)
     with pytest.raises(Exception, match="4 of the 304 texts"):
         boundary.check("the public set", "public.source", public + [f"a private review number {i} here" for i in range(4)],
                        private, lambda *_: None)

@@ -9,7 +9,8 @@ it), so a stage of the owner's never has to open it.
 
 A few short texts may be shared by chance between unrelated sets ("great movie!", a one-word tweet), so
 texts shorter than MIN_WORDS words do not count, and a handful of longer shared texts are reported, not
-refused; a share above SHARED_LIMIT of the public texts is refused: that is the private data, not chance.
+refused. Refused: more than PRIVATE_SHARE of the texts (that is the private data, however small the set),
+or FEW texts or more when they are over SHARED_LIMIT of them (too many to be chance).
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ import hashlib
 
 from engine.errors import PostError
 
-MIN_WORDS = 5        # a text this short can be anyone's
-SHARED_LIMIT = 0.01  # of the public texts (long enough to count) found in the private data: refused above it
+MIN_WORDS = 5         # a text this short can be anyone's
+PRIVATE_SHARE = 0.10  # of the texts (long enough to count) found in the private data: refused above it
+FEW, SHARED_LIMIT = 3, 0.01  # and refused from FEW such texts up when they are over SHARED_LIMIT of them
 
 
 def _fingerprint(text: str) -> str:
@@ -52,9 +54,9 @@ def check(what: str, key: str, texts: list[str], private: set[str], log) -> None
     hits, counted = shared(texts, private)
     if not hits:
         return
-    if hits > SHARED_LIMIT * counted:
+    if hits > PRIVATE_SHARE * counted or (hits >= FEW and hits > SHARED_LIMIT * counted):
         raise PostError(f"{hits} of the {counted} texts of {what} ({key}) are texts of the private task data: the "
                         f"owner's side would train on private data, outside the privacy accounting — give "
                         f"{key} public data that is not the task's (any split of it)")
-    log(f"{hits} of the {counted} texts of {what} ({key}) are also in the private task data (under "
-        f"{SHARED_LIMIT:.0%}: taken as chance); the owner's side trains on them without noise", "warning")
+    log(f"{hits} of the {counted} texts of {what} ({key}) are also in the private task data (few: taken as "
+        "chance); the owner's side trains on them without noise", "warning")
