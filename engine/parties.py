@@ -66,6 +66,9 @@ def _receive_and_transfer(cfg, found: dict, package_dir: Path, out: Path, bus, c
     run(cfg, bus=bus, out=out, cancel=cancel, stages=["transfer"], resume=True)
 
 
+IMPORTED_FROM = "imported_from"  # in a transfer record brought in from the owner's folder
+
+
 def import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool = False, large: str | None = None) -> list[str]:
     """Copy the owner's finished transfer prompts into the user's run, checked to be of this run's prompt and
     (given `large`, the eval's models.large) of the large model the eval scores them on; `full_pt`: the eval
@@ -104,5 +107,7 @@ def _import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool, large: str |
         if path.suffix in (".safetensors", ".json") and path.name != records.RECORD:
             artifacts.copy_file(path, target / path.name)
             copied.append(path.name)
-    artifacts.copy_file(source / records.RECORD, target / records.RECORD)  # last: the stage is done once it lands
+    # last: the stage is done once it lands; marked as the owner's, so a later `post eval` checks its files and
+    # prompt (its inputs are the owner's settings, not this run's config)
+    artifacts.write_json(target / records.RECORD, {**record, IMPORTED_FROM: str(owner_dir.resolve())})
     return copied

@@ -176,8 +176,9 @@ def check_upstream(ctx: RunContext, stages: list[str]) -> None:
             changed = _upstream_changed(ctx, stage, up, record)
             if changed is not None:
                 back = "go back to the settings it ran with, or " if changed.startswith(records.INPUTS_CHANGED) else ""
+                owner = " — or, for prompts an owner transferred, post eval --from OWNER" if up == "transfer" else ""
                 raise PostError(f"{stage} would go on from the {up} stage recorded in {ctx.run_dir}, but {changed}: "
-                                f"{back}run post run --resume {ctx.run_dir} (it runs {up} again)")
+                                f"{back}run post run --resume {ctx.run_dir} (it runs {up} again){owner}")
 
 
 def _upstream_changed(ctx: RunContext, stage: str, up: str, record: dict) -> str | None:
@@ -186,9 +187,11 @@ def _upstream_changed(ctx: RunContext, stage: str, up: str, record: dict) -> str
     The owner's transfer (eval --from) is the owner's record: its files are checked here, its prompt
     against this run's tune when imported (parties). The transfer never opens private data: it checks
     tune's settings, not the data's content."""
+    from engine.parties import IMPORTED_FROM
     files = records.artifacts_changed(ctx.run_dir / up, record)
+    imported = up == "transfer" and record.get(IMPORTED_FROM)
     # the audit says itself, in its own words, when its recipe is not the released tune's (audit.check_recipe)
-    if files is not None or up == "transfer" or stage == "audit" or ctx.config.task.source == WITHHELD:
+    if files is not None or imported or stage == "audit" or ctx.config.task.source == WITHHELD:
         return files  # the owner's folder: its tune is the user's package, checked when it was received
     if stage == "transfer" and up == "tune":
         return _tune_settings_changed(ctx, record)
@@ -307,17 +310,26 @@ def _check_owner_side_is_public(ctx: RunContext, stages: list[str]) -> None:
     from engine.distill import corpus_texts
     from engine.privacy import boundary
     cfg = ctx.config
-    owner_reads = []
-    if "transfer" in stages and cfg.public.source != GENERATED:
-        rows = public_rows(cfg.public, cfg.runtime.seed)
-        owner_reads.append(("the public set", "public.source",
-                            [str(r.get(f)) for r in rows for f in cfg.public.text_fields if r.get(f) is not None]))
-    if "distill" in stages and cfg.student_source == "distilled" and _will_run(ctx, "distill", False):
-        owner_reads.append(("the distillation corpus", "distill.corpus", corpus_texts(cfg)))
-    if owner_reads:
-        private = boundary.private_texts(cfg.task, cfg.runtime.seed)
-        for what, key, texts in owner_reads:
-            boundary.check(what, key, texts, private, ctx.log)
+    if cfg.task.source == "smoke":  # made-up sentences, repeated across its splits by design: nothing private
+        return
+    owner_reads = []  # every run that tunes checks them, whichever stages it runs: `post tune` alone, then
+    # `post transfer` (which never opens the private data) would otherwise train on them unchecked
+    if cfg.public.source != GENERATED:
+        owner_reads.append(("the public set", "public.source", lambda: [
+            str(r.get(f)) for r in public_rows(cfg.public, cfg.runtime.seed) for f in cfg.public.text_fields
+            if r.get(f) is not None]))
+    if cfg.student_source == "distilled":
+        owner_reads.append(("the distillation corpus", "distill.corpus", lambda: corpus_texts(cfg)))
+    private = boundary.private_texts(cfg.task, cfg.runtime.seed) if owner_reads else set()
+    for what, key, read in owner_reads:
+        try:
+            texts = read()
+        except PostError as err:
+            if any(s in stages for s in ("transfer", "distill")):
+                raise  # this run reads it: its own error, now
+            ctx.log(f"{what} ({key}) not compared with the private data: it cannot be read here ({err})", "warning")
+            continue
+        boundary.check(what, key, texts, private, ctx.log)
 
 
 def private_prompt(ctx: RunContext) -> bool:

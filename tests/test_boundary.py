@@ -65,3 +65,23 @@ def test_a_few_shared_texts_are_said_and_more_are_refused():
     with pytest.raises(Exception, match="4 of the 304 texts"):
         boundary.check("the public set", "public.source", public + [f"a private review number {i} here" for i in range(4)],
                        private, lambda *_: None)
+
+
+def test_tuning_alone_checks_what_the_owner_side_will_read(tmp_path):
+    # post distill, then post tune: the transfer that follows never opens the private data, so tune checks
+    private = reviews(tmp_path / "mine.csv")
+    sets = ["--set", f'task.source="{private}"', "--set", f'public.source="{private}"', "--set", 'public.split="test"',
+            "--set", "public.size=32"]
+    assert runner.invoke(app, ["distill", "--preset", "smoke", "--out", str(tmp_path / "r"), *sets]).exit_code == 0
+    result = runner.invoke(app, ["tune", str(tmp_path / "r"), *sets])
+    assert result.exit_code == 2 and "of the public set (public.source)" in result.stderr
+    assert not (tmp_path / "r" / "tune" / "done.json").exists()
+
+
+def test_a_private_column_the_task_does_not_read_is_private_too(tmp_path):
+    path = tmp_path / "mine.csv"
+    path.write_text("title,text,label\n" + "".join(f"the secret title of review {i},a review {i},{i % 2}\n"
+                                                   for i in range(100)))
+    from engine.config import TaskConfig
+    private = boundary.private_texts(TaskConfig(source=str(path), label_words=[["bad"], ["good"]]), 0)
+    assert boundary.shared([f"the secret title of review {i}" for i in range(20)], private) == (20, 20)

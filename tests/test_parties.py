@@ -387,3 +387,16 @@ def test_the_user_audits_their_recipe_and_the_owner_cannot(flow):
     assert refused.exit_code == 2 and "model owner's folder" in refused.output and "Traceback" not in refused.output
     assert not (root / "owner" / "audit").exists()
     assert not (root / "PKG" / "audit.json").exists() and "audit" not in (root / "PKG" / "manifest.json").read_text()
+
+
+def test_an_imported_transfer_is_the_owners_and_eval_alone_goes_on_from_it(flow, tmp_path):
+    # its record holds the owner's settings, not this run's config: a later `post eval` checks its files
+    root, _ = flow
+    user = tmp_path / "user"
+    shutil.copytree(root / "user", user)
+    record = json.loads((user / "transfer" / "done.json").read_text())
+    assert record["imported_from"] == str((root / "owner").resolve())
+    invoke("eval", user, "--set", "transfer.steps=99", "--set", 'public.source="tweets"')
+    (user / "transfer" / "post.safetensors").write_bytes(b"edited")
+    result = runner.invoke(app, ["eval", str(user)])
+    assert result.exit_code == 2 and "does not match the recorded sha256" in result.stderr

@@ -326,13 +326,14 @@ def test_stage_alone_refuses_an_unfinished_upstream_stage(finished, tmp_path):
 SWAPPED = 'task.label_words=[["positive", "good"], ["terrible", "bad"]]'  # smoke's classes, reversed
 
 
-@pytest.mark.parametrize("command, edit", [
-    (["eval"], ["--set", SWAPPED]),                                 # prompts scored under reversed classes
-    (["eval"], ["--set", 'task.template="Review: {text} Verdict:"']),
-    (["transfer"], ["--set", SWAPPED]),                             # the transfer carries on a prompt of other settings
-    (["eval"], "replaced"),                                         # another method's prompt under post's name
+@pytest.mark.parametrize("command, edit, says", [
+    (["eval"], ["--set", SWAPPED], "task.label_words"),            # prompts scored under reversed classes
+    (["eval"], ["--set", 'task.template="Review: {text} Verdict:"'], "task.template"),
+    (["transfer"], ["--set", SWAPPED], "task.label_words"),        # the transfer carries on a prompt of other settings
+    (["eval"], ["--set", "transfer.steps=99"], "transfer.steps"),  # this run's own transfer, made with other settings
+    (["eval"], "replaced", "does not match the recorded sha256"),  # another method's prompt under post's name
 ])
-def test_a_stage_alone_refuses_what_its_upstream_was_not_made_for(finished, tmp_path, command, edit):
+def test_a_stage_alone_refuses_what_its_upstream_was_not_made_for(finished, tmp_path, command, edit, says):
     run_dir = copy(finished, tmp_path)
     if edit == "replaced":
         shutil.copy(run_dir / "transfer" / "direct.safetensors" if (run_dir / "transfer" / "direct.safetensors").is_file()
@@ -343,7 +344,7 @@ def test_a_stage_alone_refuses_what_its_upstream_was_not_made_for(finished, tmp_
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     said = result.stderr.strip()
     assert len(said.splitlines()) == 1 and f"post run --resume {run_dir}" in said
-    assert ("does not match the recorded sha256" in said) if not edit else ("its inputs changed: " in said and "task." in said)
+    assert says in said and (not edit or "its inputs changed: " in said)
     after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name not in ("events.jsonl", ".post.lock")}
     assert after == before  # nothing scored, trained or rewritten (config.toml included)
 

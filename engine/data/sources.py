@@ -22,13 +22,25 @@ class Split(list):
 
 
 def _rows(records, where: str) -> list[Row]:
-    """Records as Rows named "<where> row <1-based number>"."""
+    """Records as Rows named "<where> row <1-based number>"; a binary cell (a parquet column of bytes) that
+    is UTF-8 as its text, here where rows enter, so the loader, the privacy ledger and the boundary check
+    all read one string (str() of bytes is "b'...'": the same data saved as CSV would look like other rows).
+    Bytes that are not UTF-8 stay bytes: refused by the loader if a setting reads that column."""
     out = []
     for number, record in enumerate(records, 1):
-        row = Row(record)
+        row = Row({key: _as_text(value) for key, value in record.items()})
         row.origin = f"{where} row {number}"
         out.append(row)
     return out
+
+
+def _as_text(value):
+    if not isinstance(value, (bytes, bytearray)):
+        return value
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        return value
 
 
 def read_split(source: str, split: str, subset: str = "", seed: int = 0) -> list[dict]:
@@ -115,11 +127,29 @@ def _read_csv(path: Path):
 
 
 def _read_tsv(path: Path):
-    """TSV has no quoting convention: a double quote is part of the text (pandas would otherwise join the
-    rows up to the next quote into one text), so a tab can never be inside a text."""
+    """TSV has no one quoting convention. A file quoted the way pandas and Python's csv write it (a cell that
+    holds a quote enclosed in quotes, its quotes doubled, no quoted cell over several lines) is read so;
+    otherwise a double quote is part of the text (pandas would join the rows up to the next quote into one
+    text) and a tab can never be inside a text."""
     import pandas as pd
-    _check_tabs(path)
-    return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False, na_values=[""])
+    quoting = _tsv_quoting(path)
+    if quoting == csv.QUOTE_NONE:
+        _check_tabs(path)
+    return pd.read_csv(path, sep="\t", quoting=quoting, keep_default_na=False, na_values=[""])
+
+
+def _tsv_quoting(path: Path) -> int:
+    """QUOTE_MINIMAL when every line parses strictly as one quoted-or-plain record, else QUOTE_NONE."""
+    import io
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        lines = [line for line in handle.read().splitlines() if line.strip()]
+    if not any('"' in line for line in lines):
+        return csv.QUOTE_NONE  # nothing quoted: both read alike
+    try:
+        records = list(csv.reader(io.StringIO("\n".join(lines)), delimiter="\t", strict=True))
+    except csv.Error:  # a quote inside a text ("Titanic" is great): text, not quoting
+        return csv.QUOTE_NONE
+    return csv.QUOTE_MINIMAL if len(records) == len(lines) else csv.QUOTE_NONE
 
 
 def _check_tabs(path: Path) -> None:
@@ -154,14 +184,19 @@ def _check_quotes(path: Path) -> None:
 
 
 def _refuse_swallowed_rows(rows: list[Row], header_commas: int) -> None:
-    """A quote opened in one row and closed in a later one makes one cell of the rows between (a quoted
-    cell may span lines, but its lines do not look like rows: they have no quotes, and as many commas
-    as the header only by chance)."""
+    """A quote opened in one row and closed in a later one makes one cell of the rows between. A quoted
+    cell may span lines, and prose holds commas, so a line looks like a swallowed row only when it has as
+    many commas as the header AND ends in a value the last column holds in other rows (a label: "…,1")."""
+    if not rows or header_commas < 1:
+        return
+    last = list(rows[0])[-1]
+    endings = {str(row.get(last)).strip() for row in rows if row.get(last) is not None and "\n" not in str(row.get(last))}
     for row in rows:
         for column, value in row.items():
             if not isinstance(value, str) or "\n" not in value:
                 continue
-            if any(line.count(",") == header_commas for line in value.split("\n")[1:]):
+            if any(line.count(",") == header_commas and line.rsplit(",", 1)[1].strip() in endings
+                   for line in value.split("\n")[1:]):
                 raise PostError(f"{row.origin}: the {column!r} cell runs over several lines that look like rows "
                                 "of their own: a stray double quote opens it — double it (\"\") or remove it")
 

@@ -32,13 +32,14 @@ def _countable(texts) -> set[str]:
 
 
 def private_texts(task_cfg, seed: int) -> set[str]:
-    """Fingerprints of every text value of the private task's splits (train, validation, test)."""
+    """Fingerprints of every text of the private task's splits (train, validation, test): each string cell,
+    not only the task's text fields (a title column the task does not read is private too)."""
     from engine.data.sources import read_split
     splits = [task_cfg.train_split, task_cfg.test_split, task_cfg.validation_split]
     found: set[str] = set()
     for split in dict.fromkeys(s for s in splits if s):
         rows = read_split(task_cfg.source, split, task_cfg.subset, seed)
-        found |= _countable(str(row.get(f)) for row in rows for f in task_cfg.text_fields if row.get(f) is not None)
+        found |= _countable(value for row in rows for value in row.values())
     return found
 
 
