@@ -590,6 +590,12 @@ def check_keys(data: dict[str, Any], model: type[BaseModel] = RunConfig, prefix:
     for key, value in data.items():
         dotted = f"{prefix}{key}"
         if key not in fields:
+            if key == "extends" and prefix:  # TOML puts a key after a [section] header into that section
+                raise PostError(f"config: {dotted}: extends names the preset a config builds on and goes at the top "
+                                "of the file, before any [section]")
+            if not prefix and key == "tool":  # a pyproject.toml, or a folder of another project
+                raise PostError("config: a [tool] table is not post's: this is not a post config or run folder "
+                                "(a run folder's config.toml is the one post run wrote)")
             valid = [f"{prefix}{k}" for k in fields]
             near = difflib.get_close_matches(dotted, valid + all_keys(RunConfig), n=1, cutoff=0.5)
             hint = f"; did you mean {near[0]}?" if near else f"; valid keys here: {', '.join(valid)}"

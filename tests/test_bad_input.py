@@ -138,6 +138,8 @@ CONFIG = [
     Case("config-unknown-key", user_config('extends = "smoke"\n[tune]\nlr_rate = 0.1\n'), "did you mean tune.lr?"),
     Case("config-unknown-key-set", with_sets("tranfer.alpha=0.3"), "unknown key tranfer; did you mean transfer?"),
     Case("config-unknown-section", user_config('extends = "smoke"\n[tuning]\nlr = 0.1\n'), "unknown key tuning"),
+    Case("config-extends-in-a-section", user_config('[tune]\nlr = 0.1\nextends = "smoke"\n'), "goes at the top"),
+    Case("config-of-another-project", user_config('[tool.black]\nline-length = 88\n'), "not a post config"),
     Case("config-section-is-a-value", user_config('extends = "smoke"\ntune = 3\n'), "must be a table"),
     Case("config-wrong-type", with_sets('tune.lr="fast"'), "tune.lr"),
     Case("config-unknown-device", with_sets('runtime.device="tpu"'), "'tpu' is not a device post runs on"),

@@ -53,7 +53,7 @@ def lookup(name: str) -> Asset:
     nearest = max(CATALOGUE, key=lambda known: difflib.SequenceMatcher(None, key, known).ratio())
     raise PostError(
         f"unknown asset {name!r}: did you mean {nearest!r}? "
-        f"(known assets: {', '.join(CATALOGUE)}; see list_assets())"
+        f"(known assets: {', '.join(CATALOGUE)}; post fetch --list says what each is)"
     )
 
 
