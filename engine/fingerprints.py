@@ -38,8 +38,24 @@ def _runtime(ctx) -> dict:
     from engine.config import result_runtime
     runtime = result_runtime(ctx.config)
     if runtime.get("dtype") == "auto" and not old_keys():
-        runtime["dtype"] = f"auto:{ctx.dtype}"
+        runtime["dtype"] = _AUTO_AS.get() or f"auto:{ctx.dtype}"
     return runtime
+
+
+# A stage run alone (pipeline.check_upstream) goes on from records made where runtime.dtype = "auto" resolved
+# otherwise (a folder moved between a bf16 machine and one without): eval scores prompts whichever dtype
+# trained them, and training them again — under DP, spending ε again — is no fix. Resume keeps the resolved key.
+_AUTO_AS = contextvars.ContextVar("auto_dtype_as", default=None)
+
+
+@contextlib.contextmanager
+def auto_dtype_as(recorded):
+    """Key "auto" as the record's resolution ("auto:<dtype>"), when it has one, within the block."""
+    token = _AUTO_AS.set(recorded if isinstance(recorded, str) and recorded.startswith("auto:") else None)
+    try:
+        yield
+    finally:
+        _AUTO_AS.reset(token)
 
 
 def student_identity(ctx) -> dict:

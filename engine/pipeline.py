@@ -193,9 +193,10 @@ def _upstream_changed(ctx: RunContext, stage: str, up: str, record: dict) -> str
     # the audit says itself, in its own words, when its recipe is not the released tune's (audit.check_recipe)
     if files is not None or imported or stage == "audit" or ctx.config.task.source == WITHHELD:
         return files  # the owner's folder: its tune is the user's package, checked when it was received
-    if stage == "transfer" and up == "tune":
-        return _tune_settings_changed(ctx, record)
-    return why_rerun(ctx, up)
+    with fingerprints.auto_dtype_as((record.get("inputs") or {}).get("dtype")):
+        if stage == "transfer" and up == "tune":
+            return _tune_settings_changed(ctx, record)
+        return why_rerun(ctx, up)
 
 
 def _tune_settings_changed(ctx: RunContext, record: dict) -> str | None:

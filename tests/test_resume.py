@@ -355,6 +355,22 @@ def test_a_stage_alone_goes_on_when_only_how_it_runs_changed(finished, tmp_path)
     assert result.exit_code == 0, result.output
 
 
+def test_a_stage_alone_goes_on_where_dtype_auto_resolves_otherwise(tmp_path, monkeypatch):
+    # a folder made on a bf16 machine, evaluated on one without: its prompts are scored, not trained again
+    # (a resume there does train them again: the key holds the resolution, test_dtype_auto_is_keyed_...)
+    from engine import context
+    sets = ['runtime.dtype="auto"', "eval.full_pt=false"]
+    with monkeypatch.context() as bf16:
+        bf16.setattr(context, "pick_dtype", lambda *_: ("bfloat16", "a bf16 machine (test)"))
+        run(config(*sets), out=tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "tune" / "done.json").read_text())["inputs"]["dtype"] == "auto:bfloat16"
+    monkeypatch.setattr(context, "pick_dtype", lambda *_: ("float32", "a machine without fast bf16 (test)"))
+    result = runner.invoke(app, ["eval", str(tmp_path / "run"), *[a for s in sets for a in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    edited = runner.invoke(app, ["eval", str(tmp_path / "run"), "--set", SWAPPED, *[a for s in sets for a in ("--set", s)]])
+    assert edited.exit_code == 2 and "task.label_words" in edited.stderr  # the settings are still checked
+
+
 def test_the_package_card_is_the_tuned_prompts_not_a_later_config(finished, tmp_path):
     run_dir = copy(finished, tmp_path)
     tuned = json.loads((run_dir / "tune" / "done.json").read_text())["inputs"]["task"]["label_words"]
