@@ -12,6 +12,7 @@ OUT=$1; ROW=$2; NAME=$3; LEVER=$4; shift 4
 R=${LEVERS:-runs/levers}/$NAME
 if [ ! -d "$R" ]; then mkdir -p "$(dirname "$R")"; cp -r "$OUT/$ROW" "$R"; rm -rf "$R/transfer" "$R/eval" "$R/results.json" "$R/diagnostics.json"; fi
 SETS=(); for s in "$@"; do SETS+=(--set "$s"); done
+python bench/compare_public.py "$R" "$@"   # a public set the lever names: compared with the private data first
 post transfer "$R" --set runtime.threads=1 --set "transfer.methods=$M" "${SETS[@]}"
 python bench/ablation.py "$R" --name "$NAME" --lever "$LEVER ($ROW's student and prompt)" --threads 1 \
   --set task.max_eval=300 --set "transfer.methods=$M" "${SETS[@]}" \

@@ -286,7 +286,11 @@ def preflight(ctx: RunContext, stages: list[str], force: bool = False) -> None:
             check_config(cfg.privacy, len(train), cfg.tune.batch_size,
                          steps_for(len(train), cfg.tune.batch_size, cfg.tune.steps, cfg.tune.epochs))
     if any(s in stages for s in ("tune", "full_pt")) and cfg.task.source != WITHHELD:
-        _check_owner_side_is_public(ctx, stages)
+        from engine.privacy import boundary
+        boundary.check_run(ctx, stages)
+    elif "transfer" in stages:
+        from engine.privacy import boundary
+        boundary.check_transfer_alone(ctx)
     if "audit" in stages:
         from engine.audit.stage import check_pool, check_recipe
         check_pool(cfg, len(train))
@@ -302,35 +306,6 @@ def preflight(ctx: RunContext, stages: list[str], force: bool = False) -> None:
                             "split, which the privacy accountant does not cover, and this run's prompt is "
                             "differentially private: set transfer.alpha to a number (--set transfer.alpha=1.0: the shift "
                             "alone, best on the sentiment tasks of BENCHMARKS.md)")
-
-
-def _check_owner_side_is_public(ctx: RunContext, stages: list[str]) -> None:
-    """The public set and the distillation corpus this run trains on are not the private data (compared by
-    text, here where the private data is open anyway: engine.privacy.boundary)."""
-    from engine.data.tasks import public_rows
-    from engine.distill import corpus_texts
-    from engine.privacy import boundary
-    cfg = ctx.config
-    if cfg.task.source == "smoke":  # made-up sentences, repeated across its splits by design: nothing private
-        return
-    owner_reads = []  # every run that tunes checks them, whichever stages it runs: `post tune` alone, then
-    # `post transfer` (which never opens the private data) would otherwise train on them unchecked
-    if cfg.public.source != GENERATED:
-        owner_reads.append(("the public set", "public.source", lambda: [
-            str(r.get(f)) for r in public_rows(cfg.public, cfg.runtime.seed) for f in cfg.public.text_fields
-            if r.get(f) is not None]))
-    if cfg.student_source == "distilled":
-        owner_reads.append(("the distillation corpus", "distill.corpus", lambda: corpus_texts(cfg)))
-    private = boundary.private_texts(cfg.task, cfg.runtime.seed) if owner_reads else set()
-    for what, key, read in owner_reads:
-        try:
-            texts = read()
-        except PostError as err:
-            if any(s in stages for s in ("transfer", "distill")):
-                raise  # this run reads it: its own error, now
-            ctx.log(f"{what} ({key}) not compared with the private data: it cannot be read here ({err})", "warning")
-            continue
-        boundary.check(what, key, texts, private, ctx.log)
 
 
 def private_prompt(ctx: RunContext) -> bool:

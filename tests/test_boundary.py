@@ -85,3 +85,40 @@ def test_a_private_column_the_task_does_not_read_is_private_too(tmp_path):
     from engine.config import TaskConfig
     private = boundary.private_texts(TaskConfig(source=str(path), label_words=[["bad"], ["good"]]), 0)
     assert boundary.shared([f"the secret title of review {i}" for i in range(20)], private) == (20, 20)
+
+
+def test_a_transfer_alone_trains_only_on_a_public_set_a_tuning_run_compared(tmp_path):
+    # `post transfer` never opens the private data: a public set changed by --set after the tune was unchecked
+    private = reviews(tmp_path / "mine.csv")
+    shutil.copy(private, tmp_path / "copy.csv")
+    (tmp_path / "tweets.csv").write_text("text\n" + "".join(f"a public tweet number {i} about nothing much\n"
+                                                             for i in range(100)))
+    r = str(tmp_path / "r")
+    mine = ["--set", f'task.source="{private}"']
+    assert runner.invoke(app, ["distill", "--preset", "smoke", "--out", r, *mine]).exit_code == 0
+    assert runner.invoke(app, ["tune", r, *mine]).exit_code == 0
+
+    copy = [*mine, "--set", f'public.source="{tmp_path / "copy.csv"}"', "--set", 'public.split="train"']
+    result = runner.invoke(app, ["transfer", r, *copy])
+    assert result.exit_code == 2 and "has not been compared with this run's private data" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "r" / "transfer").exists()
+    result = runner.invoke(app, ["run", "--resume", r, *copy])  # the remedy the refusal names: it finds the copy
+    assert result.exit_code == 2 and "are texts of the private task data" in result.stderr
+
+    tweets = [*mine, "--set", f'public.source="{tmp_path / "tweets.csv"}"', "--set", 'public.split="train"']
+    assert runner.invoke(app, ["transfer", r, *tweets]).exit_code == 2  # not compared yet
+    tuned = (tmp_path / "r" / "tune" / "prompt.safetensors").read_bytes()
+    result = runner.invoke(app, ["run", "--resume", r, *tweets])  # compares it, keeps the tune, transfers
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "r" / "tune" / "prompt.safetensors").read_bytes() == tuned  # the same file: not tuned again
+    assert runner.invoke(app, ["transfer", r, *tweets]).exit_code == 0  # compared now
+    assert runner.invoke(app, ["transfer", r, *mine]).exit_code == 0  # the smoke set the first tune compared
+
+
+def test_the_record_of_what_was_compared_is_checked_where_it_is_read(tmp_path):
+    boundary.keep_checked(tmp_path, "public.source", ["One text here", "another"])
+    assert boundary.was_checked(tmp_path, "public.source", ["another", "one  TEXT here"])  # order, case, spacing
+    assert not boundary.was_checked(tmp_path, "public.source", ["another"])
+    (tmp_path / boundary.CHECKED).write_text('{"public.source": "abc"}')
+    with pytest.raises(Exception, match="is not a record of the public data compared"):
+        boundary.was_checked(tmp_path, "public.source", ["another"])

@@ -5,7 +5,9 @@ public set and the distillation on its corpus, without noise and outside the pri
 same texts given there (the private file named twice, a copy of it, its test split) would train the
 large model's prompt on private data while the run still reports the tune's ε. The check compares
 text values, not file names, and runs where the private data is open anyway (the stages that tune on
-it), so a stage of the owner's never has to open it.
+it), so a stage of the owner's never has to open it. What a check passed is kept in the run folder
+(CHECKED: a digest of the public texts compared, never a private one), so a transfer run alone, which
+never opens the private data, trains only on a public set that was compared.
 
 A few short texts may be shared by chance between unrelated sets ("great movie!", a one-word tweet), so
 texts shorter than MIN_WORDS words do not count, and a handful of longer shared texts are reported, not
@@ -15,9 +17,12 @@ or FEW texts or more when they are over SHARED_LIMIT of them (too many to be cha
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
+from engine import artifacts
 from engine.errors import PostError
 
+CHECKED = "boundary.json"  # in the run folder: {"public.source": [digest, ...], "distill.corpus": [...]}
 MIN_WORDS = 5         # a text this short can be anyone's
 PRIVATE_SHARE = 0.10  # of the texts (long enough to count) found in the private data: refused above it
 FEW, SHARED_LIMIT = 3, 0.01  # and refused from FEW such texts up when they are over SHARED_LIMIT of them
@@ -61,3 +66,82 @@ def check(what: str, key: str, texts: list[str], private: set[str], log) -> None
                         f"{key} public data that is not the task's (any split of it)")
     log(f"{hits} of the {counted} texts of {what} ({key}) are also in the private task data (few: taken as "
         "chance); the owner's side trains on them without noise", "warning")
+
+
+def digest(texts: list[str]) -> str:
+    """What a set of texts is, for CHECKED: the same texts in any order or case give the same digest."""
+    return hashlib.sha256("\n".join(sorted(_fingerprint(t) for t in texts)).encode()).hexdigest()[:32]
+
+
+def checked(run_dir: Path) -> dict[str, list[str]]:
+    """The digests of the owner-side sets compared with this run's private data, by the key that names them."""
+    path = run_dir / CHECKED
+    if not path.is_file():
+        return {}
+    kept = artifacts.read_json_dict(path, "record of the public data compared with the private data")
+    if not all(isinstance(k, str) and isinstance(v, list) and all(isinstance(d, str) for d in v) for k, v in kept.items()):
+        raise PostError(f"{path} is not a record of the public data compared with the private data: "
+                        "delete it, and the next run that tunes compares again")
+    return kept
+
+
+def keep_checked(run_dir: Path, key: str, texts: list[str]) -> None:
+    """Add the digest of `texts` (that passed `check`) to CHECKED."""
+    kept = checked(run_dir)
+    mine = digest(texts)
+    if mine not in kept.get(key, []):
+        kept[key] = [*kept.get(key, []), mine]
+        artifacts.write_json(run_dir / CHECKED, kept)
+
+
+def was_checked(run_dir: Path, key: str, texts: list[str]) -> bool:
+    return digest(texts) in checked(run_dir).get(key, [])
+
+
+def check_run(ctx, stages: list[str]) -> None:
+    """A run that tunes: the public set and the distillation corpus it (or a later `post transfer`) trains on
+    are not the private data — compared here, where the private data is open anyway — and kept as compared."""
+    from engine.data.generated import GENERATED
+    from engine.distill import corpus_texts
+    cfg = ctx.config
+    if cfg.task.source == "smoke":  # made-up sentences, repeated across its splits by design: nothing private
+        return
+    owner_reads = []  # every run that tunes checks them, whichever stages it runs: `post tune` alone, then
+    # `post transfer` (which never opens the private data) would otherwise train on them unchecked
+    if cfg.public.source != GENERATED:
+        owner_reads.append(("the public set", "public.source", lambda: public_texts(cfg)))
+    if cfg.student_source == "distilled":
+        owner_reads.append(("the distillation corpus", "distill.corpus", lambda: corpus_texts(cfg)))
+    private = private_texts(cfg.task, cfg.runtime.seed) if owner_reads else set()
+    for what, key, read in owner_reads:
+        try:
+            texts = read()
+        except PostError as err:
+            if any(s in stages for s in ("transfer", "distill")):
+                raise  # this run reads it: its own error, now
+            ctx.log(f"{what} ({key}) not compared with the private data: it cannot be read here ({err})", "warning")
+            continue
+        check(what, key, texts, private, ctx.log)
+        keep_checked(ctx.run_dir, key, texts)
+
+
+def public_texts(cfg) -> list[str]:
+    """Every text the transfer may read from the public set (the pool, where it picks)."""
+    from engine.data.tasks import public_rows
+    return [str(r.get(f)) for r in public_rows(cfg.public, cfg.runtime.seed) for f in cfg.public.text_fields
+            if r.get(f) is not None]
+
+
+def check_transfer_alone(ctx) -> None:
+    """A transfer run without the tune trains only on a public set that a run which tuned compared with the
+    private data: `post transfer` never opens it, so a `--set public.source` since would go unchecked."""
+    from engine.data.generated import GENERATED
+    from engine.parties import WITHHELD
+    cfg = ctx.config
+    if cfg.task.source in (WITHHELD, "smoke") or cfg.public.source == GENERATED:
+        return  # the owner's folder holds no private data; the smoke task has none; a generated set is the model's
+    if not was_checked(ctx.run_dir, "public.source", public_texts(cfg)):
+        raise PostError(f"the public set (public.source = {cfg.public.source!r}, split {cfg.public.split!r}, size "
+                        f"{cfg.public.size}) has not been compared with this run's private data, and the transfer never "
+                        f"opens it: run `post run --resume {ctx.run_dir}` with the same --set instead (it compares them, "
+                        "keeps the finished stages and runs the transfer)")
