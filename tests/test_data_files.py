@@ -82,6 +82,22 @@ def test_a_tsv_quoted_as_pandas_and_csv_write_it_reads_as_written(tmp_path):
     assert [r["text"] for r in _read_file(path)] == said
 
 
+def test_a_tsv_cell_quoted_over_several_lines_is_one_text(tmp_path):
+    import csv
+    path = tmp_path / "d.tsv"
+    with path.open("w", newline="") as handle:
+        out = csv.writer(handle, delimiter="\t")
+        out.writerow(["text", "label"])
+        out.writerows([f"review {i}", i % 2] for i in range(10))
+        out.writerow(["a long review\nthat spans two lines", 1])
+    rows = _read_file(path)  # read line by line it was two rows, one without a label
+    assert len(rows) == 11 and (rows[-1]["text"], rows[-1]["label"]) == ("a long review\nthat spans two lines", 1)
+    # quotes that open on one line and close on the next, each line a whole record: lines, as written
+    both = tmp_path / "both.tsv"
+    both.write_text('text\tlabel\n"Great\t1\nmovie"\t0\nplain\t1\n')
+    assert [r["text"] for r in _read_file(both)] == ['"Great', 'movie"', "plain"]
+
+
 def test_a_quoted_csv_cell_over_several_lines_of_prose_loads(tmp_path):
     import csv
     path = tmp_path / "d.csv"

@@ -139,7 +139,9 @@ def _read_tsv(path: Path):
 
 
 def _tsv_quoting(path: Path) -> int:
-    """QUOTE_MINIMAL when every line parses strictly as one quoted-or-plain record, else QUOTE_NONE."""
+    """How to read a TSV as it was written: QUOTE_NONE (each line a record, quotes part of the text) unless
+    only the quoted reading gives every record the header's fields — a cell quoted over several lines, as
+    pandas and Python's csv write it — or every line parses strictly as one quoted-or-plain record."""
     import io
     with path.open(encoding="utf-8-sig", newline="") as handle:
         lines = [line for line in handle.read().splitlines() if line.strip()]
@@ -149,7 +151,12 @@ def _tsv_quoting(path: Path) -> int:
         records = list(csv.reader(io.StringIO("\n".join(lines)), delimiter="\t", strict=True))
     except csv.Error:  # a quote inside a text ("Titanic" is great): text, not quoting
         return csv.QUOTE_NONE
-    return csv.QUOTE_MINIMAL if len(records) == len(lines) else csv.QUOTE_NONE
+    if len(records) == len(lines):
+        return csv.QUOTE_MINIMAL
+    fields = lines[0].count("\t") + 1
+    plain_fits = all(line.count("\t") + 1 == fields for line in lines)
+    quoted_fits = all(len(record) == fields for record in records)
+    return csv.QUOTE_MINIMAL if quoted_fits and not plain_fits else csv.QUOTE_NONE
 
 
 def _check_tabs(path: Path) -> None:
