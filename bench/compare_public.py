@@ -16,8 +16,13 @@ def main(run_dir: Path, sets: list[str]) -> None:
     from engine.events import EventBus
     from engine.privacy import boundary
     config = validate(apply_overrides(read_toml(run_dir / "config.toml"), sets))
-    ctx = RunContext(config=config, run_dir=run_dir, bus=EventBus())
-    boundary.check_run(ctx, ["tune"])
+    bus = EventBus()
+    bus.subscribe(lambda e: print(f"{e.level}: {e.message}") if getattr(e, "level", "info") == "warning" else None)
+    ctx = RunContext(config=config, run_dir=run_dir, bus=bus)
+    if config.task.source == "smoke" or config.public.source == "generated":
+        print(f"{run_dir}: nothing to compare (smoke task or generated public set)")
+        return
+    boundary.check_run(ctx, ["tune", "transfer"])  # an unreadable set is an error here, not a silent pass
     print(f"{run_dir}: public set and corpus compared with the private data")
 
 

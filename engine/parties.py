@@ -47,6 +47,9 @@ def owner_transfer(config, kit_dir: Path, package_dir: Path, out: Path, bus=None
     card = artifacts.read_json_dict(Path(package_dir) / "task_card.json", "task card")
     cfg = owner_config(config, kit_dir, card)
     out = Path(out)
+    from engine.tune import PRIVATE_NOTE
+    if (out / PRIVATE_NOTE).exists():  # the owner's transfer would overwrite its tune record and train unchecked
+        raise PostError(f"{out} is a user's run folder ({PRIVATE_NOTE}): give the owner's transfer its own --out folder")
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):  # the package and the tune record below are written into the folder too
         _receive_and_transfer(cfg, found, package_dir, out, bus, cancel)

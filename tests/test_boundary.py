@@ -116,9 +116,34 @@ def test_a_transfer_alone_trains_only_on_a_public_set_a_tuning_run_compared(tmp_
 
 
 def test_the_record_of_what_was_compared_is_checked_where_it_is_read(tmp_path):
-    boundary.keep_checked(tmp_path, "public.source", ["One text here", "another"])
-    assert boundary.was_checked(tmp_path, "public.source", ["another", "one  TEXT here"])  # order, case, spacing
-    assert not boundary.was_checked(tmp_path, "public.source", ["another"])
-    (tmp_path / boundary.CHECKED).write_text('{"public.source": "abc"}')
+    private = boundary._countable(["a private text of five words"])
+    boundary.keep_checked(tmp_path, "public.source", ["One text here", "another"], "mine", private)
+    assert boundary.was_checked(tmp_path, "public.source", ["another", "one  TEXT here"], "mine")  # order, case, spacing
+    assert not boundary.was_checked(tmp_path, "public.source", ["another"], "mine")
+    assert not boundary.was_checked(tmp_path, "public.source", ["One text here", "another"], "theirs")
+    boundary.keep_checked(tmp_path, "distill.corpus", ["a corpus"], "mine", private)
+    assert boundary.was_checked(tmp_path, "public.source", ["One text here", "another"], "mine")
+    # the private file edited in place: what was compared with its old texts no longer counts
+    boundary.keep_checked(tmp_path, "distill.corpus", ["a corpus"], "mine", private | {"0123456789abcdef"})
+    assert not boundary.was_checked(tmp_path, "public.source", ["One text here", "another"], "mine")
+    assert boundary.was_checked(tmp_path, "distill.corpus", ["a corpus"], "mine")
+    (tmp_path / boundary.CHECKED).write_text('{"public.source@mine": "abc"}')
     with pytest.raises(Exception, match="is not a record of the public data compared"):
-        boundary.was_checked(tmp_path, "public.source", ["another"])
+        boundary.was_checked(tmp_path, "public.source", ["another"], "mine")
+
+
+def test_a_transfer_alone_cannot_pass_as_the_owners_nor_reuse_a_set_compared_with_other_private_data(tmp_path):
+    private, other = reviews(tmp_path / "mine.csv"), tmp_path / "other.csv"
+    other.write_text("text,label\n" + "".join(f"another private note {i} that is quite fine,{i % 2}\n" for i in range(300)))
+    r = str(tmp_path / "r")
+    public = lambda p: ["--set", f'public.source="{p}"', "--set", 'public.split="train"']  # noqa: E731
+    mine, theirs = ["--set", f'task.source="{private}"'], ["--set", f'task.source="{other}"']
+    assert runner.invoke(app, ["run", "--preset", "smoke", "--out", r, *mine, *public(other)]).exit_code == 0
+    # the user's own folder is not the owner's by a --set
+    result = runner.invoke(app, ["transfer", r, "--set", 'task.source="withheld"', *public(private)])
+    assert result.exit_code == 2 and "is a user's run folder" in result.stderr
+    # other.csv passed against mine.csv; tuned on other.csv since, it is that run's private data
+    smoke = ["--set", 'public.source="smoke"', "--set", 'public.split="corpus"']
+    assert runner.invoke(app, ["tune", r, *theirs, *smoke]).exit_code == 0
+    result = runner.invoke(app, ["transfer", r, *theirs, *public(other)])
+    assert result.exit_code == 2 and "has not been compared" in result.stderr

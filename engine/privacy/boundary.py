@@ -22,7 +22,7 @@ from pathlib import Path
 from engine import artifacts
 from engine.errors import PostError
 
-CHECKED = "boundary.json"  # in the run folder: {"public.source": [digest, ...], "distill.corpus": [...]}
+CHECKED = "boundary.json"  # in the run folder: {"public.source@<task>": [digest, ...], "private@<task>": [...], ...}
 MIN_WORDS = 5         # a text this short can be anyone's
 PRIVATE_SHARE = 0.10  # of the texts (long enough to count) found in the private data: refused above it
 FEW, SHARED_LIMIT = 3, 0.01  # and refused from FEW such texts up when they are over SHARED_LIMIT of them
@@ -85,17 +85,32 @@ def checked(run_dir: Path) -> dict[str, list[str]]:
     return kept
 
 
-def keep_checked(run_dir: Path, key: str, texts: list[str]) -> None:
-    """Add the digest of `texts` (that passed `check`) to CHECKED."""
-    kept = checked(run_dir)
-    mine = digest(texts)
-    if mine not in kept.get(key, []):
-        kept[key] = [*kept.get(key, []), mine]
+def compared_with(task_cfg, seed: int) -> str:
+    """Which private data a comparison was made with, by the settings that name it (no private text): a set
+    compared with one task's data is not thereby compared with another's tuned in the same folder later."""
+    named = [task_cfg.source, task_cfg.subset, task_cfg.train_split, task_cfg.validation_split, task_cfg.test_split,
+             str(seed)]
+    return hashlib.sha256("\n".join(str(n) for n in named).encode()).hexdigest()[:16]
+
+
+def keep_checked(run_dir: Path, key: str, texts: list[str], task: str, private: set[str]) -> None:
+    """Add the digest of `texts` (that passed `check` against `private`, the data `task` names) to CHECKED. The
+    private texts' digest is kept too: where they changed since (the file edited in place), what was
+    compared with the old ones no longer counts."""
+    before = checked(run_dir)
+    kept, data = dict(before), f"private@{task}"
+    ours = hashlib.sha256("\n".join(sorted(private)).encode()).hexdigest()[:32]  # as the stage records' data keys
+    if kept.get(data) != [ours]:
+        kept = {k: v for k, v in kept.items() if not k.endswith(f"@{task}")}
+        kept[data] = [ours]
+    name = f"{key}@{task}"
+    kept[name] = list(dict.fromkeys([*kept.get(name, []), digest(texts)]))
+    if kept != before:
         artifacts.write_json(run_dir / CHECKED, kept)
 
 
-def was_checked(run_dir: Path, key: str, texts: list[str]) -> bool:
-    return digest(texts) in checked(run_dir).get(key, [])
+def was_checked(run_dir: Path, key: str, texts: list[str], task: str) -> bool:
+    return digest(texts) in checked(run_dir).get(f"{key}@{task}", [])
 
 
 def check_run(ctx, stages: list[str]) -> None:
@@ -122,7 +137,7 @@ def check_run(ctx, stages: list[str]) -> None:
             ctx.log(f"{what} ({key}) not compared with the private data: it cannot be read here ({err})", "warning")
             continue
         check(what, key, texts, private, ctx.log)
-        keep_checked(ctx.run_dir, key, texts)
+        keep_checked(ctx.run_dir, key, texts, compared_with(cfg.task, cfg.runtime.seed), private)
 
 
 def public_texts(cfg) -> list[str]:
@@ -137,11 +152,17 @@ def check_transfer_alone(ctx) -> None:
     private data: `post transfer` never opens it, so a `--set public.source` since would go unchecked."""
     from engine.data.generated import GENERATED
     from engine.parties import WITHHELD
+    from engine.tune import PRIVATE_NOTE
     cfg = ctx.config
-    if cfg.task.source in (WITHHELD, "smoke") or cfg.public.source == GENERATED:
+    owners = cfg.task.source == WITHHELD and not (ctx.run_dir / PRIVATE_NOTE).exists()  # by the folder, not a --set
+    if owners or cfg.task.source == "smoke" or cfg.public.source == GENERATED:
         return  # the owner's folder holds no private data; the smoke task has none; a generated set is the model's
-    if not was_checked(ctx.run_dir, "public.source", public_texts(cfg)):
+    if cfg.task.source == WITHHELD:
+        raise PostError(f"{ctx.run_dir} is a user's run folder ({PRIVATE_NOTE}): task.source = \"{WITHHELD}\" is the "
+                        "owner's folder's — remove that --set")
+    if not was_checked(ctx.run_dir, "public.source", public_texts(cfg), compared_with(cfg.task, cfg.runtime.seed)):
         raise PostError(f"the public set (public.source = {cfg.public.source!r}, split {cfg.public.split!r}, size "
                         f"{cfg.public.size}) has not been compared with this run's private data, and the transfer never "
                         f"opens it: run `post run --resume {ctx.run_dir}` with the same --set instead (it compares them, "
-                        "keeps the finished stages and runs the transfer)")
+                        "keeps the finished stages whose inputs are unchanged — the tune runs again, under DP spending ε again, if the "
+                        "private data changed since it ran — and runs the transfer)")
