@@ -164,5 +164,5 @@ def check_transfer_alone(ctx) -> None:
         raise PostError(f"the public set (public.source = {cfg.public.source!r}, split {cfg.public.split!r}, size "
                         f"{cfg.public.size}) has not been compared with this run's private data, and the transfer never "
                         f"opens it: run `post run --resume {ctx.run_dir}` with the same --set instead (it compares them, "
-                        "keeps the finished stages whose inputs are unchanged — the tune runs again, under DP spending ε again, if the "
-                        "private data changed since it ran — and runs the transfer)")
+                        "keeps the finished stages whose inputs are unchanged and runs the transfer; a private file "
+                        "changed since the tune trains the prompt again, under DP spending ε again)")
