@@ -113,23 +113,28 @@ def test_a_transfer_alone_trains_only_on_a_public_set_a_tuning_run_compared(tmp_
     assert (tmp_path / "r" / "tune" / "prompt.safetensors").read_bytes() == tuned  # the same file: not tuned again
     assert runner.invoke(app, ["transfer", r, *tweets]).exit_code == 0  # compared now
     assert runner.invoke(app, ["transfer", r, *mine]).exit_code == 0  # the smoke set the first tune compared
+    assert runner.invoke(app, ["transfer", r, *mine, "--set", "public.size=32"]).exit_code == 0  # a part of it
 
 
-def test_the_record_of_what_was_compared_is_checked_where_it_is_read(tmp_path):
-    private = boundary._countable(["a private text of five words"])
-    boundary.keep_checked(tmp_path, "public.source", ["One text here", "another"], "mine", private)
-    assert boundary.was_checked(tmp_path, "public.source", ["another", "one  TEXT here"], "mine")  # order, case, spacing
-    assert not boundary.was_checked(tmp_path, "public.source", ["another"], "mine")
-    assert not boundary.was_checked(tmp_path, "public.source", ["One text here", "another"], "theirs")
-    boundary.keep_checked(tmp_path, "distill.corpus", ["a corpus"], "mine", private)
-    assert boundary.was_checked(tmp_path, "public.source", ["One text here", "another"], "mine")
+def test_the_record_of_what_was_compared_gives_the_verdict_the_private_data_would(tmp_path):
+    said = []
+    log = lambda message, level: said.append(message)  # noqa: E731
+    private = boundary._countable(["a private text of five words", "one more private text of five words"])
+    public = [f"a public tweet number {i} here" for i in range(40)] + ["A private text  of five words"]
+    boundary.keep_compared(tmp_path, public, "mine", private)
+    assert boundary.check_compared(tmp_path, public[::-1], "mine", log)  # any order
+    assert said and said[0].startswith("1 of the 41 texts")  # the warning a comparison gives
+    assert boundary.check_compared(tmp_path, public[:20], "mine", log)  # a subset: another public.size or pick
+    with pytest.raises(Exception, match="1 of the 6 texts"):  # a subset where the shared text weighs more
+        boundary.check_compared(tmp_path, public[-6:], "mine", log)
+    assert not boundary.check_compared(tmp_path, public + ["a text never compared with it"], "mine", log)
+    assert not boundary.check_compared(tmp_path, public[:20], "theirs", log)  # compared with other private data
     # the private file edited in place: what was compared with its old texts no longer counts
-    boundary.keep_checked(tmp_path, "distill.corpus", ["a corpus"], "mine", private | {"0123456789abcdef"})
-    assert not boundary.was_checked(tmp_path, "public.source", ["One text here", "another"], "mine")
-    assert boundary.was_checked(tmp_path, "distill.corpus", ["a corpus"], "mine")
-    (tmp_path / boundary.CHECKED).write_text('{"public.source@mine": "abc"}')
+    boundary.keep_compared(tmp_path, ["a corpus text"], "mine", private | {"0123456789abcdef"})
+    assert not boundary.check_compared(tmp_path, public[:20], "mine", log)
+    (tmp_path / boundary.CHECKED).write_text('{"public@mine": "abc"}')
     with pytest.raises(Exception, match="is not a record of the public data compared"):
-        boundary.was_checked(tmp_path, "public.source", ["another"], "mine")
+        boundary.check_compared(tmp_path, ["another"], "mine", log)
 
 
 def test_a_transfer_alone_cannot_pass_as_the_owners_nor_reuse_a_set_compared_with_other_private_data(tmp_path):

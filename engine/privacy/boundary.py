@@ -5,9 +5,9 @@ public set and the distillation on its corpus, without noise and outside the pri
 same texts given there (the private file named twice, a copy of it, its test split) would train the
 large model's prompt on private data while the run still reports the tune's ε. The check compares
 text values, not file names, and runs where the private data is open anyway (the stages that tune on
-it), so a stage of the owner's never has to open it. What a check passed is kept in the run folder
-(CHECKED: a digest of the public texts compared, never a private one), so a transfer run alone, which
-never opens the private data, trains only on a public set that was compared.
+it), so a stage of the owner's never has to open it. What was compared is kept in the run folder
+(CHECKED: the fingerprints of the public texts, and of those found in the private data), so a transfer
+run alone, which never opens the private data, trains only on a public set that was compared.
 
 A few short texts may be shared by chance between unrelated sets ("great movie!", a one-word tweet), so
 texts shorter than MIN_WORDS words do not count, and a handful of longer shared texts are reported, not
@@ -22,7 +22,7 @@ from pathlib import Path
 from engine import artifacts
 from engine.errors import PostError
 
-CHECKED = "boundary.json"  # in the run folder: {"public.source@<task>": [digest, ...], "private@<task>": [...], ...}
+CHECKED = "boundary.json"  # in the run folder: the public texts compared, per private data set (`checked`)
 MIN_WORDS = 5         # a text this short can be anyone's
 PRIVATE_SHARE = 0.10  # of the texts (long enough to count) found in the private data: refused above it
 FEW, SHARED_LIMIT = 3, 0.01  # and refused from FEW such texts up when they are over SHARED_LIMIT of them
@@ -68,13 +68,9 @@ def check(what: str, key: str, texts: list[str], private: set[str], log) -> None
         "chance); the owner's side trains on them without noise", "warning")
 
 
-def digest(texts: list[str]) -> str:
-    """What a set of texts is, for CHECKED: the same texts in any order or case give the same digest."""
-    return hashlib.sha256("\n".join(sorted(_fingerprint(t) for t in texts)).encode()).hexdigest()[:32]
-
-
 def checked(run_dir: Path) -> dict[str, list[str]]:
-    """The digests of the owner-side sets compared with this run's private data, by the key that names them."""
+    """What CHECKED keeps: per private data set ("@<task>"), the fingerprints of the public texts compared with
+    it ("public@"), those of them found in it ("shared@": public texts too) and its own digest ("private@")."""
     path = run_dir / CHECKED
     if not path.is_file():
         return {}
@@ -93,24 +89,32 @@ def compared_with(task_cfg, seed: int) -> str:
     return hashlib.sha256("\n".join(str(n) for n in named).encode()).hexdigest()[:16]
 
 
-def keep_checked(run_dir: Path, key: str, texts: list[str], task: str, private: set[str]) -> None:
-    """Add the digest of `texts` (that passed `check` against `private`, the data `task` names) to CHECKED. The
-    private texts' digest is kept too: where they changed since (the file edited in place), what was
-    compared with the old ones no longer counts."""
+def keep_compared(run_dir: Path, texts: list[str], task: str, private: set[str]) -> None:
+    """Add the public `texts` compared with `private` (the data `task` names) to CHECKED. Where the private
+    texts changed since an earlier comparison (the file edited in place), what was compared with the old
+    ones no longer counts."""
     before = checked(run_dir)
-    kept, data = dict(before), f"private@{task}"
+    kept = dict(before)
     ours = hashlib.sha256("\n".join(sorted(private)).encode()).hexdigest()[:32]  # as the stage records' data keys
-    if kept.get(data) != [ours]:
+    if kept.get(f"private@{task}") != [ours]:
         kept = {k: v for k, v in kept.items() if not k.endswith(f"@{task}")}
-        kept[data] = [ours]
-    name = f"{key}@{task}"
-    kept[name] = list(dict.fromkeys([*kept.get(name, []), digest(texts)]))
+        kept[f"private@{task}"] = [ours]
+    mine = {_fingerprint(t) for t in texts}
+    kept[f"public@{task}"] = sorted(set(kept.get(f"public@{task}", [])) | mine)
+    kept[f"shared@{task}"] = sorted(set(kept.get(f"shared@{task}", [])) | (mine & private))
     if kept != before:
         artifacts.write_json(run_dir / CHECKED, kept)
 
 
-def was_checked(run_dir: Path, key: str, texts: list[str], task: str) -> bool:
-    return digest(texts) in checked(run_dir).get(f"{key}@{task}", [])
+def check_compared(run_dir: Path, texts: list[str], task: str, log) -> bool:
+    """`check` the public `texts` as against the private data, from CHECKED alone: False where some were never
+    compared with it. Every text compared is kept with whether it was found, so any set of them — another
+    size, pool or pick of the same source — gets the verdict a comparison with the private data would give."""
+    kept = checked(run_dir)
+    if not {_fingerprint(t) for t in texts} <= set(kept.get(f"public@{task}", [])):
+        return False
+    check("the public set", "public.source", texts, set(kept.get(f"shared@{task}", [])), log)
+    return True
 
 
 def check_run(ctx, stages: list[str]) -> None:
@@ -137,7 +141,8 @@ def check_run(ctx, stages: list[str]) -> None:
             ctx.log(f"{what} ({key}) not compared with the private data: it cannot be read here ({err})", "warning")
             continue
         check(what, key, texts, private, ctx.log)
-        keep_checked(ctx.run_dir, key, texts, compared_with(cfg.task, cfg.runtime.seed), private)
+        if key == "public.source":  # what `post transfer` alone reads; the corpus is the distillation's, run with the tune
+            keep_compared(ctx.run_dir, texts, compared_with(cfg.task, cfg.runtime.seed), private)
 
 
 def public_texts(cfg) -> list[str]:
@@ -160,7 +165,7 @@ def check_transfer_alone(ctx) -> None:
     if cfg.task.source == WITHHELD:
         raise PostError(f"{ctx.run_dir} is a user's run folder ({PRIVATE_NOTE}): task.source = \"{WITHHELD}\" is the "
                         "owner's folder's — remove that --set")
-    if not was_checked(ctx.run_dir, "public.source", public_texts(cfg), compared_with(cfg.task, cfg.runtime.seed)):
+    if not check_compared(ctx.run_dir, public_texts(cfg), compared_with(cfg.task, cfg.runtime.seed), ctx.log):
         raise PostError(f"the public set (public.source = {cfg.public.source!r}, split {cfg.public.split!r}, size "
                         f"{cfg.public.size}) has not been compared with this run's private data, and the transfer never "
                         f"opens it: run `post run --resume {ctx.run_dir}` with the same --set instead (it compares them, "
