@@ -1,7 +1,8 @@
 """Probe (issue 12): POST's validation accuracy along the transfer (every 25 steps; 300 examples): would
 choosing the transfer's step on validation, as full PT does, help? Also the test accuracy (300) of the
 last and the best step. Writes SCRATCH/probe2.json.
-    python bench/transfer_curve.py SRC_RUN SCRATCH     (SRC_RUN: a finished run, e.g. a student_lever.sh one)
+    python bench/transfer_curve.py SRC_RUN SCRATCH [KEY=VALUE ...]   (SRC_RUN: a finished run, e.g. a student_lever.sh
+    one; KEY=VALUE: settings for the transfer, e.g. transfer.steps=300)
 """
 import json, shutil, sys, time
 from pathlib import Path
@@ -18,7 +19,7 @@ from engine.evaluate import prompt_logit_fn, score
 from engine.prompt import SoftPrompt
 
 torch.set_num_threads(1)
-cfg = validate(apply_overrides(read_toml(scratch / "config.toml"), ["runtime.threads=1", "task.max_eval=300"]))
+cfg = validate(apply_overrides(read_toml(scratch / "config.toml"), ["runtime.threads=1", "task.max_eval=300", *sys.argv[3:]]))
 ctx = RunContext(config=cfg, run_dir=scratch)
 large, small, tok = loading.both(ctx)
 splits = loading.task(ctx, tok)
@@ -38,7 +39,7 @@ small_prompt = SoftPrompt.load(scratch / "tune" / "prompt.safetensors")
 targets = tr.fixed_targets(ctx, large, small, tok, small_prompt, public)
 alpha = float(cfg.transfer.alpha)
 prompt, result = tr.transfer_prompt(ctx, "post", alpha, large, tok, public, targets)
-found = {"alpha": alpha, "validation": result.validation, "best_step": result.best_step,
+found = {"sets": sys.argv[3:], "alpha": alpha, "validation": result.validation, "best_step": result.best_step,
          "test_last": acc(prompt, "test")}
 if result.best_weight is not None:
     prompt.weight.data.copy_(result.best_weight)
