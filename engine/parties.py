@@ -103,6 +103,10 @@ def _import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool, large: str |
     if theirs != ours:
         raise PostError(f"{owner_dir} transferred another prompt ({theirs}), not this run's tuned prompt ({ours}): "
                         "send the owner the package of this run")
+    changed = records.artifacts_changed(owner_dir / "transfer", record)
+    if changed is not None:  # the owner's files as its record made them, or nothing lands here
+        raise PostError(f"{owner_dir}'s transfer is not what its record says: {changed} — ask the owner for the "
+                        "folder as its transfer left it; nothing was imported")
     _check_rest_of_eval(run_dir, owner_dir, full_pt)  # before copying: a refused import leaves the run as it was
     copied = []
     source, target = owner_dir / "transfer", run_dir / "transfer"

@@ -414,7 +414,7 @@ def _stage(stage: str):
                        "transfer": "Model owner: transfer the small prompt to the large model (public data only).",
                        "eval": "Accuracy of every method on the private test split; writes results.json.",
                        "audit": "User: membership inference (LiRA) against the tuning recipe, with shadow prompts "
-                                "on the private data (--set audit.shadows=8 audit.pool=0)."}[stage]
+                                "on the private data (--set audit.shadows=8 --set audit.pool=0)."}[stage]
     return command
 
 

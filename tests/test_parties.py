@@ -255,6 +255,19 @@ def test_an_import_that_eval_would_refuse_copies_nothing(flow, tmp_path):
     assert "nothing was imported" in result.stderr and not (user / "transfer").exists()
 
 
+def test_an_owners_transfer_edited_since_its_record_is_not_imported(flow, tmp_path):
+    root, _ = flow
+    user, owner = tmp_path / "user", tmp_path / "owner"
+    shutil.copytree(root / "user", user)
+    shutil.copytree(root / "owner", owner)
+    shutil.rmtree(user / "transfer")
+    prompt = owner / "transfer" / "post.safetensors"
+    prompt.write_bytes(prompt.read_bytes()[:-4] + b"\x00\x00\x00\x00")  # damaged or edited after the transfer
+    result = runner.invoke(app, ["eval", str(user), "--from", str(owner)])
+    assert result.exit_code == 2 and f"{owner}'s transfer is not what its record says" in result.stderr, result.output
+    assert "nothing was imported" in result.stderr and not (user / "transfer").exists()
+
+
 def test_privacy_verify_reads_a_package(flow):
     root, _ = flow
     assert invoke("privacy", "verify", root / "PKG").stdout.startswith(f"OK {root / 'PKG' / 'privacy.json'}")
