@@ -110,7 +110,8 @@ def test_a_transfer_alone_trains_only_on_a_public_set_a_tuning_run_compared(tmp_
     tuned = (tmp_path / "r" / "tune" / "prompt.safetensors").read_bytes()
     result = runner.invoke(app, ["run", "--resume", r, *tweets])  # compares it, keeps the tune, transfers
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "r" / "tune" / "prompt.safetensors").read_bytes() == tuned  # not tuned again: the file is not rewritten, so its bytes are the very same
+    # not tuned again: the file is not rewritten, so its bytes are the very same
+    assert (tmp_path / "r" / "tune" / "prompt.safetensors").read_bytes() == tuned
     assert runner.invoke(app, ["transfer", r, *tweets]).exit_code == 0  # compared now
     assert runner.invoke(app, ["transfer", r, *mine]).exit_code == 0  # the smoke set the first tune compared
     assert runner.invoke(app, ["transfer", r, *mine, "--set", "public.size=32"]).exit_code == 0  # a part of it
