@@ -18,17 +18,23 @@ def main(run_dir: Path, sets: list[str]) -> None:
     config = validate(apply_overrides(read_toml(run_dir / "config.toml"), sets))
     bus = EventBus()
     bus.subscribe(lambda e: print(f"{e.level}: {e.message}") if getattr(e, "level", "info") == "warning" else None)
+    from engine.parties import WITHHELD
+    from engine.runlock import RunLock
     ctx = RunContext(config=config, run_dir=run_dir, bus=bus)
-    if config.task.source == "smoke" or config.public.source == "generated":
-        print(f"{run_dir}: nothing to compare (smoke task or generated public set)")
+    if config.task.source in ("smoke", WITHHELD) or config.public.source == "generated":
+        print(f"{run_dir}: nothing to compare (smoke task, the owner's folder or a generated public set)")
         return
-    boundary.check_run(ctx, ["tune", "transfer"])  # an unreadable set is an error here, not a silent pass
+    with RunLock(run_dir):  # CHECKED is read, merged and written: not beside a run in the same folder
+        boundary.check_run(ctx, ["distill", "tune", "transfer"])  # an unreadable set is an error here, not a silent pass
     print(f"{run_dir}: public set and corpus compared with the private data")
 
 
 if __name__ == "__main__":
     from engine.errors import PostError
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
     try:
         main(Path(sys.argv[1]), sys.argv[2:])
-    except PostError as err:
-        sys.exit(f"error: {err}")
+    except PostError as err:  # one line and exit 2, as post's own errors
+        sys.stderr.write(f"error: {err}\n")
+        sys.exit(2)

@@ -22,11 +22,15 @@ from engine.transfer import fixed_targets, transfer_prompt
 torch.set_num_threads(1)
 cfg = validate(apply_overrides(read_toml(scratch / "config.toml"), ["runtime.threads=1", "task.max_eval=300"]))
 ctx = RunContext(config=cfg, run_dir=scratch)
+if cfg.privacy.enabled:  # DP samples its own batches (the patch below would change nothing) and each extra
+    sys.exit("error: prompt_ensemble.py probes runs without DP: K prompts under DP are K releases, "
+             "spending ε K times, which probe.json does not account")  # prompt spends ε again, unrecorded
 large, small, tok = loading.both(ctx)
 out = scratch / "probe.json"
 found = json.loads(out.read_text()) if out.exists() else {}
 def keep():
-    out.write_text(json.dumps(found, indent=1))
+    from engine import artifacts
+    artifacts.write_json(out, found)  # whole or not at all: the next run resumes from it
 
 # the tune's only randomness is its batch order (the prompt starts at the init text): prompt k draws
 # its batches from seed + 1000 k, the student and the data splits stay the run's
@@ -37,8 +41,10 @@ for k in range(1, K):
     if not path.exists():
         t0 = time.time()
         tune.shuffled_batches = lambda ex, bs, seed, k=k: orig(ex, bs, seed + 1000 * k)
-        p, result, _ = tune.tune_prompt(ctx, f"tune_e{k}", small, tok, model_id="student", inputs={"k": k})
-        tune.shuffled_batches = orig
+        try:
+            p, result, _ = tune.tune_prompt(ctx, f"tune_e{k}", small, tok, model_id="student", inputs={"k": k})
+        finally:
+            tune.shuffled_batches = orig
         path.parent.mkdir(exist_ok=True)
         p.save(path)
         found[f"tune_e{k}_minutes"] = (time.time() - t0) / 60

@@ -21,6 +21,13 @@ from engine.prompt import SoftPrompt
 torch.set_num_threads(1)
 cfg = validate(apply_overrides(read_toml(scratch / "config.toml"), ["runtime.threads=1", "task.max_eval=300", *sys.argv[3:]]))
 ctx = RunContext(config=cfg, run_dir=scratch)
+from engine.errors import PostError
+from engine.privacy import boundary
+try:  # a KEY=VALUE may name another public set: trained on only once compared with the private data
+    boundary.check_transfer_alone(ctx)  # (bench/compare_public.py SCRATCH KEY=VALUE compares it)
+except PostError as err:
+    sys.stderr.write(f"error: {err}\n")
+    sys.exit(2)
 large, small, tok = loading.both(ctx)
 splits = loading.task(ctx, tok)
 verb = loading.verbalizer(ctx, tok)
@@ -45,5 +52,6 @@ if result.best_weight is not None:
     prompt.weight.data.copy_(result.best_weight)
 found["test_best"] = acc(prompt, "test")
 found["minutes"] = (time.time() - t0) / 60
-(scratch / "probe2.json").write_text(json.dumps(found, indent=1))
+from engine import artifacts
+artifacts.write_json(scratch / "probe2.json", found)  # whole or not at all
 print(json.dumps(found), flush=True)

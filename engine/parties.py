@@ -38,6 +38,15 @@ def owner_config(config, kit_dir: Path, card: dict):
     return validate(data)
 
 
+def users_folder(run_dir: Path) -> bool:
+    """A user's run folder: its tune record keys private data, or it holds the note tune writes. By what the
+    folder holds — not by a --set task.source, nor by a note alone, which a user may delete."""
+    from engine.tune import PRIVATE_NOTE
+    run_dir = Path(run_dir)
+    record = records.read(run_dir / "tune") or {}
+    return (run_dir / PRIVATE_NOTE).exists() or "data" in (record.get("inputs") or {})
+
+
 def owner_transfer(config, kit_dir: Path, package_dir: Path, out: Path, bus=None, cancel=None) -> None:
     """Transfer a user's package to the large model in the owner's own folder (public data only)."""
     found = package.verify(package_dir, kit.fingerprint_of(kit_dir))
@@ -47,9 +56,9 @@ def owner_transfer(config, kit_dir: Path, package_dir: Path, out: Path, bus=None
     card = artifacts.read_json_dict(Path(package_dir) / "task_card.json", "task card")
     cfg = owner_config(config, kit_dir, card)
     out = Path(out)
-    from engine.tune import PRIVATE_NOTE
-    if (out / PRIVATE_NOTE).exists():  # the owner's transfer would overwrite its tune record and train unchecked
-        raise PostError(f"{out} is a user's run folder ({PRIVATE_NOTE}): give the owner's transfer its own --out folder")
+    if users_folder(out):  # the owner's transfer would overwrite its tune record and train unchecked
+        raise PostError(f"{out} is a user's run folder (its prompt was tuned there on private data): give the "
+                        "owner's transfer its own --out folder")
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):  # the package and the tune record below are written into the folder too
         _receive_and_transfer(cfg, found, package_dir, out, bus, cancel)
@@ -88,6 +97,27 @@ def _check_rest_of_eval(run_dir: Path, owner_dir: Path, full_pt: bool) -> None:
                              f"eval.full_pt = false); nothing was imported from {owner_dir}")
 
 
+def _listed_files(stage_dir: Path, record: dict) -> list[tuple[Path, str]]:
+    """The prompt and summary files a stage record lists in its own folder, each with its recorded sha256."""
+    found = []
+    for entry in (record.get("artifacts") or {}).values():
+        path = Path(stage_dir) / entry.get("path", "")
+        if path.suffix in (".safetensors", ".json") and path.resolve().parent == Path(stage_dir).resolve():
+            found.append((path.resolve(), entry.get("sha256")))
+    return sorted(found)
+
+
+def _clear_for_import(target: Path, names: set[str]) -> None:
+    """The run's own transfer folder before an import: its record goes first (an import cut short leaves a stage
+    that is not done), then any prompt or summary the imported record will not list (an earlier transfer's
+    prompt left beside the owner's would be scored as if it were theirs)."""
+    records.clear(target)
+    if target.is_dir():
+        for path in target.iterdir():
+            if path.suffix in (".safetensors", ".json") and path.name not in names:
+                path.unlink()
+
+
 def _import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool, large: str | None) -> list[str]:
     record = records.read(owner_dir / "transfer")
     if record is None or record.get("status") not in records.DONE_STATUSES:
@@ -110,10 +140,14 @@ def _import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool, large: str |
     _check_rest_of_eval(run_dir, owner_dir, full_pt)  # before copying: a refused import leaves the run as it was
     copied = []
     source, target = owner_dir / "transfer", run_dir / "transfer"
-    for path in sorted(source.iterdir()):
-        if path.suffix in (".safetensors", ".json") and path.name != records.RECORD:
-            artifacts.copy_file(path, target / path.name)
-            copied.append(path.name)
+    listed = _listed_files(source, record)
+    _clear_for_import(target, {path.name for path, _ in listed})
+    for path, sha256 in listed:  # only what the record vouches for: a file left by an
+        artifacts.copy_file(path, target / path.name)    # earlier transfer of the owner's is not this one's
+        if artifacts.sha256_of(target / path.name) != sha256:  # changed while it was copied
+            raise PostError(f"{path} changed while it was imported: ask the owner for the folder as its transfer "
+                            "left it, then run the import again")
+        copied.append(path.name)
     # last: the stage is done once it lands; marked as the owner's, so a later `post eval` checks its files and
     # prompt (its inputs are the owner's settings, not this run's config)
     artifacts.write_json(target / records.RECORD, {**record, IMPORTED_FROM: str(owner_dir.resolve())})

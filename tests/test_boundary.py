@@ -145,11 +145,33 @@ def test_a_transfer_alone_cannot_pass_as_the_owners_nor_reuse_a_set_compared_wit
     public = lambda p: ["--set", f'public.source="{p}"', "--set", 'public.split="train"']  # noqa: E731
     mine, theirs = ["--set", f'task.source="{private}"'], ["--set", f'task.source="{other}"']
     assert runner.invoke(app, ["run", "--preset", "smoke", "--out", r, *mine, *public(other)]).exit_code == 0
-    # the user's own folder is not the owner's by a --set
+    # the user's own folder is not the owner's by a --set, nor once the note tune wrote there is deleted
     result = runner.invoke(app, ["transfer", r, "--set", 'task.source="withheld"', *public(private)])
     assert result.exit_code == 2 and "is a user's run folder" in result.stderr
+    (tmp_path / "r" / "PRIVATE.txt").unlink()
+    result = runner.invoke(app, ["transfer", r, "--set", 'task.source="withheld"', *public(private)])
+    assert result.exit_code == 2 and "is a user's run folder" in result.stderr, result.output
     # other.csv passed against mine.csv; tuned on other.csv since, it is that run's private data
     smoke = ["--set", 'public.source="smoke"', "--set", 'public.split="corpus"']
     assert runner.invoke(app, ["tune", r, *theirs, *smoke]).exit_code == 0
     result = runner.invoke(app, ["transfer", r, *theirs, *public(other)])
     assert result.exit_code == 2 and "has not been compared" in result.stderr
+
+
+def test_a_private_file_edited_voids_what_was_compared_even_when_the_tune_compares_nothing(tmp_path):
+    # tuned again on the edited file with a public set it cannot read (or a generated one): the comparison
+    # with the old texts must not vouch for a transfer alone on a set the private data now holds
+    private = reviews(tmp_path / "mine.csv")
+    tweets = [f"a public tweet number {i} about nothing much" for i in range(100)]
+    (tmp_path / "tweets.csv").write_text("text\n" + "".join(t + "\n" for t in tweets))
+    r = str(tmp_path / "r")
+    mine = ["--set", f'task.source="{private}"']
+    public = lambda p: [*mine, "--set", f'public.source="{p}"', "--set", 'public.split="train"']  # noqa: E731
+    assert runner.invoke(app, ["distill", "--preset", "smoke", "--out", r, *mine]).exit_code == 0
+    assert runner.invoke(app, ["tune", r, *public(tmp_path / "tweets.csv")]).exit_code == 0
+    with private.open("a") as handle:  # the tweets are private texts now
+        handle.write("".join(f"{t},{i % 2}\n" for i, t in enumerate(tweets)))
+    result = runner.invoke(app, ["tune", r, *public(tmp_path / "gone.csv")])  # tunes on the edited file
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["transfer", r, *public(tmp_path / "tweets.csv")])
+    assert result.exit_code == 2 and "has not been compared" in result.stderr, result.output

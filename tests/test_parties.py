@@ -268,6 +268,50 @@ def test_an_owners_transfer_edited_since_its_record_is_not_imported(flow, tmp_pa
     assert "nothing was imported" in result.stderr and not (user / "transfer").exists()
 
 
+def test_an_owners_record_with_a_damaged_list_of_files_is_not_imported(flow, tmp_path):
+    root, _ = flow
+    user, owner = tmp_path / "user", tmp_path / "owner"
+    shutil.copytree(root / "user", user)
+    shutil.copytree(root / "owner", owner)
+    shutil.rmtree(user / "transfer")
+    done = owner / "transfer" / "done.json"
+    record = json.loads(done.read_text())
+    done.write_text(json.dumps({**record, "artifacts": {"post": "post.safetensors"}}))  # an entry without its sha256
+    result = runner.invoke(app, ["eval", str(user), "--from", str(owner)])
+    assert result.exit_code == 2 and "its post entry is not a path and sha256" in result.stderr, result.output
+    assert not (user / "transfer").exists()
+
+
+def test_an_import_copies_only_the_files_the_owners_record_lists(flow, tmp_path):
+    root, _ = flow
+    user, owner = tmp_path / "user", tmp_path / "owner"
+    shutil.copytree(root / "user", user)
+    shutil.copytree(root / "owner", owner)
+    shutil.rmtree(user / "transfer")
+    # left by an earlier transfer of the owner's (other methods or settings): no record vouches for it
+    shutil.copy(owner / "transfer" / "post.safetensors", owner / "transfer" / "stale.safetensors")
+    # and one of the user's own, from a transfer run here before: eval would score it as the owner's
+    (user / "transfer").mkdir()
+    shutil.copy(owner / "transfer" / "post.safetensors", user / "transfer" / "mine.safetensors")
+    invoke("eval", user, "--from", owner)
+    listed = {Path(e["path"]).name for e in json.loads((owner / "transfer" / "done.json").read_text())["artifacts"].values()}
+    assert {p.name for p in (user / "transfer").iterdir()} == listed | {"done.json"}
+
+
+def test_the_owners_transfer_is_refused_into_a_users_folder(flow, tmp_path):
+    root, _ = flow
+    user = tmp_path / "user"
+    shutil.copytree(root / "user", user)
+    tuned = (user / "tune" / "done.json").read_bytes()
+    for note in (True, False):  # by the note tune writes, and by the tune record once the note is deleted
+        if not note:
+            (user / "PRIVATE.txt").unlink()
+        result = runner.invoke(app, ["transfer", "--kit", str(root / "KIT"), "--package", str(root / "PKG"),
+                                     "--out", str(user), "--preset", "smoke", *sets()])
+        assert result.exit_code == 2 and "is a user's run folder" in result.stderr, result.output
+        assert (user / "tune" / "done.json").read_bytes() == tuned  # the user's tune record as it was
+
+
 def test_privacy_verify_reads_a_package(flow):
     root, _ = flow
     assert invoke("privacy", "verify", root / "PKG").stdout.startswith(f"OK {root / 'PKG' / 'privacy.json'}")

@@ -89,16 +89,33 @@ def compared_with(task_cfg, seed: int) -> str:
     return hashlib.sha256("\n".join(str(n) for n in named).encode()).hexdigest()[:16]
 
 
+def _private_digest(private: set[str]) -> str:
+    """One digest of the private texts' fingerprints (not the stage records' data key: only texts that count)."""
+    return hashlib.sha256("\n".join(sorted(private)).encode()).hexdigest()[:32]
+
+
+def _current(kept: dict, task: str, private: set[str]) -> dict:
+    """`kept` without what was compared with other private texts than `private` under the same `task` key."""
+    ours = [_private_digest(private)]
+    if kept.get(f"private@{task}") == ours:
+        return dict(kept)
+    return {**{k: v for k, v in kept.items() if not k.endswith(f"@{task}")}, f"private@{task}": ours}
+
+
+def forget_if_changed(run_dir: Path, task: str, private: set[str]) -> None:
+    """Where the private texts changed since a comparison (the file edited in place), what was compared with
+    the old ones no longer counts — also when this run compares nothing (a generated or unreadable public set)."""
+    before = checked(run_dir)
+    if f"private@{task}" in before and _current(before, task, private) != before:
+        artifacts.write_json(run_dir / CHECKED, _current(before, task, private))
+
+
 def keep_compared(run_dir: Path, texts: list[str], task: str, private: set[str]) -> None:
     """Add the public `texts` compared with `private` (the data `task` names) to CHECKED. Where the private
     texts changed since an earlier comparison (the file edited in place), what was compared with the old
     ones no longer counts."""
     before = checked(run_dir)
-    kept = dict(before)
-    ours = hashlib.sha256("\n".join(sorted(private)).encode()).hexdigest()[:32]  # as the stage records' data keys
-    if kept.get(f"private@{task}") != [ours]:
-        kept = {k: v for k, v in kept.items() if not k.endswith(f"@{task}")}
-        kept[f"private@{task}"] = [ours]
+    kept = _current(before, task, private)
     mine = {_fingerprint(t) for t in texts}
     kept[f"public@{task}"] = sorted(set(kept.get(f"public@{task}", [])) | mine)
     kept[f"shared@{task}"] = sorted(set(kept.get(f"shared@{task}", [])) | (mine & private))
@@ -128,21 +145,25 @@ def check_run(ctx, stages: list[str]) -> None:
     owner_reads = []  # every run that tunes checks them, whichever stages it runs: `post tune` alone, then
     # `post transfer` (which never opens the private data) would otherwise train on them unchecked
     if cfg.public.source != GENERATED:
-        owner_reads.append(("the public set", "public.source", lambda: public_texts(cfg)))
+        owner_reads.append(("the public set", "public.source", "transfer", lambda: public_texts(cfg)))
     if cfg.student_source == "distilled":
-        owner_reads.append(("the distillation corpus", "distill.corpus", lambda: corpus_texts(cfg)))
-    private = private_texts(cfg.task, cfg.runtime.seed) if owner_reads else set()
-    for what, key, read in owner_reads:
+        owner_reads.append(("the distillation corpus", "distill.corpus", "distill", lambda: corpus_texts(cfg)))
+    task = compared_with(cfg.task, cfg.runtime.seed)
+    kept_before = f"private@{task}" in checked(ctx.run_dir)
+    private = private_texts(cfg.task, cfg.runtime.seed) if owner_reads or kept_before else set()
+    if kept_before:  # first, whatever follows: a refused or uncompared set leaves no stale verdict behind
+        forget_if_changed(ctx.run_dir, task, private)
+    for what, key, reader, read in owner_reads:
         try:
             texts = read()
         except PostError as err:
-            if any(s in stages for s in ("transfer", "distill")):
-                raise  # this run reads it: its own error, now
+            if reader in stages:
+                raise  # this run's `reader` stage reads it: its own error, now
             ctx.log(f"{what} ({key}) not compared with the private data: it cannot be read here ({err})", "warning")
             continue
         check(what, key, texts, private, ctx.log)
         if key == "public.source":  # what `post transfer` alone reads; the corpus is the distillation's, run with the tune
-            keep_compared(ctx.run_dir, texts, compared_with(cfg.task, cfg.runtime.seed), private)
+            keep_compared(ctx.run_dir, texts, task, private)
 
 
 def public_texts(cfg) -> list[str]:
@@ -156,15 +177,14 @@ def check_transfer_alone(ctx) -> None:
     """A transfer run without the tune trains only on a public set that a run which tuned compared with the
     private data: `post transfer` never opens it, so a `--set public.source` since would go unchecked."""
     from engine.data.generated import GENERATED
-    from engine.parties import WITHHELD
-    from engine.tune import PRIVATE_NOTE
+    from engine.parties import WITHHELD, users_folder
     cfg = ctx.config
-    owners = cfg.task.source == WITHHELD and not (ctx.run_dir / PRIVATE_NOTE).exists()  # by the folder, not a --set
+    owners = cfg.task.source == WITHHELD and not users_folder(ctx.run_dir)  # by the folder, not a --set
     if owners or cfg.task.source == "smoke" or cfg.public.source == GENERATED:
         return  # the owner's folder holds no private data; the smoke task has none; a generated set is the model's
     if cfg.task.source == WITHHELD:
-        raise PostError(f"{ctx.run_dir} is a user's run folder ({PRIVATE_NOTE}): task.source = \"{WITHHELD}\" is the "
-                        "owner's folder's — remove that --set")
+        raise PostError(f"{ctx.run_dir} is a user's run folder (its prompt was tuned there on private data): "
+                        f"task.source = \"{WITHHELD}\" is the owner's folder's — remove that --set")
     if not check_compared(ctx.run_dir, public_texts(cfg), compared_with(cfg.task, cfg.runtime.seed), ctx.log):
         raise PostError(f"the public set (public.source = {cfg.public.source!r}, split {cfg.public.split!r}, size "
                         f"{cfg.public.size}) has not been compared with this run's private data, and the transfer never "
