@@ -10,8 +10,16 @@ import sys
 from pathlib import Path
 
 
+USAGE = "usage: python bench/compare_public.py RUN_DIR [KEY=VALUE ...]"
+
+
 def main(run_dir: Path, sets: list[str]) -> None:
     from engine.config import apply_overrides, read_toml, validate
+    from engine.errors import PostError
+    if not (run_dir / "config.toml").is_file():
+        raise PostError(f"{run_dir} is not a run folder (no config.toml): give the folder a run wrote ({USAGE})")
+    if any(s.startswith("-") for s in sets):
+        raise PostError(f"give the settings as KEY=VALUE, without --set ({USAGE})")
     from engine.context import RunContext
     from engine.events import EventBus
     from engine.privacy import boundary
@@ -30,11 +38,10 @@ def main(run_dir: Path, sets: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from engine.errors import PostError
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    try:
+    from bench.common import run_main
+
+    def cli() -> None:
+        if len(sys.argv) < 2:
+            sys.exit(f"error: {USAGE}")
         main(Path(sys.argv[1]), sys.argv[2:])
-    except PostError as err:  # one line and exit 2, as post's own errors
-        sys.stderr.write(f"error: {err}\n")
-        sys.exit(2)
+    run_main(cli)

@@ -229,6 +229,13 @@ class PublicConfig(Section):
                       "model writes (minutes per hundred on a CPU)")
     _source = field_validator("source")(usable_reference)
 
+    @field_validator("text_fields")
+    @classmethod
+    def _some_text(cls, v: list[str]) -> list[str]:
+        if not v:  # the transfer would read no text of the public set
+            raise ValueError("needs at least one text field, e.g. [\"text\"]")
+        return v
+
     @field_validator("template")
     @classmethod
     def _template(cls, value: str, info) -> str:

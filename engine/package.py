@@ -158,7 +158,29 @@ def verify(folder: Path, kit_fingerprint: str | None = None) -> dict:
     missing = [f for f in (*CARD_FIELDS, "prompt_length") if f not in card]
     if missing:
         raise PostError(f"{folder}/task_card.json lacks {', '.join(missing)}: the package is damaged")
+    rows, _ = prompt_shape(folder)
+    if card["prompt_length"] != rows:  # the owner's large prompt would get the card's length, not the tuned one's
+        raise PostError(f"{folder}: task_card.json says prompt_length = {card['prompt_length']!r} but prompt.safetensors "
+                        f"holds {rows} vectors: the package was edited; make it again with post package")
     return found
+
+
+def prompt_shape(folder: Path) -> tuple[int, int]:
+    """(vectors, width) of the package's prompt, refused here — before the owner writes anything — when the file
+    is no prompt (the run-folder words of SoftPrompt.load, "resume the run", do not fit a received package)."""
+    from safetensors.torch import load_file
+    from engine.prompt import _not_a_prompt
+    path = Path(folder) / "prompt.safetensors"
+    try:
+        weight = load_file(str(path)).get("prompt")
+    except Exception as err:  # not a safetensors file
+        problem = f"not a safetensors file: {type(err).__name__}"
+    else:
+        problem = "no tensor named 'prompt'" if weight is None else _not_a_prompt(weight)
+    if problem:
+        raise PostError(f"{folder}: prompt.safetensors does not hold a prompt ({problem}): ask whoever sent it for the "
+                        "prompt package again")
+    return weight.shape[0], weight.shape[1]
 
 
 def _same_epsilon(manifest_value, certificate_value) -> bool:

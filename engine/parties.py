@@ -35,7 +35,13 @@ def owner_config(config, kit_dir: Path, card: dict):
     data["tune"]["prompt_length"] = card["prompt_length"]
     data["privacy"] = {}
     data["eval"]["full_pt"] = False
-    return validate(data)
+    try:
+        return validate(data)
+    except PostError as err:  # the card's task settings are the package's, not the owner's config
+        if not any(f"task.{k}" in str(err) for k in package.CARD_FIELDS) and "prompt_length" not in str(err):
+            raise
+        raise PostError(f"the package's task_card.json does not hold a valid task ({err}): ask the user for the "
+                        "package again (post package RUN)") from None
 
 
 def users_folder(run_dir: Path) -> bool:
@@ -54,6 +60,7 @@ def owner_transfer(config, kit_dir: Path, package_dir: Path, out: Path, bus=None
         raise PostError("transfer.alpha = \"auto\" is chosen by the user on their validation split, and this package "
                         "carries no choice: give a number, or \"select\" (the user picks among the candidates)")
     card = artifacts.read_json_dict(Path(package_dir) / "task_card.json", "task card")
+    _check_prompt_width(package_dir, kit_dir)
     cfg = owner_config(config, kit_dir, card)
     out = Path(out)
     if users_folder(out):  # the owner's transfer would overwrite its tune record and train unchecked
@@ -62,6 +69,16 @@ def owner_transfer(config, kit_dir: Path, package_dir: Path, out: Path, bus=None
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):  # the package and the tune record below are written into the folder too
         _receive_and_transfer(cfg, found, package_dir, out, bus, cancel)
+
+
+def _check_prompt_width(package_dir: Path, kit_dir: Path) -> None:
+    """The package's prompt is as wide as the kit's student embeddings (checked before the owner's folder is made)."""
+    from engine.models import hidden_size
+    _, width = package.prompt_shape(package_dir)
+    expected = hidden_size(str(kit.student_folder(kit_dir)))
+    if expected is not None and width != expected:
+        raise PostError(f"{package_dir}: its prompt is {width} wide but the student kit {kit_dir} embeds in {expected}: "
+                        "the prompt was not tuned on this kit; ask the user for the package of a tune on it")
 
 
 def _receive_and_transfer(cfg, found: dict, package_dir: Path, out: Path, bus, cancel) -> None:
@@ -121,7 +138,8 @@ def _clear_for_import(target: Path, names: set[str]) -> None:
 def _import_transfer(run_dir: Path, owner_dir: Path, full_pt: bool, large: str | None) -> list[str]:
     record = records.read(owner_dir / "transfer")
     if record is None or record.get("status") not in records.DONE_STATUSES:
-        raise PostError(f"{owner_dir} has no finished transfer (transfer/done.json): the owner runs post transfer first")
+        raise PostError(f"{owner_dir} has no finished transfer (transfer/done.json missing, damaged or not done): the "
+                        "owner runs post transfer first, or sends the folder as its transfer left it")
     other = None if large is None else fingerprints.trained_on_another_large(large, record.get("inputs") or {})
     if other is not None:
         raise PostError(f"{owner_dir}'s prompts were trained on the large model {other}, not on this run's "

@@ -73,9 +73,20 @@ def read(stage_dir: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return artifacts.read_json_dict(path, "stage record")
+        record = artifacts.read_json_dict(path, "stage record")
     except DamagedArtifact:
         return None
+    return record if _well_formed(record) else None
+
+
+def _well_formed(record: dict) -> bool:
+    """The fields every reader of a record indexes have the kinds `write` gives them (an edited record with
+    `inputs` a text or `artifacts` a list would stop a stage, eval or import in a traceback): else damaged."""
+    listed = record.get("artifacts", {})
+    return (isinstance(record.get("status"), str) and isinstance(record.get("inputs", {}), dict)
+            and isinstance(listed, dict)
+            and all(isinstance(e, dict) and isinstance(e.get("path", ""), str) and isinstance(e.get("sha256", ""), str)
+                    for e in listed.values()))
 
 
 def require_done(stage_dir: Path, then: str) -> dict:

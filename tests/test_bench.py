@@ -227,3 +227,16 @@ def test_calibration_biases_give_the_target_class_shares():
     three = torch.log_softmax(torch.randn(400, 3) + torch.tensor([2.0, 0.0, -1.0]), -1)
     soft = torch.softmax(three.double() + share_biases(three, [0.2, 0.3, 0.5]), -1).mean(0)
     assert torch.allclose(soft, torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64), atol=0.02)
+
+
+def test_compare_public_refuses_bad_input_in_one_line(tmp_path):
+    """bench/compare_public.py: no RUN_DIR, a folder that is no run folder, or `--set` given: one line, exit 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    for args in ([], [str(tmp_path)], [str(tmp_path), "--set", "public.size=8"]):
+        done = subprocess.run([sys.executable, "bench/compare_public.py", *args], cwd=root, capture_output=True,
+                              text=True, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

@@ -133,9 +133,10 @@ def test_the_record_of_what_was_compared_gives_the_verdict_the_private_data_woul
     # the private file edited in place: what was compared with its old texts no longer counts
     boundary.keep_compared(tmp_path, ["a corpus text"], "mine", private | {"0123456789abcdef"})
     assert not boundary.check_compared(tmp_path, public[:20], "mine", log)
-    (tmp_path / boundary.CHECKED).write_text('{"public@mine": "abc"}')
-    with pytest.raises(Exception, match="is not a record of the public data compared"):
-        boundary.check_compared(tmp_path, ["another"], "mine", log)
+    for damaged in ('{"public@mine": "abc"}', '["public@mine"]'):  # a list too: the same words, with the fix
+        (tmp_path / boundary.CHECKED).write_text(damaged)
+        with pytest.raises(Exception, match="is not a record of the public data compared.*delete it"):
+            boundary.check_compared(tmp_path, ["another"], "mine", log)
 
 
 def test_a_transfer_alone_cannot_pass_as_the_owners_nor_reuse_a_set_compared_with_other_private_data(tmp_path):

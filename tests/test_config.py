@@ -71,6 +71,13 @@ def test_alpha_out_of_range_rejected():
         load_config("smoke", overrides=["transfer.alpha=1.5"])
 
 
+@pytest.mark.parametrize("key", ["task.text_fields", "public.text_fields"])
+def test_no_text_field_is_refused_where_it_is_set(key):
+    """public.text_fields = [] passed the config and stopped the transfer in an IndexError traceback."""
+    with pytest.raises(PostError, match=f"{key}: needs at least one text field"):
+        load_config("smoke", overrides=[f"{key}=[]"])
+
+
 def test_unknown_preset_suggests():
     with pytest.raises(PostError, match="did you mean smoke"):
         load_config("smoek")

@@ -286,3 +286,12 @@ def test_labels_that_differ_only_in_case_are_named():
         row = Row({"label": "Spam"})
         row.origin = "d.csv row 1"
         _labels([row], "label", 2, "d.csv", ["ham", "spam"])
+
+
+@pytest.mark.parametrize("sep,suffix", [(",", ".csv"), ("\t", ".tsv")])
+def test_a_header_that_names_a_column_twice_is_refused(tmp_path, sep, suffix):
+    """pandas renames the second "text" to "text.1": task.text_fields = ["text"] would read the first (ids)."""
+    path = tmp_path / f"data{suffix}"
+    path.write_text(f"text{sep}label{sep}text\n" + "".join(f"id{i}{sep}{i % 2}{sep}{t}\n" for i, t in enumerate(texts())))
+    with pytest.raises(PostError, match="'text' more than once"):
+        load(path)

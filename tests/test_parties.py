@@ -113,7 +113,8 @@ def test_the_owner_exports_the_transferred_prompt_with_the_users_epsilon(flow, t
 
 
 @pytest.mark.parametrize("damage", ["prompt", "manifest", "manifest_epsilon", "manifest_not_dp", "torn_manifest",
-                                    "truncated", "extra", "wrong_kit", "no_package"])
+                                    "truncated", "extra", "wrong_kit", "no_package", "card_length", "prompt_nan",
+                                    "prompt_width", "card_labels"])
 def test_tampered_package_or_wrong_kit_is_refused(flow, tmp_path, damage):
     root, _ = flow
     pkg = tmp_path / "PKG"
@@ -134,6 +135,25 @@ def test_tampered_package_or_wrong_kit_is_refused(flow, tmp_path, damage):
         (pkg / "manifest.json").write_text(json.dumps(manifest))
         inspected = runner.invoke(app, ["package", "inspect", str(pkg)])
         assert inspected.exit_code == 2 and "the package was edited" in inspected.stderr, inspected.output
+    elif damage in ("card_length", "card_labels", "prompt_nan", "prompt_width"):  # edited, the manifest's sha256 made again
+        import hashlib
+        import torch
+        from safetensors.torch import load_file, save_file
+        if damage.startswith("card_"):
+            card = json.loads((pkg / "task_card.json").read_text())
+            if damage == "card_length":
+                card["prompt_length"] *= 2  # the owner's large prompt would be this long, not the tuned one's length
+            else:
+                card["label_words"] = "good"  # not a list of classes: the card's fault, not the owner's config's
+            (pkg / "task_card.json").write_text(json.dumps(card))
+        else:
+            prompt = load_file(str(pkg / "prompt.safetensors"))["prompt"]
+            prompt = prompt.clone().fill_(float("nan")) if damage == "prompt_nan" else torch.zeros(len(prompt), 3)
+            save_file({"prompt": prompt}, str(pkg / "prompt.safetensors"))
+        manifest = json.loads((pkg / "manifest.json").read_text())
+        for name, entry in manifest["files"].items():
+            entry.update(sha256=hashlib.sha256((pkg / name).read_bytes()).hexdigest(), bytes=(pkg / name).stat().st_size)
+        (pkg / "manifest.json").write_text(json.dumps(manifest))
     elif damage == "torn_manifest":
         (pkg / "manifest.json").write_text('{"kind": "post-pro')
     elif damage == "truncated":
@@ -153,7 +173,9 @@ def test_tampered_package_or_wrong_kit_is_refused(flow, tmp_path, damage):
     given = ["--package", str(pkg)] if damage != "no_package" else []
     result = runner.invoke(app, ["transfer", "--kit", str(kit), *given, "--out", str(tmp_path / "o"), "--preset", "smoke"])
     assert result.exit_code == 2, result.output
-    needle = {"torn_manifest": "ask whoever sent it for the prompt package again", "no_package": "--package missing"}
+    needle = {"torn_manifest": "ask whoever sent it for the prompt package again", "no_package": "--package missing",
+              "card_length": "prompt_length", "prompt_nan": "inf or nan", "prompt_width": "3 wide",
+              "card_labels": "task_card.json does not hold a valid task"}
     assert needle.get(damage, "") in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert not (tmp_path / "o").exists()
@@ -278,7 +300,7 @@ def test_an_owners_record_with_a_damaged_list_of_files_is_not_imported(flow, tmp
     record = json.loads(done.read_text())
     done.write_text(json.dumps({**record, "artifacts": {"post": "post.safetensors"}}))  # an entry without its sha256
     result = runner.invoke(app, ["eval", str(user), "--from", str(owner)])
-    assert result.exit_code == 2 and "its post entry is not a path and sha256" in result.stderr, result.output
+    assert result.exit_code == 2 and "has no finished transfer" in result.stderr, result.output
     assert not (user / "transfer").exists()
 
 

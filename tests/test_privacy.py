@@ -350,3 +350,20 @@ def test_the_same_rows_read_through_other_fields_are_linked(tmp_path):
     theirs = load_config("smoke", None, [f'task.source="{unrelated}"', 'task.text_fields=["text", "source"]',
                                          'task.template="{text} ({source}) It was"']).task
     assert ledger.linked(ledger.register_task(theirs, 0)) == [ledger.register_task(theirs, 0)]
+
+
+@pytest.mark.parametrize("field,value", [("history", "abc"), ("history", [[1.0, 0.01]]), ("history", [[1.0, 0.01, -5]]),
+                                         ("delta", "x"), ("started", 5), ("private", "no"), ("epsilon", "abc")])
+def test_a_ledger_entry_with_a_field_of_the_wrong_kind_is_refused_in_one_line(tmp_path, field, value):
+    """An edited or damaged entry stops `post privacy ledger` (and every DP run on the data) with its path, not a
+    traceback from the composition, nor a step count below zero that under-reports ε."""
+    from engine.privacy import ledger
+    entry = ledger.Release.start("k", private=True, stage="tune", run_dir=tmp_path, delta=1e-5)
+    entry.update([[1.0, 0.01, 10]], finished=True)
+    entry.record[field] = value
+    entry.save()
+    result = runner.invoke(app, ["privacy", "ledger"])
+    assert result.exit_code == 2 and "damaged privacy ledger entry" in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    with pytest.raises(PostError, match="damaged privacy ledger entry"):
+        ledger.check_budget("k", 8.0, [(1.0, 0.01, 10)], 1e-5)

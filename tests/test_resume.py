@@ -89,7 +89,17 @@ def test_record_names_what_changed_and_checks_artifact_hashes(tmp_path):
     assert records.why_not_done(tmp_path, inputs) == "it was cancelled after 3 steps"
 
 
-# ---------------------------------------------------------------- resume after damage
+@pytest.mark.parametrize("field,value", [("inputs", "x"), ("artifacts", [1]), ("artifacts", {"prompt": "x"}),
+                                         ("artifacts", {"prompt": {"path": 5, "sha256": "0"}}), ("status", None)])
+def test_a_record_with_a_field_of_the_wrong_kind_is_damaged_not_a_traceback(tmp_path, field, value):
+    """An edited done.json (here, or an owner's folder that `post eval --from` imports) counts as no record."""
+    import json
+    records.write(tmp_path, "tune", records.COMPLETED, {"data": "d1"}, {})
+    record = json.loads(records.path_of(tmp_path).read_text())
+    record[field] = value
+    records.path_of(tmp_path).write_text(json.dumps(record))
+    assert records.read(tmp_path) is None
+    assert "is damaged" in records.why_not_done(tmp_path, {"data": "d1"})
 
 DAMAGE = {  # artifact → the stage that must run again
     "distill/student.json": "distill", "distill/done.json": "distill", "tune/prompt.safetensors": "tune",

@@ -111,6 +111,7 @@ def _read_file(path: Path) -> list[Row]:
     else:
         rows = _rows(data.to_dict("records"), str(path))
     if path.suffix in (".csv", ".tsv"):
+        _refuse_repeated_columns(path, "\t" if path.suffix == ".tsv" else ",")
         _refuse_repeated_header(rows, list(data.columns))
     if path.suffix == ".csv":
         _refuse_swallowed_rows(rows, len(data.columns) - 1)
@@ -206,6 +207,18 @@ def _refuse_swallowed_rows(rows: list[Row], header_commas: int) -> None:
                    for line in value.split("\n")[1:]):
                 raise PostError(f"{row.origin}: the {column!r} cell runs over several lines that look like rows "
                                 "of their own: a stray double quote opens it — double it (\"\") or remove it")
+
+
+def _refuse_repeated_columns(path: Path, sep: str) -> None:
+    """A header that names one column twice: pandas renames the second ("text" → "text.1") and a setting
+    that names it reads the first, silently (an id column read as the text)."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        header = next(csv.reader(handle, delimiter=sep), [])
+    names = [name.strip() for name in header]
+    twice = sorted({name for name in names if name and names.count(name) > 1})  # unnamed: pandas numbers them
+    if twice:
+        raise PostError(f"{path}: the header names column {', '.join(map(repr, twice))} more than once: give every "
+                        "column its own name in the header line")
 
 
 def _refuse_repeated_header(rows: list[Row], columns: list) -> None:

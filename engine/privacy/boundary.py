@@ -74,8 +74,8 @@ def checked(run_dir: Path) -> dict[str, list[str]]:
     path = run_dir / CHECKED
     if not path.is_file():
         return {}
-    kept = artifacts.read_json_dict(path, "record of the public data compared with the private data")
-    if not all(isinstance(k, str) and isinstance(v, list) and all(isinstance(d, str) for d in v) for k, v in kept.items()):
+    kept = artifacts.read_json(path, "record of the public data compared with the private data")
+    if not isinstance(kept, dict) or not all(isinstance(k, str) and isinstance(v, list) and all(isinstance(d, str) for d in v) for k, v in kept.items()):
         raise PostError(f"{path} is not a record of the public data compared with the private data: "
                         "delete it, and the next run that tunes compares again")
     return kept

@@ -171,15 +171,51 @@ def entries(key: str) -> list[dict]:
     folder = root() / key
     if not folder.is_dir():
         return []
-    out = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            out.append(artifacts.read_json_dict(path, "privacy ledger entry"))
-        except artifacts.DamagedArtifact:
-            raise PostError(f"{path}: damaged privacy ledger entry; it records ε already spent on this data, so "
-                            "DP runs on it are refused until it is restored from a backup (deleting it would "
-                            "under-report ε)") from None
+    out = [_read_entry(path) for path in sorted(folder.glob("*.json"))]
     return sorted(out, key=lambda e: e.get("started", ""))
+
+
+def _read_entry(path: Path) -> dict:
+    """A ledger entry, its fields checked: a wrong type would stop the composition in a traceback (or, a step count
+    below zero, under-report ε) in every later DP run on this data and in `post privacy ledger`."""
+    try:
+        record = artifacts.read_json_dict(path, "privacy ledger entry")
+    except artifacts.DamagedArtifact:
+        record, problem = None, "not a JSON object"
+    else:
+        problem = _entry_problem(record)
+    if problem:
+        raise PostError(f"{path}: damaged privacy ledger entry ({problem}); it records ε already spent on this data, "
+                        "so DP runs on it are refused until it is restored from a backup (deleting it would "
+                        "under-report ε)") from None
+    return record
+
+
+def _entry_problem(record: dict) -> str:
+    """What is wrong with a ledger entry's fields ("" when nothing is)."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+    if not isinstance(record.get("started", ""), str) or not isinstance(record.get("release", ""), str):
+        return "release and started are texts"
+    if not isinstance(record.get("private"), bool):
+        return "private is true or false"
+    for field in ("history", "planned"):
+        value = record.get(field)
+        if value is None and field == "planned":
+            continue
+        if not isinstance(value, list) or not all(isinstance(h, list) for h in value):
+            return f"{field} is a list of [noise_multiplier, sample_rate, steps]"
+        try:
+            accounting.normalize_history(value)
+        except (PostError, TypeError, ValueError):
+            return f"{field} is a list of [noise_multiplier, sample_rate, steps] with σ > 0, 0 < q ≤ 1, whole steps ≥ 0"
+    delta = record.get("delta")
+    if delta is not None and not (number(delta) and 0 < delta < 1):
+        return "delta is a number in (0, 1)"
+    epsilon = record.get("epsilon")
+    if epsilon is not None and epsilon != "inf" and not (number(epsilon) and epsilon >= 0):
+        return "epsilon is a number ≥ 0, \"inf\" or null"
+    return ""
 
 
 def entry(key: str, release: str) -> dict | None:
@@ -187,12 +223,7 @@ def entry(key: str, release: str) -> dict | None:
     path = root() / key / f"{release}.json"
     if not path.is_file():
         return None
-    try:
-        return artifacts.read_json_dict(path, "privacy ledger entry")
-    except artifacts.DamagedArtifact:
-        raise PostError(f"{path}: damaged privacy ledger entry; it records ε already spent on this data, so "
-                        "DP runs on it are refused until it is restored from a backup (deleting it would "
-                        "under-report ε)") from None
+    return _read_entry(path)
 
 
 @contextmanager
