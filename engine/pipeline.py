@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from engine import alpha as alpha_policy
-from engine import artifacts, fingerprints, loading, methods, ranks, records, verdict
+from engine import artifacts, fingerprints, loading, methods, prospect, ranks, records, verdict
 from engine.config import RunConfig, to_toml
 from engine.context import RunContext, pick_device
 from engine.data.generated import GENERATED
@@ -113,7 +113,8 @@ def run_eval(ctx: RunContext, seconds: dict[str, float]) -> dict:
                "privacy": _privacy(ctx), "memory": {"ranks": ranks.peaks()},  # each process's peak
                "paired": verdict.paired(predictions),  # POST against direct and zero-shot, example by example
                "class_shares": verdict.class_shares(predictions, len(cfg.task.label_words)),
-               "majority": _majority(ctx)}  # the baseline that reads nothing
+               "majority": _majority(ctx),  # the baseline that reads nothing
+               "prospect": prospect.summary(ctx)}  # what the user was told before the transfer
     results["verdict"] = verdict.judge(results, verdict.class_names(cfg.task.label_words))
     for message in verdict.warnings(results["verdict"]):
         ctx.log(message, "warning")
@@ -343,6 +344,8 @@ def execute(ctx: RunContext, stages: list[str], force: bool = False) -> dict | N
         if stage != "audit":  # the audit scores the recipe, not what results.json holds
             _set_aside_results(ctx)
         try:
+            if stage == "transfer" and "tune" in stages:  # the user's run, its private data open: a student that
+                prospect.check(ctx)                       # trails the large model's zero-shot is said before the transfer
             results = _run_stage(ctx, stage, force, seconds) or results
             ranks.report(ctx, stage, final=True)  # every rank's memory and speed, on rank 0
             if ctx.cancelled:  # the stage returned at a cancel (its record says cancelled)

@@ -224,7 +224,7 @@ def _begin(ctx, stage: str) -> None:
     certificate that would otherwise describe a prompt it did not produce."""
     folder = ctx.stage_dir(stage)
     records.clear(folder)
-    for name in ("privacy.json", "summary.json", "prompt.safetensors", "alpha.json"):
+    for name in ("privacy.json", "summary.json", "prompt.safetensors", "alpha.json", "prospect.json"):
         (folder / name).unlink(missing_ok=True)
     if stage == "tune":  # the package of the old prompt goes with it
         import shutil
