@@ -22,9 +22,14 @@ class Checkpointer:
         runtime = ctx.config.runtime
         self.ctx, self.path, self.fingerprint = ctx, Path(path), fingerprint
         self.every_steps, self.every_seconds = runtime.checkpoint_every, runtime.checkpoint_minutes * 60
-        self._last = time.monotonic()
+        # Under DP (engine.tune) a step's noise is spent once journaled and never drawn again, so a step lost
+        # after the last checkpoint is lost for good: there the loop checkpoints after every step, the last too.
+        self.each_step = False
+        self._last = self._logged = time.monotonic()
 
     def due(self, step: int) -> bool:
+        if self.each_step:
+            return True
         if self.every_steps and step % self.every_steps == 0:
             return True
         return bool(self.every_seconds) and time.monotonic() - self._last >= self.every_seconds
@@ -32,7 +37,14 @@ class Checkpointer:
     def save(self, step: int, state: dict) -> None:
         artifacts.torch_save(self.path, {"fingerprint": self.fingerprint, "step": step, "state": state})
         self._last = time.monotonic()
-        self.ctx.log(f"checkpoint at step {step}: {self.path}")
+        if not self.each_step or self._log_due(step):  # every step under DP: logged at the usual interval only
+            self.ctx.log(f"checkpoint at step {step}: {self.path}")
+            self._logged = self._last
+
+    def _log_due(self, step: int) -> bool:
+        if self.every_steps and step % self.every_steps == 0:
+            return True
+        return bool(self.every_seconds) and self._last - self._logged >= self.every_seconds
 
     def load(self) -> tuple[int, dict] | None:
         """(step, state) of a checkpoint made for the same inputs, or None."""

@@ -153,6 +153,8 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
             ctx.emit(Metric(stage=stage, step=step, name="loss", value=loss))
         ctx.emit(Progress(stage=stage, step=step, total_steps=steps, step_seconds=seconds,
                           tokens_per_s=tokens / seconds if seconds > 0 else None))
+        if save and checkpoint.each_step:  # DP: a journaled step is never taken again: kept before a validation
+            save()
         if validate is not None and eval_every and (step % eval_every == 0 or step == steps):
             _validate(ctx, stage, step, prompt, validate, result)
             if patience and _since_best(result) >= patience:
@@ -163,7 +165,7 @@ def train_prompt(ctx, stage: str, prompt: SoftPrompt, loss_fn: LossFn, batches: 
         if reason:
             result.stopped_reason = reason
             break
-        if save and checkpoint.due(step) and step < steps:
+        if save and checkpoint.due(step) and (step < steps or checkpoint.each_step):  # DP: with this validation
             save()
     distributed.sync_tensor_(prompt.weight)  # several processes: every rank keeps rank 0's prompt
     check_finite_weights(stage, [prompt.weight])

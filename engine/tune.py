@@ -57,6 +57,7 @@ def tune_prompt(ctx, stage: str, model, tokenizer, model_id: str, steps: int | N
                                                    mean_gradient, None, None)
     if cfg.privacy.enabled:
         dp, start = _dp_session(ctx, stage, inputs or {}, fingerprint, len(train), total, prompt, start)
+        checkpoint.each_step = True  # a DP step lost after the last checkpoint is never taken again
         batches, aggregate, after_step, before_step = dp.batches(cfg.runtime.seed), dp.aggregate, dp.after_step, dp.before_step
         total = dp.steps + (start.steps if start is not None else 0)
     elif start is not None:
@@ -104,16 +105,17 @@ def _dp_session(ctx, stage, inputs: dict, fingerprint: str, n_train: int, total:
     from engine.privacy import DPSession
     cfg = ctx.config
     journal = ctx.stage_dir(stage) / JOURNAL
-    earlier = _journal(journal, cfg.privacy.accountant, n_train, inputs.get("data"))
+    earlier = _journal(journal, n_train, inputs.get("data"))
     history, planned, release, inherited = [], total, None, 0
     if earlier and earlier.get("fingerprint") == fingerprint and not earlier.get("finished"):
         history, planned = earlier["history"], earlier["planned_steps"]
         release, inherited = earlier.get("release"), earlier.get("inherited_steps", 0)
-        if start is not None and earlier["steps"] > start.steps:
-            ctx.log(f"{stage}: {earlier['steps'] - start.steps} steps taken after the last checkpoint are lost "
+        own = earlier["steps"] - inherited  # the journal's steps include the earlier tunes' it composes with
+        if start is not None and own > start.steps:
+            ctx.log(f"{stage}: {own - start.steps} steps taken after the last checkpoint are lost "
                     "and stay counted as spent", "warning")
-        if start is None and earlier["steps"]:
-            ctx.log(f"{stage}: no checkpoint; the prompt starts again, the {earlier['steps']} steps already "
+        if start is None and own:
+            ctx.log(f"{stage}: no checkpoint; the prompt starts again, the {own} steps already "
                     "taken stay counted as spent", "warning")
     elif earlier and earlier["steps"]:
         history, planned, inherited = earlier["history"], earlier["steps"] + total, earlier["steps"]
@@ -164,8 +166,8 @@ def _own_release(ctx, stage: str, key: str, release: str, inherited: int, journa
     return ledger.new_release_id(), inherited + min(own, counted)
 
 
-def _journal(path, accountant: str, n_examples: int, data) -> dict | None:
-    """The journal of earlier DP steps on the same data with the same accounting, else None."""
+def _journal(path, n_examples: int, data) -> dict | None:
+    """The journal of earlier DP steps on the same data, else None."""
     if not path.is_file():
         return None
     try:
@@ -174,8 +176,9 @@ def _journal(path, accountant: str, n_examples: int, data) -> dict | None:
         # never written torn (atomic); if it is unreadable anyway, refuse rather than forget spent steps
         raise artifacts.DamagedArtifact(f"{path}: the privacy journal is unreadable; it records steps already "
                                         "spent, so tuning again would under-report ε: restore it or use a new run folder")
-    same = (journal.get("accountant") == accountant and journal.get("n_examples") == n_examples
-            and journal.get("data") == data)
+    # the history is (σ, q, steps) per phase, whichever accountant turns it into ε: another accountant composes
+    # the same steps (dropping them would restart the folder's total and its privacy.epsilon target)
+    same = journal.get("n_examples") == n_examples and journal.get("data") == data
     return journal if same else None
 
 
@@ -204,12 +207,14 @@ def save_tuned(ctx, stage: str, prompt: SoftPrompt, result, dp, seconds: float, 
         summary["privacy"] = dp.save_certificate(folder, ledger={
             "data": dp.release.key, "release": dp.release.release, "composed_epsilon": total["epsilon"],
             "composed_releases": total["releases"]})
-        artifacts.write_json(folder / JOURNAL, {**dp.journal_record(), "finished": True})  # a new tune composes
         files["certificate"] = folder / "privacy.json"
     artifacts.write_json(folder / "summary.json", summary)
     files["summary"] = folder / "summary.json"
     status = records.BUDGET_STOPPED if dp is not None and dp.stopped else records.COMPLETED
     records.write(folder, stage, status, inputs, files, steps=result.steps, seconds=seconds)
+    if dp is not None:  # only after the record: a journal marked finished before it would make a resume of this
+        # same tune compose with its own steps (refused at the same ε) instead of finishing it from its checkpoint
+        artifacts.write_json(folder / JOURNAL, {**dp.journal_record(), "finished": True})  # a new tune composes
     (folder / "checkpoint.pt").unlink(missing_ok=True)
     ctx.emit(StageFinished(stage=stage, seconds=seconds, summary=summary))
 

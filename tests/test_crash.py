@@ -173,3 +173,40 @@ def test_a_short_command_killed_mid_write_leaves_no_temp_folder(tmp_path):
     with artifacts.atomic_dir(out) as temp:
         (temp / "whole.json").write_text("{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
+_DIE = {"before_save": ("import engine.tune as t\n"
+                        "t.save_tuned = lambda *a, **k: os._exit(137)\n"),  # after the last step and its validation
+        "before_record": ("import engine.records as r\n_write = r.write\n"
+                          "def write(d, stage, status, *a, **k):\n"
+                          "    if stage == 'tune' and status == 'completed':\n        os._exit(137)\n"
+                          "    return _write(d, stage, status, *a, **k)\n"
+                          "r.write = write\n")}
+
+
+@pytest.mark.parametrize("point", sorted(_DIE))
+def test_a_dp_tune_killed_after_its_last_step_resumes_to_its_trained_prompt(tmp_path, point):
+    """A DP step is never taken again (its noise is spent), so a DP tune killed after its last step — during the
+    last validation, or with its certificate written but not its record — must resume from a checkpoint of that
+    step: neither restart from the initial prompt with no steps left (a 'completed' untrained prompt under a
+    certificate of every step), nor compose with its own steps (refused at the same ε: a run that never finishes)."""
+    import subprocess
+    import sys
+    run_dir, env = tmp_path / "dp", _env(tmp_path / "cache")
+    env["POST_LEDGER"] = str(tmp_path / "ledger")
+    dp = ["--set", "privacy.epsilon=8", "--set", "tune.steps=20", "--set", "distill.steps=10",
+          "--set", "eval.full_pt=false", "--set", "transfer.methods=[\"post\"]", "--set", "transfer.steps=5"]
+    script = ("import os, sys\n" + _DIE[point] + "from post_tui.cli import main\n"
+              "sys.argv = ['post', *sys.argv[1:]]\nmain()\n")
+    killed = subprocess.run([sys.executable, "-c", script, "run", "--preset", "smoke", "--out", str(run_dir), *dp],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    assert not (run_dir / "tune" / "done.json").exists()
+    _complete(_cli("run", "--resume", str(run_dir), *dp), env)
+    record = json.loads((run_dir / "tune" / "done.json").read_text())
+    assert record["status"] == "completed" and record["steps"] == 20
+    logs = [e["message"] for e in _events(run_dir) if e.get("event") == "Log"]
+    assert any("continuing from the checkpoint at step 20" in m for m in logs), logs
+    assert not any("the prompt starts again" in m for m in logs)
+    cert = json.loads((run_dir / "tune" / "privacy.json").read_text())
+    assert cert["steps"] == 20 and cert["ledger"]["composed_epsilon"] <= 8.0  # 20 steps spent, counted once

@@ -475,6 +475,20 @@ def test_dp_tune_again_composes_and_non_dp_tune_drops_the_certificate(finished, 
     assert json.loads((run_dir / "tune" / "privacy.journal.json").read_text())["steps"] == 20  # spent stays spent
 
 
+def test_a_dp_tune_under_another_accountant_composes_with_the_folders_earlier_steps(finished, tmp_path):
+    """The journal's history is (σ, q, steps) whichever accountant reads it: another accountant must not restart
+    the folder's total (its certificate would then cover only its own steps)."""
+    from engine.privacy import epsilon
+    run_dir = copy(finished, tmp_path)
+    dp = ["--set", "privacy.noise_multiplier=1.0", "--set", "tune.steps=10"]
+    assert runner.invoke(app, ["tune", str(run_dir), *dp]).exit_code == 0
+    result = runner.invoke(app, ["tune", str(run_dir), *dp, "--set", 'privacy.accountant="prv"'])
+    assert result.exit_code == 0, result.output
+    second = json.loads((run_dir / "tune" / "privacy.json").read_text())
+    assert second["steps"] == 20 and second["accountant"] == "prv"
+    assert second["epsilon"] == pytest.approx(epsilon(second["history"], second["delta"], "prv"))
+
+
 def test_a_copied_unfinished_dp_run_is_counted_apart_from_its_original(finished, tmp_path):
     """A DP tune cancelled at step 8, its folder copied (a backup, a second try), then both resumed: two
     prompts, each with the 8 shared steps and 12 of its own. The copy's journal names the original's ledger
