@@ -79,6 +79,14 @@ def copy_file(source: Path, path: Path) -> Path:
     return write_with(path, lambda temp: shutil.copyfile(source, temp))
 
 
+def fsync_tree(folder: Path) -> None:
+    """Every file under `folder` on disk (before a rename or a marker file says the folder is whole)."""
+    for file in Path(folder).rglob("*"):
+        if file.is_file():
+            with open(file, "rb+") as stream:
+                os.fsync(stream.fileno())
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a temp folder beside `final`; on success it replaces `final` whole (files fsynced)."""
@@ -86,20 +94,18 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     for stale in final.parent.glob(f".{final.name}{TEMP_MARK}*"):  # a killed writer's (an --out outside a run
         if not _writer_alive(stale.name):                          # folder, which no run's clean_stale visits)
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+            _restore_or_remove(stale)
     temp = _temp_path(final)
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir()
     try:
         yield temp
-        for file in temp.rglob("*"):
-            if file.is_file():
-                with open(file, "rb+") as stream:
-                    os.fsync(stream.fileno())
+        fsync_tree(temp)
         if final.exists():
             old = _temp_path(final)
-            os.replace(final, old)  # a crash between these two renames leaves a temp folder, cleaned later
-            os.replace(temp, final)
+            old = old.with_name(old.name + PREVIOUS)
+            os.replace(final, old)  # a crash between these two renames leaves no `final`: the next writer or
+            os.replace(temp, final)  # clean_stale puts the old one back (_restore_or_remove)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(temp, final)
@@ -188,6 +194,21 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+PREVIOUS = "-previous"  # a folder atomic_dir moved aside to put its new one in place
+
+
+def _restore_or_remove(stale: Path) -> None:
+    """A dead writer's temp file or folder goes; a whole folder it had moved aside for its new one, whose new
+    one never landed, goes back where it was (else a crash between the two renames would lose both)."""
+    final = stale.with_name(stale.name[1:].split(TEMP_MARK, 1)[0])
+    if stale.name.endswith(PREVIOUS) and stale.is_dir() and not final.exists():
+        os.replace(stale, final)
+    elif stale.is_dir():
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        stale.unlink(missing_ok=True)
+
+
 def clean_stale(folder: Path) -> list[Path]:
     """Remove temp files / folders under `folder` whose writing process is gone; returns them."""
     folder = Path(folder)
@@ -196,9 +217,6 @@ def clean_stale(folder: Path) -> list[Path]:
     removed = []
     for path in sorted(folder.rglob(f"*{TEMP_MARK}*"), key=lambda p: len(p.parts), reverse=True):
         if path.exists() and not _writer_alive(path.name):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            _restore_or_remove(path)
             removed.append(path)
     return removed

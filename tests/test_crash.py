@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from bench.kill_resume import cli as _cli, complete, events_of as _events, run_until
+from engine import artifacts
 from engine.artifacts import TEMP_MARK
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,3 +212,24 @@ def test_a_dp_tune_killed_after_its_last_step_resumes_to_its_trained_prompt(tmp_
     assert not any("the prompt starts again" in m for m in logs)
     cert = json.loads((run_dir / "tune" / "privacy.json").read_text())
     assert cert["steps"] == 20 and cert["ledger"]["composed_epsilon"] <= 8.0  # 20 steps spent, counted once
+
+
+def test_a_folder_moved_aside_by_a_writer_killed_between_its_renames_is_put_back(tmp_path):
+    """atomic_dir replaces a folder in two renames (old aside, new in place): killed between them, the old one must
+    come back — by the next writer of that folder, or by a run's clean_stale — not be swept as a temp folder."""
+    import subprocess
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process that has exited: its pid names the killed writer
+    for name in ("package", "kit"):
+        aside = tmp_path / f".{name}{TEMP_MARK}{dead.pid}-0123abcd{artifacts.PREVIOUS}"
+        aside.mkdir()
+        (aside / "prompt.txt").write_text("old")
+    artifacts.clean_stale(tmp_path)
+    assert (tmp_path / "package" / "prompt.txt").read_text() == "old"
+    shutil.rmtree(tmp_path / "package")
+    (tmp_path / "kit" / "prompt.txt").unlink()  # clean_stale put it back too: move it aside again by hand
+    os.rename(tmp_path / "kit", tmp_path / f".kit{TEMP_MARK}{dead.pid}-0123abcd{artifacts.PREVIOUS}")
+    with artifacts.atomic_dir(tmp_path / "kit") as temp:
+        assert (tmp_path / "kit").is_dir()  # the old folder is back before the new one is written
+        (temp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kit"] and (tmp_path / "kit" / "new.txt").is_file()

@@ -75,7 +75,8 @@ def read_manifest(folder: Path) -> dict | None:
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    from engine import artifacts
+    artifacts.write_text(folder / MANIFEST, json.dumps(manifest, indent=2) + "\n")  # whole and on disk, or absent
 
 
 def is_complete(folder: Path, name: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 
 import pandas as pd
 
+from engine import artifacts
 from engine.errors import PostError
 
 from .cache import (
@@ -110,6 +111,7 @@ def fetch(name: str, progress: Progress | None = None) -> Path:
             out = work / "asset"
             out.mkdir(parents=True)
             manifest = _build(asset, work, out, say)
+            artifacts.fsync_tree(out)  # on disk before the manifest says whole: a power cut leaves no torn asset
             write_manifest(out, manifest)  # last: its presence marks the folder complete
             _move_into_place(out, final, work)
         finally:
