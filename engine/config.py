@@ -487,7 +487,8 @@ class RuntimeConfig(Section):
 
 class AuditConfig(Section):
     """`post audit RUN` (engine.audit): membership inference against the tuning recipe, on the user's side."""
-    shadows: int = Field(8, ge=6, description="shadow prompts, each trained on a random half of the pool (even, ≥ 6)")
+    shadows: int = Field(8, ge=6, le=1024, description="shadow prompts, each trained on a random half of the pool "
+                         "(even, 6–1024: each is a tune)")
     pool: int = Field(0, ge=0, description="training examples in the audit pool (0: the whole training split)")
 
     @field_validator("shadows")

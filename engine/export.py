@@ -218,7 +218,23 @@ def privacy(run_dir: Path, stage: str) -> dict:
     if "composed_epsilon" in composed:  # ε is this release's; the data's lifetime ε composes every release on it
         out.update(composed_epsilon=composed["composed_epsilon"], composed_releases=composed.get("composed_releases"),
                    epsilon_is="this release's; composed_epsilon: every release on the same data, this one included")
+        now = _composed_now(composed)
+        if now is not None:  # releases on the same data since the certificate (full PT, a later tune) count too
+            out.update(composed_epsilon=now["epsilon"], composed_releases=now["releases"],
+                       composed_when="at export, from this machine's privacy ledger",
+                       composed_at_release={"epsilon": composed["composed_epsilon"],
+                                            "releases": composed.get("composed_releases")})
     return out
+
+
+def _composed_now(composed: dict) -> dict | None:
+    """The data's composition in this machine's ledger now, where the ledger holds the certificate's release
+    (the user's machine); None where it does not (the model owner's: the certificate's figure stands)."""
+    from engine.privacy import ledger
+    key, release = composed.get("data"), composed.get("release")
+    if not isinstance(key, str) or not isinstance(release, str) or ledger.entry(key, release) is None:
+        return None
+    return ledger.composed(key)
 
 
 def model_name(ref: str) -> str:

@@ -119,6 +119,8 @@ def run_suite(name: str, out: Path, results_dir: Path, run_row: RunRow, only: li
     configs = row_configs(name, None, overrides)
     chosen = row_configs(name, only, overrides) if only else configs
     out, results_dir = Path(out), Path(results_dir)
+    for row, config in chosen.items():  # before any row runs: another configuration's live report is not replaced
+        _check_not_anothers(row, config, out / row, results_dir / f"{row}.json")
     done: dict[str, dict] = {}
 
     def report() -> dict:
@@ -133,6 +135,28 @@ def run_suite(name: str, out: Path, results_dir: Path, run_row: RunRow, only: li
         if after_row is not None:
             after_row(report())
     return report()
+
+
+def _check_not_anothers(row: str, config: RunConfig, run_dir: Path, path: Path) -> None:
+    """Refuse to write `<row>.json` over the report of another configuration of the row (another --set, e.g. a
+    seed) whose run folder, elsewhere, still holds the results it reports: two suites given one --results would
+    otherwise replace each other's finished rows, and each table would drop the other's without a word."""
+    from engine.artifacts import DamagedArtifact, read_json_dict, sha256_file
+    if not path.is_file():
+        return
+    try:
+        report = read_json_dict(path, "suite row report")
+    except DamagedArtifact:
+        return  # a damaged report is replaced by this row's
+    theirs = report.get("run_dir")
+    if report.get("row") != row or report.get("config_digest") in (None, config_digest(config)) or \
+            not isinstance(theirs, str) or Path(theirs).resolve() == run_dir.resolve():
+        return
+    results = Path(theirs) / "results.json"
+    if results.is_file() and report.get("results_sha256") == sha256_file(results):
+        raise PostError(f"{path} is row {row}'s report under another configuration (other --set or suite settings), "
+                        f"from {theirs}, which still holds it: give this configuration its own --results folder, or "
+                        f"delete {path} to replace it")
 
 
 def stored_table(name: str, results_dir: Path, overrides: list[str] | None = None) -> dict:
@@ -186,6 +210,10 @@ def stored_report(row: str, config: RunConfig, path: Path) -> dict | None:
     if missing:
         raise PostError(f"suite row report {path} lacks {', '.join(missing)}: delete it and run the row again "
                         f"(--row {row}) so its report is written anew")
+    problem = _report_problem(report)
+    if problem:  # a wrong type would stop the table in a traceback (or put a made-up number in it)
+        raise PostError(f"suite row report {path} is damaged ({problem}): delete it and run the row again "
+                        f"(--row {row}) so its report is written anew")
     if report["row"] != row or report["config_digest"] != config_digest(config):
         return None
     run_dir = Path(str(report["run_dir"]))
@@ -202,6 +230,28 @@ def stored_report(row: str, config: RunConfig, path: Path) -> dict | None:
     return _rescored({**report, "accuracy": results["accuracy"], "test_examples": results["test_examples"],
                       "paired": results.get("paired"), "class_shares": results.get("class_shares"),
                       "majority": results.get("majority")})
+
+
+def _report_problem(report: dict) -> str:
+    """What is wrong with the fields of a stored row report that the table reads ("" when nothing is)."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    def count(v, least: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= least
+    if not all(isinstance(report[k], str) for k in ("row", "config_digest", "run_dir")):
+        return "row, config_digest and run_dir are texts"
+    accuracy = report["accuracy"]
+    if not isinstance(accuracy, dict) or not all(isinstance(k, str) and number(v) and 0 <= v <= 1
+                                                 for k, v in accuracy.items()):
+        return "accuracy maps each method to a number in [0, 1]"
+    if not count(report["test_examples"], 1) or not count(report["classes"], 2):
+        return "test_examples is a whole number ≥ 1 and classes one ≥ 2"
+    if not isinstance(report["minutes"], dict) or not all(number(v) for v in report["minutes"].values()):
+        return "minutes maps each stage to a number"
+    for key in ("paired", "majority", "class_shares", "validation", "alpha_choice"):
+        if report.get(key) is not None and not isinstance(report[key], dict):
+            return f"{key} is an object or null"
+    return ""
 
 
 def _rules_current(config: RunConfig, rule, choice: dict | None, choice_required: bool = True) -> bool:

@@ -372,6 +372,8 @@ def _bench_suite(suite: str, clash, sets, out: Optional[Path], rows, results: Pa
         console.print(suite_markdown(report), markup=False, highlight=False)
         return
 
+    _check_results_folder(results)  # before any row runs: a row on a real model takes an hour
+
     def run_row(name: str, cfg, run_dir: Path):
         from rich.text import Text
         console.rule(Text.assemble((name, "bold"), f" · {cfg.task.source} on {cfg.models.large}"))
@@ -386,6 +388,16 @@ def _bench_suite(suite: str, clash, sets, out: Optional[Path], rows, results: Pa
     console.print(suite_markdown(report), markup=False, highlight=False)
     console.print(f"suite results: {results}/<row>.json · {results / 'suite.md'} · run folders in {folder}",
                   markup=False, highlight=False, soft_wrap=True)
+
+
+def _check_results_folder(results: Path) -> None:
+    """--results is a folder, or can be made one, and takes files: refused where it enters, not after a row ran."""
+    from engine.pipeline import check_writable
+    existing = next((p for p in (results, *results.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        where = "is a file" if existing == results else f"is under {existing}, a file"
+        raise PostError(f"--results {results} {where}: give a folder for the row reports and suite.md")
+    check_writable(results, f"--results {results}")
 
 
 def _block_label(cfg) -> str:

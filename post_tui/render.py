@@ -335,9 +335,12 @@ def suite_markdown(report: dict) -> str:
     s = report["summary"]
     mean, capped = s["mean_gap_closed"], s.get("mean_gap_closed_capped")
     failing = [f"{row} ({check})" for row, checks in s["post_above"].items() for check, ok in checks.items() if ok is False]
+    undefined_gap = [name for name, row in report["rows"].items() if row["gap_closed"] is None]  # not in the mean
     # three decimals: a goal of 0.60 is not met by 0.598
     lines += ["", f"Mean gap closed over {s['rows']} row{'' if s['rows'] == 1 else 's'}: {'—' if mean is None else f'{mean:.3f}'}"
-              + ("" if capped is None or capped == mean else f" ({capped:.3f} with each row capped above at 1)") + ". "
+              + ("" if capped is None or capped == mean else f" ({capped:.3f} with each row capped above at 1)")
+              + (f" (the mean of the {s['rows'] - len(undefined_gap)} with one; no gap closed where "
+                 f"Full PT equals Full ZS or is missing: {', '.join(undefined_gap)})" if undefined_gap else "") + ". "
               + ("No rows." if not s["rows"] else "POST above Direct and Full ZS in every row." if not failing else
                  "POST not above: " + ", ".join(failing) + ".")]
     if report.get("not_run"):

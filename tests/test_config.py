@@ -125,6 +125,14 @@ def test_a_late_setting_at_its_default_leaves_digests_as_they_were():
     assert config_digest(audited) == config_digest(config)  # how a run is audited changes none of its results
 
 
+@pytest.mark.parametrize("shadows", [4, 7, 1026, 10**12])
+def test_audit_shadows_out_of_range_are_refused_where_they_enter(shadows):
+    # 10**12 passed once and failed at its allocation, after config.toml had kept it
+    config = load_config("smoke")
+    with pytest.raises(PostError, match="audit.shadows"):
+        validate(apply_overrides(config.model_dump(), [f"audit.shadows={shadows}"]))
+
+
 def test_a_rows_digest_counts_the_seed_and_dtype_but_not_how_it_ran():
     """A seed-1 repeat is another result (its stored report must not stand for the seed-0 one); threads and
     the device change how fast, not what; at the defaults the digest is what reports stored before it had."""

@@ -110,7 +110,7 @@ def _copy_run(run, tmp_path):
     ("changed", "is not the prompt its transfer stage recorded"),
     ("deleted", "is missing, though its transfer stage recorded it"),
     ("not-trained", "has no output prompt (transfer/output.safetensors)"),
-    ("artifacts-not-a-dict", "has no post prompt (transfer/post.safetensors)"),
+    ("artifacts-not-a-dict", "has not run (or its record is damaged)"),  # records are checked field by field
     ("retuned", "were made from an earlier small prompt"),
     ("other-large-model", "was made for 'tiny:gpt2', and the run's large model is now 'tiny:llama'"),
     ("out-under-a-file", "cannot write"),
@@ -217,3 +217,19 @@ def test_a_local_model_folder_is_named_not_located(tmp_path):
         "owners-model-folder"
     for path in (tmp_path / "adapter").iterdir():
         assert str(tmp_path) not in path.read_bytes().decode("utf-8", errors="replace"), path
+
+
+def test_a_dp_prompts_composed_epsilon_counts_the_releases_made_after_it(tmp_path):
+    """The certificate's composed ε is the data's as of the tune; a release on the same data afterwards (here a
+    non-DP tune: ε = ∞) raises the data's lifetime ε, and the adapter exported now must say so, not the older figure."""
+    result = run_with_sets(tmp_path / "dp", FAST + ["privacy.epsilon=8"])
+    assert result.exit_code == 0, result.output
+    result = run_with_sets(tmp_path / "later", FAST)  # the same data, tuned again without DP
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["export", str(tmp_path / "dp"), "--out", str(tmp_path / "adapter")])
+    assert result.exit_code == 0, result.output
+    found = json.loads((tmp_path / "adapter" / "post_export.json").read_text())["privacy"]
+    certificate = json.loads((tmp_path / "dp" / "tune" / "privacy.json").read_text())
+    assert found["epsilon"] == certificate["epsilon"] and found["composed_releases"] == 2
+    assert found["composed_epsilon"] == float("inf")
+    assert found["composed_at_release"]["epsilon"] == certificate["ledger"]["composed_epsilon"] < float("inf")

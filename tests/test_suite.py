@@ -330,6 +330,53 @@ def test_a_current_report_missing_a_field_is_one_line_naming_the_file(suite_run)
         report.write_text(kept)
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("accuracy", "x", "accuracy maps each method"),
+    ("accuracy", {"post": "0.9"}, "accuracy maps each method"),
+    ("test_examples", "many", "test_examples is a whole number"),
+    ("minutes", [1], "minutes maps each stage"),
+    ("paired", [1], "paired is an object or null"),
+])
+def test_an_archived_report_with_a_wrong_field_type_is_one_line_naming_the_file(suite_run, field, value, message):
+    """An archived report (no run folder at its run_dir) is read as it is: a field of the wrong type is refused in
+    one line, not a traceback from inside the verdict, and no table is written."""
+    root, args = suite_run
+    report = root / "results" / "a.json"
+    kept, table = report.read_text(), (root / "results" / "suite.md").read_bytes()
+    try:
+        report.write_text(json.dumps({**json.loads(kept), "run_dir": str(root / "gone"), field: value}))
+        result = runner.invoke(app, args + ["--report-only"])
+        assert result.exit_code == 2 and "a.json is damaged" in result.output and message in result.output
+        assert "Traceback" not in result.output and (root / "results" / "suite.md").read_bytes() == table
+    finally:
+        report.write_text(kept)
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_a_results_path_that_is_a_file_is_refused_before_any_row_runs(tmp_path, under):
+    (tmp_path / "tiny.toml").write_text(SUITE)
+    (tmp_path / "a-file").write_text("x")
+    results = tmp_path / "a-file" / "sub" if under else tmp_path / "a-file"
+    result = runner.invoke(app, ["bench", "--suite", str(tmp_path / "tiny.toml"), "--out", str(tmp_path / "runs"),
+                                 "--results", str(results), "--row", "a"])
+    assert result.exit_code == 2 and "--results" in result.output and "a file" in result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "runs").exists()
+    assert (tmp_path / "a-file").read_text() == "x"
+
+
+def test_a_suite_under_another_configuration_does_not_replace_a_live_report_in_one_results_folder(suite_run):
+    """Two suites given one --results (one with --set runtime.seed=1, under another --out): the second would
+    write row a's report over the first's, whose run folder still holds it, and the first's table lose row a."""
+    root, _ = suite_run
+    report = root / "results" / "a.json"
+    kept = report.read_text()
+    args = ["bench", "--suite", str(root / "tiny.toml"), "--out", str(root / "runs-seed1"), "--results",
+            str(root / "results"), "--row", "a", "--set", "runtime.seed=1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "under another configuration" in result.output and "own --results" in result.output
+    assert report.read_text() == kept and not (root / "runs-seed1").exists()
+
+
 def test_the_mean_gap_closed_is_also_given_with_each_row_capped_at_one():
     from engine.suite import summary
     acc = {"full_zs": 0.5, "full_pt": 0.8}
@@ -357,6 +404,21 @@ def test_a_gap_within_two_standard_errors_is_named_and_left_out_of_a_second_mean
     below = {**clear, "accuracy": {"full_zs": 0.677, "full_pt": 0.5, "post": 0.79}}  # Full PT is no reference
     assert not gap_resolved(below) and not gap_resolved({**clear, "gap_closed": None, "accuracy": {"full_zs": 0.6, "full_pt": 0.6}})
     assert summary({"clear": clear})["mean_gap_closed_resolved"] is None  # every gap resolved: one mean is enough
+
+
+def test_the_mean_gap_closed_says_how_many_rows_it_is_the_mean_of():
+    """A row with no gap closed (Full PT equal to Full ZS) is not in the mean: the line says over how many it is."""
+    from engine.suite import summary
+    from post_tui.render import suite_markdown
+    flat = {"accuracy": {"full_zs": 0.5, "full_pt": 0.5, "post": 0.6}, "test_examples": 300, "gap_closed": None,
+            "verdict": [], "classes": 2, "minutes": {"total": 1.0}}
+    clear = {"accuracy": {"full_zs": 0.553, "full_pt": 0.81, "post": 0.697}, "test_examples": 300,
+             "gap_closed": 0.56, "verdict": [], "classes": 2, "minutes": {"total": 1.0}}
+    table = suite_markdown({"rows": {"flat": flat, "clear": clear}, "summary": summary({"flat": flat, "clear": clear}),
+                            "not_run": []})
+    assert "Mean gap closed over 2 rows: 0.560 (the mean of the 1 with one;" in table and "is missing: flat)" in table
+    table = suite_markdown({"rows": {"clear": clear}, "summary": summary({"clear": clear}), "not_run": []})
+    assert "Mean gap closed over 1 row: 0.560. " in table
 
 
 def test_the_table_says_when_its_rows_come_from_different_kinds_of_cpu():
