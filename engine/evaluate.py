@@ -135,18 +135,19 @@ def eval_batches_needed(ctx, split: str, names=None) -> int:
 
 
 def evaluate_methods(ctx, split: str, names=None, progress: EvalProgress | None = None,
-                     predictions: dict[str, list[int]] | None = None) -> dict[str, float]:
-    """name → accuracy on `split`; `predictions`, where given, gets name → each example's predicted class
-    and "labels" → the true ones."""
-    return {name: acc for name, (acc, _) in score_methods(ctx, split, names, progress, predictions).items()}
+                     predictions: dict[str, list[int]] | None = None, limit: int = 0) -> dict[str, float]:
+    """name → accuracy on `split` (its first `limit` examples where > 0); `predictions`, where given, gets
+    name → each example's predicted class and "labels" → the true ones."""
+    return {name: acc for name, (acc, _) in score_methods(ctx, split, names, progress, predictions, limit).items()}
 
 
 def score_methods(ctx, split: str, names=None, progress: EvalProgress | None = None,
-                  predictions: dict[str, list[int]] | None = None) -> dict[str, tuple[float, float]]:
-    """name → (accuracy, mean cloze loss) on `split`."""
+                  predictions: dict[str, list[int]] | None = None, limit: int = 0) -> dict[str, tuple[float, float]]:
+    """name → (accuracy, mean cloze loss) on `split` (its first `limit` examples where > 0)."""
     from engine import loading
     fns, tokenizer = method_logit_fns(ctx, names)
     examples = loading.task(ctx, tokenizer)[split]
+    examples = examples.head(limit) if limit else examples
     verbalizer = loading.verbalizer(ctx, tokenizer)
     on_batch = progress.advance if progress is not None else None
     found = {}
