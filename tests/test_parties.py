@@ -277,12 +277,18 @@ def test_an_import_that_eval_would_refuse_copies_nothing(flow, tmp_path):
     assert "nothing was imported" in result.stderr and not (user / "transfer").exists()
 
 
-def test_an_owners_transfer_edited_since_its_record_is_not_imported(flow, tmp_path):
+def untransferred_copies(flow, tmp_path) -> tuple[Path, Path]:
+    """Copies of the flow's user folder (its transfer removed: the import's to make) and owner folder."""
     root, _ = flow
     user, owner = tmp_path / "user", tmp_path / "owner"
     shutil.copytree(root / "user", user)
     shutil.copytree(root / "owner", owner)
     shutil.rmtree(user / "transfer")
+    return user, owner
+
+
+def test_an_owners_transfer_edited_since_its_record_is_not_imported(flow, tmp_path):
+    user, owner = untransferred_copies(flow, tmp_path)
     prompt = owner / "transfer" / "post.safetensors"
     prompt.write_bytes(prompt.read_bytes()[:-4] + b"\x00\x00\x00\x00")  # damaged or edited after the transfer
     result = runner.invoke(app, ["eval", str(user), "--from", str(owner)])
@@ -291,11 +297,7 @@ def test_an_owners_transfer_edited_since_its_record_is_not_imported(flow, tmp_pa
 
 
 def test_an_owners_record_with_a_damaged_list_of_files_is_not_imported(flow, tmp_path):
-    root, _ = flow
-    user, owner = tmp_path / "user", tmp_path / "owner"
-    shutil.copytree(root / "user", user)
-    shutil.copytree(root / "owner", owner)
-    shutil.rmtree(user / "transfer")
+    user, owner = untransferred_copies(flow, tmp_path)
     done = owner / "transfer" / "done.json"
     record = json.loads(done.read_text())
     done.write_text(json.dumps({**record, "artifacts": {"post": "post.safetensors"}}))  # an entry without its sha256
@@ -305,11 +307,7 @@ def test_an_owners_record_with_a_damaged_list_of_files_is_not_imported(flow, tmp
 
 
 def test_an_import_copies_only_the_files_the_owners_record_lists(flow, tmp_path):
-    root, _ = flow
-    user, owner = tmp_path / "user", tmp_path / "owner"
-    shutil.copytree(root / "user", user)
-    shutil.copytree(root / "owner", owner)
-    shutil.rmtree(user / "transfer")
+    user, owner = untransferred_copies(flow, tmp_path)
     # left by an earlier transfer of the owner's (other methods or settings): no record vouches for it
     shutil.copy(owner / "transfer" / "post.safetensors", owner / "transfer" / "stale.safetensors")
     # and one of the user's own, from a transfer run here before: eval would score it as the owner's
