@@ -256,8 +256,8 @@ def test_alpha_select_settles_a_tie_by_the_validation_loss(smoke_run, tmp_path, 
     shutil.copytree(smoke_run, run_dir)
     real = evaluate.score_methods
 
-    def tied(ctx, split, names=None, progress=None, predictions=None):  # post and shift tie on accuracy; shift's loss is lower
-        found = real(ctx, split, names, progress, predictions)
+    def tied(ctx, split, names=None, progress=None, predictions=None, limit=0):  # post and shift tie on accuracy; shift's loss is lower
+        found = real(ctx, split, names, progress, predictions, limit)
         if split == "validation":
             found = {"output": (0.5, 0.40), "post": (0.75, 0.70), "shift": (0.75, 0.60)}
         return found
