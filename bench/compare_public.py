@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/compare_public.py` from the repo root works
+
 
 USAGE = "usage: python bench/compare_public.py RUN_DIR [KEY=VALUE ...]"
 

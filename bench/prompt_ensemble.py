@@ -7,6 +7,10 @@ run's POST, and POST transferred onto the mean shift. Writes SCRATCH/probe.json;
 import json, shutil, sys, time
 from pathlib import Path
 import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` from the repo root works
+from bench.common import run_main
+if len(sys.argv) < 4 or not (Path(sys.argv[1]) / "config.toml").is_file():  # one line and exit 2, not a traceback
+    run_main(lambda: sys.exit("error: usage: python bench/prompt_ensemble.py SRC_RUN SCRATCH K (SRC_RUN: a run folder, holding config.toml)"))
 
 src, scratch, K = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 if not scratch.exists():
@@ -23,8 +27,9 @@ torch.set_num_threads(1)
 cfg = validate(apply_overrides(read_toml(scratch / "config.toml"), ["runtime.threads=1", "task.max_eval=300"]))
 ctx = RunContext(config=cfg, run_dir=scratch)
 if cfg.privacy.enabled:  # DP samples its own batches (the patch below would change nothing) and each extra
-    sys.exit("error: prompt_ensemble.py probes runs without DP: K prompts under DP are K releases, "
-             "spending ε K times, which probe.json does not account")  # prompt spends ε again, unrecorded
+    # prompt spends ε again, unrecorded: one line, exit 2
+    run_main(lambda: sys.exit("error: prompt_ensemble.py probes runs without DP: K prompts under DP are K releases, "
+                              "spending ε K times, which probe.json does not account"))
 large, small, tok = loading.both(ctx)
 out = scratch / "probe.json"
 found = json.loads(out.read_text()) if out.exists() else {}

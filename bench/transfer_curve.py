@@ -7,6 +7,10 @@ last and the best step. Writes SCRATCH/probe2.json.
 import json, shutil, sys, time
 from pathlib import Path
 import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` from the repo root works
+from bench.common import run_main
+if len(sys.argv) < 3 or not (Path(sys.argv[1]) / "config.toml").is_file():  # one line and exit 2, not a traceback
+    run_main(lambda: sys.exit("error: usage: python bench/transfer_curve.py SRC_RUN SCRATCH [KEY=VALUE ...] (SRC_RUN: a run folder, holding config.toml)"))
 
 src, scratch = Path(sys.argv[1]), Path(sys.argv[2])
 if not scratch.exists():
@@ -21,13 +25,9 @@ from engine.prompt import SoftPrompt
 torch.set_num_threads(1)
 cfg = validate(apply_overrides(read_toml(scratch / "config.toml"), ["runtime.threads=1", "task.max_eval=300", *sys.argv[3:]]))
 ctx = RunContext(config=cfg, run_dir=scratch)
-from engine.errors import PostError
 from engine.privacy import boundary
-try:  # a KEY=VALUE may name another public set: trained on only once compared with the private data
-    boundary.check_transfer_alone(ctx)  # (bench/compare_public.py SCRATCH KEY=VALUE compares it)
-except PostError as err:
-    sys.stderr.write(f"error: {err}\n")
-    sys.exit(2)
+# a KEY=VALUE may name another public set: trained on only once compared with the private data
+run_main(lambda: boundary.check_transfer_alone(ctx))  # (bench/compare_public.py SCRATCH KEY=VALUE compares it)
 large, small, tok = loading.both(ctx)
 splits = loading.task(ctx, tok)
 verb = loading.verbalizer(ctx, tok)

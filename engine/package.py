@@ -169,14 +169,14 @@ def prompt_shape(folder: Path) -> tuple[int, int]:
     """(vectors, width) of the package's prompt, refused here — before the owner writes anything — when the file
     is no prompt (the run-folder words of SoftPrompt.load, "resume the run", do not fit a received package)."""
     from safetensors.torch import load_file
-    from engine.prompt import _not_a_prompt
+    from engine.prompt import not_a_prompt
     path = Path(folder) / "prompt.safetensors"
     try:
         weight = load_file(str(path)).get("prompt")
     except Exception as err:  # not a safetensors file
         problem = f"not a safetensors file: {type(err).__name__}"
     else:
-        problem = "no tensor named 'prompt'" if weight is None else _not_a_prompt(weight)
+        problem = "no tensor named 'prompt'" if weight is None else not_a_prompt(weight)
     if problem:
         raise PostError(f"{folder}: prompt.safetensors does not hold a prompt ({problem}): ask whoever sent it for the "
                         "prompt package again")

@@ -72,7 +72,7 @@ class SoftPrompt(nn.Module):
         except Exception as err:  # truncated or not a safetensors file: say which file, not a raw traceback
             raise PostError(f"prompt file {path} is damaged ({type(err).__name__}); resume the run so the "
                             "stage that wrote it runs again") from None
-        problem = _not_a_prompt(weight)
+        problem = not_a_prompt(weight)
         if problem:  # a prompt that would score or transfer garbage: refused where it enters
             raise PostError(f"prompt file {path} does not hold a prompt ({problem}): give a prompt post wrote, or "
                             "run the stage that wrote it again (post tune / full-pt / transfer RUN_DIR)")
@@ -81,7 +81,7 @@ class SoftPrompt(nn.Module):
         return prompt
 
 
-def _not_a_prompt(weight: torch.Tensor) -> str:
+def not_a_prompt(weight: torch.Tensor) -> str:
     """What is wrong with a loaded tensor as a prompt; "" when nothing is."""
     if weight.ndim != 2 or 0 in weight.shape:
         return f"a tensor of shape {tuple(weight.shape)}, not vectors × width"

@@ -329,7 +329,8 @@ def test_the_owners_transfer_is_refused_into_a_users_folder(flow, tmp_path):
         result = runner.invoke(app, ["transfer", "--kit", str(root / "KIT"), "--package", str(root / "PKG"),
                                      "--out", str(user), "--preset", "smoke", *sets()])
         assert result.exit_code == 2 and "is a user's run folder" in result.stderr, result.output
-        assert (user / "tune" / "done.json").read_bytes() == tuned  # the user's tune record as it was
+        # the user's tune record as it was: not rewritten, so its very bytes (no trained float recomputed)
+        assert (user / "tune" / "done.json").read_bytes() == tuned
 
 
 def test_privacy_verify_reads_a_package(flow):

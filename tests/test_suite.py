@@ -347,6 +347,7 @@ def test_an_archived_report_with_a_wrong_field_type_is_one_line_naming_the_file(
         report.write_text(json.dumps({**json.loads(kept), "run_dir": str(root / "gone"), field: value}))
         result = runner.invoke(app, args + ["--report-only"])
         assert result.exit_code == 2 and "a.json is damaged" in result.output and message in result.output
+        # the table as it was: not rewritten, so its very bytes (nothing recomputed)
         assert "Traceback" not in result.output and (root / "results" / "suite.md").read_bytes() == table
     finally:
         report.write_text(kept)
